@@ -1,0 +1,46 @@
+// Checkpoint folders: ckpt/step_XXXXXXXX/ holding the trainer ranks' safetensors files, the
+// resolved config and manifest.json (which lists every file with its SHA-256). A folder is
+// written as ckpt/.tmp-step_XXXXXXXX/, its files made durable (fsync), then renamed into place;
+// ckpt/latest (a symlink) is replaced last. A folder without a valid manifest is never used.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nt {
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string checkpoint_name(int64_t step);  // "step_00000123"
+
+// Creates (afresh) the temporary folder for `step` under `ckpt_root`; returns its path.
+std::string begin_checkpoint(const std::string& ckpt_root, int64_t step);
+// Adds "files": {name: sha256} for every regular file in the temporary folder, writes
+// manifest.json, fsyncs, renames the folder to step_XXXXXXXX, then points `latest` at it.
+// Returns the final folder.
+std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohmann::json manifest);
+
+// Reads dir/manifest.json and checks every listed file exists with its SHA-256 (and that no
+// listed file is missing). Throws CheckpointError naming the offending file.
+nlohmann::json read_verified_manifest(const std::string& dir);
+
+// Complete checkpoint folders under ckpt_root (name step_N with a manifest), newest first.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& ckpt_root);
+
+// The newest checkpoint whose manifest verifies; each one refused is reported to `warn`
+// (naming the file and why) before falling back to the previous one.
+std::optional<std::string> find_resume_checkpoint(const std::string& ckpt_root,
+                                                  const std::function<void(const std::string&)>& warn);
+
+// Deletes checkpoints beyond the newest `keep_last`, except steps that are multiples of
+// `keep_every` (> 0) and the folder `latest` points to. Temporary folders are left alone.
+void apply_retention(const std::string& ckpt_root, int64_t keep_last, int64_t keep_every);
+
+}  // namespace nt

@@ -1,0 +1,1 @@
+// Carries the shared precompiled header <torch/torch.h> (see the top CMakeLists.txt).

@@ -1,0 +1,367 @@
+// tread_data: the dataset tool (docs/data-format.md).
+//   tread_data import-mnist --images F --labels F --out X.h5 [--size 32|16|8|...]
+//   tread_data inspect FILE...     sizes, attributes, label histogram, per-channel mean/std of x
+//   tread_data validate FILE...    full scan: NaN/Inf values, labels out of range, shapes
+// Every error goes to stderr with exit code 1.
+#include <ATen/core/Tensor.h>
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data/hdf5_check.h"
+#include "data/latent_dataset.h"
+#include "data/mnist_import.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr int64_t kChunkElems = int64_t(1) << 24;  // values per read chunk (64 MiB of float32)
+
+const char* kUsage =
+    "usage: tread_data <command> [options]\n"
+    "\n"
+    "Prepares and checks the HDF5 datasets that tread_run trains on (docs/data-format.md).\n"
+    "\n"
+    "commands:\n"
+    "  import-mnist  convert MNIST IDX files to a pixel-space dataset file\n"
+    "  inspect       print sizes, attributes, label histogram and value statistics\n"
+    "  validate      scan files completely for bad values, labels and shapes\n"
+    "\n"
+    "Run `tread_data <command> --help` for a command's options.\n";
+
+// A usage error: the command line itself is wrong.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+po::variables_map parse(const std::vector<std::string>& args, const po::options_description& desc,
+                        const po::positional_options_description* pos) {
+  po::variables_map vm;
+  auto parser = po::command_line_parser(args).options(desc);
+  if (pos) parser.positional(*pos);
+  po::store(parser.run(), vm);
+  return vm;
+}
+
+std::string fmt(double v, int precision = 6) {
+  std::ostringstream s;
+  s.precision(precision);
+  s << v;
+  return s.str();
+}
+
+// ---- import-mnist ---------------------------------------------------------------------------
+
+int cmd_import_mnist(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data import-mnist --images F --labels F --out X.h5 [--size 32]\n\n"
+      "Converts MNIST IDX files (.gz or plain) into /latents [N,1,S,S] float32 in [-1,1] (digits\n"
+      "padded with -1 to 32x32, then box-averaged down to SxS) and /labels [N] int64.\n"
+      "The embedded digits are data/mnist10k/{images-idx3-ubyte.gz,labels-idx1-ubyte.gz}.\n\n"
+      "options");
+  std::string images, labels, out;
+  int size = 32;
+  desc.add_options()("help,h", "show this help")(
+      "images", po::value(&images)->required(), "images IDX file (magic 0x00000803)")(
+      "labels", po::value(&labels)->required(), "labels IDX file (magic 0x00000801)")(
+      "out", po::value(&out)->required(), "output HDF5 file (written as OUT.tmp, then renamed)")(
+      "size", po::value(&size)->default_value(32), "side S of the output: 32, 16, 8, 4, 2 or 1");
+  po::variables_map vm = parse(args, desc, nullptr);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  nt::import_mnist(images, labels, out, size);
+  nt::LatentDataset ds({out});
+  const nt::DatasetInfo& info = ds.info();
+  std::cout << "wrote " << out << ": " << info.size << " samples, [" << info.channels << ","
+            << info.height << "," << info.width << "] " << info.dtype << ", "
+            << info.num_classes << " classes\n";
+  return 0;
+}
+
+// ---- inspect --------------------------------------------------------------------------------
+
+std::string shape_line(const nt::DatasetInfo& info) {
+  std::ostringstream s;
+  if (info.moments)
+    s << "/moments [" << info.size << "," << 2 * info.channels << "," << info.height << ","
+      << info.width << "] (mean || logvar), samples [" << info.channels << "," << info.height
+      << "," << info.width << "]";
+  else
+    s << "/latents [" << info.size << "," << info.channels << "," << info.height << ","
+      << info.width << "]";
+  return s.str();
+}
+
+std::string histogram_line(const std::vector<int64_t>& counts) {
+  std::ostringstream s;
+  const int k = static_cast<int>(counts.size());
+  if (k <= 32) {
+    for (int c = 0; c < k; ++c) s << (c ? " " : "") << c << ":" << counts[c];
+    return s.str();
+  }
+  int present = 0;
+  std::vector<int> empty;
+  for (int c = 0; c < k; ++c) {
+    if (counts[c] > 0) ++present;
+    else if (empty.size() < 20) empty.push_back(c);
+  }
+  auto [lo, hi] = std::minmax_element(counts.begin(), counts.end());
+  s << present << " of " << k << " classes present, count per class min " << *lo << " max " << *hi;
+  if (!empty.empty()) {
+    s << "; empty classes:";
+    for (int c : empty) s << " " << c;
+    if (k - present > static_cast<int>(empty.size())) s << " ...";
+  }
+  return s.str();
+}
+
+void inspect_one(const std::string& path) {
+  nt::LatentDataset ds({path});
+  const nt::DatasetInfo& info = ds.info();
+  const int64_t C = info.channels, HW = int64_t(info.height) * info.width;
+  std::cout << path << "\n"
+            << "  samples      " << info.size << "\n"
+            << "  shape        " << shape_line(info) << "\n"
+            << "  dtype        " << info.dtype << "\n"
+            << "  latent space " << info.latent_space << "\n"
+            << "  source       " << (info.source.empty() ? "(not given)" : info.source) << "\n"
+            << "  normalise    x = " << fmt(info.scale_factor, 10) << " * (v - "
+            << fmt(info.shift_factor, 10) << ")\n"
+            << "  num_classes  " << info.num_classes << "\n";
+
+  // One pass in chunks: label counts and per-channel sums of x in float64.
+  std::vector<int64_t> counts(info.num_classes, 0);
+  std::vector<double> sum(C, 0.0), sum_sq(C, 0.0);
+  const int64_t rows = std::max<int64_t>(1, kChunkElems / (C * HW));
+  std::vector<int64_t> idx;
+  for (int64_t begin = 0; begin < info.size; begin += rows) {
+    const int64_t n = std::min(rows, info.size - begin);
+    idx.resize(n);
+    for (int64_t k = 0; k < n; ++k) idx[k] = begin + k;
+    at::Tensor x, y;
+    ds.read(idx, /*noise_seed=*/0, &x, &y);  // x [n,C,H,W] float32, y [n] int64
+    const float* xp = x.data_ptr<float>();
+    const int64_t* yp = y.data_ptr<int64_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      ++counts[yp[k]];
+      for (int64_t c = 0; c < C; ++c) {
+        const float* v = xp + (k * C + c) * HW;
+        double s = 0, s2 = 0;
+        for (int64_t j = 0; j < HW; ++j) {
+          s += v[j];
+          s2 += double(v[j]) * v[j];
+        }
+        sum[c] += s;
+        sum_sq[c] += s2;
+      }
+    }
+  }
+  std::cout << "  labels       " << histogram_line(counts) << "\n";
+  std::cout << "  x per channel (mean, std" << (info.moments ? ", one noise draw, seed 0" : "")
+            << "):\n";
+  const double count = double(info.size) * HW;
+  for (int64_t c = 0; c < C; ++c) {
+    double mean = sum[c] / count;
+    double var = std::max(0.0, sum_sq[c] / count - mean * mean);
+    std::cout << "    channel " << c << ": mean " << fmt(mean) << ", std " << fmt(std::sqrt(var))
+              << "\n";
+  }
+}
+
+int cmd_inspect(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data inspect FILE...\n\n"
+      "Prints for each file: sample count, shape, dtype, latent space, source, scale/shift,\n"
+      "label histogram and the per-channel mean and std of the normalised samples x.\n\n"
+      "options");
+  std::vector<std::string> files;
+  desc.add_options()("help,h", "show this help")("files", po::value(&files), "HDF5 files");
+  po::positional_options_description pos;
+  pos.add("files", -1);
+  po::variables_map vm = parse(args, desc, &pos);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  if (files.empty()) throw UsageError("inspect needs at least one FILE");
+  for (const std::string& f : files) inspect_one(f);
+  if (files.size() > 1) {
+    nt::LatentDataset all(files);  // checks that the files agree
+    std::cout << "all " << files.size() << " files agree: " << all.info().size
+              << " samples together\n";
+  }
+  return 0;
+}
+
+// ---- validate -------------------------------------------------------------------------------
+
+// Reads rows [begin, begin+n) of a dataset as `mem_type` into buf.
+void read_range(hid_t dset, hid_t mem_type, int64_t begin, int64_t n, void* buf,
+                const std::string& what) {
+  nt::H5Id space(NT_H5_CHECK(H5Dget_space(dset), what));
+  int rank = NT_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what);
+  std::vector<hsize_t> dims(rank), start(rank, 0);
+  NT_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), what);
+  std::vector<hsize_t> count = dims;
+  start[0] = static_cast<hsize_t>(begin);
+  count[0] = static_cast<hsize_t>(n);
+  NT_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                  count.data(), nullptr),
+              what);
+  hsize_t total = 1;
+  for (hsize_t c : count) total *= c;
+  nt::H5Id mem(NT_H5_CHECK(H5Screate_simple(1, &total, nullptr), what));
+  NT_H5_CHECK(H5Dread(dset, mem_type, mem.get(), space.get(), H5P_DEFAULT, buf), what);
+}
+
+// Scans one file completely; returns an empty string when it is sound, else what is wrong.
+std::string validate_one(const std::string& path, int64_t* samples) {
+  nt::DatasetInfo info;
+  try {
+    nt::LatentDataset ds({path});  // structure, shapes, types, attributes
+    info = ds.info();
+  } catch (const nt::DataError& e) {
+    return e.what();
+  }
+  *samples = info.size;
+  nt::h5_silence();
+  const std::string name = info.moments ? "/moments" : "/latents";
+  const std::string what = "reading " + name + " of '" + path + "'";
+  nt::H5Id fapl = nt::h5_read_access(what);
+  nt::H5Id file(NT_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), what));
+  nt::H5Id data(NT_H5_CHECK(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), what));
+  nt::H5Id labels(NT_H5_CHECK(H5Dopen2(file.get(), "/labels", H5P_DEFAULT), what));
+  const int64_t row = int64_t(info.moments ? 2 : 1) * info.channels * info.height * info.width;
+  const int64_t rows = std::max<int64_t>(1, kChunkElems / row);
+  std::vector<float> values;
+  std::vector<int64_t> labs;
+  std::vector<int64_t> bad_values, bad_labels, bad_label_values;
+  int64_t n_bad_values = 0, n_bad_labels = 0;
+  for (int64_t begin = 0; begin < info.size; begin += rows) {
+    const int64_t n = std::min(rows, info.size - begin);
+    values.resize(n * row);
+    labs.resize(n);
+    read_range(data.get(), H5T_NATIVE_FLOAT, begin, n, values.data(), what);
+    read_range(labels.get(), H5T_NATIVE_INT64, begin, n, labs.data(),
+               "reading /labels of '" + path + "'");
+    for (int64_t k = 0; k < n; ++k) {
+      const float* v = values.data() + k * row;
+      bool finite = true;
+      for (int64_t j = 0; j < row && finite; ++j) finite = std::isfinite(v[j]);
+      if (!finite && n_bad_values++ < 10) bad_values.push_back(begin + k);
+      if ((labs[k] < 0 || labs[k] >= info.num_classes) && n_bad_labels++ < 10) {
+        bad_labels.push_back(begin + k);
+        bad_label_values.push_back(labs[k]);
+      }
+    }
+  }
+  std::ostringstream s;
+  if (n_bad_values > 0) {
+    s << "'" << path << "': " << n_bad_values << " sample(s) with NaN or Inf in " << name
+      << ", at indices";
+    for (int64_t i : bad_values) s << " " << i;
+    if (n_bad_values > 10) s << " ...";
+  }
+  if (n_bad_labels > 0) {
+    if (n_bad_values > 0) s << "\n";
+    s << "'" << path << "': " << n_bad_labels << " label(s) outside [0, num_classes="
+      << info.num_classes << "), at indices";
+    for (size_t i = 0; i < bad_labels.size(); ++i)
+      s << " " << bad_labels[i] << " (label " << bad_label_values[i] << ")";
+    if (n_bad_labels > 10) s << " ...";
+  }
+  return s.str();
+}
+
+int cmd_validate(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data validate FILE...\n\n"
+      "Reads every file completely and checks shapes and attributes, that latents/moments hold\n"
+      "no NaN or Inf, and that labels lie in [0, num_classes); with several files, that they\n"
+      "agree. Prints \"ok: N samples\" and exits 0, or names the first bad file and indices\n"
+      "on stderr and exits 1.\n\n"
+      "options");
+  std::vector<std::string> files;
+  desc.add_options()("help,h", "show this help")("files", po::value(&files), "HDF5 files");
+  po::positional_options_description pos;
+  pos.add("files", -1);
+  po::variables_map vm = parse(args, desc, &pos);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  if (files.empty()) throw UsageError("validate needs at least one FILE");
+  int64_t total = 0;
+  for (const std::string& f : files) {
+    int64_t samples = 0;
+    std::string problem = validate_one(f, &samples);
+    if (!problem.empty()) {
+      std::cerr << "tread_data validate: " << problem << "\n";
+      return 1;
+    }
+    total += samples;
+  }
+  if (files.size() > 1) {
+    try {
+      nt::LatentDataset all(files);
+    } catch (const nt::DataError& e) {
+      std::cerr << "tread_data validate: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::cout << "ok: " << total << " samples";
+  if (files.size() > 1) std::cout << " in " << files.size() << " files";
+  std::cout << "\n";
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 1;
+  }
+  const std::string cmd = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  try {
+    if (cmd == "import-mnist") return cmd_import_mnist(args);
+    if (cmd == "inspect") return cmd_inspect(args);
+    if (cmd == "validate") return cmd_validate(args);
+  } catch (const po::error& e) {
+    throw UsageError(std::string(e.what()));
+  }
+  throw UsageError("unknown command '" + cmd + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string cmd = argc >= 2 ? argv[1] : "";
+  const bool known = cmd == "import-mnist" || cmd == "inspect" || cmd == "validate";
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "tread_data: " << e.what() << "; see `tread_data " << (known ? cmd + " " : "")
+              << "--help`\n";
+  } catch (const std::exception& e) {
+    std::cerr << "tread_data " << cmd << ": error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "tread_data " << cmd << ": error: unknown exception\n";
+  }
+  return 1;
+}

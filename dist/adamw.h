@@ -1,0 +1,31 @@
+// AdamW, EMA and global-norm clipping on flat fp32 buffers (one per unit, or a rank's shards).
+// AdamW follows torch.optim.AdamW (decoupled weight decay, bias correction, eps outside sqrt).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace nt {
+
+struct AdamWParams {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+struct AdamWState {
+  std::vector<at::Tensor> exp_avg, exp_avg_sq;  // like the parameter buffers
+  int64_t step = 0;                             // number of updates applied
+};
+
+AdamWState adamw_init(const std::vector<at::Tensor>& params);
+// One update of every buffer with its gradient (in place); increments state.step.
+void adamw_step(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, AdamWState& state,
+                const AdamWParams& p);
+// ema = decay * ema + (1 - decay) * param, in place.
+void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& params, double decay);
+// Sum of squares of all buffers, in float64 (all-reduced across ranks by the caller).
+double sum_of_squares(const std::vector<at::Tensor>& bufs);
+// Scales gradients in place by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_.
+void clip_by_norm(std::vector<at::Tensor>& grads, double norm, double max_norm);
+
+}  // namespace nt

@@ -1,0 +1,37 @@
+// Sharded checkpoints (docs/checkpoint-format.md): each trainer rank writes its shards of every
+// unit's flat buffers into rank_XXXXX.safetensors as "<unit>.<kind>" (kind: param, exp_avg,
+// exp_avg_sq, ema) plus its generator states "rng.<name>"; the manifest records the flat layout
+// by parameter name, so a checkpoint written by W ranks loads into any W'.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dist/flat_layout.h"
+
+namespace nt {
+
+std::string rank_file_name(int rank);  // "rank_00000.safetensors"
+
+// Writes this rank's shards: `buffers[kind][u]` is the rank's shard of unit u ([padded / W]).
+void save_rank_shards(const std::string& dir, int rank, const FlatLayout& layout,
+                      const std::map<std::string, std::vector<at::Tensor>>& buffers,
+                      const std::map<std::string, at::Tensor>& rng_states);
+
+// Reassembles the full tensors of `kind` by parameter name from all rank files of a
+// checkpoint folder whose manifest (already verified) holds "layout" and "world_size".
+std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, const nlohmann::json& manifest,
+                                                    const std::string& kind);
+
+// Fills `layout`'s flat buffers (this rank's shards, [padded / W] each) from full tensors by
+// parameter name; throws CheckpointError naming a missing or mis-shaped parameter.
+std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>& full, const FlatLayout& layout,
+                                        int rank, const c10::Device& device, const std::string& what);
+
+// The generator state `name` this rank saved (a run resumed on another W takes rank r mod W).
+at::Tensor load_rng_state(const std::string& dir, const nlohmann::json& manifest, int rank, const std::string& name);
+
+}  // namespace nt

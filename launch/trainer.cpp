@@ -1,0 +1,320 @@
+// Training loop (see launch/trainer.h).
+#include "launch/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/checkpoint.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/rng.h"
+#include "data/global_sampler.h"
+#include "data/latent_dataset.h"
+#include "dist/adamw.h"
+#include "dist/flat_layout.h"
+#include "dist/sharded_checkpoint.h"
+#include "launch/model_io.h"
+#include "models/edm.h"
+#include "models/zoo.h"
+
+namespace fs = std::filesystem;
+
+namespace nt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+std::string human_time(double s) {
+  char buf[64];
+  const long t = static_cast<long>(s);
+  std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  return buf;
+}
+
+// Everything a step changes, and a checkpoint saves.
+struct TrainState {
+  DiT model{nullptr};
+  FlatLayout layout;
+  std::vector<at::Tensor> params, ema;  // flat fp32, one per unit (this rank's shard; W = 1: all)
+  AdamWState opt;
+  at::Generator gen;                    // class dropout, sigma, noise, routing
+  LoaderState loader;
+  int64_t step = 0;
+};
+
+TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device& device) {
+  TrainState s;
+  s.model = DiT(mc);
+  auto init_gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0x696e6974ull));
+  s.model->initialize_weights(&init_gen);
+  s.model->to(device);
+  s.layout = make_layout(*s.model, /*world=*/1);
+  s.params = gather_params(*s.model, s.layout);
+  bind_params(*s.model, s.layout, s.params);
+  for (const auto& p : s.params) s.ema.push_back(p.clone());
+  s.opt = adamw_init(s.params);
+  s.gen = make_generator(device, mix_seed(cfg.run.seed, /*rank=*/0));
+  return s;
+}
+
+void save_checkpoint(const Config& cfg, const std::string& config_toml, const std::string& ckpt_root,
+                     TrainState& s, const DatasetInfo& data) {
+  const std::string tmp = begin_checkpoint(ckpt_root, s.step);
+  save_rank_shards(tmp, /*rank=*/0, s.layout,
+                   {{"param", s.params}, {"exp_avg", s.opt.exp_avg}, {"exp_avg_sq", s.opt.exp_avg_sq}, {"ema", s.ema}},
+                   {{"train", generator_state(s.gen)}});
+  {
+    std::ofstream out(fs::path(tmp) / "config.toml");
+    out << config_toml;
+  }
+  nlohmann::json m;
+  m["format"] = "nano-tread-checkpoint/1";
+  m["world_size"] = s.layout.world;
+  m["model"] = dit_config_to_json(s.model->cfg);
+  m["layout"] = s.layout.to_json();
+  m["loader"] = {{"epoch", s.loader.epoch}, {"batch", s.loader.batch}};
+  m["optimizer"] = {{"step", s.opt.step}};
+  m["data"] = data_info_to_json(data);
+  m["rng"] = {{"train", "rng.train in each rank file"}};
+  commit_checkpoint(ckpt_root, s.step, m);
+  apply_retention(ckpt_root, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every);
+}
+
+void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
+  const auto m = read_verified_manifest(dir);
+  check_same_architecture(m.at("model"), s.model->cfg, dir);
+  s.params = shard_from_full(load_full_tensors(dir, m, "param"), s.layout, 0, device, dir);
+  s.ema = shard_from_full(load_full_tensors(dir, m, "ema"), s.layout, 0, device, dir);
+  s.opt.exp_avg = shard_from_full(load_full_tensors(dir, m, "exp_avg"), s.layout, 0, device, dir);
+  s.opt.exp_avg_sq = shard_from_full(load_full_tensors(dir, m, "exp_avg_sq"), s.layout, 0, device, dir);
+  s.opt.step = m.at("optimizer").at("step").get<int64_t>();
+  bind_params(*s.model, s.layout, s.params);
+  auto state = load_rng_state(dir, m, 0, "train");
+  set_generator_state(s.gen, state);
+  s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
+  s.loader.batch = m.at("loader").at("batch").get<int64_t>();
+  s.step = m.at("step").get<int64_t>();
+}
+
+c10::Device pick_device(const Config& cfg) {
+  if (cfg.train.device == "cuda" || (cfg.train.device == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available())
+      throw std::runtime_error("train.device = \"cuda\" but this LibTorch sees no CUDA device; use \"cpu\" or \"auto\"");
+    return c10::Device(c10::kCUDA, 0);
+  }
+  return c10::Device(c10::kCPU);
+}
+
+// One optimizer step; returns (loss, grad_norm).
+std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const at::Tensor& y,
+                                     bool autocast) {
+  const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
+  s.model->train();
+  s.model->zero_grad(/*set_to_none=*/true);
+  if (autocast) {
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  }
+  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen).mean();
+  if (autocast) {
+    at::autocast::set_enabled(false);
+    at::autocast::clear_cache();
+  }
+  loss.backward();
+  auto grads = gather_grads(*s.model, s.layout);
+  const double grad_norm = std::sqrt(sum_of_squares(grads));
+  if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm, cfg.train.grad_clip);
+  AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
+  if (cfg.optim.warmup_steps > 0)
+    ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
+  adamw_step(s.params, grads, s.opt, ap);
+  ema_update(s.ema, s.params, cfg.ema.decay);
+  s.step += 1;
+  return {loss.item<double>(), grad_norm};
+}
+
+double current_lr(const Config& cfg, int64_t step) {
+  if (cfg.optim.warmup_steps <= 0) return cfg.optim.lr;
+  return cfg.optim.lr * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(cfg.optim.warmup_steps));
+}
+
+void check_data_matches(const DatasetInfo& d, const DiTConfig& mc, const Config& cfg) {
+  if (d.channels != mc.in_channels || d.height != mc.input_size || d.width != mc.input_size)
+    throw std::runtime_error("the data samples are [" + std::to_string(d.channels) + "," + std::to_string(d.height) +
+                             "," + std::to_string(d.width) + "] but the model expects model.in_channels = " +
+                             std::to_string(mc.in_channels) + " and model.input_size = " + std::to_string(mc.input_size));
+  if (mc.num_classes > 0 && d.num_classes > mc.num_classes)
+    throw std::runtime_error("the data have num_classes = " + std::to_string(d.num_classes) +
+                             " but model.num_classes = " + std::to_string(mc.num_classes));
+  if (d.size < cfg.train.global_batch)
+    throw std::runtime_error("train.global_batch = " + std::to_string(cfg.train.global_batch) + " exceeds the " +
+                             std::to_string(d.size) + " samples of the data");
+}
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, const std::string& config_toml) {
+  if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
+  const c10::Device device = pick_device(cfg);
+  const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
+  if (cfg.train.precision == "bf16" && !device.is_cuda())
+    log_info("precision bf16 applies to CUDA; this CPU run computes in fp32");
+  const DiTConfig mc = resolve_model(cfg.model);
+  if (cfg.data.paths.empty()) throw std::runtime_error("data.paths is empty: name at least one HDF5 file");
+  LatentDataset data(cfg.data.paths);
+  check_data_matches(data.info(), mc, cfg);
+  GlobalSampler sampler(data.info().size, cfg.train.global_batch, static_cast<uint64_t>(cfg.run.seed));
+
+  const fs::path run_dir = fs::path(cfg.run.dir) / cfg.run.name;
+  const std::string ckpt_root = (run_dir / "ckpt").string();
+  fs::create_directories(ckpt_root);
+  {
+    std::ofstream out(run_dir / "config.toml");
+    out << config_toml;
+    if (!out) throw std::runtime_error("cannot write '" + (run_dir / "config.toml").string() + "'");
+  }
+  TrainState s = make_state(cfg, mc, device);
+  const ModelCost cost = model_cost(mc);
+
+  // Resume.
+  std::string resume_dir;
+  if (cfg.checkpoint.resume == "auto") {
+    auto found = find_resume_checkpoint(ckpt_root, [](const std::string& w) { log_warn(w); });
+    if (found) resume_dir = *found;
+  } else if (cfg.checkpoint.resume != "never") {
+    resume_dir = cfg.checkpoint.resume;
+  }
+  if (!resume_dir.empty()) {
+    load_checkpoint(resume_dir, s, device);
+    log_info("resumed from " + resume_dir + " at step " + std::to_string(s.step));
+  }
+
+  log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
+           ", " + std::to_string(cost.params) + " parameters, " + fmt("%.3f", cost.train_flops() / 1e9) +
+           " GFLOP per training image; " + std::to_string(data.info().size) + " samples; device " + device.str());
+  MetricsSink metrics((run_dir / "metrics.jsonl").string());
+  TrainSummary summary;
+  summary.start_step = s.step;
+  const auto t_start = Clock::now();
+  auto t_interval = Clock::now();
+  double loss_sum = 0, wait_sum = 0, last_norm = 0;
+  int64_t interval_steps = 0;
+  std::string last_ckpt;
+  const int64_t B = cfg.train.global_batch;
+
+  while (s.step < cfg.train.steps) {
+    const auto t_wait = Clock::now();
+    at::Tensor x, y;
+    data.read(sampler.indices(s.loader), mix_seed(cfg.run.seed, static_cast<uint64_t>(s.loader.epoch)), &x, &y);
+    x = x.to(device), y = y.to(device);
+    s.loader = sampler.next(s.loader);
+    wait_sum += seconds_since(t_wait);
+    const double lr = current_lr(cfg, s.step);
+    auto [loss, norm] = train_step(cfg, s, x, y, autocast);
+    if (!std::isfinite(loss))
+      throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " + std::to_string(s.step) +
+                               "; lower optim.lr or set train.grad_clip");
+    loss_sum += loss;
+    last_norm = norm;
+    ++interval_steps;
+
+    const bool last = s.step == cfg.train.steps;
+    if (s.step % cfg.train.log_every == 0 || last) {
+      const double dt = seconds_since(t_interval);
+      const double img_s = interval_steps * B / dt;
+      const double eta = (cfg.train.steps - s.step) * dt / interval_steps;
+      const double mean_loss = loss_sum / interval_steps;
+      log_info("step " + std::to_string(s.step) + "/" + std::to_string(cfg.train.steps) + " loss " + fmt("%.4f", mean_loss) +
+               " lr " + fmt("%.3g", lr) + " grad_norm " + fmt("%.3f", norm) + " img/s " + fmt("%.1f", img_s) +
+               " data_wait " + fmt("%.1f%%", 100 * wait_sum / dt) + " eta " + human_time(eta));
+      metrics.write({{"step", s.step}, {"loss", mean_loss}, {"lr", lr}, {"grad_norm", norm}, {"img_per_s", img_s},
+                     {"data_wait_s", wait_sum}, {"data_wait_share", wait_sum / dt}, {"epoch", s.loader.epoch},
+                     {"tflops", img_s * cost.train_flops() / 1e12}, {"elapsed_s", seconds_since(t_start)}});
+      summary.last_loss = mean_loss;
+      loss_sum = wait_sum = 0;
+      interval_steps = 0;
+      t_interval = Clock::now();
+    }
+    if ((cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last) {
+      save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
+      last_ckpt = (fs::path(ckpt_root) / checkpoint_name(s.step)).string();
+      log_info("checkpoint " + last_ckpt);
+    }
+  }
+  (void)last_norm;
+  summary.end_step = s.step;
+  summary.checkpoint = last_ckpt;
+  const double total = seconds_since(t_start);
+  summary.img_per_s = total > 0 ? (s.step - summary.start_step) * B / total : 0;
+  log_info("done: step " + std::to_string(s.step) + " in " + human_time(total));
+  return summary;
+}
+
+void dry_run(const Config& cfg) {
+  const DiTConfig mc = resolve_model(cfg.model);
+  DiT model(mc);
+  const ModelCost cost = model_cost(mc);
+  int64_t counted = 0;
+  for (const auto& p : model->parameters())
+    if (p.requires_grad()) counted += p.numel();
+  std::printf("model: %s (depth %d, hidden %d, heads %d, patch %d, %d tokens, %zu routes)\n", cfg.model.name.c_str(),
+              mc.depth, mc.hidden_size, mc.num_heads, mc.patch_size, mc.tokens(), mc.routes.size());
+  std::printf("parameters: %lld\n", static_cast<long long>(counted));
+  std::printf("GFLOP per image: forward %.4f (eval %.4f), training step %.4f\n", cost.forward_flops / 1e9,
+              cost.forward_flops_eval / 1e9, cost.train_flops() / 1e9);
+  for (const auto& path : cfg.data.paths) {
+    if (!fs::exists(path)) {
+      std::printf("data: '%s' does not exist (yet)\n", path.c_str());
+      continue;
+    }
+    LatentDataset data({path});
+    check_data_matches(data.info(), mc, cfg);
+    std::printf("data: %s: %lld samples [%d,%d,%d], %s\n", path.c_str(), static_cast<long long>(data.info().size),
+                data.info().channels, data.info().height, data.info().width, data.info().latent_space.c_str());
+  }
+  std::printf("dry run ok\n");
+}
+
+double benchmark(const Config& cfg, int warmup_steps, int timed_steps) {
+  if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
+  const c10::Device device = pick_device(cfg);
+  const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
+  const DiTConfig mc = resolve_model(cfg.model);
+  TrainState s = make_state(cfg, mc, device);
+  const int64_t B = cfg.train.global_batch;
+  auto data_gen = make_generator(device, 1234);
+  auto opts = torch::TensorOptions().device(device);
+  auto x = at::randn({B, mc.in_channels, mc.input_size, mc.input_size}, data_gen, opts.dtype(at::kFloat));
+  auto y = mc.num_classes > 0 ? at::randint(0, mc.num_classes, {B}, data_gen, opts.dtype(at::kLong))
+                              : at::zeros({B}, opts.dtype(at::kLong));
+  auto sync = [&] { if (device.is_cuda()) torch::cuda::synchronize(); };
+  for (int i = 0; i < warmup_steps; ++i) train_step(cfg, s, x, y, autocast);
+  sync();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < timed_steps; ++i) train_step(cfg, s, x, y, autocast);
+  sync();
+  const double dt = seconds_since(t0);
+  const double img_s = timed_steps * B / dt;
+  const double tflops = img_s * model_cost(mc).train_flops() / 1e12;
+  std::printf("benchmark: %s batch %lld, %d steps in %.3f s, threads %d, device %s\n", cfg.model.name.c_str(),
+              static_cast<long long>(B), timed_steps, dt, at::get_num_threads(), device.str().c_str());
+  std::printf("TFLOP/s: %.4f\n", tflops);
+  std::printf("img/s: %.2f\n", img_s);
+  return img_s;
+}
+
+}  // namespace nt

@@ -1,0 +1,32 @@
+// The training loop of tread_run: EDM loss on HDF5 latents, AdamW with warm-up and global-norm
+// clipping on flat fp32 buffers, EMA, metrics.jsonl, rolling checkpoints, automatic resume.
+// One process for now; the distributed issue shards the same flat buffers over ranks.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/config.h"
+
+namespace nt {
+
+struct TrainSummary {
+  int64_t start_step = 0;   // where this invocation began (after a resume)
+  int64_t end_step = 0;     // steps completed
+  double last_loss = 0;     // mean loss of the last log interval
+  double img_per_s = 0;     // over this invocation
+  std::string checkpoint;   // the last checkpoint written ("" if none)
+};
+
+// Trains cfg (already validated); writes <run.dir>/<run.name>/. `config_toml` is saved as
+// config.toml. Throws on errors (the caller prints them and exits 1).
+TrainSummary train(const Config& cfg, const std::string& config_toml);
+
+// `--dry-run`: validates what training would open, builds the model, prints parameter count
+// and FLOPs per image.
+void dry_run(const Config& cfg);
+
+// `--benchmark`: timed full training steps (forward, backward, AdamW, EMA) on random inputs
+// of the model's shape; prints and returns img/s.
+double benchmark(const Config& cfg, int warmup_steps, int timed_steps);
+
+}  // namespace nt

@@ -1,0 +1,265 @@
+// DiT / TREAD forward pass and initialisation (see models/dit.h).
+#include "models/dit.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "models/router.h"
+
+namespace nt {
+namespace F = torch::nn::functional;
+
+at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
+  return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);  // [N,T,D] with [N,1,D]
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedders
+
+PatchEmbedImpl::PatchEmbedImpl(int in_channels, int hidden_size, int patch_size) {
+  proj = register_module(
+      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, hidden_size, patch_size)
+                                    .stride(patch_size)
+                                    .bias(true)));
+}
+
+at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) {
+  return proj->forward(x).flatten(2).transpose(1, 2);  // [N,D,h,w] -> [N, h*w, D]
+}
+
+TimestepEmbedderImpl::TimestepEmbedderImpl(int hidden_size, int freq)
+    : frequency_embedding_size(freq) {
+  mlp = register_module("mlp", torch::nn::Sequential(
+                                   torch::nn::Linear(freq, hidden_size), torch::nn::SiLU(),
+                                   torch::nn::Linear(hidden_size, hidden_size)));
+}
+
+at::Tensor TimestepEmbedderImpl::timestep_embedding(const at::Tensor& t, int dim, double max_period) {
+  const int half = dim / 2;
+  auto freqs = at::exp(-std::log(max_period) *
+                       at::arange(0, half, at::TensorOptions().dtype(at::kFloat)) / half)
+                   .to(t.device());                          // [half]
+  auto args = t.unsqueeze(1).to(at::kFloat) * freqs.unsqueeze(0);  // [N, half]
+  auto emb = at::cat({at::cos(args), at::sin(args)}, -1);    // [N, 2*half]
+  if (dim % 2) emb = at::cat({emb, at::zeros_like(emb.narrow(1, 0, 1))}, -1);
+  return emb;
+}
+
+at::Tensor TimestepEmbedderImpl::forward(const at::Tensor& t) {
+  return mlp->forward(timestep_embedding(t, frequency_embedding_size));  // [N, D]
+}
+
+LabelEmbedderImpl::LabelEmbedderImpl(int num_classes, int hidden_size) : num_classes(num_classes) {
+  embedding_table = register_module("embedding_table", torch::nn::Embedding(num_classes + 1, hidden_size));
+}
+
+at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen) {
+  TORCH_CHECK(labels.dim() == 1, "labels must be [N], got ", labels.sizes());
+  at::Tensor y = labels;
+  if (class_drop_prob >= 1.0) {  // rand < 1 always holds: drop every label, draw nothing
+    y = at::full_like(labels, num_classes);
+  } else if (class_drop_prob > 0) {
+    auto opts = at::TensorOptions().dtype(at::kFloat).device(labels.device());
+    auto r = gen ? at::rand({labels.size(0)}, *gen, opts) : at::rand({labels.size(0)}, opts);
+    y = at::where(r < class_drop_prob, at::full_like(labels, num_classes), labels);
+  }
+  return embedding_table->forward(y);  // [N, D]
+}
+
+// ---------------------------------------------------------------------------------------
+// Transformer block
+
+AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
+  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(true)));
+  proj = register_module("proj", torch::nn::Linear(dim, dim));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x) {
+  const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
+  auto qkv_ = qkv->forward(x).reshape({N, T, 3, num_heads, hd}).permute({2, 0, 3, 1, 4});
+  auto q = qkv_[0], k = qkv_[1], v = qkv_[2];  // [N, H, T, hd]
+  at::Tensor o;
+#if TORCH_VERSION_MAJOR >= 2
+  o = at::scaled_dot_product_attention(q, k, v);
+#else
+  auto attn = at::softmax(at::matmul(q * std::pow(static_cast<double>(hd), -0.5), k.transpose(-2, -1)), -1);
+  o = at::matmul(attn, v);  // [N, H, T, hd]
+#endif
+  return proj->forward(o.transpose(1, 2).reshape({N, T, D}));
+}
+
+MlpImpl::MlpImpl(int dim, int hidden) {
+  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+}
+
+at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  return fc2->forward(at::gelu(fc1->forward(x), "tanh"));
+}
+
+DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {
+  attn = register_module("attn", Attention(hidden_size, num_heads));
+  mlp = register_module("mlp", Mlp(hidden_size, static_cast<int>(hidden_size * mlp_ratio)));
+  adaLN_modulation = register_module(
+      "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 6 * hidden_size)));
+}
+
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
+  auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
+  const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
+  const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
+  const std::vector<int64_t> D{hidden_size};
+  auto h = x + gate_msa.unsqueeze(1) *
+                   attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa));
+  return h + gate_mlp.unsqueeze(1) *
+                 mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp));
+}
+
+FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
+  linear = register_module("linear", torch::nn::Linear(hidden_size, patch_size * patch_size * out_channels));
+  adaLN_modulation = register_module(
+      "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 2 * hidden_size)));
+}
+
+at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c) {
+  auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
+  return linear->forward(modulate(at::layer_norm(x, {hidden_size}, {}, {}, 1e-6), mod[0], mod[1]));
+}
+
+// ---------------------------------------------------------------------------------------
+// DiT
+
+DiTImpl::DiTImpl(const DiTConfig& c) : cfg(c) {
+  TORCH_CHECK(cfg.input_size % cfg.patch_size == 0, "model.input_size ", cfg.input_size,
+              " is not a multiple of the patch size ", cfg.patch_size);
+  TORCH_CHECK(cfg.hidden_size % cfg.num_heads == 0, "hidden_size ", cfg.hidden_size,
+              " is not a multiple of num_heads ", cfg.num_heads);
+  x_embedder = register_module("x_embedder", PatchEmbed(cfg.in_channels, cfg.hidden_size, cfg.patch_size));
+  t_embedder = register_module("t_embedder", TimestepEmbedder(cfg.hidden_size));
+  if (cfg.num_classes > 0)
+    y_embedder = register_module("y_embedder", LabelEmbedder(cfg.num_classes, cfg.hidden_size));
+  pos_embed = register_parameter("pos_embed", torch::zeros({1, cfg.tokens(), cfg.hidden_size}),
+                                 /*requires_grad=*/false);
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int i = 0; i < cfg.depth; ++i) {
+    block_list.push_back(DiTBlock(cfg.hidden_size, cfg.num_heads, cfg.mlp_ratio));
+    blocks->push_back(block_list.back());
+  }
+  final_layer = register_module("final_layer", FinalLayer(cfg.hidden_size, cfg.patch_size, cfg.in_channels));
+  initialize_weights();
+}
+
+at::Tensor get_2d_sincos_pos_embed(int dim, int grid_size) {
+  TORCH_CHECK(dim % 4 == 0, "sin-cos position embedding needs hidden_size % 4 == 0, got ", dim);
+  auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto omega = at::arange(dim / 4, f64) / (dim / 4.0);  // per half: arange(D/4) / (D/4)
+  omega = 1.0 / at::pow(10000.0, omega);  // [D/4]
+  auto g = at::arange(grid_size, f64);
+  auto rows = g.repeat_interleave(grid_size);  // token k = i*G + j -> i
+  auto cols = g.repeat({grid_size});           // -> j
+  auto embed_1d = [&](const at::Tensor& pos) {  // [M] -> [M, D/2]: sin | cos
+    auto out = pos.unsqueeze(1) * omega.unsqueeze(0);
+    return at::cat({at::sin(out), at::cos(out)}, 1);
+  };
+  // The reference meshgrid puts the column (w) coordinate first.
+  return at::cat({embed_1d(cols), embed_1d(rows)}, 1);  // [G*G, D] float64
+}
+
+void DiTImpl::initialize_weights(at::Generator* gen) {
+  torch::NoGradGuard no_grad;
+  auto xavier = [&](at::Tensor w2d) {  // w2d [out, in] view
+    const double fan_in = w2d.size(1), fan_out = w2d.size(0);
+    const double a = std::sqrt(6.0 / (fan_in + fan_out));
+    if (gen) w2d.uniform_(-a, a, *gen); else w2d.uniform_(-a, a);
+  };
+  auto normal = [&](at::Tensor w, double std) {
+    if (gen) w.normal_(0, std, *gen); else w.normal_(0, std);
+  };
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* lin = m->as<torch::nn::Linear>()) {
+      xavier(lin->weight);
+      lin->bias.zero_();
+    }
+  }
+  auto w = x_embedder->proj->weight;
+  xavier(w.view({w.size(0), -1}));
+  x_embedder->proj->bias.zero_();
+  if (y_embedder) normal(y_embedder->embedding_table->weight, 0.02);
+  normal(t_embedder->mlp[0]->as<torch::nn::Linear>()->weight, 0.02);
+  normal(t_embedder->mlp[2]->as<torch::nn::Linear>()->weight, 0.02);
+  for (auto& b : block_list) {  // adaLN-Zero
+    auto* lin = b->adaLN_modulation[1]->as<torch::nn::Linear>();
+    lin->weight.zero_();
+    lin->bias.zero_();
+  }
+  auto* fl = final_layer->adaLN_modulation[1]->as<torch::nn::Linear>();
+  fl->weight.zero_();
+  fl->bias.zero_();
+  final_layer->linear->weight.zero_();
+  final_layer->linear->bias.zero_();
+  pos_embed.copy_(get_2d_sincos_pos_embed(cfg.hidden_size, cfg.input_size / cfg.patch_size)
+                      .to(at::kFloat).unsqueeze(0));
+}
+
+at::Tensor DiTImpl::unpatchify(const at::Tensor& x) {
+  const int64_t N = x.size(0), p = cfg.patch_size, c = cfg.in_channels;
+  const int64_t h = cfg.input_size / p;
+  TORCH_CHECK(x.size(1) == h * h, "unpatchify: ", x.size(1), " tokens, expected ", h * h);
+  return x.reshape({N, h, h, p, p, c})
+      .permute({0, 5, 1, 3, 2, 4})  // nhwpqc -> nchpwq
+      .reshape({N, c, h * p, h * p});
+}
+
+at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& y,
+                            const ForwardOptions& opt) {
+  auto x = x_embedder->forward(x_in) + pos_embed;  // [N, T, D]
+  auto c = t_embedder->forward(t_in);              // [N or 1, D]
+  if (y_embedder) c = c + y_embedder->forward(y, opt.class_drop_prob, opt.gen);  // [N, D]
+  if (c.size(0) != x.size(0)) c = c.expand({x.size(0), -1});
+
+  const bool routing = !cfg.routes.empty() && (is_training() || opt.force_routing);
+  at::Tensor x_T = x;  // tokens after the embedder, for the nano variant's route-end mixing
+  at::Tensor x_D_last, ids_keep;
+  size_t r = 0;
+  bool fp32_next = false;  // the block after a route ends runs outside autocast
+  for (int idx = 0; idx < cfg.depth; ++idx) {
+    const RouteConfig* route = routing && r < cfg.routes.size() ? &cfg.routes[r] : nullptr;
+    if (route && idx == route->start_layer) {
+      x_D_last = x;
+      ids_keep = route_keep_ids(x, opt.selection_ratio.value_or(route->selection_ratio), opt.gen,
+                                opt.sample_gens);
+      x = route_start(x, ids_keep);  // [N, K, D]
+    }
+    if (fp32_next && at::autocast::is_enabled()) {
+      at::autocast::set_enabled(false);
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat));
+      at::autocast::set_enabled(true);
+    } else {
+      x = block_list[idx]->forward(x, c);
+    }
+    fp32_next = false;
+    if (route && idx == route->end_layer) {
+      at::Tensor original = x_D_last;
+      if (route->x_T != 0.0 || route->x_D_last != 1.0)
+        original = x_T * route->x_T + x_D_last * route->x_D_last;
+      x = route_end(x, ids_keep, original);  // [N, T, D]
+      fp32_next = true;
+      ++r;
+    }
+  }
+  return unpatchify(final_layer->forward(x, c));
+}
+
+at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                                     double cfg_scale, const ForwardOptions& opt) {
+  ForwardOptions cond = opt, uncond = opt;
+  cond.class_drop_prob = 0.0;
+  uncond.class_drop_prob = 1.0;  // rand < 1 always: every label becomes the null class
+  auto cond_out = forward(x, t, y, cond);
+  auto uncond_out = forward(x, t, y, uncond);
+  return uncond_out + cfg_scale * (cond_out - uncond_out);
+}
+
+}  // namespace nt

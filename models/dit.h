@@ -1,0 +1,143 @@
+// DiT with TREAD token routing, parameter for parameter the reference CompVis/tread `dit.py`:
+// the state_dict names (x_embedder.proj.weight, blocks.{i}.attn.qkv.weight, ...) are the
+// reference's, so safetensors files move between this project and PyTorch both ways.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace nt {
+
+// Resolved sizes of a DiT (the zoo entry with the config's overrides applied).
+struct DiTConfig {
+  int input_size = 32;
+  int in_channels = 4;
+  int num_classes = 1000;  // 0 = unconditional (no y_embedder)
+  int depth = 28;
+  int hidden_size = 1152;
+  int num_heads = 16;
+  int patch_size = 2;
+  double mlp_ratio = 4.0;
+  std::vector<RouteConfig> routes;  // enabled in training when non-empty
+
+  int tokens() const { return (input_size / patch_size) * (input_size / patch_size); }
+};
+
+// How one forward pass routes and conditions.
+struct ForwardOptions {
+  double class_drop_prob = 0.0;  // labels -> null class with this probability (rand < p)
+  bool force_routing = false;    // route even in eval mode (TREAD-guided sampling)
+  std::optional<double> selection_ratio;  // overrides every route's ratio when set
+  // Randomness for class dropout and the router. `gen` serves the whole batch (training);
+  // `sample_gens`, when non-empty, gives one generator per sample for the router so that a
+  // sample's routing does not depend on its batch (sampling).
+  at::Generator* gen = nullptr;
+  std::vector<at::Generator>* sample_gens = nullptr;
+};
+
+// adaLN modulation of normalised tokens: x * (1 + scale) + shift, per sample.
+at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
+
+// Embeds scalar timesteps: 256 sinusoidal frequencies (cos, then sin; max period 10000) -> MLP.
+struct TimestepEmbedderImpl : torch::nn::Module {
+  explicit TimestepEmbedderImpl(int hidden_size, int frequency_embedding_size = 256);
+  static at::Tensor timestep_embedding(const at::Tensor& t, int dim, double max_period = 10000);
+  at::Tensor forward(const at::Tensor& t);  // t [N] -> [N, D]
+  torch::nn::Sequential mlp{nullptr};       // mlp.0 Linear(256, D), mlp.1 SiLU, mlp.2 Linear(D, D)
+  int frequency_embedding_size;
+};
+TORCH_MODULE(TimestepEmbedder);
+
+// Class labels -> vectors; the extra row `num_classes` is the null class of guidance.
+struct LabelEmbedderImpl : torch::nn::Module {
+  LabelEmbedderImpl(int num_classes, int hidden_size);
+  at::Tensor forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen);
+  torch::nn::Embedding embedding_table{nullptr};  // [num_classes + 1, D]
+  int num_classes;
+};
+TORCH_MODULE(LabelEmbedder);
+
+// Patch embedding: Conv2d(C, D, kernel = stride = p), tokens in row-major patch order.
+struct PatchEmbedImpl : torch::nn::Module {
+  PatchEmbedImpl(int in_channels, int hidden_size, int patch_size);
+  at::Tensor forward(const at::Tensor& x);  // [N,C,H,W] -> [N, T, D]
+  torch::nn::Conv2d proj{nullptr};
+};
+TORCH_MODULE(PatchEmbed);
+
+// Multi-head self-attention with a fused qkv projection (timm's Attention, qkv_bias = True).
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int dim, int num_heads);
+  at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  int num_heads;
+};
+TORCH_MODULE(Attention);
+
+// fc1 -> tanh-GELU -> fc2 (timm's Mlp).
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int dim, int hidden);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// A transformer block with adaLN-Zero conditioning (six modulation vectors).
+struct DiTBlockImpl : torch::nn::Module {
+  DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);  // x [N,T,D], c [N,D]
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 6D)
+  int hidden_size;
+};
+TORCH_MODULE(DiTBlock);
+
+// LayerNorm + adaLN (shift, scale) + linear to patch_size^2 * C outputs.
+struct FinalLayerImpl : torch::nn::Module {
+  FinalLayerImpl(int hidden_size, int patch_size, int out_channels);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);  // [N,T,D] -> [N,T,p*p*C]
+  torch::nn::Linear linear{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 2D)
+  int hidden_size;
+};
+TORCH_MODULE(FinalLayer);
+
+struct DiTImpl : torch::nn::Module {
+  explicit DiTImpl(const DiTConfig& cfg);
+  // x [N,C,H,W] float, t [N] or [1] (c_noise), y [N] int64 -> [N,C,H,W].
+  // Routes apply when (is_training() and routes exist) or opt.force_routing.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                     const ForwardOptions& opt = {});
+  // Classifier-free guidance on the network output: uncond + s * (cond - uncond).
+  at::Tensor forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                              double cfg_scale, const ForwardOptions& opt = {});
+  at::Tensor unpatchify(const at::Tensor& x);  // [N,T,p*p*C] -> [N,C,H,W]
+  // The reference initialisation: xavier-uniform linears and patch projection, zero biases,
+  // N(0, 0.02) timestep-MLP and label embeddings, zero adaLN and final linear, sin-cos pos_embed.
+  void initialize_weights(at::Generator* gen = nullptr);
+
+  DiTConfig cfg;
+  PatchEmbed x_embedder{nullptr};
+  TimestepEmbedder t_embedder{nullptr};
+  LabelEmbedder y_embedder{nullptr};
+  at::Tensor pos_embed;  // [1, T, D], fixed (requires_grad = false), saved like the reference
+  torch::nn::ModuleList blocks{nullptr};
+  FinalLayer final_layer{nullptr};
+  std::vector<DiTBlock> block_list;
+};
+TORCH_MODULE(DiT);
+
+// Fixed 2-D sin-cos position embedding [grid*grid, dim] (float64 maths, as the reference).
+at::Tensor get_2d_sincos_pos_embed(int dim, int grid_size);
+
+}  // namespace nt

@@ -1,0 +1,152 @@
+// DiT golden values: a small TREAD model (8x8x4 input, patch 2, width 64, depth 4, 4 heads,
+// 10 classes, route 0.5 over blocks 1..2) whose weights and outputs come from the reference
+// CompVis/tread `dit.py` (see tests/golden/README.md): parameter names and order, the sin-cos
+// position embedding, the eval forward, and the training forward with routing and class
+// dropout drawn from the same CPU generator stream as torch.manual_seed(123).
+#include "models/dit.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+
+namespace {
+
+const std::string kGolden = std::string(NT_SOURCE_DIR) + "/tests/golden/";
+
+// Measured max errors are printed by each test. With LibTorch 1.13.1 on CPU the forwards are
+// bit-exact (error 0); the tolerance leaves room for other fp32 kernels (LibTorch 2.x attention,
+// another BLAS), which move these outputs by ~2e-7 relative (e.g. batch 1 vs batch 3 here).
+constexpr double kForwardTol = 1e-6;  // max|got - want| / max|want| for fp32 forwards
+
+nt::DiTConfig golden_config() {
+  nt::DiTConfig cfg;
+  cfg.input_size = 8;
+  cfg.in_channels = 4;
+  cfg.num_classes = 10;
+  cfg.depth = 4;
+  cfg.hidden_size = 64;
+  cfg.num_heads = 4;
+  cfg.patch_size = 2;
+  nt::RouteConfig r;
+  r.selection_ratio = 0.5;
+  r.start_layer = 1;
+  r.end_layer = 2;
+  cfg.routes = {r};
+  return cfg;
+}
+
+// Copies every parameter of `net` from the reference state_dict by name.
+void load_reference(nt::DiT& net, const nt::SafetensorsFile& f) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->named_parameters()) {
+    auto it = f.tensors.find(p.key());
+    ASSERT_NE(it, f.tensors.end()) << "golden weights lack " << p.key();
+    ASSERT_EQ(it->second.sizes(), p.value().sizes()) << p.key();
+    p.value().copy_(it->second);
+  }
+}
+
+// max|got - want| / max|want|, printed so the tolerance can be judged.
+double rel_err(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  EXPECT_EQ(got.sizes(), want.sizes()) << what;
+  EXPECT_EQ(got.scalar_type(), want.scalar_type()) << what;
+  const double err = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+  const double scale = want.to(at::kDouble).abs().max().item<double>();
+  std::cout << "[ golden   ] " << what << ": max abs err " << err << ", relative " << err / scale
+            << "\n";
+  return err / scale;
+}
+
+class DiTGolden : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    weights = nt::load_safetensors(kGolden + "dit_small_weights.safetensors");
+    cases = nt::load_safetensors(kGolden + "dit_small_cases.safetensors");
+    net = nt::DiT(golden_config());
+    load_reference(net, weights);
+    x = cases.tensors.at("x");
+    t = cases.tensors.at("t");
+    y = cases.tensors.at("y");
+  }
+  nt::SafetensorsFile weights, cases;
+  nt::DiT net{nullptr};
+  at::Tensor x, t, y;
+};
+
+TEST_F(DiTGolden, ParameterNamesAreTheReferenceStateDictInOrder) {
+  std::vector<std::string> ours;
+  for (auto& p : net->named_parameters()) ours.push_back(p.key());
+  EXPECT_EQ(ours, weights.order);  // pos_embed first, then the modules in registration order
+  EXPECT_TRUE(net->named_buffers().is_empty()) << "the reference state_dict has no buffers";
+  EXPECT_FALSE(net->pos_embed.requires_grad());
+}
+
+TEST_F(DiTGolden, PosEmbedEqualsReference) {
+  nt::DiT fresh(golden_config());  // pos_embed from our own initialisation, not loaded
+  const auto& want = weights.tensors.at("pos_embed");
+  ASSERT_EQ(fresh->pos_embed.sizes(), want.sizes());
+  // float64 maths rounded to float32 on both sides: equal up to the last float32 bit.
+  EXPECT_LE((fresh->pos_embed - want).abs().max().item<double>(), 1.2e-7);
+  rel_err(fresh->pos_embed, want, "pos_embed");
+}
+
+TEST_F(DiTGolden, EvalForward) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  auto out = net->forward(x, t, y);
+  EXPECT_LE(rel_err(out, cases.tensors.at("eval_out"), "eval forward"), kForwardTol);
+}
+
+TEST_F(DiTGolden, TrainForwardWithRouting) {
+  torch::NoGradGuard no_grad;
+  net->train();
+  auto g = at::detail::createCPUGenerator(123);
+  nt::ForwardOptions opt;
+  opt.gen = &g;
+  auto out = net->forward(x, t, y, opt);
+  EXPECT_LE(rel_err(out, cases.tensors.at("train_out"), "train forward (routing)"), kForwardTol);
+  // Routing must matter here, or this case would not test it.
+  EXPECT_GT(rel_err(out, cases.tensors.at("eval_out"), "train vs eval"), 1e-3);
+}
+
+TEST_F(DiTGolden, TrainForwardWithClassDropAndRouting) {
+  torch::NoGradGuard no_grad;
+  net->train();
+  auto g = at::detail::createCPUGenerator(123);
+  nt::ForwardOptions opt;
+  opt.gen = &g;
+  opt.class_drop_prob = 0.5;  // draws rand(N) first, then the router draws rand(N, T)
+  auto out = net->forward(x, t, y, opt);
+  EXPECT_LE(rel_err(out, cases.tensors.at("train_drop_out"), "train forward (drop 0.5)"),
+            kForwardTol);
+  EXPECT_GT(rel_err(out, cases.tensors.at("train_out"), "drop vs no drop"), 1e-3);
+}
+
+TEST_F(DiTGolden, ForwardIsBatchIndependentInEval) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  auto all = net->forward(x, t, y);
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    auto one = net->forward(x.narrow(0, i, 1), t.narrow(0, i, 1), y.narrow(0, i, 1));
+    EXPECT_LE(rel_err(one, all.narrow(0, i, 1), "sample " + std::to_string(i) + " alone"), 1e-6);
+  }
+}
+
+TEST_F(DiTGolden, ForwardWithCfgMixesCondAndNullClass) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  const auto null = at::full_like(y, 10);
+  auto cond = net->forward(x, t, y);
+  auto uncond = net->forward(x, t, null);
+  auto guided = net->forward_with_cfg(x, t, y, 1.5);
+  EXPECT_LE(rel_err(guided, uncond + 1.5 * (cond - uncond), "forward_with_cfg"), 1e-6);
+  EXPECT_GT(rel_err(cond, uncond, "cond vs uncond"), 1e-3);
+}
+
+}  // namespace
