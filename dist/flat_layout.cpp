@@ -131,4 +131,16 @@ std::vector<at::Tensor> gather_grads(torch::nn::Module& model, const FlatLayout&
   return flat;
 }
 
+std::vector<at::Tensor> bind_grads(torch::nn::Module& model, const FlatLayout& layout) {
+  auto params = param_map(model);
+  std::vector<at::Tensor> bufs;
+  for (const auto& u : layout.units) {
+    const auto& first = params.at(u.params.at(0).name);
+    auto buf = torch::zeros({u.padded}, first.options().dtype(at::kFloat));
+    for (const auto& p : u.params) params.at(p.name).mutable_grad() = buf.narrow(0, p.offset, p.numel).view(p.shape);
+    bufs.push_back(buf);
+  }
+  return bufs;
+}
+
 }  // namespace nt

@@ -53,5 +53,9 @@ void load_flat(torch::nn::Module& model, const FlatLayout& layout, const std::ve
 // The gradients of `model`'s parameters as one fp32 buffer [padded] per unit (zeros where a
 // parameter has no gradient and in the padding).
 std::vector<at::Tensor> gather_grads(torch::nn::Module& model, const FlatLayout& layout);
+// Makes each trainable parameter's .grad a view into its unit's gradient buffer, so backward
+// accumulates straight into the flat buffers (zero them before each backward, never set the
+// gradients to none). Returns the buffers, one zeroed fp32 [padded] per unit.
+std::vector<at::Tensor> bind_grads(torch::nn::Module& model, const FlatLayout& layout);
 
 }  // namespace nt

@@ -1,7 +1,6 @@
 // Training loop (see launch/trainer.h).
 #include "launch/trainer.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -21,6 +20,7 @@
 #include "dist/flat_layout.h"
 #include "dist/sharded_checkpoint.h"
 #include "launch/model_io.h"
+#include "models/autocast.h"
 #include "models/edm.h"
 #include "models/zoo.h"
 
@@ -50,6 +50,7 @@ struct TrainState {
   DiT model{nullptr};
   FlatLayout layout;
   std::vector<at::Tensor> params, ema;  // flat fp32, one per unit (this rank's shard; W = 1: all)
+  std::vector<at::Tensor> grads;        // flat fp32 per unit; the parameters' .grad are views
   AdamWState opt;
   at::Generator gen;                    // class dropout, sigma, noise, routing
   LoaderState loader;
@@ -65,6 +66,7 @@ TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device&
   s.layout = make_layout(*s.model, /*world=*/1);
   s.params = gather_params(*s.model, s.layout);
   bind_params(*s.model, s.layout, s.params);
+  s.grads = bind_grads(*s.model, s.layout);
   for (const auto& p : s.params) s.ema.push_back(p.clone());
   s.opt = adamw_init(s.params);
   s.gen = make_generator(device, mix_seed(cfg.run.seed, /*rank=*/0));
@@ -124,18 +126,12 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
                                      bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
-  s.model->zero_grad(/*set_to_none=*/true);
-  if (autocast) {
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-  }
+  for (auto& g : s.grads) g.zero_();
+  if (autocast) set_cuda_autocast(true);
   auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen).mean();
-  if (autocast) {
-    at::autocast::set_enabled(false);
-    at::autocast::clear_cache();
-  }
+  if (autocast) set_cuda_autocast(false);
   loss.backward();
-  auto grads = gather_grads(*s.model, s.layout);
+  auto& grads = s.grads;
   const double grad_norm = std::sqrt(sum_of_squares(grads));
   if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm, cfg.train.grad_clip);
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
@@ -182,11 +178,6 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
   const fs::path run_dir = fs::path(cfg.run.dir) / cfg.run.name;
   const std::string ckpt_root = (run_dir / "ckpt").string();
   fs::create_directories(ckpt_root);
-  {
-    std::ofstream out(run_dir / "config.toml");
-    out << config_toml;
-    if (!out) throw std::runtime_error("cannot write '" + (run_dir / "config.toml").string() + "'");
-  }
   TrainState s = make_state(cfg, mc, device);
   const ModelCost cost = model_cost(mc);
 
@@ -201,6 +192,11 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
   if (!resume_dir.empty()) {
     load_checkpoint(resume_dir, s, device);
     log_info("resumed from " + resume_dir + " at step " + std::to_string(s.step));
+  }
+  {  // saved once the resume check passed: a refused checkpoint leaves the run's config as it was
+    std::ofstream out(run_dir / "config.toml");
+    out << config_toml;
+    if (!out) throw std::runtime_error("cannot write '" + (run_dir / "config.toml").string() + "'");
   }
 
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +

@@ -1,11 +1,11 @@
 // DiT / TREAD forward pass and initialisation (see models/dit.h).
 #include "models/dit.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
+#include "models/autocast.h"
 #include "models/router.h"
 
 namespace nt {
@@ -232,10 +232,10 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
                                 opt.sample_gens);
       x = route_start(x, ids_keep);  // [N, K, D]
     }
-    if (fp32_next && at::autocast::is_enabled()) {
-      at::autocast::set_enabled(false);
+    if (fp32_next && cuda_autocast_enabled()) {
+      set_cuda_autocast_flag(false);
       x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat));
-      at::autocast::set_enabled(true);
+      set_cuda_autocast_flag(true);
     } else {
       x = block_list[idx]->forward(x, c);
     }
