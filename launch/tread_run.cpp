@@ -7,12 +7,14 @@
 #include <iostream>
 
 #include "core/config.h"
+#include "core/host_memory.h"
 #include "core/log.h"
 #include "launch/trainer.h"
 
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
+  nt::tune_host_allocator();
   po::options_description opts("tread_run: train a DiT/TREAD diffusion model with EDM\n\nOptions");
   opts.add_options()
       ("help,h", "show this help")

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "core/config.h"
+#include "core/host_memory.h"
 #include "core/log.h"
 #include "data/latent_dataset.h"
 #include "data/sample_file.h"
@@ -30,6 +31,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  nt::tune_host_allocator();
   po::options_description opts("tread_sample: generate samples with the EDM Heun sampler\n\nOptions");
   opts.add_options()
       ("help,h", "show this help")
