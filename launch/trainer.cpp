@@ -20,6 +20,7 @@
 #include "dist/flat_layout.h"
 #include "dist/sharded_checkpoint.h"
 #include "launch/model_io.h"
+#include "launch/stop_signal.h"
 #include "models/autocast.h"
 #include "models/edm.h"
 #include "models/zoo.h"
@@ -228,7 +229,8 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
     last_norm = norm;
     ++interval_steps;
 
-    const bool last = s.step == cfg.train.steps;
+    const int signal = stop_requested();
+    const bool last = s.step == cfg.train.steps || signal != 0;
     if (s.step % cfg.train.log_every == 0 || last) {
       const double dt = seconds_since(t_interval);
       const double img_s = interval_steps * B / dt;
@@ -249,6 +251,12 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
       save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
       last_ckpt = (fs::path(ckpt_root) / checkpoint_name(s.step)).string();
       log_info("checkpoint " + last_ckpt);
+    }
+    if (signal != 0) {
+      summary.stopped_by_signal = signal;
+      log_info("stopped by signal " + std::to_string(signal) + " at step " + std::to_string(s.step) +
+               "; run the same command again to resume");
+      break;
     }
   }
   (void)last_norm;

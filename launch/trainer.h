@@ -15,6 +15,7 @@ struct TrainSummary {
   double last_loss = 0;     // mean loss of the last log interval
   double img_per_s = 0;     // over this invocation
   std::string checkpoint;   // the last checkpoint written ("" if none)
+  int stopped_by_signal = 0;  // the signal that stopped training early, 0 if it ran to the end
 };
 
 // Trains cfg (already validated); writes <run.dir>/<run.name>/. `config_toml` is saved as

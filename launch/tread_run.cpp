@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/host_memory.h"
 #include "core/log.h"
+#include "launch/stop_signal.h"
 #include "launch/trainer.h"
 
 namespace po = boost::program_options;
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::cout << resolved << std::flush;
+    nt::install_stop_handlers();
     nt::train(cfg, resolved);
     return 0;
   } catch (const std::exception& e) {

@@ -442,4 +442,34 @@ TEST(TreadSample, OutputLayoutBatchInvarianceClassesAndPng) {
   EXPECT_EQ(h, 2u * (8 * 8 + 2) + 2);
 }
 
+// SIGUSR1 (Slurm's warning before the time limit) or SIGTERM: the trainer finishes its step,
+// writes a checkpoint, exits 0; the same command resumes from there.
+TEST(Train, StopSignalCheckpointsAndTheSameCommandResumes) {
+  for (const char* sig : {"USR1", "TERM"}) {
+    Fixture f = make_fixture();
+    const std::string name = std::string("sig_") + sig;
+    const std::string metrics = f.run_dir(name) + "/metrics.jsonl";
+    const std::string cmd = exe("launch/tread_run") + " --config " + f.config + " --set run.name=" + name +
+                            " --set train.steps=1000000 --set checkpoint.every=0";
+    // Start, wait for three logged steps (at most 60 s), signal, wait for the exit code.
+    std::string out;
+    const int rc = run_command(
+        "(" + cmd + " > " + f.dir + "/out.txt 2>&1 & pid=$!; for i in $(seq 600); do "
+        "[ -f " + metrics + " ] && [ $(wc -l < " + metrics + ") -ge 3 ] && break; sleep 0.1; done; "
+        "kill -" + sig + " $pid; wait $pid; echo rc=$?)", &out);
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_CONTAINS(out, "rc=0");
+    const std::string log = read_text(f.dir + "/out.txt");
+    EXPECT_CONTAINS(log, "stopped by signal");
+    const auto m = nt::read_verified_manifest(f.run_dir(name) + "/ckpt/latest");
+    const int64_t stopped = m.at("step").get<int64_t>();
+    EXPECT_GE(stopped, 3);
+    // The same command, asked for two more steps, resumes from the checkpoint.
+    Result r = train(f, name, {"train.steps=" + std::to_string(stopped + 2)});
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    EXPECT_CONTAINS(r.out, "resumed from");
+    EXPECT_EQ(nt::read_verified_manifest(f.run_dir(name) + "/ckpt/latest").at("step").get<int64_t>(), stopped + 2);
+  }
+}
+
 }  // namespace

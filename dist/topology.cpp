@@ -1,0 +1,154 @@
+// Process topology: MPI start-up, ranks and roles, launcher and Slurm detection, abort_job.
+#include "dist/topology.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "core/log.h"
+#include "dist/mpi_check.h"
+
+namespace nt {
+namespace {
+
+bool g_started_mpi = false;  // this process called MPI_Init_thread (so it also finalises)
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+bool env_is_int(const char* name, int expected) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return false;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  return *end == '\0' && x == expected;
+}
+
+// srun sets SLURM_PROCID to the world rank (and SLURM_NTASKS to the world size) on every rank;
+// mpirun inside a Slurm allocation inherits one SLURM_PROCID per node, which does not match.
+// The ranks agree on the answer so that every rank logs the same launcher.
+std::string detect_launcher(int world_rank, int world_size) {
+  int slurm_here = env_is_int("SLURM_PROCID", world_rank) &&
+                   (std::getenv("SLURM_NTASKS") == nullptr || env_is_int("SLURM_NTASKS", world_size));
+  int slurm_all = 0;
+  NT_MPI_CHECK(MPI_Allreduce(&slurm_here, &slurm_all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD));
+  if (slurm_all) return "srun";
+  int mpirun_here = std::getenv("OMPI_COMM_WORLD_RANK") || std::getenv("PMI_RANK") || std::getenv("PMIX_RANK");
+  int mpirun_any = 0;
+  NT_MPI_CHECK(MPI_Allreduce(&mpirun_here, &mpirun_any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
+  if (mpirun_any) return "mpirun";
+  return "single";
+}
+
+}  // namespace
+
+Topology make_topology(int eval_ranks, int num_cuda_devices) {
+  int initialized = 0;
+  NT_MPI_CHECK(MPI_Initialized(&initialized));
+  if (!initialized)
+    throw std::runtime_error(where(__FILE__, __LINE__, "make_topology: MPI is not started; call init_topology"));
+
+  Topology t;
+  NT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &t.world_rank));
+  NT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &t.world_size));
+  if (eval_ranks < 0 || eval_ranks >= t.world_size)
+    throw std::runtime_error(where(
+        __FILE__, __LINE__,
+        "eval.ranks = " + std::to_string(eval_ranks) + " but the job has " + std::to_string(t.world_size) +
+            " rank(s): at least one rank must train, so eval.ranks must be in [0, " +
+            std::to_string(t.world_size - 1) + "]; start more ranks or lower eval.ranks"));
+
+  // Ranks on this node: a shared-memory communicator, used only for the local rank.
+  MPI_Comm local = MPI_COMM_NULL;
+  NT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, t.world_rank, MPI_INFO_NULL, &local));
+  NT_MPI_CHECK(MPI_Comm_rank(local, &t.local_rank));
+  NT_MPI_CHECK(MPI_Comm_size(local, &t.local_size));
+  NT_MPI_CHECK(MPI_Comm_free(&local));
+
+  // Roles: the last eval_ranks ranks evaluate; the others get their own communicator.
+  t.num_eval_ranks = eval_ranks;
+  t.num_trainers = t.world_size - eval_ranks;
+  t.is_evaluator = t.world_rank >= t.num_trainers;
+  NT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, t.is_evaluator ? MPI_UNDEFINED : 0, t.world_rank, &t.trainers));
+  if (!t.is_evaluator) {
+    NT_MPI_CHECK(MPI_Comm_set_errhandler(t.trainers, MPI_ERRORS_RETURN));
+    NT_MPI_CHECK(MPI_Comm_rank(t.trainers, &t.trainer_rank));
+    int n = 0;
+    NT_MPI_CHECK(MPI_Comm_size(t.trainers, &n));
+    if (n != t.num_trainers)
+      throw std::runtime_error(where(__FILE__, __LINE__,
+                                     "trainers' communicator has " + std::to_string(n) + " ranks, expected " +
+                                         std::to_string(t.num_trainers)));
+  }
+
+  t.launcher = detect_launcher(t.world_rank, t.world_size);
+  t.slurm_job_id = env_or_empty("SLURM_JOB_ID");
+  t.slurm_step_id = env_or_empty("SLURM_STEP_ID");
+  if (t.slurm_step_id.empty()) t.slurm_step_id = env_or_empty("SLURM_STEPID");
+  t.slurm_nodelist = env_or_empty("SLURM_JOB_NODELIST");
+
+  t.num_gpus = num_cuda_devices >= 0 ? num_cuda_devices : static_cast<int>(torch::cuda::device_count());
+  t.gpu = t.local_rank < t.num_gpus ? t.local_rank : -1;
+  return t;
+}
+
+Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices) {
+  int initialized = 0;
+  NT_MPI_CHECK(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = MPI_THREAD_SINGLE;
+    NT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    g_started_mpi = true;
+    if (provided < MPI_THREAD_FUNNELED)
+      throw std::runtime_error(where(__FILE__, __LINE__,
+                                     "MPI_Init_thread gave thread level " + std::to_string(provided) +
+                                         ", below MPI_THREAD_FUNNELED; use an MPI built with thread support"));
+  }
+  NT_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  int rank = 0;
+  NT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  set_log_rank(rank);
+  return make_topology(eval_ranks, num_cuda_devices);
+}
+
+void free_topology(Topology& topo) {
+  if (topo.trainers != MPI_COMM_NULL) NT_MPI_CHECK(MPI_Comm_free(&topo.trainers));
+  topo.trainers = MPI_COMM_NULL;
+}
+
+void finalize_topology(Topology& topo) {
+  free_topology(topo);
+  int finalized = 0;
+  NT_MPI_CHECK(MPI_Finalized(&finalized));
+  if (g_started_mpi && !finalized) NT_MPI_CHECK(MPI_Finalize());
+}
+
+std::string describe(const Topology& t) {
+  std::string s = "rank " + std::to_string(t.world_rank) + "/" + std::to_string(t.world_size) + " (local " +
+                  std::to_string(t.local_rank) + "/" + std::to_string(t.local_size) + ", ";
+  s += t.is_evaluator ? std::string("evaluator")
+                      : "trainer " + std::to_string(t.trainer_rank) + "/" + std::to_string(t.num_trainers);
+  s += ", gpu " + std::to_string(t.gpu) + "), launcher " + t.launcher;
+  if (!t.slurm_job_id.empty())
+    s += ", slurm job " + t.slurm_job_id + " step " + (t.slurm_step_id.empty() ? "-" : t.slurm_step_id) +
+         " nodes " + (t.slurm_nodelist.empty() ? "-" : t.slurm_nodelist);
+  return s;
+}
+
+void abort_job(const std::string& reason, int code) {
+  if (code == 0) code = 1;  // an abort is a failure
+  std::fprintf(stderr, "[rank %d] fatal: %s -- ending the whole job\n", log_rank(), reason.c_str());
+  std::fflush(stderr);
+  std::fflush(stdout);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace nt
