@@ -55,14 +55,16 @@ LabelEmbedderImpl::LabelEmbedderImpl(int num_classes, int hidden_size) : num_cla
   embedding_table = register_module("embedding_table", torch::nn::Embedding(num_classes + 1, hidden_size));
 }
 
-at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen) {
+at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen,
+                                      const BatchSlice& slice) {
   TORCH_CHECK(labels.dim() == 1, "labels must be [N], got ", labels.sizes());
   at::Tensor y = labels;
   if (class_drop_prob >= 1.0) {  // rand < 1 always holds: drop every label, draw nothing
     y = at::full_like(labels, num_classes);
   } else if (class_drop_prob > 0) {
     auto opts = at::TensorOptions().dtype(at::kFloat).device(labels.device());
-    auto r = gen ? at::rand({labels.size(0)}, *gen, opts) : at::rand({labels.size(0)}, opts);
+    const int64_t n = labels.size(0), rows = slice.rows(n);
+    auto r = slice.take(gen ? at::rand({rows}, *gen, opts) : at::rand({rows}, opts), n);  // [N]
     y = at::where(r < class_drop_prob, at::full_like(labels, num_classes), labels);
   }
   return embedding_table->forward(y);  // [N, D]
@@ -216,7 +218,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
                             const ForwardOptions& opt) {
   auto x = x_embedder->forward(x_in) + pos_embed;  // [N, T, D]
   auto c = t_embedder->forward(t_in);              // [N or 1, D]
-  if (y_embedder) c = c + y_embedder->forward(y, opt.class_drop_prob, opt.gen);  // [N, D]
+  if (y_embedder) c = c + y_embedder->forward(y, opt.class_drop_prob, opt.gen, opt.slice);  // [N, D]
   if (c.size(0) != x.size(0)) c = c.expand({x.size(0), -1});
 
   const bool routing = !cfg.routes.empty() && (is_training() || opt.force_routing);
@@ -229,7 +231,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     if (route && idx == route->start_layer) {
       x_D_last = x;
       ids_keep = route_keep_ids(x, opt.selection_ratio.value_or(route->selection_ratio), opt.gen,
-                                opt.sample_gens);
+                                opt.sample_gens, opt.slice);
       x = route_start(x, ids_keep);  // [N, K, D]
     }
     if (fp32_next && cuda_autocast_enabled()) {

@@ -32,6 +32,18 @@ struct DiTConfig {
   int tokens() const { return (input_size / patch_size) * (input_size / patch_size); }
 };
 
+// This rank's rows of the global batch. Training randomness (sigma, noise, class dropout,
+// routing) is drawn for the whole global batch from a generator that is the same on every rank,
+// and each rank keeps its rows: W ranks then train exactly what one rank trains.
+struct BatchSlice {
+  int64_t offset = 0;  // first global row of this rank
+  int64_t global = 0;  // global batch size; 0: the local batch is the whole batch
+  int64_t rows(int64_t local) const { return global > 0 ? global : local; }
+  at::Tensor take(const at::Tensor& drawn, int64_t local) const {
+    return global > 0 ? drawn.narrow(0, offset, local) : drawn;
+  }
+};
+
 // How one forward pass routes and conditions.
 struct ForwardOptions {
   double class_drop_prob = 0.0;  // labels -> null class with this probability (rand < p)
@@ -42,6 +54,7 @@ struct ForwardOptions {
   // sample's routing does not depend on its batch (sampling).
   at::Generator* gen = nullptr;
   std::vector<at::Generator>* sample_gens = nullptr;
+  BatchSlice slice;  // which rows of the global batch's draws are this batch's
 };
 
 // adaLN modulation of normalised tokens: x * (1 + scale) + shift, per sample.
@@ -60,7 +73,8 @@ TORCH_MODULE(TimestepEmbedder);
 // Class labels -> vectors; the extra row `num_classes` is the null class of guidance.
 struct LabelEmbedderImpl : torch::nn::Module {
   LabelEmbedderImpl(int num_classes, int hidden_size);
-  at::Tensor forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen);
+  at::Tensor forward(const at::Tensor& labels, double class_drop_prob, at::Generator* gen,
+                     const BatchSlice& slice = {});
   torch::nn::Embedding embedding_table{nullptr};  // [num_classes + 1, D]
   int num_classes;
 };

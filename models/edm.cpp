@@ -46,15 +46,19 @@ at::Tensor edm_precond(DiT& net, const at::Tensor& x, const at::Tensor& sigma_in
 }
 
 at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const EDMLossParams& p,
-                    double class_drop_prob, at::Generator& gen) {
+                    double class_drop_prob, at::Generator& gen, const BatchSlice& slice) {
   const double sd = p.sigma_data;
-  auto rnd_normal = at::randn({x.size(0), 1, 1, 1}, gen, x.options());   // [N,1,1,1]
+  const int64_t N = x.size(0), rows = slice.rows(N);
+  auto rnd_normal = slice.take(at::randn({rows, 1, 1, 1}, gen, x.options()), N);  // [N,1,1,1]
   auto sigma = (rnd_normal * p.P_std + p.P_mean).exp();
   auto weight = (sigma.pow(2) + sd * sd) / (sigma * sd).pow(2);
-  auto n = at::randn(x.sizes(), gen, x.options()) * sigma;               // [N,C,H,W]
+  auto noise_shape = x.sizes().vec();
+  noise_shape[0] = rows;
+  auto n = slice.take(at::randn(noise_shape, gen, x.options()), N) * sigma;     // [N,C,H,W]
   ForwardOptions opt;
   opt.class_drop_prob = class_drop_prob;
   opt.gen = &gen;
+  opt.slice = slice;
   auto D_yn = edm_precond(net, x + n, sigma, y, sd, Guidance{}, opt);
   return weight * (D_yn - x).pow(2);
 }

@@ -36,8 +36,9 @@ struct EDMLossParams {
 // Per-element weighted loss [N,C,H,W]: sigma = exp(P_mean + P_std*n), weight
 // (s^2+sd^2)/(s*sd)^2, loss = weight*(D(x + sigma*eps; sigma) - x)^2. Draws n, then eps, from
 // `gen`, then the network draws class dropout and routing from it.
+// With `slice`, every draw is made for the global batch and this batch's rows are kept.
 at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const EDMLossParams& p,
-                    double class_drop_prob, at::Generator& gen);
+                    double class_drop_prob, at::Generator& gen, const BatchSlice& slice = {});
 
 // The seeds of a batch: one generator per seed (seed mod 2^32), each drawing its initial
 // latent randn(C,H,W) first, then its class randint(0, num_classes, []).

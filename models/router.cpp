@@ -5,7 +5,7 @@
 namespace nt {
 
 at::Tensor route_keep_ids(const at::Tensor& x, double selection_ratio, at::Generator* gen,
-                          std::vector<at::Generator>* sample_gens) {
+                          std::vector<at::Generator>* sample_gens, const BatchSlice& slice) {
   const int64_t N = x.size(0), T = x.size(1);
   const int64_t num_mask = static_cast<int64_t>(T * selection_ratio);  // floor, as int() does
   const int64_t num_keep = T - num_mask;
@@ -19,7 +19,8 @@ at::Tensor route_keep_ids(const at::Tensor& x, double selection_ratio, at::Gener
     for (auto& g : *sample_gens) rows.push_back(at::rand({T}, g, opts));
     noise = at::stack(rows);
   } else {
-    noise = gen ? at::rand({N, T}, *gen, opts) : at::rand({N, T}, opts);
+    const int64_t rows = slice.rows(N);
+    noise = slice.take(gen ? at::rand({rows, T}, *gen, opts) : at::rand({rows, T}, opts), N);
   }
   at::Tensor ids_shuffle = at::argsort(noise, /*dim=*/1, /*descending=*/false);       // [N, T]
   return ids_shuffle.narrow(1, 0, num_keep).contiguous();  // [N, K]

@@ -339,4 +339,33 @@ TEST(EdmLoss, EqualsManualRecomputation) {
   EXPECT_GT(rel_err(other, want, "edm_loss other seed"), 1e-2);
 }
 
+// Rank slices: each part of a global batch, drawing for the global batch and keeping its rows,
+// gets exactly the noise, sigma, class dropout and routing the whole batch gets (W ranks train
+// what one rank trains).
+TEST(EdmLoss, RankSlicesOfTheGlobalBatchDrawTheSameRandomness) {
+  auto net = golden_model();
+  net->train();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({6, 4, 8, 8}, at::detail::createCPUGenerator(11), torch::kFloat);
+  auto y = torch::tensor({int64_t{0}, int64_t{5}, int64_t{9}, int64_t{2}, int64_t{3}, int64_t{4}});
+  auto gen = at::detail::createCPUGenerator(77);
+  auto whole = nt::edm_loss(net, x, y, nt::EDMLossParams{}, 0.5, gen);  // [6,4,8,8]
+  for (int W : {2, 3}) {
+    const int64_t part = 6 / W;
+    std::vector<at::Tensor> parts;
+    for (int r = 0; r < W; ++r) {
+      auto g = at::detail::createCPUGenerator(77);
+      nt::BatchSlice slice{r * part, 6};
+      parts.push_back(nt::edm_loss(net, x.narrow(0, r * part, part), y.narrow(0, r * part, part),
+                                   nt::EDMLossParams{}, 0.5, g, slice));
+    }
+    // Only the network's batch size differs (BLAS rounding): far below any change of noise.
+    EXPECT_LE(rel_err(at::cat(parts), whole, "edm_loss W=" + std::to_string(W)), 1e-5);
+  }
+  // Without slicing, a half batch draws other noise: the check above can fail.
+  auto g = at::detail::createCPUGenerator(77);
+  auto unsliced = nt::edm_loss(net, x.narrow(0, 3, 3), y.narrow(0, 3, 3), nt::EDMLossParams{}, 0.5, g);
+  EXPECT_GT(rel_err(unsliced, whole.narrow(0, 3, 3), "edm_loss unsliced half"), 1e-2);
+}
+
 }  // namespace
