@@ -4,7 +4,8 @@
 
 namespace nt {
 
-MetricsSink::MetricsSink(const std::string& path) {
+void MetricsSink::open(const std::string& path) {
+  if (file_) std::fclose(file_);
   file_ = std::fopen(path.c_str(), "a");
   if (!file_) throw std::runtime_error("cannot open metrics file '" + path + "' for appending");
 }

@@ -10,11 +10,12 @@ namespace nt {
 class MetricsSink {
  public:
   MetricsSink() = default;
-  explicit MetricsSink(const std::string& path);  // opens for append; throws naming the path
+  explicit MetricsSink(const std::string& path) { open(path); }
+  void open(const std::string& path);  // for appending; throws naming the path
   ~MetricsSink();
   MetricsSink(const MetricsSink&) = delete;
   MetricsSink& operator=(const MetricsSink&) = delete;
-  void write(const nlohmann::json& record);
+  void write(const nlohmann::json& record);  // no-op while not open
 
  private:
   std::FILE* file_ = nullptr;

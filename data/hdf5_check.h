@@ -5,9 +5,12 @@
 //   h5_read_access(): the file-access property list of read-only opens (no file locks).
 //   h5_silence(): turns off HDF5's own error-stack printing for the calling thread (the
 //     library keeps that setting per thread in thread-safe builds), so users see our message.
+//   h5_lock(): serialises HDF5 calls across threads when the library is not thread-safe (a
+//     thread-safe build locks internally; then the returned lock holds nothing).
 #pragma once
 #include <hdf5.h>
 
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -17,6 +20,17 @@
 namespace nt {
 
 inline void h5_silence() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// Holds the process-wide HDF5 mutex for the caller's scope if the library was built without
+// thread safety; otherwise returns an empty lock (HDF5 serialises its calls itself).
+inline std::unique_lock<std::mutex> h5_lock() {
+  static std::mutex mutex;
+  static const bool threadsafe = [] {
+    hbool_t safe = 0;
+    return H5is_library_threadsafe(&safe) >= 0 && safe;
+  }();
+  return threadsafe ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(mutex);
+}
 
 template <typename T>
 T h5_check(T result, const char* call, const std::string& what, const char* file, int line) {

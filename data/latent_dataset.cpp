@@ -1,8 +1,8 @@
-// LatentDataset: the minimal synchronous HDF5 reader (format in docs/data-format.md).
+// LatentDataset: the HDF5 reader (format in docs/data-format.md).
 // A read groups the requested global indices by file, sorts and de-duplicates them, reads the
-// contiguous runs with one hyperslab-union selection per dataset (HDF5 converts float16 to
-// float32 and any integer label type to int64 on the way), then scatters the rows back into
-// the requested order.
+// rows through each dataset's RowReader (row_reader.h: pread for contiguous uncompressed
+// datasets, H5Dread otherwise; contiguous runs coalesced; float16 -> float32 and any integer
+// label type -> int64), then writes the rows, normalised, into the requested order.
 //
 // Moments noise, exactly: for the sample with global index i (its position in the
 // concatenation of all files) and the read's noise_seed s,
@@ -24,8 +24,15 @@
 #include <mutex>
 #include <sstream>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "core/rng.h"
 #include "data/hdf5_check.h"
+#include "data/row_reader.h"
 
 namespace nt {
 
@@ -35,8 +42,10 @@ namespace {
 struct OpenFile {
   std::string path;
   H5Id file;
-  H5Id data;    // /latents [N,C,H,W] or /moments [N,2C,H,W]
-  H5Id labels;  // /labels [N]
+  H5Id data;    // /latents [N,C,H,W] or /moments [N,2C,H,W] (while checking; then closed)
+  H5Id labels;  // /labels [N] (while checking; then closed)
+  int fd = -1;  // read-only descriptor for pread, open for the dataset's lifetime
+  RowReader data_rows, label_rows;
   int64_t n = 0;
   int row_channels = 0, height = 0, width = 0;  // of a stored row (2C for moments)
   bool moments = false;
@@ -48,16 +57,15 @@ struct OpenFile {
 
 }  // namespace
 
-struct LatentDataset::File : OpenFile {};
+struct LatentDataset::File : OpenFile {
+  ~File() {
+    data_rows = RowReader();
+    label_rows = RowReader();
+    if (fd >= 0) ::close(fd);
+  }
+};
 
 namespace {
-
-// Serialises this reader's HDF5 work (the library also locks; this keeps a non-thread-safe
-// HDF5 build correct too).
-std::mutex& h5_mutex() {
-  static std::mutex m;
-  return m;
-}
 
 std::string q(const std::string& path) { return "'" + path + "'"; }
 
@@ -149,37 +157,8 @@ std::string read_string_attr(hid_t file, const char* name, const std::string& pa
   return value;
 }
 
-// Reads the rows `rows` (sorted, unique, in range) of `dset` as `mem_type` into `buf`, one
-// hyperslab per contiguous run, all runs in one selection and one H5Dread.
-void read_rows(hid_t dset, hid_t mem_type, const std::vector<int64_t>& rows, void* buf,
-               const std::string& what) {
-  if (rows.empty()) return;
-  H5Id space(NT_H5_CHECK(H5Dget_space(dset), what));
-  int rank = NT_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what);
-  std::vector<hsize_t> dims(rank), start(rank, 0), count(rank);
-  NT_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), what);
-  count = dims;
-  hsize_t elems_per_row = 1;
-  for (int d = 1; d < rank; ++d) elems_per_row *= dims[d];
-  bool first = true;
-  for (size_t i = 0; i < rows.size();) {
-    size_t j = i + 1;
-    while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
-    start[0] = static_cast<hsize_t>(rows[i]);
-    count[0] = static_cast<hsize_t>(j - i);
-    NT_H5_CHECK(H5Sselect_hyperslab(space.get(), first ? H5S_SELECT_SET : H5S_SELECT_OR,
-                                    start.data(), nullptr, count.data(), nullptr),
-                what);
-    first = false;
-    i = j;
-  }
-  hsize_t total = static_cast<hsize_t>(rows.size()) * elems_per_row;
-  H5Id mem_space(NT_H5_CHECK(H5Screate_simple(1, &total, nullptr), what));
-  NT_H5_CHECK(H5Dread(dset, mem_type, mem_space.get(), space.get(), H5P_DEFAULT, buf), what);
-}
-
 // Opens `path` into *f and checks its datasets, shapes, types and attributes.
-void open_file(const std::string& path, OpenFile* f) {
+void open_file(const std::string& path, int64_t first_global, OpenFile* f) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(path, ec))
@@ -262,6 +241,15 @@ void open_file(const std::string& path, OpenFile* f) {
                     " is out of range; it must be a positive integer");
   f->latent_space = read_string_attr(file, "latent_space", path, "unknown");
   f->source = read_string_attr(file, "source", path, "");
+
+  // The readers (they reopen the datasets, chunked ones with a sized chunk cache).
+  f->data.reset();
+  f->labels.reset();
+  f->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd < 0)
+    throw DataError("cannot open " + q(path) + " for reading: " + std::strerror(errno));
+  f->data_rows.open(file, name, f->fd, path, first_global, /*integer=*/false);
+  f->label_rows.open(file, "/labels", f->fd, path, first_global, /*integer=*/true);
 }
 
 void check_agree(const OpenFile& a, const OpenFile& b) {
@@ -302,11 +290,18 @@ LatentDataset::LatentDataset(const std::vector<std::string>& paths) {
   if (paths.empty()) throw DataError("no data files given (data.paths is empty)");
   std::vector<std::unique_ptr<File>> opened;
   {
-    std::lock_guard<std::mutex> lock(h5_mutex());
-    for (const std::string& path : paths) {
-      opened.push_back(std::make_unique<File>());
-      open_file(path, opened.back().get());
-      if (opened.size() > 1) check_agree(*opened.front(), *opened.back());
+    auto lock = h5_lock();
+    try {
+      int64_t first_global = 0;
+      for (const std::string& path : paths) {
+        opened.push_back(std::make_unique<File>());
+        open_file(path, first_global, opened.back().get());
+        first_global += opened.back()->n;
+        if (opened.size() > 1) check_agree(*opened.front(), *opened.back());
+      }
+    } catch (...) {
+      opened.clear();  // close the HDF5 handles under the lock
+      throw;
     }
   }
   const File& first = *opened.front();
@@ -319,13 +314,18 @@ LatentDataset::LatentDataset(const std::vector<std::string>& paths) {
   info_.shift_factor = first.shift;
   info_.latent_space = first.latent_space;
   info_.dtype = first.dtype;
+  info_.read_path = first.data_rows.direct() && first.label_rows.direct() ? "pread" : "H5Dread";
   for (auto& f : opened) {
+    const std::string path = f->data_rows.direct() && f->label_rows.direct() ? "pread" : "H5Dread";
+    if (path != info_.read_path) info_.read_path = "mixed";
     offsets_.push_back(info_.size);
     info_.size += f->n;
     if (!f->source.empty() && info_.source.find(f->source) == std::string::npos)
       info_.source += (info_.source.empty() ? "" : " + ") + f->source;
   }
   if (info_.size == 0) {
+    auto lock = h5_lock();
+    opened.clear();
     std::string names;
     for (const std::string& p : paths) names += (names.empty() ? "" : ", ") + q(p);
     throw DataError("data files " + names + " hold no samples");
@@ -334,18 +334,38 @@ LatentDataset::LatentDataset(const std::vector<std::string>& paths) {
 }
 
 LatentDataset::~LatentDataset() {
-  std::lock_guard<std::mutex> lock(h5_mutex());
+  auto lock = h5_lock();
   for (File* f : files_) delete f;
 }
 
 void LatentDataset::read(const std::vector<int64_t>& indices, uint64_t noise_seed,
                          at::Tensor* x, at::Tensor* y) const {
   if (!x || !y) throw std::invalid_argument("LatentDataset::read: x and y must not be null");
-  h5_silence();
+  const int64_t B = static_cast<int64_t>(indices.size());
+  at::Tensor out_x = at::empty({B, info_.channels, info_.height, info_.width}, at::kFloat);
+  at::Tensor out_y = at::empty({B}, at::kLong);
+  read_into(indices, noise_seed, out_x, out_y);
+  *x = out_x;
+  *y = out_y;
+}
+
+void LatentDataset::read_into(const std::vector<int64_t>& indices, uint64_t noise_seed,
+                              const at::Tensor& out_x, const at::Tensor& out_y) const {
   const int64_t B = static_cast<int64_t>(indices.size());
   const int64_t C = info_.channels, H = info_.height, W = info_.width;
-  at::Tensor out_x = at::empty({B, C, H, W}, at::kFloat);  // [B,C,H,W]
-  at::Tensor out_y = at::empty({B}, at::kLong);            // [B]
+  const int64_t row = C * H * W;  // values of one sample x
+  if (!out_x.defined() || out_x.scalar_type() != at::kFloat || !out_x.is_contiguous() ||
+      !out_x.device().is_cpu() || out_x.sizes() != at::IntArrayRef({B, C, H, W}))
+    throw std::invalid_argument("LatentDataset::read_into: x must be a contiguous CPU float32 "
+                                "tensor [B,C,H,W] = [" + std::to_string(B) + "," +
+                                std::to_string(C) + "," + std::to_string(H) + "," +
+                                std::to_string(W) + "]");
+  if (!out_y.defined() || out_y.scalar_type() != at::kLong || !out_y.is_contiguous() ||
+      !out_y.device().is_cpu() || out_y.sizes() != at::IntArrayRef({B}))
+    throw std::invalid_argument("LatentDataset::read_into: y must be a contiguous CPU int64 "
+                                "tensor [B] = [" + std::to_string(B) + "]");
+  float* xp = out_x.data_ptr<float>();
+  int64_t* yp = out_y.data_ptr<int64_t>();
 
   // Which file each requested position falls into.
   std::vector<std::vector<int64_t>> positions(files_.size());
@@ -359,62 +379,54 @@ void LatentDataset::read(const std::vector<int64_t>& indices, uint64_t noise_see
     positions[f].push_back(p);
   }
 
+  std::vector<int64_t> rows, uniq, lab;
+  std::vector<float> raw;
   for (size_t fi = 0; fi < files_.size(); ++fi) {
     const std::vector<int64_t>& pos = positions[fi];
     if (pos.empty()) continue;
     const File& f = *files_[fi];
     const int64_t n = static_cast<int64_t>(pos.size());
-    std::vector<int64_t> rows(n);
+    rows.resize(n);
     for (int64_t k = 0; k < n; ++k) rows[k] = indices[pos[k]] - offsets_[fi];
-    std::vector<int64_t> uniq = rows;
+    uniq = rows;
     std::sort(uniq.begin(), uniq.end());
     uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
     const int64_t U = static_cast<int64_t>(uniq.size());
+    const int64_t stored_row = f.data_rows.row_elems();  // C or 2C values per pixel plane set
 
-    at::Tensor raw = at::empty({U, f.row_channels, H, W}, at::kFloat);  // [U,C|2C,H,W]
-    at::Tensor lab = at::empty({U}, at::kLong);                         // [U]
-    {
-      std::lock_guard<std::mutex> lock(h5_mutex());
-      read_rows(f.data.get(), H5T_NATIVE_FLOAT, uniq, raw.data_ptr<float>(),
-                std::string("reading ") + (f.moments ? "/moments" : "/latents") + " of " +
-                    q(f.path));
-      read_rows(f.labels.get(), H5T_NATIVE_INT64, uniq, lab.data_ptr<int64_t>(),
-                "reading /labels of " + q(f.path));
-    }
-    const int64_t* lp = lab.data_ptr<int64_t>();
+    raw.resize(static_cast<size_t>(U * stored_row));  // [U, C|2C, H, W]
+    lab.resize(static_cast<size_t>(U));               // [U]
+    f.data_rows.read_float(uniq, raw.data());
+    f.label_rows.read_int(uniq, lab.data());
     for (int64_t u = 0; u < U; ++u)
-      if (lp[u] < 0 || lp[u] >= f.num_classes)
-        throw DataError(q(f.path) + ": label " + std::to_string(lp[u]) + " of sample " +
+      if (lab[u] < 0 || lab[u] >= f.num_classes)
+        throw DataError(q(f.path) + ": label " + std::to_string(lab[u]) + " of sample " +
                         std::to_string(uniq[u]) + " (global index " +
-                        std::to_string(uniq[u] + offsets_[fi]) + ") is outside [0, num_classes=" +
-                        std::to_string(f.num_classes) + "); run `tread_data validate` on it");
+                        std::to_string(uniq[u] + offsets_[fi]) + ") in /labels is outside [0, "
+                        "num_classes=" + std::to_string(f.num_classes) +
+                        "); run `tread_data validate` on it");
 
-    // slot[k]: row of `raw` for requested position pos[k]; dst[k] = pos[k].
-    at::Tensor slot = at::empty({n}, at::kLong), dst = at::empty({n}, at::kLong);
-    int64_t* sp = slot.data_ptr<int64_t>();
-    int64_t* dp = dst.data_ptr<int64_t>();
+    const float scale = static_cast<float>(f.scale), shift = static_cast<float>(f.shift);
     for (int64_t k = 0; k < n; ++k) {
-      sp[k] = std::lower_bound(uniq.begin(), uniq.end(), rows[k]) - uniq.begin();
-      dp[k] = pos[k];
-    }
-    at::Tensor v = raw.index_select(0, slot);  // [n,C|2C,H,W]
-    if (f.moments) {
-      at::Tensor mean = v.narrow(1, 0, C);    // [n,C,H,W]
-      at::Tensor logvar = v.narrow(1, C, C);  // [n,C,H,W]
-      at::Tensor eps = at::empty({n, C, H, W}, at::kFloat);
-      for (int64_t k = 0; k < n; ++k) {
-        uint64_t seed = mix_seed(noise_seed, static_cast<uint64_t>(indices[pos[k]]));
-        at::Generator gen = make_generator(c10::Device(c10::kCPU), seed);
-        eps[k].copy_(at::randn({C, H, W}, gen));
+      const int64_t u = std::lower_bound(uniq.begin(), uniq.end(), rows[k]) - uniq.begin();
+      const float* src = raw.data() + u * stored_row;
+      float* dst = xp + pos[k] * row;
+      yp[pos[k]] = lab[u];
+      if (!f.moments) {
+        for (int64_t j = 0; j < row; ++j) dst[j] = (src[j] - shift) * scale;
+        continue;
       }
-      v = mean + at::exp(0.5 * at::clamp(logvar, -30.0, 20.0)) * eps;
+      // x = scale * (mean + exp(0.5 * clamp(logvar, -30, 20)) * eps - shift), eps [C,H,W]
+      at::Tensor mean = at::from_blob(const_cast<float*>(src), {C, H, W}, at::kFloat);
+      at::Tensor logvar = at::from_blob(const_cast<float*>(src + row), {C, H, W}, at::kFloat);
+      const uint64_t seed = mix_seed(noise_seed, static_cast<uint64_t>(indices[pos[k]]));
+      at::Generator gen = make_generator(c10::Device(c10::kCPU), seed);
+      at::Tensor eps = at::randn({C, H, W}, gen);
+      at::Tensor v = mean + at::exp(0.5 * at::clamp(logvar, -30.0, 20.0)) * eps;
+      const float* vp = v.data_ptr<float>();
+      for (int64_t j = 0; j < row; ++j) dst[j] = (vp[j] - shift) * scale;
     }
-    at::Tensor xs = (v - f.shift) * f.scale;  // [n,C,H,W]
-    out_x.index_copy_(0, dst, xs);
-    out_y.index_copy_(0, dst, lab.index_select(0, slot));
   }
-  *x = out_x;
-  *y = out_y;
 }
 
 }  // namespace nt

@@ -5,8 +5,9 @@
 // A sample is x = scale_factor * (v - shift_factor), with v the latent or, for moments,
 // v = mean + exp(0.5 * clamp(logvar, -30, 20)) * eps, eps drawn afresh on every read from a
 // generator seeded by (noise_seed, global sample index).
-// This is the minimal synchronous reader of the first slice: the sharded prefetch loader
-// replaces it behind the same read() seam.
+// Reads are synchronous and may run from several threads at once (the PrefetchLoader does):
+// contiguous uncompressed datasets are read with pread, in parallel; chunked or compressed
+// ones through HDF5 (data/row_reader.h).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -30,6 +31,7 @@ struct DatasetInfo {
   std::string latent_space;  // "pixels", "sd-vae-ft-ema", ...
   std::string source;
   std::string dtype;         // "float16" | "float32"
+  std::string read_path;     // "pread" | "H5Dread" | "mixed" (files differ): how reads go
 };
 
 class LatentDataset {
@@ -48,6 +50,10 @@ class LatentDataset {
   // x [B,C,H,W] float32 (normalised as above) and y [B] int64.
   void read(const std::vector<int64_t>& indices, uint64_t noise_seed, at::Tensor* x,
             at::Tensor* y) const;
+  // The same into tensors the caller allocated (e.g. pinned memory): x [B,C,H,W] float32 and
+  // y [B] int64, both contiguous on the CPU. Safe to call from several threads at once.
+  void read_into(const std::vector<int64_t>& indices, uint64_t noise_seed, const at::Tensor& x,
+                 const at::Tensor& y) const;
 
  private:
   struct File;

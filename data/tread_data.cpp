@@ -2,11 +2,15 @@
 //   tread_data import-mnist --images F --labels F --out X.h5 [--size 32|16|8|...]
 //   tread_data inspect FILE...     sizes, attributes, label histogram, per-channel mean/std of x
 //   tread_data validate FILE...    full scan: NaN/Inf values, labels out of range, shapes
-// Every error goes to stderr with exit code 1.
+//   tread_data import-npy --latents X.npy|.npz [--labels Y.npy] [--moments] --out X.h5 ...
+//   tread_data bench FILE... --batch B --threads T --seconds S   loader throughput
+// Every error goes to stderr with exit code 1. Long imports and scans report progress with an
+// estimate of the time left on stderr (at most once a second).
 #include <ATen/core/Tensor.h>
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -14,9 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
+#include "data/global_sampler.h"
 #include "data/hdf5_check.h"
 #include "data/latent_dataset.h"
 #include "data/mnist_import.h"
+#include "data/npy_import.h"
+#include "data/prefetch_loader.h"
+#include "data/progress.h"
 
 namespace po = boost::program_options;
 
@@ -31,8 +40,10 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  import-mnist  convert MNIST IDX files to a pixel-space dataset file\n"
+    "  import-npy    convert numpy arrays (.npy or .npz) of latents or moments and labels\n"
     "  inspect       print sizes, attributes, label histogram and value statistics\n"
     "  validate      scan files completely for bad values, labels and shapes\n"
+    "  bench         measure the prefetch loader's throughput on files\n"
     "\n"
     "Run `tread_data <command> --help` for a command's options.\n";
 
@@ -48,6 +59,15 @@ po::variables_map parse(const std::vector<std::string>& args, const po::options_
   if (pos) parser.positional(*pos);
   po::store(parser.run(), vm);
   return vm;
+}
+
+// A rate as a plain integer ("489881"), never in exponent notation.
+std::string rate(double v) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(0);
+  s << v;
+  return s.str();
 }
 
 std::string fmt(double v, int precision = 6) {
@@ -133,6 +153,7 @@ void inspect_one(const std::string& path) {
             << "  samples      " << info.size << "\n"
             << "  shape        " << shape_line(info) << "\n"
             << "  dtype        " << info.dtype << "\n"
+            << "  read path    " << info.read_path << "\n"
             << "  latent space " << info.latent_space << "\n"
             << "  source       " << (info.source.empty() ? "(not given)" : info.source) << "\n"
             << "  normalise    x = " << fmt(info.scale_factor, 10) << " * (v - "
@@ -144,8 +165,10 @@ void inspect_one(const std::string& path) {
   std::vector<double> sum(C, 0.0), sum_sq(C, 0.0);
   const int64_t rows = std::max<int64_t>(1, kChunkElems / (C * HW));
   std::vector<int64_t> idx;
+  nt::Progress progress("inspect '" + path + "'", info.size);
   for (int64_t begin = 0; begin < info.size; begin += rows) {
     const int64_t n = std::min(rows, info.size - begin);
+    progress.update(begin);
     idx.resize(n);
     for (int64_t k = 0; k < n; ++k) idx[k] = begin + k;
     at::Tensor x, y;
@@ -166,6 +189,7 @@ void inspect_one(const std::string& path) {
       }
     }
   }
+  progress.finish();
   std::cout << "  labels       " << histogram_line(counts) << "\n";
   std::cout << "  x per channel (mean, std" << (info.moments ? ", one noise draw, seed 0" : "")
             << "):\n";
@@ -248,8 +272,10 @@ std::string validate_one(const std::string& path, int64_t* samples) {
   std::vector<int64_t> labs;
   std::vector<int64_t> bad_values, bad_labels, bad_label_values;
   int64_t n_bad_values = 0, n_bad_labels = 0;
+  nt::Progress progress("validate '" + path + "'", info.size);
   for (int64_t begin = 0; begin < info.size; begin += rows) {
     const int64_t n = std::min(rows, info.size - begin);
+    progress.update(begin);
     values.resize(n * row);
     labs.resize(n);
     read_range(data.get(), H5T_NATIVE_FLOAT, begin, n, values.data(), what);
@@ -266,6 +292,7 @@ std::string validate_one(const std::string& path, int64_t* samples) {
       }
     }
   }
+  progress.finish();
   std::ostringstream s;
   if (n_bad_values > 0) {
     s << "'" << path << "': " << n_bad_values << " sample(s) with NaN or Inf in " << name
@@ -327,6 +354,143 @@ int cmd_validate(const std::vector<std::string>& args) {
   return 0;
 }
 
+// ---- import-npy -----------------------------------------------------------------------------
+
+int cmd_import_npy(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data import-npy --latents X.npy|X.npz [--labels Y.npy|Y.npz] [--moments]\n"
+      "                             --out X.h5 [--num-classes K] [--latent-space S]\n"
+      "                             [--scale-factor F] [--shift-factor F] [--source TEXT]\n\n"
+      "Converts numpy arrays into a dataset file: latents (N,C,H,W) -> /latents, or with\n"
+      "--moments (N,2C,H,W) mean||logvar -> /moments; float16 stays float16, float32 and\n"
+      "float64 become float32; labels (N,) of any integer type -> /labels int64. Accepts .npy\n"
+      "(format versions 1-3, C order) and .npz archives (np.savez, np.savez_compressed).\n"
+      "The file is written contiguous and uncompressed (the loader's fast pread path), as\n"
+      "OUT.tmp, renamed to OUT when complete.\n\n"
+      "options");
+  nt::NpyImportOptions o;
+  desc.add_options()("help,h", "show this help")(
+      "latents", po::value(&o.latents)->required(), ".npy or .npz with the latents or moments")(
+      "labels", po::value(&o.labels),
+      ".npy or .npz with the labels (default: the --latents .npz)")(
+      "latents-key", po::value(&o.latents_key),
+      ".npz array of the latents (default 'latents', else the first array)")(
+      "labels-key", po::value(&o.labels_key),
+      ".npz array of the labels (default 'labels', else the second array of the --latents "
+      ".npz or the first of another)")(
+      "moments", po::bool_switch(&o.moments), "the data are moments (mean || logvar)")(
+      "out", po::value(&o.out)->required(), "output HDF5 file")(
+      "num-classes", po::value(&o.num_classes)->default_value(0),
+      "number of classes (default: the largest label + 1)")(
+      "latent-space", po::value(&o.latent_space)->default_value("unknown"),
+      "what the values are: pixels, sd-vae-ft-ema, ...")(
+      "scale-factor", po::value(&o.scale_factor)->default_value(1.0), "x = scale * (v - shift)")(
+      "shift-factor", po::value(&o.shift_factor)->default_value(0.0), "x = scale * (v - shift)")(
+      "source", po::value(&o.source), "free text: where the data came from");
+  po::variables_map vm = parse(args, desc, nullptr);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  if (o.num_classes < 0) throw UsageError("--num-classes must be positive");
+  if (!std::isfinite(o.scale_factor) || !std::isfinite(o.shift_factor))
+    throw UsageError("--scale-factor and --shift-factor must be finite numbers");
+  nt::NpyImportResult r = nt::import_npy(o);
+  nt::LatentDataset ds({o.out});  // reads back what was written
+  const nt::DatasetInfo& info = ds.info();
+  std::cout << "wrote " << o.out << ": " << info.size << " samples, " << shape_line(info) << " "
+            << info.dtype << ", " << info.num_classes << " classes"
+            << (r.num_classes_from_labels ? " (the largest label + 1; set --num-classes to "
+                                            "override)"
+                                          : "")
+            << "\n";
+  return 0;
+}
+
+// ---- bench ----------------------------------------------------------------------------------
+
+int cmd_bench(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data bench FILE... --batch B --threads T --seconds S [--depth D]\n"
+      "                        [--world W] [--seed N]\n\n"
+      "Runs the prefetch loader over the global sampler on the files (rank 0 of W) for S\n"
+      "seconds, consuming batches as fast as it delivers them, and prints a throughput line\n"
+      "about once a second; the last line is `samples/s: X` (samples of this rank's part).\n\n"
+      "options");
+  std::vector<std::string> files;
+  int64_t batch = 256;
+  int threads = 2, depth = 8, world = 1;
+  double seconds = 5;
+  uint64_t seed = 0;
+  desc.add_options()("help,h", "show this help")("files", po::value(&files), "HDF5 files")(
+      "batch", po::value(&batch)->default_value(256), "global batch size B")(
+      "threads", po::value(&threads)->default_value(2), "reader threads")(
+      "depth", po::value(&depth)->default_value(8), "batches read ahead")(
+      "seconds", po::value(&seconds)->default_value(5.0), "how long to measure")(
+      "world", po::value(&world)->default_value(1), "trainer ranks W (this is rank 0)")(
+      "seed", po::value(&seed)->default_value(0), "sampler and noise seed");
+  po::positional_options_description pos;
+  pos.add("files", -1);
+  po::variables_map vm = parse(args, desc, &pos);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  if (files.empty()) throw UsageError("bench needs at least one FILE");
+  if (!(seconds > 0)) throw UsageError("--seconds must be positive");
+  if (threads < 1 || depth < 1) throw UsageError("--threads and --depth must be at least 1");
+  nt::LatentDataset ds(files);
+  const nt::DatasetInfo& info = ds.info();
+  nt::GlobalSampler sampler = [&] {
+    try {
+      return nt::GlobalSampler(info.size, batch, seed, 0, world);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }();
+  std::cout << "bench: " << info.size << " samples, " << shape_line(info) << " " << info.dtype
+            << ", read path " << info.read_path << "; batch " << batch << " (rank part "
+            << batch / world << "), " << threads << " threads, depth " << depth << "\n";
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  nt::PrefetchLoader loader(ds, sampler, nt::LoaderState{}, threads, depth,
+                            [seed](int64_t epoch) { return nt::mix_seed(seed, static_cast<uint64_t>(epoch)); },
+                            /*pin_memory=*/false);
+  int64_t samples = 0, batches = 0, window_samples = 0;
+  double wait = 0, window_wait = 0;
+  Clock::time_point window = start;
+  double elapsed = 0;
+  double checksum = 0;  // touches the data so the consumer does real work, as a trainer would
+  for (;;) {
+    nt::Batch b = loader.next();
+    checksum += b.x.data_ptr<float>()[0];
+    samples += b.x.size(0);
+    window_samples += b.x.size(0);
+    ++batches;
+    wait += b.wait_seconds;
+    window_wait += b.wait_seconds;
+    const Clock::time_point now = Clock::now();
+    elapsed = std::chrono::duration<double>(now - start).count();
+    const double w = std::chrono::duration<double>(now - window).count();
+    if (w >= 1.0 || elapsed >= seconds) {
+      std::cout << "  " << fmt(elapsed, 3) << " s: " << rate(window_samples / w)
+                << " samples/s, consumer waited " << fmt(100 * window_wait / w, 3)
+                << "% of the time, epoch " << b.epoch << " batch " << b.batch << "\n";
+      window = now;
+      window_samples = 0;
+      window_wait = 0;
+    }
+    if (elapsed >= seconds) break;
+  }
+  std::cout << "total: " << samples << " samples in " << batches << " batches, " << fmt(elapsed, 4)
+            << " s, consumer waited " << fmt(wait, 3) << " s (checksum " << fmt(checksum, 3)
+            << ")\n";
+  std::cout << "samples/s: " << rate(samples / elapsed) << "\n";
+  return 0;
+}
+
 int run(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << kUsage;
@@ -342,6 +506,8 @@ int run(int argc, char** argv) {
     if (cmd == "import-mnist") return cmd_import_mnist(args);
     if (cmd == "inspect") return cmd_inspect(args);
     if (cmd == "validate") return cmd_validate(args);
+    if (cmd == "import-npy") return cmd_import_npy(args);
+    if (cmd == "bench") return cmd_bench(args);
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()));
   }
@@ -352,7 +518,8 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::string cmd = argc >= 2 ? argv[1] : "";
-  const bool known = cmd == "import-mnist" || cmd == "inspect" || cmd == "validate";
+  const bool known = cmd == "import-mnist" || cmd == "inspect" || cmd == "validate" ||
+                     cmd == "import-npy" || cmd == "bench";
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

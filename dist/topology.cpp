@@ -20,11 +20,28 @@ std::string env_or_empty(const char* name) {
   return v ? std::string(v) : std::string();
 }
 
-bool env_is_int(const char* name, int expected) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return false;
+// The launcher's variables as the process started with them, read before MPI_Init_thread (a
+// singleton MPI sets PMIX_RANK itself). Read on first use when MPI was started elsewhere.
+struct LauncherEnv {
+  std::string slurm_procid, slurm_ntasks;
+  bool mpirun_rank = false;  // OMPI_COMM_WORLD_RANK, PMI_RANK or PMIX_RANK
+};
+
+const LauncherEnv& launcher_env() {
+  static const LauncherEnv env = [] {
+    LauncherEnv e;
+    e.slurm_procid = env_or_empty("SLURM_PROCID");
+    e.slurm_ntasks = env_or_empty("SLURM_NTASKS");
+    e.mpirun_rank = std::getenv("OMPI_COMM_WORLD_RANK") || std::getenv("PMI_RANK") || std::getenv("PMIX_RANK");
+    return e;
+  }();
+  return env;
+}
+
+bool is_int(const std::string& v, int expected) {
+  if (v.empty()) return false;
   char* end = nullptr;
-  long x = std::strtol(v, &end, 10);
+  long x = std::strtol(v.c_str(), &end, 10);
   return *end == '\0' && x == expected;
 }
 
@@ -32,12 +49,13 @@ bool env_is_int(const char* name, int expected) {
 // mpirun inside a Slurm allocation inherits one SLURM_PROCID per node, which does not match.
 // The ranks agree on the answer so that every rank logs the same launcher.
 std::string detect_launcher(int world_rank, int world_size) {
-  int slurm_here = env_is_int("SLURM_PROCID", world_rank) &&
-                   (std::getenv("SLURM_NTASKS") == nullptr || env_is_int("SLURM_NTASKS", world_size));
+  const LauncherEnv& env = launcher_env();
+  int slurm_here = is_int(env.slurm_procid, world_rank) &&
+                   (env.slurm_ntasks.empty() || is_int(env.slurm_ntasks, world_size));
   int slurm_all = 0;
   NT_MPI_CHECK(MPI_Allreduce(&slurm_here, &slurm_all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD));
   if (slurm_all) return "srun";
-  int mpirun_here = std::getenv("OMPI_COMM_WORLD_RANK") || std::getenv("PMI_RANK") || std::getenv("PMIX_RANK");
+  int mpirun_here = env.mpirun_rank;
   int mpirun_any = 0;
   NT_MPI_CHECK(MPI_Allreduce(&mpirun_here, &mpirun_any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
   if (mpirun_any) return "mpirun";
@@ -99,6 +117,7 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
 Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices) {
   int initialized = 0;
   NT_MPI_CHECK(MPI_Initialized(&initialized));
+  launcher_env();  // read before MPI adds its own variables
   if (!initialized) {
     int provided = MPI_THREAD_SINGLE;
     NT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));

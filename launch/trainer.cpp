@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,7 +17,9 @@
 #include "core/rng.h"
 #include "data/global_sampler.h"
 #include "data/latent_dataset.h"
+#include "data/prefetch_loader.h"
 #include "dist/adamw.h"
+#include "dist/communicator.h"
 #include "dist/flat_layout.h"
 #include "dist/sharded_checkpoint.h"
 #include "launch/model_io.h"
@@ -46,40 +49,81 @@ std::string human_time(double s) {
   return buf;
 }
 
-// Everything a step changes, and a checkpoint saves.
+// Everything a step changes, and a checkpoint saves. With W trainer ranks each unit's flat
+// buffer is split into W contiguous shards: the optimizer, its moments and the EMA live on this
+// rank's shard only; the full parameters are gathered after every update (the model's
+// parameters are views into them) and the full gradients reduce-scattered (averaged) into the
+// shard. W = 1 is the same code with the shard equal to the whole buffer.
 struct TrainState {
   DiT model{nullptr};
   FlatLayout layout;
-  std::vector<at::Tensor> params, ema;  // flat fp32, one per unit (this rank's shard; W = 1: all)
-  std::vector<at::Tensor> grads;        // flat fp32 per unit; the parameters' .grad are views
-  AdamWState opt;
-  at::Generator gen;                    // class dropout, sigma, noise, routing
+  Communicator* comm = nullptr;               // trainers' communicator; null for one process
+  int rank = 0, world = 1;
+  std::vector<at::Tensor> full;               // [padded] fp32 per unit; the parameters are views
+  std::vector<at::Tensor> full_grads;         // [padded] fp32 per unit; the parameters' .grad are views
+  std::vector<at::Tensor> params, grads, ema; // this rank's shards [padded / W] (views of full for params)
+  AdamWState opt;                             // moments of the shard
+  at::Generator gen;                          // the same on every rank: draws for the global batch
   LoaderState loader;
   int64_t step = 0;
 };
 
-TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device& device) {
+at::Tensor shard_of(const at::Tensor& flat, int rank, int world) {
+  const int64_t n = flat.numel() / world;
+  return flat.narrow(0, rank * n, n);
+}
+
+TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device& device, Communicator* comm) {
   TrainState s;
+  s.comm = comm;
+  s.rank = comm ? comm->rank() : 0;
+  s.world = comm ? comm->size() : 1;
   s.model = DiT(mc);
   auto init_gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0x696e6974ull));
-  s.model->initialize_weights(&init_gen);
+  s.model->initialize_weights(&init_gen);  // identical on every rank
   s.model->to(device);
-  s.layout = make_layout(*s.model, /*world=*/1);
-  s.params = gather_params(*s.model, s.layout);
-  bind_params(*s.model, s.layout, s.params);
-  s.grads = bind_grads(*s.model, s.layout);
-  for (const auto& p : s.params) s.ema.push_back(p.clone());
+  s.layout = make_layout(*s.model, s.world);
+  s.full = gather_params(*s.model, s.layout);
+  bind_params(*s.model, s.layout, s.full);
+  s.full_grads = bind_grads(*s.model, s.layout);
+  for (size_t u = 0; u < s.full.size(); ++u) {
+    s.params.push_back(shard_of(s.full[u], s.rank, s.world));
+    s.grads.push_back(s.world == 1 ? s.full_grads[u] : torch::zeros_like(s.params[u]));
+    s.ema.push_back(s.params[u].clone());
+  }
   s.opt = adamw_init(s.params);
-  s.gen = make_generator(device, mix_seed(cfg.run.seed, /*rank=*/0));
+  s.gen = make_generator(device, mix_seed(cfg.run.seed, 0));
   return s;
+}
+
+void barrier(TrainState& s) {
+  if (s.comm) s.comm->barrier();
+}
+
+// The same decision on every rank: rank 0's choice of the checkpoint to resume from.
+std::string broadcast_string(TrainState& s, const std::string& text) {
+  if (!s.comm) return text;
+  auto len = torch::tensor({static_cast<int64_t>(text.size())}, torch::kLong);
+  s.comm->broadcast(len, 0);
+  auto bytes = torch::zeros({len.item<int64_t>()}, torch::kUInt8);
+  if (s.rank == 0 && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  s.comm->broadcast(bytes, 0);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
 }
 
 void save_checkpoint(const Config& cfg, const std::string& config_toml, const std::string& ckpt_root,
                      TrainState& s, const DatasetInfo& data) {
-  const std::string tmp = begin_checkpoint(ckpt_root, s.step);
-  save_rank_shards(tmp, /*rank=*/0, s.layout,
+  std::string tmp;
+  if (s.rank == 0) tmp = begin_checkpoint(ckpt_root, s.step);
+  tmp = broadcast_string(s, tmp);  // the folder exists before any rank writes into it
+  save_rank_shards(tmp, s.rank, s.layout,
                    {{"param", s.params}, {"exp_avg", s.opt.exp_avg}, {"exp_avg_sq", s.opt.exp_avg_sq}, {"ema", s.ema}},
                    {{"train", generator_state(s.gen)}});
+  barrier(s);  // every rank file is complete before rank 0 hashes them
+  if (s.rank != 0) {
+    barrier(s);
+    return;
+  }
   {
     std::ofstream out(fs::path(tmp) / "config.toml");
     out << config_toml;
@@ -95,29 +139,34 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   m["rng"] = {{"train", "rng.train in each rank file"}};
   commit_checkpoint(ckpt_root, s.step, m);
   apply_retention(ckpt_root, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every);
+  barrier(s);  // no rank moves on before the checkpoint is published
 }
 
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
   const auto m = read_verified_manifest(dir);
   check_same_architecture(m.at("model"), s.model->cfg, dir);
-  s.params = shard_from_full(load_full_tensors(dir, m, "param"), s.layout, 0, device, dir);
-  s.ema = shard_from_full(load_full_tensors(dir, m, "ema"), s.layout, 0, device, dir);
-  s.opt.exp_avg = shard_from_full(load_full_tensors(dir, m, "exp_avg"), s.layout, 0, device, dir);
-  s.opt.exp_avg_sq = shard_from_full(load_full_tensors(dir, m, "exp_avg_sq"), s.layout, 0, device, dir);
+  // Every rank reads the full tensors by name (any W of the writer), then keeps its shard.
+  auto params = shard_from_full(load_full_tensors(dir, m, "param"), s.layout, s.rank, device, dir);
+  torch::NoGradGuard no_grad;
+  for (size_t u = 0; u < s.params.size(); ++u) s.params[u].copy_(params[u]);  // views of s.full
+  s.ema = shard_from_full(load_full_tensors(dir, m, "ema"), s.layout, s.rank, device, dir);
+  s.opt.exp_avg = shard_from_full(load_full_tensors(dir, m, "exp_avg"), s.layout, s.rank, device, dir);
+  s.opt.exp_avg_sq = shard_from_full(load_full_tensors(dir, m, "exp_avg_sq"), s.layout, s.rank, device, dir);
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
-  bind_params(*s.model, s.layout, s.params);
-  auto state = load_rng_state(dir, m, 0, "train");
+  for (size_t u = 0; u < s.full.size(); ++u)
+    if (s.comm) s.comm->all_gather_into(s.full[u], s.params[u]);
+  auto state = load_rng_state(dir, m, s.rank, "train");
   set_generator_state(s.gen, state);
   s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
   s.loader.batch = m.at("loader").at("batch").get<int64_t>();
   s.step = m.at("step").get<int64_t>();
 }
 
-c10::Device pick_device(const Config& cfg) {
+c10::Device pick_device(const Config& cfg, int gpu = 0) {
   if (cfg.train.device == "cuda" || (cfg.train.device == "auto" && torch::cuda::is_available())) {
     if (!torch::cuda::is_available())
       throw std::runtime_error("train.device = \"cuda\" but this LibTorch sees no CUDA device; use \"cpu\" or \"auto\"");
-    return c10::Device(c10::kCUDA, 0);
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(std::max(gpu, 0)));
   }
   return c10::Device(c10::kCPU);
 }
@@ -127,21 +176,35 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
                                      bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
-  for (auto& g : s.grads) g.zero_();
+  for (auto& g : s.full_grads) g.zero_();
+  const int64_t b = x.size(0);
+  const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
   if (autocast) set_cuda_autocast(true);
-  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen).mean();
+  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice).mean();
   if (autocast) set_cuda_autocast(false);
   loss.backward();
   auto& grads = s.grads;
-  const double grad_norm = std::sqrt(sum_of_squares(grads));
+  if (s.comm)  // the mean over the global batch = the average of the ranks' means
+    for (size_t u = 0; u < grads.size(); ++u) s.comm->reduce_scatter_avg(grads[u], s.full_grads[u]);
+  double sq = sum_of_squares(grads);
+  auto loss_sum = loss.detach().to(at::kDouble).reshape({1});
+  if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
+    auto both = torch::tensor({sq, loss_sum.item<double>()}, torch::kDouble);
+    s.comm->all_reduce(both);
+    sq = both[0].item<double>();
+    loss_sum = both[1].reshape({1});
+  }
+  const double grad_norm = std::sqrt(sq);
   if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm, cfg.train.grad_clip);
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
   adamw_step(s.params, grads, s.opt, ap);
   ema_update(s.ema, s.params, cfg.ema.decay);
+  if (s.comm)  // every rank gets the updated full parameters (its shard is already in place)
+    for (size_t u = 0; u < s.full.size(); ++u) s.comm->all_gather_into(s.full[u], s.params[u]);
   s.step += 1;
-  return {loss.item<double>(), grad_norm};
+  return {loss_sum.item<double>() / s.world, grad_norm};
 }
 
 double current_lr(const Config& cfg, int64_t step) {
@@ -164,9 +227,9 @@ void check_data_matches(const DatasetInfo& d, const DiTConfig& mc, const Config&
 
 }  // namespace
 
-TrainSummary train(const Config& cfg, const std::string& config_toml) {
+TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm, int gpu) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
-  const c10::Device device = pick_device(cfg);
+  const c10::Device device = pick_device(cfg, gpu);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   if (cfg.train.precision == "bf16" && !device.is_cuda())
     log_info("precision bf16 applies to CUDA; this CPU run computes in fp32");
@@ -174,27 +237,38 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
   if (cfg.data.paths.empty()) throw std::runtime_error("data.paths is empty: name at least one HDF5 file");
   LatentDataset data(cfg.data.paths);
   check_data_matches(data.info(), mc, cfg);
-  GlobalSampler sampler(data.info().size, cfg.train.global_batch, static_cast<uint64_t>(cfg.run.seed));
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  if (comm && device.is_cuda() && comm->backend() != "nccl")
+    throw std::runtime_error("several trainer ranks on CUDA need the NCCL communicator, which the trainer does "
+                             "not use yet; train on one GPU, or on CPUs (train.device = \"cpu\")");
+  if (cfg.train.global_batch % world != 0)
+    throw std::runtime_error("train.global_batch = " + std::to_string(cfg.train.global_batch) +
+                             " is not divisible by the " + std::to_string(world) + " trainer ranks");
+  GlobalSampler sampler(data.info().size, cfg.train.global_batch, static_cast<uint64_t>(cfg.run.seed), rank, world);
 
   const fs::path run_dir = fs::path(cfg.run.dir) / cfg.run.name;
   const std::string ckpt_root = (run_dir / "ckpt").string();
-  fs::create_directories(ckpt_root);
-  TrainState s = make_state(cfg, mc, device);
+  if (rank == 0) fs::create_directories(ckpt_root);
+  TrainState s = make_state(cfg, mc, device, comm);
   const ModelCost cost = model_cost(mc);
 
-  // Resume.
+  // Resume: rank 0 chooses, every rank loads the same checkpoint.
   std::string resume_dir;
-  if (cfg.checkpoint.resume == "auto") {
-    auto found = find_resume_checkpoint(ckpt_root, [](const std::string& w) { log_warn(w); });
-    if (found) resume_dir = *found;
-  } else if (cfg.checkpoint.resume != "never") {
-    resume_dir = cfg.checkpoint.resume;
+  if (rank == 0) {
+    if (cfg.checkpoint.resume == "auto") {
+      auto found = find_resume_checkpoint(ckpt_root, [](const std::string& w) { log_warn(w); });
+      if (found) resume_dir = *found;
+    } else if (cfg.checkpoint.resume != "never") {
+      resume_dir = cfg.checkpoint.resume;
+    }
   }
+  resume_dir = broadcast_string(s, resume_dir);
   if (!resume_dir.empty()) {
     load_checkpoint(resume_dir, s, device);
-    log_info("resumed from " + resume_dir + " at step " + std::to_string(s.step));
+    log_info("resumed from " + resume_dir + " at step " + std::to_string(s.step) +
+             (world > 1 ? " on " + std::to_string(world) + " trainer ranks" : ""));
   }
-  {  // saved once the resume check passed: a refused checkpoint leaves the run's config as it was
+  if (rank == 0) {  // saved once the resume check passed: a refused checkpoint leaves the config as it was
     std::ofstream out(run_dir / "config.toml");
     out << config_toml;
     if (!out) throw std::runtime_error("cannot write '" + (run_dir / "config.toml").string() + "'");
@@ -203,7 +277,18 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
            ", " + std::to_string(cost.params) + " parameters, " + fmt("%.3f", cost.train_flops() / 1e9) +
            " GFLOP per training image; " + std::to_string(data.info().size) + " samples; device " + device.str());
-  MetricsSink metrics((run_dir / "metrics.jsonl").string());
+  {  // what a rank holds: full parameters and gradients, sharded optimizer state and EMA
+    double full_mb = 0, shard_mb = 0;
+    for (size_t u = 0; u < s.full.size(); ++u) {
+      full_mb += s.full[u].numel() * 4.0 / 1e6;
+      shard_mb += s.params[u].numel() * 4.0 / 1e6;
+    }
+    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + fmt("%.1f MB", full_mb) +
+             ", gradients " + fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0)) + ", AdamW moments " +
+             fmt("%.1f MB", 2 * shard_mb) + ", EMA " + fmt("%.1f MB", shard_mb));
+  }
+  MetricsSink metrics;
+  if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   TrainSummary summary;
   summary.start_step = s.step;
   const auto t_start = Clock::now();
@@ -213,13 +298,16 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
   std::string last_ckpt;
   const int64_t B = cfg.train.global_batch;
 
+  // Reader threads prefetch this rank's part of the next global batches, in order, from the
+  // loader position of the (resumed) state.
+  PrefetchLoader loader(data, sampler, s.loader, cfg.data.prefetch_threads, cfg.data.prefetch_depth,
+                        [&](int64_t epoch) { return mix_seed(cfg.run.seed, static_cast<uint64_t>(epoch)); },
+                        /*pin_memory=*/device.is_cuda());
   while (s.step < cfg.train.steps) {
-    const auto t_wait = Clock::now();
-    at::Tensor x, y;
-    data.read(sampler.indices(s.loader), mix_seed(cfg.run.seed, static_cast<uint64_t>(s.loader.epoch)), &x, &y);
-    x = x.to(device), y = y.to(device);
-    s.loader = sampler.next(s.loader);
-    wait_sum += seconds_since(t_wait);
+    Batch batch = loader.next();
+    const at::Tensor x = batch.x.to(device, /*non_blocking=*/true), y = batch.y.to(device, /*non_blocking=*/true);
+    s.loader = batch.state;
+    wait_sum += batch.wait_seconds;
     const double lr = current_lr(cfg, s.step);
     auto [loss, norm] = train_step(cfg, s, x, y, autocast);
     if (!std::isfinite(loss))
@@ -229,7 +317,12 @@ TrainSummary train(const Config& cfg, const std::string& config_toml) {
     last_norm = norm;
     ++interval_steps;
 
-    const int signal = stop_requested();
+    int signal = stop_requested();
+    if (comm) {  // the ranks agree to stop at the same step
+      auto flag = torch::tensor({static_cast<int64_t>(signal)}, torch::kLong);
+      comm->all_reduce(flag, Communicator::Op::max);
+      signal = static_cast<int>(flag.item<int64_t>());
+    }
     const bool last = s.step == cfg.train.steps || signal != 0;
     if (s.step % cfg.train.log_every == 0 || last) {
       const double dt = seconds_since(t_interval);
@@ -298,7 +391,7 @@ double benchmark(const Config& cfg, int warmup_steps, int timed_steps) {
   const c10::Device device = pick_device(cfg);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   const DiTConfig mc = resolve_model(cfg.model);
-  TrainState s = make_state(cfg, mc, device);
+  TrainState s = make_state(cfg, mc, device, nullptr);
   const int64_t B = cfg.train.global_batch;
   auto data_gen = make_generator(device, 1234);
   auto opts = torch::TensorOptions().device(device);

@@ -9,6 +9,8 @@
 
 namespace nt {
 
+class Communicator;
+
 struct TrainSummary {
   int64_t start_step = 0;   // where this invocation began (after a resume)
   int64_t end_step = 0;     // steps completed
@@ -19,8 +21,11 @@ struct TrainSummary {
 };
 
 // Trains cfg (already validated); writes <run.dir>/<run.name>/. `config_toml` is saved as
-// config.toml. Throws on errors (the caller prints them and exits 1).
-TrainSummary train(const Config& cfg, const std::string& config_toml);
+// config.toml. `comm` is the trainer ranks' communicator (null: one process); every trainer
+// rank calls train() and they train exactly what one rank would with the same global batch.
+// Throws on errors (the caller prints them and exits 1, or aborts the job).
+// `gpu`: the CUDA device of this rank when training on CUDA (its local rank).
+TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm = nullptr, int gpu = 0);
 
 // `--dry-run`: validates what training would open, builds the model, prints parameter count
 // and FLOPs per image.

@@ -9,8 +9,12 @@
 #include "core/config.h"
 #include "core/host_memory.h"
 #include "core/log.h"
+#include "dist/mpi_communicator.h"
+#include "dist/topology.h"
 #include "launch/stop_signal.h"
 #include "launch/trainer.h"
+
+#include <memory>
 
 namespace po = boost::program_options;
 
@@ -50,9 +54,25 @@ int main(int argc, char** argv) {
       nt::benchmark(cfg, vm["bench-warmup"].as<int>(), vm["bench-steps"].as<int>());
       return 0;
     }
-    std::cout << resolved << std::flush;
+    // Training: one process, or every rank of srun/mpirun. The last eval.ranks ranks evaluate.
+    nt::Topology topo = nt::init_topology(&argc, &argv, cfg.eval.ranks);
+    if (topo.world_rank == 0) std::cout << resolved << std::flush;
+    nt::log_info(nt::describe(topo));
     nt::install_stop_handlers();
-    nt::train(cfg, resolved);
+    try {
+      if (topo.is_evaluator) {
+        nt::log_warn("evaluation ranks have no work yet (the evaluation rank comes with the evaluation work); "
+                     "this rank waits for the trainers to finish");
+      } else {
+        std::unique_ptr<nt::MpiCommunicator> comm;
+        if (topo.num_trainers > 1) comm = std::make_unique<nt::MpiCommunicator>(topo.trainers);
+        nt::train(cfg, resolved, comm.get(), topo.gpu);
+      }
+    } catch (const std::exception& e) {
+      if (topo.world_size > 1) nt::abort_job(e.what());  // the other ranks must not hang
+      throw;
+    }
+    nt::finalize_topology(topo);
     return 0;
   } catch (const std::exception& e) {
     nt::log_error(e.what());
