@@ -287,6 +287,9 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
              ", gradients " + fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0)) + ", AdamW moments " +
              fmt("%.1f MB", 2 * shard_mb) + ", EMA " + fmt("%.1f MB", shard_mb));
   }
+  if (rank == 0 && world > 1 && (cfg.dist.reshard_after_forward || cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
+    log_warn("dist.reshard_after_forward, dist.param_dtype and dist.reduce_dtype are not implemented yet: the "
+             "full fp32 parameters stay gathered on every rank and gradients are reduced in fp32");
   MetricsSink metrics;
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   TrainSummary summary;

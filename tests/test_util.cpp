@@ -5,6 +5,8 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sys/wait.h>
 
 namespace nt::test {
@@ -35,6 +37,25 @@ int run_command(const std::string& cmd, std::string* output) {
 
 std::string exe(const std::string& relative) {
   return (std::filesystem::path(NT_BINARY_DIR) / relative).string();
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+  EXPECT_TRUE(f.good()) << "cannot write " << path;
+}
+
+ToolResult tool(const std::string& name, const std::string& args, const std::string& scratch) {
+  ToolResult r;
+  const std::string err_file = scratch + "/stderr.txt";
+  r.rc = run_command("(" + exe(name) + " " + args + " 2> " + err_file + ")", &r.out);
+  r.err = read_text(err_file);
+  return r;
 }
 
 }  // namespace nt::test

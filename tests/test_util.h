@@ -1,6 +1,16 @@
 // Helpers shared by the tests: scratch folders and running the project's executables.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <string>
+
+// Substring expectations with a message that shows the whole text.
+#define EXPECT_CONTAINS(text, part)                          \
+  EXPECT_NE(std::string(text).find(part), std::string::npos) \
+      << "'" << (text) << "' lacks '" << (part) << "'"
+#define EXPECT_LACKS(text, part)                             \
+  EXPECT_EQ(std::string(text).find(part), std::string::npos) \
+      << "'" << (text) << "' should not contain '" << (part) << "'"
 
 namespace nt::test {
 
@@ -10,5 +20,17 @@ std::string scratch_dir();
 int run_command(const std::string& cmd, std::string* output = nullptr);
 // Path of a project executable built in the build tree, e.g. exe("launch/tread_run").
 std::string exe(const std::string& relative);
+
+// A whole file as bytes ("" if it cannot be read), and writing one (a test failure if not).
+std::string read_text(const std::string& path);
+void write_text(const std::string& path, const std::string& text);
+
+// Runs a project executable with stdout and stderr kept apart (stderr through a file in
+// `scratch`).
+struct ToolResult {
+  int rc = -1;
+  std::string out, err;
+};
+ToolResult tool(const std::string& name, const std::string& args, const std::string& scratch);
 
 }  // namespace nt::test

@@ -19,9 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
 
 void write_file(const fs::path& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);

@@ -139,9 +139,6 @@ std::string data_error(F&& f) {
   return "";
 }
 
-#define EXPECT_CONTAINS(text, part)                         \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
 
 // ---- exact values ----------------------------------------------------------------------------
 

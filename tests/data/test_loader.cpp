@@ -31,9 +31,6 @@ using nt::LatentDataset;
 using nt::LoaderState;
 using nt::PrefetchLoader;
 
-#define EXPECT_CONTAINS(text, part)                         \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
 
 // ---- writing test files ----------------------------------------------------------------------
 

@@ -25,9 +25,6 @@ int tool(const std::string& args, std::string* out) {
   return run_command(exe("data/tread_data") + " " + args, out);
 }
 
-#define EXPECT_CONTAINS(text, part)                         \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
 
 // A float32 latents file [n,1,2,2] with the given values (n*4 of them), labels and 10 classes.
 void write_small(const std::string& path, const std::vector<float>& values,

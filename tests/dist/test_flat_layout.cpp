@@ -22,10 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
-
 // Patch 1 on one channel makes the root unit's size odd (every other parameter is a multiple
 // of hidden_size; final_layer.linear.bias has p*p*C = 1 entry), so padding is exercised.
 nt::DiTConfig tiny_config(int depth = 3) {

@@ -28,24 +28,11 @@ namespace {
 using nt::H5Id;
 using nt::test::exe;
 using nt::test::run_command;
+using nt::test::read_text;
+using nt::test::tool;
+using nt::test::write_text;
+using Result = nt::test::ToolResult;
 
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' lacks '" << (part) << "'"
-#define EXPECT_LACKS(text, part)                             \
-  EXPECT_EQ(std::string(text).find(part), std::string::npos) \
-      << "'" << (text) << "' should not contain '" << (part) << "'"
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-void write_text(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary);
-  f << s;
-  ASSERT_TRUE(f.good()) << p;
-}
 
 void flip_byte(const fs::path& p) {
   std::string b = read_text(p);
@@ -139,20 +126,6 @@ Fixture make_fixture(int hidden = 32) {
   f.config = f.dir + "/train.toml";
   write_text(f.config, config_text(f.dir, f.data, hidden));
   return f;
-}
-
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-// Runs a tool, with stdout and stderr kept apart.
-Result tool(const std::string& name, const std::string& args, const std::string& scratch) {
-  Result r;
-  const std::string err_file = scratch + "/stderr.txt";
-  r.rc = run_command("(" + exe(name) + " " + args + " 2> " + err_file + ")", &r.out);
-  r.err = read_text(err_file);
-  return r;
 }
 
 Result train(const Fixture& f, const std::string& name, const std::vector<std::string>& sets) {
