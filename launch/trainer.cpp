@@ -105,8 +105,9 @@ std::string broadcast_string(TrainState& s, const std::string& text) {
   if (!s.comm) return text;
   auto len = torch::tensor({static_cast<int64_t>(text.size())}, torch::kLong);
   s.comm->broadcast(len, 0);
+  if (len.item<int64_t>() == 0) return std::string();
   auto bytes = torch::zeros({len.item<int64_t>()}, torch::kUInt8);
-  if (s.rank == 0 && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  if (s.rank == 0) std::memcpy(bytes.data_ptr(), text.data(), text.size());
   s.comm->broadcast(bytes, 0);
   return std::string(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
 }
