@@ -377,6 +377,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(train, log_every, ">= 1", ge(1)),
       NT_FIELD(train, device, "\"auto\", \"cpu\" or \"cuda\"", one_of({"auto", "cpu", "cuda"})),
       NT_FIELD(train, threads, ">= 0 (0 = LibTorch's default)", ge(0)),
+      NT_FIELD(train, rank_metrics, "", any),
 
       NT_FIELD(optim, lr, ">= 0", ge(0.0)),
       NT_FIELD(optim, betas, "two numbers in [0, 1)",

@@ -70,6 +70,7 @@ struct TrainConfig {
   int64_t log_every = 100;
   std::string device = "auto";     // "auto" | "cpu" | "cuda"
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
+  bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
 };
 
 struct OptimConfig {

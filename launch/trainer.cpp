@@ -66,6 +66,7 @@ struct TrainState {
   at::Generator gen;                          // the same on every rank: draws for the global batch
   LoaderState loader;
   int64_t step = 0;
+  double last_local_loss = 0;                 // this rank's mean loss of the last step
 };
 
 at::Tensor shard_of(const at::Tensor& flat, int rank, int world) {
@@ -189,6 +190,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
     for (size_t u = 0; u < grads.size(); ++u) s.comm->reduce_scatter_avg(grads[u], s.full_grads[u]);
   double sq = sum_of_squares(grads);
   auto loss_sum = loss.detach().to(at::kDouble).reshape({1});
+  s.last_local_loss = loss_sum.item<double>();
   if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
     auto both = torch::tensor({sq, loss_sum.item<double>()}, torch::kDouble);
     s.comm->all_reduce(both);
@@ -291,8 +293,13 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   if (rank == 0 && world > 1 && (cfg.dist.reshard_after_forward || cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
     log_warn("dist.reshard_after_forward, dist.param_dtype and dist.reduce_dtype are not implemented yet: the "
              "full fp32 parameters stay gathered on every rank and gradients are reduced in fp32");
-  MetricsSink metrics;
+  MetricsSink metrics, rank_metrics;  // rank 0's global records; optionally each rank's own
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
+  if (cfg.train.rank_metrics) {
+    barrier(s);  // rank 0 created the run folder
+    rank_metrics.open((run_dir / ("metrics.rank" + std::to_string(rank) + ".jsonl")).string());
+  }
+  double rank_loss_sum = 0;
   TrainSummary summary;
   summary.start_step = s.step;
   const auto t_start = Clock::now();
@@ -318,6 +325,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " + std::to_string(s.step) +
                                "; lower optim.lr or set train.grad_clip");
     loss_sum += loss;
+    rank_loss_sum += s.last_local_loss;
     last_norm = norm;
     ++interval_steps;
 
@@ -339,8 +347,10 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       metrics.write({{"step", s.step}, {"loss", mean_loss}, {"lr", lr}, {"grad_norm", norm}, {"img_per_s", img_s},
                      {"data_wait_s", wait_sum}, {"data_wait_share", wait_sum / dt}, {"epoch", s.loader.epoch},
                      {"tflops", img_s * cost.train_flops() / 1e12}, {"elapsed_s", seconds_since(t_start)}});
+      rank_metrics.write({{"step", s.step}, {"rank", rank}, {"local_loss", rank_loss_sum / interval_steps},
+                          {"data_wait_s", wait_sum}, {"step_time_s", dt / interval_steps}});
       summary.last_loss = mean_loss;
-      loss_sum = wait_sum = 0;
+      loss_sum = wait_sum = rank_loss_sum = 0;
       interval_steps = 0;
       t_interval = Clock::now();
     }

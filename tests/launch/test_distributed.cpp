@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/checkpoint.h"
 #include "dist/sharded_checkpoint.h"
 #include "test_util.h"
@@ -173,6 +175,35 @@ TEST(Distributed, AFailingRankEndsTheJob) {
   EXPECT_NE(run(s, 3, "--set run.name=f --set train.global_batch=8", &out), 0);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
   EXPECT_NE(out.find("not divisible by the 3 trainer ranks"), std::string::npos) << out;
+}
+
+// train.rank_metrics: each trainer rank writes its own JSONL; the ranks' local losses average to
+// the global loss rank 0 logs.
+TEST(Distributed, EveryRankWritesItsOwnMetrics) {
+  RunSetup s = make_setup();
+  std::string out;
+  ASSERT_EQ(run(s, 2, "--set run.name=rm --set train.rank_metrics=true", &out), 0) << out;
+  auto lines = [](const std::string& path) {
+    std::vector<nlohmann::json> v;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) v.push_back(nlohmann::json::parse(line));
+    return v;
+  };
+  const std::string dir = s.dir + "/runs/rm/";
+  auto global = lines(dir + "metrics.jsonl"), r0 = lines(dir + "metrics.rank0.jsonl"),
+       r1 = lines(dir + "metrics.rank1.jsonl");
+  ASSERT_EQ(global.size(), 10u);
+  ASSERT_EQ(r0.size(), 10u);
+  ASSERT_EQ(r1.size(), 10u);
+  for (size_t i = 0; i < global.size(); ++i) {
+    EXPECT_EQ(r1[i].at("rank").get<int>(), 1);
+    EXPECT_EQ(r0[i].at("step"), global[i].at("step"));
+    const double mean = 0.5 * (r0[i].at("local_loss").get<double>() + r1[i].at("local_loss").get<double>());
+    EXPECT_NEAR(mean, global[i].at("loss").get<double>(), 1e-9) << "step " << i + 1;
+    EXPECT_NE(r0[i].at("local_loss").get<double>(), r1[i].at("local_loss").get<double>());
+  }
+  EXPECT_FALSE(fs::exists(s.dir + "/runs/w/metrics.rank0.jsonl"));
 }
 
 }  // namespace
