@@ -27,30 +27,38 @@ void save_rank_shards(const std::string& dir, int rank, const FlatLayout& layout
                    {{"rank", std::to_string(rank)}, {"world", std::to_string(layout.world)}});
 }
 
-std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, const nlohmann::json& manifest,
-                                                    const std::string& kind) {
+std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
+    const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds) {
   const FlatLayout layout = FlatLayout::from_json(manifest.at("layout"));
   const int world = layout.world;
-  std::vector<SafetensorsFile> files;
+  std::vector<SafetensorsFile> files;  // each rank file read once, for every kind
   for (int r = 0; r < world; ++r)
     files.push_back(load_safetensors((std::filesystem::path(dir) / rank_file_name(r)).string()));
-  std::map<std::string, at::Tensor> full;
-  for (const auto& u : layout.units) {
-    std::vector<at::Tensor> shards;
-    for (int r = 0; r < world; ++r) {
-      auto it = files[r].tensors.find(u.name + "." + kind);
-      if (it == files[r].tensors.end())
-        throw CheckpointError("'" + (std::filesystem::path(dir) / rank_file_name(r)).string() + "' lacks '" +
-                              u.name + "." + kind + "'");
-      if (it->second.numel() != u.padded / world)
-        throw CheckpointError("'" + u.name + "." + kind + "' in rank " + std::to_string(r) +
-                              " has the wrong size for the manifest's layout");
-      shards.push_back(it->second);
+  std::map<std::string, std::map<std::string, at::Tensor>> out;
+  for (const auto& kind : kinds) {
+    auto& full = out[kind];
+    for (const auto& u : layout.units) {
+      std::vector<at::Tensor> shards;
+      for (int r = 0; r < world; ++r) {
+        auto it = files[r].tensors.find(u.name + "." + kind);
+        if (it == files[r].tensors.end())
+          throw CheckpointError("'" + (std::filesystem::path(dir) / rank_file_name(r)).string() + "' lacks '" +
+                                u.name + "." + kind + "'");
+        if (it->second.numel() != u.padded / world)
+          throw CheckpointError("'" + u.name + "." + kind + "' in rank " + std::to_string(r) +
+                                " has the wrong size for the manifest's layout");
+        shards.push_back(it->second);
+      }
+      auto flat = at::cat(shards);  // [padded]
+      for (const auto& p : u.params) full[p.name] = flat.narrow(0, p.offset, p.numel).view(p.shape).clone();
     }
-    auto flat = at::cat(shards);  // [padded]
-    for (const auto& p : u.params) full[p.name] = flat.narrow(0, p.offset, p.numel).view(p.shape).clone();
   }
-  return full;
+  return out;
+}
+
+std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, const nlohmann::json& manifest,
+                                                    const std::string& kind) {
+  return load_full_tensors(dir, manifest, std::vector<std::string>{kind}).at(kind);
 }
 
 std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>& full, const FlatLayout& layout,

@@ -25,6 +25,9 @@ void save_rank_shards(const std::string& dir, int rank, const FlatLayout& layout
 // checkpoint folder whose manifest (already verified) holds "layout" and "world_size".
 std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, const nlohmann::json& manifest,
                                                     const std::string& kind);
+// The same for several kinds at once, reading each rank file only once: kind -> name -> tensor.
+std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
+    const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds);
 
 // Fills `layout`'s flat buffers (this rank's shards, [padded / W] each) from full tensors by
 // parameter name; throws CheckpointError naming a missing or mis-shaped parameter.

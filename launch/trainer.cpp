@@ -148,12 +148,13 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   const auto m = read_verified_manifest(dir);
   check_same_architecture(m.at("model"), s.model->cfg, dir);
   // Every rank reads the full tensors by name (any W of the writer), then keeps its shard.
-  auto params = shard_from_full(load_full_tensors(dir, m, "param"), s.layout, s.rank, device, dir);
+  auto full = load_full_tensors(dir, m, {"param", "ema", "exp_avg", "exp_avg_sq"});  // one read per rank file
+  auto params = shard_from_full(full.at("param"), s.layout, s.rank, device, dir);
   torch::NoGradGuard no_grad;
   for (size_t u = 0; u < s.params.size(); ++u) s.params[u].copy_(params[u]);  // views of s.full
-  s.ema = shard_from_full(load_full_tensors(dir, m, "ema"), s.layout, s.rank, device, dir);
-  s.opt.exp_avg = shard_from_full(load_full_tensors(dir, m, "exp_avg"), s.layout, s.rank, device, dir);
-  s.opt.exp_avg_sq = shard_from_full(load_full_tensors(dir, m, "exp_avg_sq"), s.layout, s.rank, device, dir);
+  s.ema = shard_from_full(full.at("ema"), s.layout, s.rank, device, dir);
+  s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout, s.rank, device, dir);
+  s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout, s.rank, device, dir);
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
   for (size_t u = 0; u < s.full.size(); ++u)
     if (s.comm) s.comm->all_gather_into(s.full[u], s.params[u]);

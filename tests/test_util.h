@@ -25,6 +25,22 @@ std::string exe(const std::string& relative);
 std::string read_text(const std::string& path);
 void write_text(const std::string& path, const std::string& text);
 
+// The message of the E that f() throws; a test failure (and "") if it throws nothing or
+// another exception.
+template <typename E, typename F>
+std::string thrown_message(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected another exception type, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected an exception, nothing was thrown";
+  return "";
+}
+
 // Runs a project executable with stdout and stderr kept apart (stderr through a file in
 // `scratch`).
 struct ToolResult {

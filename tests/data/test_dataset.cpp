@@ -127,16 +127,7 @@ Spec latents_spec(int64_t n, int c, int h, int w, const std::string& dtype = "fl
 
 template <typename F>
 std::string data_error(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nt::DataError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected nt::DataError, nothing was thrown";
-  return "";
+  return nt::test::thrown_message<DataError>(std::forward<F>(f));
 }
 
 

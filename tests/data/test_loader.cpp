@@ -140,16 +140,7 @@ std::vector<Batch> take(PrefetchLoader& loader, int count) {
 
 template <typename F>
 std::string data_error(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nt::DataError, got: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected nt::DataError, nothing was thrown";
-  return "";
+  return nt::test::thrown_message<DataError>(std::forward<F>(f));
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
