@@ -26,6 +26,7 @@
 #include "data/npy_import.h"
 #include "data/prefetch_loader.h"
 #include "data/progress.h"
+#include "data/tool_commands.h"
 
 namespace po = boost::program_options;
 
@@ -44,8 +45,22 @@ const char* kUsage =
     "  inspect       print sizes, attributes, label histogram and value statistics\n"
     "  validate      scan files completely for bad values, labels and shapes\n"
     "  bench         measure the prefetch loader's throughput on files\n"
+    "%s"
     "\n"
     "Run `tread_data <command> --help` for a command's options.\n";
+
+// The usage text with the commands that upper layers registered (data/tool_commands.h).
+std::string usage() {
+  std::string extra;
+  for (const auto& c : nt::tool_commands()) {
+    std::string name = "  " + c.name;
+    name.resize(std::max<size_t>(name.size() + 1, 16), ' ');
+    extra += name + c.summary + "\n";
+  }
+  char buf[4096];
+  std::snprintf(buf, sizeof(buf), kUsage, extra.c_str());
+  return buf;
+}
 
 // A usage error: the command line itself is wrong.
 struct UsageError : std::runtime_error {
@@ -493,13 +508,13 @@ int cmd_bench(const std::vector<std::string>& args) {
 
 int run(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << kUsage;
+    std::cerr << usage();
     return 1;
   }
   const std::string cmd = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    std::cout << kUsage;
+    std::cout << usage();
     return 0;
   }
   try {
@@ -508,6 +523,8 @@ int run(int argc, char** argv) {
     if (cmd == "validate") return cmd_validate(args);
     if (cmd == "import-npy") return cmd_import_npy(args);
     if (cmd == "bench") return cmd_bench(args);
+    for (const auto& c : nt::tool_commands())
+      if (c.name == cmd) return c.run(args);
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()));
   }
@@ -518,8 +535,10 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::string cmd = argc >= 2 ? argv[1] : "";
+  const auto extra = nt::tool_commands();
   const bool known = cmd == "import-mnist" || cmd == "inspect" || cmd == "validate" ||
-                     cmd == "import-npy" || cmd == "bench";
+                     cmd == "import-npy" || cmd == "bench" ||
+                     std::any_of(extra.begin(), extra.end(), [&](const nt::ToolCommand& c) { return c.name == cmd; });
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

@@ -1,5 +1,8 @@
 // AdamW, EMA and global-norm clipping on flat fp32 buffers (one per unit, or a rank's shards).
-// AdamW follows torch.optim.AdamW (decoupled weight decay, bias correction, eps outside sqrt).
+// AdamW follows torch.optim.AdamW (decoupled weight decay, bias correction, eps outside sqrt):
+// on the CPU bit for bit (its single-tensor algorithm); on CUDA (LibTorch 2.1+) through the fused
+// multi-tensor kernel, EMA through foreach lerp and norms through foreach norm (fp32 per buffer),
+// the same updates up to rounding.
 #pragma once
 #include <ATen/core/Tensor.h>
 

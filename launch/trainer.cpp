@@ -22,7 +22,7 @@
 #include "dist/communicator.h"
 #include "dist/flat_layout.h"
 #include "dist/sharded_checkpoint.h"
-#include "launch/model_io.h"
+#include "dist/model_io.h"
 #include "launch/stop_signal.h"
 #include "models/autocast.h"
 #include "models/edm.h"
@@ -93,7 +93,9 @@ TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device&
     s.ema.push_back(s.params[u].clone());
   }
   s.opt = adamw_init(s.params);
-  s.gen = make_generator(device, mix_seed(cfg.run.seed, 0));
+  // Training randomness (sigma, noise, label drop, routing) is drawn on the CPU whatever the
+  // device: a CUDA run draws what a CPU run draws, and checkpoints resume on either.
+  s.gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0));
   return s;
 }
 
@@ -165,6 +167,15 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   s.step = m.at("step").get<int64_t>();
 }
 
+// CUDA matrix products: with train.precision = "bf16" TF32 is allowed for what stays fp32, as the
+// reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions).
+void set_cuda_math(const Config& cfg, const c10::Device& device) {
+  if (!device.is_cuda()) return;
+  const bool tf32 = cfg.train.precision == "bf16";
+  at::globalContext().setAllowTF32CuBLAS(tf32);
+  at::globalContext().setAllowTF32CuDNN(tf32);
+}
+
 c10::Device pick_device(const Config& cfg, int gpu = 0) {
   if (cfg.train.device == "cuda" || (cfg.train.device == "auto" && torch::cuda::is_available())) {
     if (!torch::cuda::is_available())
@@ -234,6 +245,7 @@ void check_data_matches(const DatasetInfo& d, const DiTConfig& mc, const Config&
 TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm, int gpu) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg, gpu);
+  set_cuda_math(cfg, device);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   if (cfg.train.precision == "bf16" && !device.is_cuda())
     log_info("precision bf16 applies to CUDA; this CPU run computes in fp32");
@@ -401,32 +413,51 @@ void dry_run(const Config& cfg) {
   std::printf("dry run ok\n");
 }
 
-double benchmark(const Config& cfg, int warmup_steps, int timed_steps) {
+BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
+                      const std::function<void(const std::function<void()>&)>& after) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg);
+  set_cuda_math(cfg, device);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   const DiTConfig mc = resolve_model(cfg.model);
   TrainState s = make_state(cfg, mc, device, nullptr);
   const int64_t B = cfg.train.global_batch;
-  auto data_gen = make_generator(device, 1234);
-  auto opts = torch::TensorOptions().device(device);
-  auto x = at::randn({B, mc.in_channels, mc.input_size, mc.input_size}, data_gen, opts.dtype(at::kFloat));
-  auto y = mc.num_classes > 0 ? at::randint(0, mc.num_classes, {B}, data_gen, opts.dtype(at::kLong))
-                              : at::zeros({B}, opts.dtype(at::kLong));
+  auto data_gen = make_generator(c10::Device(c10::kCPU), 1234);
+  auto x = at::randn({B, mc.in_channels, mc.input_size, mc.input_size}, data_gen).to(device);
+  auto y = (mc.num_classes > 0 ? at::randint(0, mc.num_classes, {B}, data_gen, at::TensorOptions().dtype(at::kLong))
+                               : at::zeros({B}, at::TensorOptions().dtype(at::kLong)))
+               .to(device);
   auto sync = [&] { if (device.is_cuda()) torch::cuda::synchronize(); };
   for (int i = 0; i < warmup_steps; ++i) train_step(cfg, s, x, y, autocast);
   sync();
+  BenchResult r;
   const auto t0 = Clock::now();
-  for (int i = 0; i < timed_steps; ++i) train_step(cfg, s, x, y, autocast);
+  for (int i = 0; i < timed_steps; ++i) {
+    const double loss = train_step(cfg, s, x, y, autocast).first;
+    if (i == 0) r.first_loss = loss;
+    r.last_loss = loss;
+  }
   sync();
   const double dt = seconds_since(t0);
-  const double img_s = timed_steps * B / dt;
-  const double tflops = img_s * model_cost(mc).train_flops() / 1e12;
+  const ModelCost cost = model_cost(mc);
+  r.device = device.str();
+  r.batch = B;
+  r.params = cost.params;
+  r.train_flop = cost.train_flops();
+  r.step_s = dt / timed_steps;
+  r.img_per_s = timed_steps * B / dt;
+  r.tflops = r.img_per_s * r.train_flop / 1e12;
   std::printf("benchmark: %s batch %lld, %d steps in %.3f s, threads %d, device %s\n", cfg.model.name.c_str(),
               static_cast<long long>(B), timed_steps, dt, at::get_num_threads(), device.str().c_str());
-  std::printf("TFLOP/s: %.4f\n", tflops);
-  std::printf("img/s: %.2f\n", img_s);
-  return img_s;
+  std::printf("TFLOP/s: %.4f\n", r.tflops);
+  std::printf("img/s: %.2f\n", r.img_per_s);
+  if (after) {
+    after([&] {
+      train_step(cfg, s, x, y, autocast);
+      sync();
+    });
+  }
+  return r;
 }
 
 }  // namespace nt

@@ -3,6 +3,7 @@
 // One process for now; the distributed issue shards the same flat buffers over ranks.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/config.h"
@@ -31,8 +32,22 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
 // and FLOPs per image.
 void dry_run(const Config& cfg);
 
+struct BenchResult {
+  std::string device;         // "cpu", "cuda:0"
+  int64_t batch = 0;          // images per step (train.global_batch)
+  int64_t params = 0;         // trainable parameters
+  double train_flop = 0;      // FLOP per training image (forward + backward, routes applied)
+  double step_s = 0;          // mean time of a timed step
+  double img_per_s = 0;
+  double tflops = 0;          // img_per_s * train_flop / 1e12
+  double first_loss = 0, last_loss = 0;  // of the timed steps (a sanity check, not a metric)
+};
+
 // `--benchmark`: timed full training steps (forward, backward, AdamW, EMA) on random inputs
-// of the model's shape; prints and returns img/s.
-double benchmark(const Config& cfg, int warmup_steps, int timed_steps);
+// of the model's shape, one process; prints and returns the timings. `after`, when given, is
+// called once after the timed steps with a function that runs one more step (e.g. under a
+// profiler).
+BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
+                      const std::function<void(const std::function<void()>&)>& after = {});
 
 }  // namespace nt

@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "core/log.h"
-#include "launch/model_io.h"
+#include "dist/model_io.h"
 
 namespace po = boost::program_options;
 

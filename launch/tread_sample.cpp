@@ -16,8 +16,8 @@
 #include "data/latent_dataset.h"
 #include "data/sample_file.h"
 #include "eval/image_grid.h"
-#include "launch/model_io.h"
-#include "launch/sampling.h"
+#include "dist/model_io.h"
+#include "models/sampling.h"
 #include "models/zoo.h"
 
 namespace po = boost::program_options;

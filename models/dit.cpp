@@ -11,8 +11,9 @@
 namespace nt {
 namespace F = torch::nn::functional;
 
+// x * (1 + scale) + shift as one fused kernel (addcmul) instead of three.
 at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);  // [N,T,D] with [N,1,D]
+  return at::addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1));  // [N,T,D] with [N,1,D]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -64,7 +65,9 @@ at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_dro
   } else if (class_drop_prob > 0) {
     auto opts = at::TensorOptions().dtype(at::kFloat).device(labels.device());
     const int64_t n = labels.size(0), rows = slice.rows(n);
-    auto r = slice.take(gen ? at::rand({rows}, *gen, opts) : at::rand({rows}, opts), n);  // [N]
+    auto r = slice.take(gen ? at::rand({rows}, *gen, opts.device(gen->device())).to(labels.device())
+                            : at::rand({rows}, opts),
+                        n);  // [N], drawn on the generator's device
     y = at::where(r < class_drop_prob, at::full_like(labels, num_classes), labels);
   }
   return embedding_table->forward(y);  // [N, D]
@@ -113,10 +116,11 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   const std::vector<int64_t> D{hidden_size};
-  auto h = x + gate_msa.unsqueeze(1) *
-                   attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa));
-  return h + gate_mlp.unsqueeze(1) *
-                 mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp));
+  // Gated residuals x + gate * f(x) as one fused kernel each (addcmul).
+  auto h = at::addcmul(x, gate_msa.unsqueeze(1),
+                       attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa)));
+  return at::addcmul(h, gate_mlp.unsqueeze(1),
+                     mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp)));
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {

@@ -49,12 +49,15 @@ at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const ED
                     double class_drop_prob, at::Generator& gen, const BatchSlice& slice) {
   const double sd = p.sigma_data;
   const int64_t N = x.size(0), rows = slice.rows(N);
-  auto rnd_normal = slice.take(at::randn({rows, 1, 1, 1}, gen, x.options()), N);  // [N,1,1,1]
+  // Drawn on the generator's device, then moved: a CPU generator gives a CUDA run the draws of a
+  // CPU run.
+  const auto on_gen = x.options().device(gen.device());
+  auto rnd_normal = slice.take(at::randn({rows, 1, 1, 1}, gen, on_gen).to(x.device()), N);  // [N,1,1,1]
   auto sigma = (rnd_normal * p.P_std + p.P_mean).exp();
   auto weight = (sigma.pow(2) + sd * sd) / (sigma * sd).pow(2);
   auto noise_shape = x.sizes().vec();
   noise_shape[0] = rows;
-  auto n = slice.take(at::randn(noise_shape, gen, x.options()), N) * sigma;     // [N,C,H,W]
+  auto n = slice.take(at::randn(noise_shape, gen, on_gen).to(x.device()), N) * sigma;  // [N,C,H,W]
   ForwardOptions opt;
   opt.class_drop_prob = class_drop_prob;
   opt.gen = &gen;

@@ -1,4 +1,4 @@
-#include "launch/model_io.h"
+#include "dist/model_io.h"
 
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-#include "launch/sampling.h"
+#include "models/sampling.h"
 
 #include <torch/torch.h>
 

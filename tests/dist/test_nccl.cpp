@@ -1,0 +1,66 @@
+// The NCCL communicator's collectives at world size 1 on CUDA tensors (the GPU machine has one
+// GPU, and NCCL cannot put two ranks of one communicator on it): every collective leaves or
+// copies its data as a one-rank job must, synchronously and through async handles. Skipped
+// without a CUDA device (CI); MPI is initialised as a singleton for the unique-id broadcast.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "dist/nccl_communicator.h"
+
+namespace {
+
+class NcclOneRank : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+    }
+    comm_ = std::make_unique<nt::NcclCommunicator>(MPI_COMM_SELF, 0);
+  }
+  std::unique_ptr<nt::NcclCommunicator> comm_;
+  at::TensorOptions cuda_ = at::TensorOptions().device(at::kCUDA);
+};
+
+TEST_F(NcclOneRank, Collectives) {
+  EXPECT_EQ(comm_->rank(), 0);
+  EXPECT_EQ(comm_->size(), 1);
+  EXPECT_EQ(comm_->backend(), "nccl");
+  auto t = torch::arange(7, cuda_.dtype(at::kFloat)) - 3;  // [-3..3]
+  const auto expected = t.clone();
+  comm_->all_reduce(t, nt::Communicator::Op::sum);
+  EXPECT_TRUE(torch::equal(t, expected));
+  comm_->all_reduce(t, nt::Communicator::Op::max);
+  EXPECT_TRUE(torch::equal(t, expected));
+  auto flat = torch::zeros({7}, cuda_.dtype(at::kFloat));
+  comm_->all_gather_into(flat, t);
+  EXPECT_TRUE(torch::equal(flat, expected));
+  auto shard = torch::zeros({7}, cuda_.dtype(at::kFloat));
+  comm_->reduce_scatter_avg(shard, flat);
+  EXPECT_TRUE(torch::equal(shard, expected));
+  auto b = torch::full({3}, 5.0, cuda_.dtype(at::kDouble));
+  comm_->broadcast(b, 0);
+  EXPECT_TRUE(torch::equal(b, torch::full({3}, 5.0, cuda_.dtype(at::kDouble))));
+  comm_->barrier();
+}
+
+TEST_F(NcclOneRank, AsyncHandlesOrderLaterKernels) {
+  auto big = torch::ones({1 << 20}, cuda_.dtype(at::kFloat));
+  auto work = comm_->all_reduce_async(big, nt::Communicator::Op::sum);
+  work.wait();  // the compute stream waits for the collective
+  big.mul_(2);  // a kernel after it sees its result
+  torch::cuda::synchronize();
+  EXPECT_EQ(big.sum().item<double>(), 2.0 * (1 << 20));
+}
+
+TEST_F(NcclOneRank, RejectsCpuTensors) {
+  auto cpu = torch::ones({4});
+  EXPECT_ANY_THROW(comm_->all_reduce(cpu, nt::Communicator::Op::sum));
+}
+
+}  // namespace
