@@ -23,7 +23,10 @@ std::string cuda_device_name(int device) {
 }
 
 void cuda_reset_peak_memory(int device) {
-  if (cuda_inspect_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  if (!cuda_inspect_available()) return;
+  // The caching allocator is set up lazily, by the first CUDA tensor: make one first.
+  at::empty({1}, at::TensorOptions().device(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device))));
+  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
 }
 
 double cuda_peak_memory_gb(int device) {
