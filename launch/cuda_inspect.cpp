@@ -2,6 +2,7 @@
 #include "launch/cuda_inspect.h"
 
 #include <torch/cuda.h>
+#include <torch/torch.h>
 
 #ifdef NT_CUDA_EXTRAS
 #include <ATen/cuda/CUDAContext.h>
