@@ -27,13 +27,14 @@ void adamw_step(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& 
 #ifdef NT_HAVE_FUSED_ADAMW
   if (!params.empty() && params[0].is_cuda()) {
     // CUDA: one fused pass over (param, grad, m, v) per buffer instead of nine elementwise
-    // passes; the same update as below up to rounding. state_steps hold the step count before
-    // this update (the kernel increments them).
+    // passes; the same update as below up to rounding. state_steps hold the number of this
+    // update (1 for the first), which the bias corrections use, as torch.optim's fused path
+    // passes them after incrementing.
+    s.step += 1;
     std::vector<at::Tensor> steps;
     for (const auto& q : params) steps.push_back(at::full({}, static_cast<double>(s.step), q.options()));
     at::_fused_adamw_(params, grads, s.exp_avg, s.exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, p.lr, p.beta1,
                       p.beta2, p.weight_decay, p.eps, /*amsgrad=*/false, /*maximize=*/false);
-    s.step += 1;
     return;
   }
 #endif
