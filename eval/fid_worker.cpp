@@ -1,31 +1,385 @@
-// eval/fid_worker: offline FID. `--stats A.npz --ref B.npz` prints the Fréchet distance of two
-// statistics files as its last line ("fid: X"). The modes that score run folders and
-// checkpoints and make reference statistics (--run-dir, --checkpoint, --make-ref) come later.
+// eval/fid_worker: offline FID (eval/scoring.h does the work).
+//   fid_worker --checkpoint runs/x/ckpt/step_00005000        # one checkpoint; last line "fid: X"
+//   fid_worker --run-dir runs/x [--watch]                    # every unscored checkpoint of a run
+//   fid_worker --make-ref --data X.h5 --out ref.npz [--num N]  # reference statistics of a data set
+//   fid_worker --stats A.npz --ref B.npz                     # distance of two statistics files
+// The evaluation settings default to the [eval] section of the run's config.toml (or --config).
+//
+// --run-dir scores, in step order, every checkpoint in DIR/ckpt that has no eval line in
+// DIR/metrics.jsonl for its (step, cfg_scale, extractor), appends one line per score and writes
+// DIR/samples/eval_step_XXXXXXXX[_cfgS].png. With --watch it then polls DIR/ckpt every --poll
+// seconds and stops once a checkpoint at the run's train.steps (re-read from DIR/config.toml each
+// round; the trainer always checkpoints its last step) has been scored, or on SIGINT/SIGTERM
+// (after the checkpoint being scored; a second signal ends it at once).
 #include <boost/program_options.hpp>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <set>
+#include <sstream>
 #include <string>
+#include <thread>
+#include <tuple>
 
+#include "core/checkpoint.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "data/latent_dataset.h"
+#include "data/progress.h"
+#include "eval/feature_extractor.h"
 #include "eval/frechet.h"
 #include "eval/npz.h"
+#include "eval/scoring.h"
 
 namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop = sig;
+  std::signal(sig, SIG_DFL);  // a second signal ends the process at once
+}
+
+// The evaluation settings: the config's [eval] section with the command line's overrides.
+struct Settings {
+  nt::EvalConfig eval;
+  int batch = 64;
+  c10::Device device{c10::kCPU};
+};
+
+std::vector<double> parse_scales(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || !std::isfinite(v))
+      throw std::runtime_error("--cfg-scale: '" + item + "' is not a number (give e.g. 1.5 or 1,1.5)");
+    out.push_back(v);
+  }
+  if (out.empty()) throw std::runtime_error("--cfg-scale needs at least one number");
+  return out;
+}
+
+Settings resolve_settings(const po::variables_map& vm, const std::string& config_path) {
+  Settings s;
+  if (!config_path.empty()) s.eval = nt::load_config(config_path).eval;
+  if (vm.count("num-samples")) s.eval.num_samples = vm["num-samples"].as<int64_t>();
+  if (vm.count("seeds")) s.eval.seeds = vm["seeds"].as<std::string>();
+  if (vm.count("steps")) s.eval.steps = vm["steps"].as<int>();
+  if (vm.count("cfg-scale")) s.eval.cfg_scales = parse_scales(vm["cfg-scale"].as<std::string>());
+  if (vm.count("extractor")) s.eval.extractor = vm["extractor"].as<std::string>();
+  if (vm.count("extractor-weights")) s.eval.extractor_weights = vm["extractor-weights"].as<std::string>();
+  if (vm.count("vae")) s.eval.vae_weights = vm["vae"].as<std::string>();
+  if (vm.count("ref")) s.eval.ref_stats = vm["ref"].as<std::string>();
+  s.batch = vm["batch"].as<int>();
+  if (s.batch < 1) throw std::runtime_error("--batch must be >= 1");
+  const std::string dev = vm["device"].as<std::string>();
+  if (dev == "cuda" || (dev == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) throw std::runtime_error("--device cuda, but no CUDA device is available");
+    s.device = c10::Device(c10::kCUDA, 0);
+  } else if (dev != "cpu" && dev != "auto") {
+    throw std::runtime_error("--device must be auto, cpu or cuda, got '" + dev + "'");
+  }
+  return s;
+}
+
+nt::FeatureStats load_reference(const Settings& s) {
+  if (s.eval.ref_stats.empty())
+    throw std::runtime_error("no reference statistics: set eval.ref_stats or give --ref ref.npz (make them with "
+                             "fid_worker --make-ref --data X.h5 --out ref.npz)");
+  if (!fs::exists(s.eval.ref_stats))
+    throw std::runtime_error("reference statistics '" + s.eval.ref_stats + "' do not exist (make them with "
+                             "fid_worker --make-ref --data X.h5 --out " + s.eval.ref_stats + ")");
+  return nt::read_stats_npz(s.eval.ref_stats);
+}
+
+// A VAE decoder when `latent_space` needs one, made once.
+const nt::LatentDecoder* decoder_for(const std::string& latent_space, const Settings& s,
+                                     std::unique_ptr<nt::LatentDecoder>& made) {
+  if (latent_space == "pixels") return nullptr;
+  if (!made) {
+    if (s.eval.vae_weights.empty())
+      throw std::runtime_error("samples in latent space '" + latent_space +
+                               "' need the VAE to become images: set eval.vae_weights or give --vae W.safetensors");
+    made = std::make_unique<nt::LatentDecoder>(nt::make_vae_decoder(s.eval.vae_weights, s.device));
+  }
+  return made.get();
+}
+
+// The "data" record of a checkpoint's manifest, read without verifying (load does that).
+nlohmann::json manifest_data(const std::string& ckpt) {
+  std::ifstream in(fs::path(ckpt) / "manifest.json");
+  if (!in) throw nt::CheckpointError("'" + ckpt + "/manifest.json' is missing: not a complete checkpoint folder");
+  try {
+    return nlohmann::json::parse(in).value("data", nlohmann::json());
+  } catch (const nlohmann::json::exception& e) {
+    throw nt::CheckpointError("'" + ckpt + "/manifest.json' is not valid JSON: " + e.what());
+  }
+}
+
+nt::ScoreOptions score_options(const Settings& s, double cfg_scale, const std::string& grid) {
+  nt::ScoreOptions o;
+  o.num_samples = s.eval.num_samples;
+  o.seeds = s.eval.seeds;
+  o.steps = s.eval.steps;
+  o.cfg_scale = cfg_scale;
+  o.batch_size = s.batch;
+  o.grid_png = grid;
+  return o;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+nt::EvalResult score_one(const std::string& ckpt, const nt::FeatureStats& ref, const Settings& s,
+                         nt::FeatureExtractor& fx, std::unique_ptr<nt::LatentDecoder>& vae, double cfg_scale,
+                         const std::string& grid, const std::string& what) {
+  const nlohmann::json data = manifest_data(ckpt);
+  const nt::LatentDecoder* dec = decoder_for(data.value("latent_space", std::string("unknown")), s, vae);
+  nt::Progress progress(what, s.eval.num_samples, "samples");
+  auto r = nt::score_checkpoint(ckpt, ref, s.eval.ref_stats, fx, dec, score_options(s, cfg_scale, grid), s.device,
+                                [&](int64_t done, int64_t) { progress.update(done); });
+  progress.finish();
+  return r;
+}
+
+// ---- --checkpoint ---------------------------------------------------------------------------
+
+int run_checkpoint(const po::variables_map& vm) {
+  const std::string ckpt = vm["checkpoint"].as<std::string>();
+  if (!fs::is_directory(ckpt)) throw nt::CheckpointError("checkpoint folder '" + ckpt + "' does not exist");
+  const std::string config = vm.count("config") ? vm["config"].as<std::string>()
+                             : fs::exists(fs::path(ckpt) / "config.toml") ? (fs::path(ckpt) / "config.toml").string()
+                                                                          : "";
+  const Settings s = resolve_settings(vm, config);
+  const nt::FeatureStats ref = load_reference(s);
+  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+  nt::check_reference(ref, *fx, s.eval.ref_stats);
+  std::unique_ptr<nt::LatentDecoder> vae;
+  const std::string grid = vm.count("grid") ? vm["grid"].as<std::string>() : "";
+  for (size_t i = 0; i < s.eval.cfg_scales.size(); ++i) {
+    const double cfg = s.eval.cfg_scales[i];
+    std::string g = grid;
+    if (!g.empty() && s.eval.cfg_scales.size() > 1) g = g.substr(0, g.rfind('.')) + "_cfg" + fmt("%g", cfg) + ".png";
+    auto r = score_one(ckpt, ref, s, *fx, vae, cfg, g, "eval " + ckpt + " cfg " + fmt("%g", cfg));
+    std::cerr << "step " << r.step << " cfg_scale " << fmt("%g", cfg) << ": " << r.num_samples << " samples, "
+              << fx->name() << " features, " << fmt("%.1f", r.seconds) << " s\n";
+    if (s.eval.cfg_scales.size() == 1) std::printf("fid: %.6f\n", r.fid);
+    else std::printf("fid: %.6f cfg_scale=%g\n", r.fid, cfg);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+// ---- --run-dir [--watch] --------------------------------------------------------------------
+
+using EvalKey = std::tuple<int64_t, double, std::string>;  // step, cfg_scale, extractor
+
+std::set<EvalKey> scored_evals(const std::string& metrics_path) {
+  std::set<EvalKey> out;
+  std::ifstream in(metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || j.value("kind", std::string()) != "eval") continue;  // also a half-written line
+    if (!j.contains("step") || !j.contains("cfg_scale") || !j.contains("extractor")) continue;
+    out.insert({j["step"].get<int64_t>(), j["cfg_scale"].get<double>(), j["extractor"].get<std::string>()});
+  }
+  return out;
+}
+
+bool is_scored(const std::set<EvalKey>& done, int64_t step, double cfg, const std::string& extractor) {
+  for (const auto& [s, c, e] : done)
+    if (s == step && e == extractor && std::abs(c - cfg) <= 1e-9 * std::max(1.0, std::abs(cfg))) return true;
+  return false;
+}
+
+int run_run_dir(const po::variables_map& vm) {
+  const std::string dir = vm["run-dir"].as<std::string>();
+  const fs::path config_path = fs::path(dir) / "config.toml";
+  if (!fs::is_directory(dir)) throw std::runtime_error("run folder '" + dir + "' does not exist");
+  const std::string config = vm.count("config") ? vm["config"].as<std::string>()
+                             : fs::exists(config_path)  ? config_path.string()
+                                                        : "";
+  const Settings s = resolve_settings(vm, config);
+  const bool watch = vm["watch"].as<bool>();
+  const double poll = vm["poll"].as<double>();
+  if (!(poll > 0)) throw std::runtime_error("--poll must be a positive number of seconds");
+  if (watch && !fs::exists(config_path))
+    throw std::runtime_error("--watch needs '" + config_path.string() + "' (its train.steps tells when training ends)");
+  const nt::FeatureStats ref = load_reference(s);
+  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+  nt::check_reference(ref, *fx, s.eval.ref_stats);
+  std::unique_ptr<nt::LatentDecoder> vae;
+  const std::string metrics_path = (fs::path(dir) / "metrics.jsonl").string();
+  const std::string ckpt_root = (fs::path(dir) / "ckpt").string();
+  if (watch) {
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+  }
+  int64_t train_steps = watch ? nt::load_config(config_path.string()).train.steps : 0;
+  std::set<std::pair<int64_t, double>> failed;  // not retried while watching
+  int errors = 0, scored = 0;
+  nt::MetricsSink sink;
+  bool sink_open = false;
+  while (true) {
+    auto ckpts = nt::list_checkpoints(ckpt_root);  // newest first
+    std::reverse(ckpts.begin(), ckpts.end());
+    const std::set<EvalKey> done = scored_evals(metrics_path);
+    bool finished = false;
+    for (const auto& [step, path] : ckpts) {
+      for (const double cfg : s.eval.cfg_scales) {
+        if (g_stop) break;
+        if (is_scored(done, step, cfg, fx->name()) || failed.count({step, cfg})) continue;
+        std::string grid = (fs::path(dir) / "samples" / ("eval_" + nt::checkpoint_name(step))).string();
+        grid += (cfg == 1.0 ? std::string() : "_cfg" + fmt("%g", cfg)) + ".png";
+        try {
+          auto r = score_one(path, ref, s, *fx, vae, cfg, grid, "eval step " + std::to_string(step));
+          if (!sink_open) sink.open(metrics_path);
+          sink_open = true;
+          sink.write(r.to_json());
+          ++scored;
+          std::printf("step %lld cfg_scale %g: fid %.6f (%s, %lld samples, %.1f s)\n", static_cast<long long>(r.step),
+                      cfg, r.fid, r.extractor.c_str(), static_cast<long long>(r.num_samples), r.seconds);
+          std::fflush(stdout);
+        } catch (const nt::CheckpointError& e) {
+          if (!fs::exists(path)) {  // removed by the trainer's retention while we waited or read
+            std::cerr << "fid_worker: skipped '" << path << "': it was removed\n";
+            continue;
+          }
+          std::cerr << "fid_worker: " << e.what() << "\n";
+          failed.insert({step, cfg});
+          ++errors;
+        }
+      }
+      if (watch && step >= train_steps) finished = true;
+    }
+    if (!watch || g_stop || finished) break;
+    for (double waited = 0; waited < poll && !g_stop; waited += 0.1)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (g_stop) break;
+    try {
+      train_steps = nt::load_config(config_path.string()).train.steps;  // a resumed run may train longer
+    } catch (const std::exception& e) {
+      std::cerr << "fid_worker: keeping train.steps = " << train_steps << ": " << e.what() << "\n";
+    }
+  }
+  if (g_stop) std::cerr << "fid_worker: stopped by signal " << g_stop << "\n";
+  std::cerr << "fid_worker: " << scored << " evaluation(s) written to " << metrics_path
+            << (errors ? ", " + std::to_string(errors) + " checkpoint(s) could not be scored" : std::string()) << "\n";
+  return errors ? 1 : 0;
+}
+
+// ---- --make-ref -----------------------------------------------------------------------------
+
+int run_make_ref(const po::variables_map& vm) {
+  if (!vm.count("data") || !vm.count("out"))
+    throw std::runtime_error("--make-ref needs --data X.h5 and --out ref.npz (see --help)");
+  const std::vector<std::string> data = vm["data"].as<std::vector<std::string>>();
+  const std::string out = vm["out"].as<std::string>();
+  const Settings s = resolve_settings(vm, vm.count("config") ? vm["config"].as<std::string>() : "");
+  nt::LatentDataset ds(data);
+  const nt::DatasetInfo& info = ds.info();
+  const int64_t num = vm.count("num") ? vm["num"].as<int64_t>() : info.size;
+  if (num < 2 || num > info.size)
+    throw std::runtime_error("--num must be in [2, " + std::to_string(info.size) + "] (the samples of '" + data[0] +
+                             "'), got " + std::to_string(num));
+  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+  std::unique_ptr<nt::LatentDecoder> vae;
+  const nt::LatentDecoder* dec = decoder_for(info.latent_space, s, vae);
+  const nt::DecodeInfo decode = nt::decode_info_of(info);
+  nt::FeatureAccumulator acc;
+  nt::Progress progress("make-ref " + data[0], num, "samples");
+  for (int64_t b0 = 0; b0 < num; b0 += s.batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = b0; i < std::min<int64_t>(num, b0 + s.batch); ++i) idx.push_back(i);
+    at::Tensor x, y;
+    ds.read(idx, /*noise_seed=*/0, &x, &y);                                   // x [B,C,H,W] normalised
+    acc.add(fx->features(nt::samples_to_images01(x.to(s.device), decode, dec)));  // [B,D]
+    progress.update(b0 + static_cast<int64_t>(idx.size()));
+  }
+  progress.finish();
+  const fs::path parent = fs::path(out).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  nt::write_stats_npz(out, acc.finalize());
+  std::printf("wrote %s: %s features (D = %lld) of %lld samples of %s\n", out.c_str(), fx->name().c_str(),
+              static_cast<long long>(fx->dim()), static_cast<long long>(num), data[0].c_str());
+  return 0;
+}
+
+// ---- --stats --ref --------------------------------------------------------------------------
+
+int run_stats(const po::variables_map& vm) {
+  if (!vm.count("ref")) throw std::runtime_error("give both --stats A.npz and --ref B.npz (see --help)");
+  const nt::FeatureStats a = nt::read_stats_npz(vm["stats"].as<std::string>());
+  const nt::FeatureStats b = nt::read_stats_npz(vm["ref"].as<std::string>());
+  if (a.mu.size(0) != b.mu.size(0))
+    throw std::runtime_error("the statistics have different feature sizes: " + vm["stats"].as<std::string>() +
+                             " has D = " + std::to_string(a.mu.size(0)) + ", " + vm["ref"].as<std::string>() +
+                             " has D = " + std::to_string(b.mu.size(0)));
+  std::printf("fid: %.9f\n", nt::frechet_distance(a, b));
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   po::options_description opts(
-      "fid_worker: Fréchet Inception Distance between FID statistics files\n"
-      "usage: fid_worker --stats A.npz --ref B.npz\nOptions");
+      "fid_worker: Fréchet distance (FID) of checkpoints, runs and statistics files\n"
+      "usage: fid_worker --checkpoint DIR [settings]        score one checkpoint; last line `fid: X`\n"
+      "       fid_worker --run-dir DIR [--watch] [settings] score every unscored checkpoint of a run,\n"
+      "                                                     appending eval lines to DIR/metrics.jsonl\n"
+      "       fid_worker --make-ref --data X.h5 --out ref.npz [--num N] [settings]\n"
+      "       fid_worker --stats A.npz --ref B.npz          distance of two statistics files\n"
+      "Settings default to the [eval] section of the run's config.toml (or of --config F).\n"
+      "--watch stops once the checkpoint at the run's train.steps is scored, or on Ctrl-C.\n\n"
+      "Options");
   opts.add_options()
       ("help,h", "print this help")
-      ("stats", po::value<std::string>(), ".npz with `mu` [D] and `sigma` [D, D] to score")
-      ("ref", po::value<std::string>(), "reference .npz statistics (ADM/EDM style, mu and sigma)")
-      ("run-dir", po::value<std::string>(), "score every unscored checkpoint of a run (not implemented yet)")
-      ("watch", po::bool_switch(), "with --run-dir: follow a running job (not implemented yet)")
-      ("checkpoint", po::value<std::string>(), "score one checkpoint folder (not implemented yet)")
-      ("make-ref", po::bool_switch(), "compute reference statistics (not implemented yet)");
+      ("checkpoint", po::value<std::string>(), "score one checkpoint folder (its EMA weights)")
+      ("run-dir", po::value<std::string>(), "score every checkpoint of a run without an eval line")
+      ("watch", po::bool_switch(), "with --run-dir: keep polling until training ends")
+      ("poll", po::value<double>()->default_value(60.0), "with --watch: seconds between looks at DIR/ckpt")
+      ("make-ref", po::bool_switch(), "compute reference statistics of a data set (--data, --out)")
+      ("data", po::value<std::vector<std::string>>()->multitoken(), "with --make-ref: HDF5 data set(s)")
+      ("out", po::value<std::string>(), "with --make-ref: the .npz to write")
+      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples (default: all)")
+      ("stats", po::value<std::string>(), ".npz with `mu` [D] and `sigma` [D, D] to score against --ref")
+      ("ref", po::value<std::string>(), "reference .npz statistics (default eval.ref_stats)")
+      ("config", po::value<std::string>(), "TOML config whose [eval] gives the defaults")
+      ("num-samples", po::value<int64_t>(), "samples to generate (default eval.num_samples)")
+      ("seeds", po::value<std::string>(), "seeds, e.g. 0-49999 (default eval.seeds); the first N are used")
+      ("steps", po::value<int>(), "Heun steps (default eval.steps)")
+      ("cfg-scale", po::value<std::string>(), "guidance scale(s), e.g. 1 or 1,1.5 (default eval.cfg_scales)")
+      ("extractor", po::value<std::string>(), "inception | classifier (default eval.extractor)")
+      ("extractor-weights", po::value<std::string>(), "the extractor's .safetensors (default eval.extractor_weights)")
+      ("vae", po::value<std::string>(), "VAE .safetensors for latent data (default eval.vae_weights)")
+      ("grid", po::value<std::string>(), "with --checkpoint: write a PNG grid of the first 64 samples")
+      ("batch", po::value<int>()->default_value(64), "samples per batch (does not change the result)")
+      ("device", po::value<std::string>()->default_value("auto"), "auto | cpu | cuda")
+      ("threads", po::value<int>()->default_value(0), "CPU threads (0 = LibTorch's default)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -38,34 +392,23 @@ int main(int argc, char** argv) {
     std::cout << opts << "\n";
     return 0;
   }
-  for (const char* mode : {"run-dir", "checkpoint"})
-    if (vm.count(mode)) {
-      std::cerr << "fid_worker: --" << mode << " is not implemented yet; only --stats A.npz "
-                << "--ref B.npz is\n";
-      return 1;
-    }
-  for (const char* mode : {"make-ref", "watch"})
-    if (vm[mode].as<bool>()) {
-      std::cerr << "fid_worker: --" << mode << " is not implemented yet; only --stats A.npz "
-                << "--ref B.npz is\n";
-      return 1;
-    }
-  if (!vm.count("stats") || !vm.count("ref")) {
-    std::cerr << "fid_worker: give both --stats A.npz and --ref B.npz (see --help)\n";
+  const int modes = int(vm.count("checkpoint")) + int(vm.count("run-dir")) + int(vm["make-ref"].as<bool>()) +
+                    int(vm.count("stats"));
+  if (modes != 1) {
+    std::cerr << "fid_worker: give exactly one of --checkpoint DIR, --run-dir DIR, --make-ref, --stats A.npz --ref B.npz "
+                 "(see --help)\n";
+    return 1;
+  }
+  if (vm["watch"].as<bool>() && !vm.count("run-dir")) {
+    std::cerr << "fid_worker: --watch goes with --run-dir\n";
     return 1;
   }
   try {
-    const nt::FeatureStats a = nt::read_stats_npz(vm["stats"].as<std::string>());
-    const nt::FeatureStats b = nt::read_stats_npz(vm["ref"].as<std::string>());
-    if (a.mu.size(0) != b.mu.size(0)) {
-      std::cerr << "fid_worker: the statistics have different feature sizes: "
-                << vm["stats"].as<std::string>() << " has D = " << a.mu.size(0) << ", "
-                << vm["ref"].as<std::string>() << " has D = " << b.mu.size(0) << "\n";
-      return 1;
-    }
-    const double fid = nt::frechet_distance(a, b);
-    std::printf("fid: %.9f\n", fid);
-    return 0;
+    if (vm["threads"].as<int>() > 0) torch::set_num_threads(vm["threads"].as<int>());
+    if (vm.count("stats")) return run_stats(vm);
+    if (vm.count("checkpoint")) return run_checkpoint(vm);
+    if (vm.count("run-dir")) return run_run_dir(vm);
+    return run_make_ref(vm);
   } catch (const std::exception& e) {
     std::cerr << "fid_worker: " << e.what() << "\n";
     return 1;

@@ -11,9 +11,18 @@
 namespace nt {
 namespace F = torch::nn::functional;
 
-// x * (1 + scale) + shift as one fused kernel (addcmul) instead of three.
+// a + b * c. On CUDA one fused kernel (addcmul) instead of two; on the CPU two plain ones:
+// addcmul's vectorised and scalar loops round differently (fused multiply-add), so a sample's
+// value would depend on where it falls in the batch.
+namespace {
+at::Tensor add_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+  return a.is_cuda() ? at::addcmul(a, b, c) : a + b * c;
+}
+}  // namespace
+
+// x * (1 + scale) + shift.
 at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return at::addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1));  // [N,T,D] with [N,1,D]
+  return add_mul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1));  // [N,T,D] with [N,1,D]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -116,11 +125,11 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   const std::vector<int64_t> D{hidden_size};
-  // Gated residuals x + gate * f(x) as one fused kernel each (addcmul).
-  auto h = at::addcmul(x, gate_msa.unsqueeze(1),
-                       attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa)));
-  return at::addcmul(h, gate_mlp.unsqueeze(1),
-                     mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp)));
+  // Gated residuals x + gate * f(x).
+  auto h = add_mul(x, gate_msa.unsqueeze(1),
+                   attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa)));
+  return add_mul(h, gate_mlp.unsqueeze(1),
+                 mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp)));
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
