@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -140,8 +143,50 @@ std::optional<std::string> find_resume_checkpoint(const std::string& ckpt_root,
   return std::nullopt;
 }
 
+namespace {
+constexpr const char* kReadingPrefix = ".reading-";
+constexpr auto kStaleReadLock = std::chrono::hours(1);
+
+// The checkpoint names that fresh read markers under ckpt_root protect.
+std::set<std::string> folders_being_read(const std::string& ckpt_root) {
+  std::set<std::string> names;
+  std::error_code ec;
+  const auto now = fs::file_time_type::clock::now();
+  for (const auto& e : fs::directory_iterator(ckpt_root, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(kReadingPrefix, 0) != 0) continue;
+    const auto t = fs::last_write_time(e.path(), ec);
+    if (ec || now - t > kStaleReadLock) continue;
+    const std::string rest = f.substr(std::strlen(kReadingPrefix));  // step_XXXXXXXX-host-pid-n
+    names.insert(rest.substr(0, rest.find('-')));
+  }
+  return names;
+}
+}  // namespace
+
+CheckpointReadLock::CheckpointReadLock(const std::string& dir) {
+  static std::atomic<int> counter{0};
+  const fs::path d = fs::path(dir).lexically_normal();
+  const fs::path name = d.filename().empty() ? d.parent_path().filename() : d.filename();
+  const fs::path root = d.filename().empty() ? d.parent_path().parent_path() : d.parent_path();
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  for (char& c : host)
+    if (c == '-' || c == '/') c = '_';
+  marker_ = (root / (std::string(kReadingPrefix) + name.string() + "-" + host + "-" + std::to_string(::getpid()) +
+                     "-" + std::to_string(counter++)))
+                .string();
+  std::ofstream(marker_).put('\n');  // best effort: a read-only folder cannot be pruned by us either
+}
+
+CheckpointReadLock::~CheckpointReadLock() {
+  std::error_code ec;
+  fs::remove(marker_, ec);
+}
+
 void apply_retention(const std::string& ckpt_root, int64_t keep_last, int64_t keep_every) {
   std::error_code ec;
+  const std::set<std::string> being_read = folders_being_read(ckpt_root);
   fs::path latest_target;
   const fs::path latest = fs::path(ckpt_root) / "latest";
   if (fs::is_symlink(latest, ec)) latest_target = fs::canonical(latest, ec);
@@ -152,6 +197,7 @@ void apply_retention(const std::string& ckpt_root, int64_t keep_last, int64_t ke
     const bool is_latest = !latest_target.empty() && fs::canonical(dir, ec) == latest_target;
     if (newest) ++kept;
     if (newest || milestone || is_latest) continue;
+    if (being_read.count(fs::path(dir).filename().string())) continue;
     fs::remove_all(dir, ec);
   }
 }

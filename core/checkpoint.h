@@ -40,7 +40,22 @@ std::optional<std::string> find_resume_checkpoint(const std::string& ckpt_root,
                                                   const std::function<void(const std::string&)>& warn);
 
 // Deletes checkpoints beyond the newest `keep_last`, except steps that are multiples of
-// `keep_every` (> 0) and the folder `latest` points to. Temporary folders are left alone.
+// `keep_every` (> 0), the folder `latest` points to and folders being read (a
+// CheckpointReadLock younger than an hour). Temporary folders are left alone.
 void apply_retention(const std::string& ckpt_root, int64_t keep_last, int64_t keep_every);
+
+// Marks a checkpoint folder as being read for as long as the object lives (a marker file
+// ckpt/.reading-step_XXXXXXXX-<host>-<pid>-<n> beside it), so that retention in another process
+// keeps it. A marker older than an hour (its reader died) no longer protects the folder.
+class CheckpointReadLock {
+ public:
+  explicit CheckpointReadLock(const std::string& dir);
+  ~CheckpointReadLock();
+  CheckpointReadLock(const CheckpointReadLock&) = delete;
+  CheckpointReadLock& operator=(const CheckpointReadLock&) = delete;
+
+ private:
+  std::string marker_;
+};
 
 }  // namespace nt

@@ -36,6 +36,11 @@ void log_info(const std::string& msg) {
   std::fflush(stdout);
 }
 
+void log_info_here(const std::string& msg) {
+  std::fprintf(stdout, "[%s] [rank %d] %s\n", timestamp().c_str(), g_rank.load(), msg.c_str());
+  std::fflush(stdout);
+}
+
 std::string where(const char* file, int line, const std::string& what) {
   return std::string(file) + ":" + std::to_string(line) + " (rank " + std::to_string(g_rank.load()) +
          "): " + what;

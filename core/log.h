@@ -13,6 +13,9 @@ void log_error(const std::string& msg);
 void log_warn(const std::string& msg);
 // Progress and info lines on stdout, printed by rank 0 only (timestamped).
 void log_info(const std::string& msg);
+// The same from whichever rank calls it, naming the rank: "[time] [rank R] message" (e.g. the
+// first evaluator's progress).
+void log_info_here(const std::string& msg);
 
 // "file:line (rank R): what" -- used by the check macros of MPI, NCCL, CUDA and HDF5 calls.
 std::string where(const char* file, int line, const std::string& what);

@@ -74,6 +74,7 @@ void load_weights(DiT& model, const std::string& path) {
 
 LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string& kind) {
   if (kind != "ema" && kind != "param") throw CheckpointError("weights must be 'ema' or 'raw', got '" + kind + "'");
+  const CheckpointReadLock reading(dir);  // retention elsewhere keeps the folder while it is read
   LoadedCheckpoint out;
   out.manifest = read_verified_manifest(dir);
   DiTConfig mc = dit_config_from_json(out.manifest.at("model"));

@@ -73,6 +73,13 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
   Topology t;
   NT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &t.world_rank));
   NT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &t.world_size));
+  {  // srun without its MPI plugin starts N lone processes that would all train into one run folder
+    const char* ntasks = std::getenv("SLURM_STEP_NUM_TASKS") ? std::getenv("SLURM_STEP_NUM_TASKS") : nullptr;
+    if (ntasks && std::atoi(ntasks) > 1 && t.world_size == 1)
+      throw std::runtime_error(where(__FILE__, __LINE__,
+                                     std::string("Slurm started ") + ntasks + " tasks but MPI sees a world of 1: "
+                                     "srun needs its MPI plugin (e.g. srun --mpi=pmix), or use mpirun"));
+  }
   if (eval_ranks < 0 || eval_ranks >= t.world_size)
     throw std::runtime_error(where(
         __FILE__, __LINE__,
@@ -91,7 +98,13 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
   t.num_eval_ranks = eval_ranks;
   t.num_trainers = t.world_size - eval_ranks;
   t.is_evaluator = t.world_rank >= t.num_trainers;
-  NT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, t.is_evaluator ? MPI_UNDEFINED : 0, t.world_rank, &t.trainers));
+  MPI_Comm role = MPI_COMM_NULL;  // trainers (color 0) and evaluators (color 1)
+  NT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, t.is_evaluator ? 1 : 0, t.world_rank, &role));
+  (t.is_evaluator ? t.evaluators : t.trainers) = role;
+  if (t.is_evaluator) {
+    NT_MPI_CHECK(MPI_Comm_set_errhandler(t.evaluators, MPI_ERRORS_RETURN));
+    NT_MPI_CHECK(MPI_Comm_rank(t.evaluators, &t.evaluator_rank));
+  }
   if (!t.is_evaluator) {
     NT_MPI_CHECK(MPI_Comm_set_errhandler(t.trainers, MPI_ERRORS_RETURN));
     NT_MPI_CHECK(MPI_Comm_rank(t.trainers, &t.trainer_rank));
@@ -114,7 +127,7 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
   return t;
 }
 
-Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices) {
+Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices, bool lone_process_trains) {
   int initialized = 0;
   NT_MPI_CHECK(MPI_Initialized(&initialized));
   launcher_env();  // read before MPI adds its own variables
@@ -131,12 +144,20 @@ Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_dev
   int rank = 0;
   NT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   set_log_rank(rank);
+  int size = 1;
+  NT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  if (lone_process_trains && size == 1 && eval_ranks > 0) {  // checkpoints can be scored offline
+    log_warn("eval.ranks = " + std::to_string(eval_ranks) + " needs more ranks than this single process: it trains "
+             "and nothing evaluates during training (score checkpoints with eval/fid_worker --run-dir)");
+    eval_ranks = 0;
+  }
   return make_topology(eval_ranks, num_cuda_devices);
 }
 
 void free_topology(Topology& topo) {
   if (topo.trainers != MPI_COMM_NULL) NT_MPI_CHECK(MPI_Comm_free(&topo.trainers));
-  topo.trainers = MPI_COMM_NULL;
+  if (topo.evaluators != MPI_COMM_NULL) NT_MPI_CHECK(MPI_Comm_free(&topo.evaluators));
+  topo.trainers = topo.evaluators = MPI_COMM_NULL;
 }
 
 void finalize_topology(Topology& topo) {
@@ -149,7 +170,7 @@ void finalize_topology(Topology& topo) {
 std::string describe(const Topology& t) {
   std::string s = "rank " + std::to_string(t.world_rank) + "/" + std::to_string(t.world_size) + " (local " +
                   std::to_string(t.local_rank) + "/" + std::to_string(t.local_size) + ", ";
-  s += t.is_evaluator ? std::string("evaluator")
+  s += t.is_evaluator ? "evaluator " + std::to_string(t.evaluator_rank) + "/" + std::to_string(t.num_eval_ranks)
                       : "trainer " + std::to_string(t.trainer_rank) + "/" + std::to_string(t.num_trainers);
   s += ", gpu " + std::to_string(t.gpu) + "), launcher " + t.launcher;
   if (!t.slurm_job_id.empty())

@@ -16,6 +16,8 @@ struct Topology {
   int trainer_rank = -1;               // rank in `trainers`; -1 on evaluators
   int num_trainers = 1;                // world_size - num_eval_ranks (same on every rank)
   MPI_Comm trainers = MPI_COMM_NULL;   // the trainers' communicator; MPI_COMM_NULL on evaluators
+  int evaluator_rank = -1;             // rank in `evaluators`; -1 on trainers
+  MPI_Comm evaluators = MPI_COMM_NULL; // the evaluators' communicator; MPI_COMM_NULL on trainers
   std::string launcher;                // "srun", "mpirun" or "single"
   std::string slurm_job_id, slurm_step_id, slurm_nodelist;  // empty outside Slurm
   int num_gpus = 0;                    // CUDA devices visible to this rank
@@ -27,8 +29,11 @@ struct Topology {
 // nt::set_log_rank(world_rank) and returns make_topology(eval_ranks, num_cuda_devices).
 // Collective over MPI_COMM_WORLD. Works under srun, mpirun/mpiexec and as one process.
 // num_cuda_devices < 0: ask LibTorch (torch::cuda::device_count()).
-// Throws std::runtime_error (naming the rank and the counts) on a bad eval_ranks.
-Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices = -1);
+// Throws std::runtime_error (naming the rank and the counts) on a bad eval_ranks, except that with
+// `lone_process_trains` a job of one process ignores eval_ranks > 0 (with a warning) and trains.
+// Under srun, a world of 1 where Slurm started several tasks (no MPI plugin) is an error.
+Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices = -1,
+                       bool lone_process_trains = false);
 
 // The topology of an MPI that is already started (collective over MPI_COMM_WORLD): local ranks,
 // roles with `eval_ranks` evaluators (0 <= eval_ranks < world size), a new trainers' communicator.

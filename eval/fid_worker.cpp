@@ -9,7 +9,7 @@
 // DIR/metrics.jsonl for its (step, cfg_scale, extractor), appends one line per score and writes
 // DIR/samples/eval_step_XXXXXXXX[_cfgS].png. With --watch it then polls DIR/ckpt every --poll
 // seconds and stops once a checkpoint at the run's train.steps (re-read from DIR/config.toml each
-// round; the trainer always checkpoints its last step) has been scored, or on SIGINT/SIGTERM
+// round; the trainer always checkpoints its last step) has been scored, or on SIGINT/SIGTERM/SIGUSR1
 // (after the checkpoint being scored; a second signal ends it at once).
 #include <boost/program_options.hpp>
 #include <torch/cuda.h>
@@ -102,15 +102,7 @@ Settings resolve_settings(const po::variables_map& vm, const std::string& config
   return s;
 }
 
-nt::FeatureStats load_reference(const Settings& s) {
-  if (s.eval.ref_stats.empty())
-    throw std::runtime_error("no reference statistics: set eval.ref_stats or give --ref ref.npz (make them with "
-                             "fid_worker --make-ref --data X.h5 --out ref.npz)");
-  if (!fs::exists(s.eval.ref_stats))
-    throw std::runtime_error("reference statistics '" + s.eval.ref_stats + "' do not exist (make them with "
-                             "fid_worker --make-ref --data X.h5 --out " + s.eval.ref_stats + ")");
-  return nt::read_stats_npz(s.eval.ref_stats);
-}
+nt::FeatureStats load_reference(const Settings& s) { return nt::load_reference_stats(s.eval.ref_stats); }
 
 // A VAE decoder when `latent_space` needs one, made once.
 const nt::LatentDecoder* decoder_for(const std::string& latent_space, const Settings& s,
@@ -238,6 +230,7 @@ int run_run_dir(const po::variables_map& vm) {
   if (watch) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGUSR1, on_stop_signal);  // Slurm's warning before the time limit
   }
   int64_t train_steps = watch ? nt::load_config(config_path.string()).train.steps : 0;
   std::set<std::pair<int64_t, double>> failed;  // not retried while watching
@@ -253,8 +246,7 @@ int run_run_dir(const po::variables_map& vm) {
       for (const double cfg : s.eval.cfg_scales) {
         if (g_stop) break;
         if (is_scored(done, step, cfg, fx->name()) || failed.count({step, cfg})) continue;
-        std::string grid = (fs::path(dir) / "samples" / ("eval_" + nt::checkpoint_name(step))).string();
-        grid += (cfg == 1.0 ? std::string() : "_cfg" + fmt("%g", cfg)) + ".png";
+        const std::string grid = nt::eval_grid_path(dir, step, cfg);
         try {
           auto r = score_one(path, ref, s, *fx, vae, cfg, grid, "eval step " + std::to_string(step));
           if (!sink_open) sink.open(metrics_path);

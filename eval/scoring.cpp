@@ -9,7 +9,9 @@
 
 #include "core/config.h"
 #include "dist/model_io.h"
+#include "core/checkpoint.h"
 #include "eval/image_grid.h"
+#include "eval/npz.h"
 #include "models/sampling.h"
 
 namespace nt {
@@ -150,6 +152,22 @@ EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref
   r.cfg_scale = opt.cfg_scale;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+FeatureStats load_reference_stats(const std::string& path) {
+  if (path.empty())
+    throw std::runtime_error("no reference statistics: set eval.ref_stats or give --ref ref.npz (make them with "
+                             "fid_worker --make-ref --data X.h5 --out ref.npz)");
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error("reference statistics '" + path + "' do not exist (make them with "
+                             "fid_worker --make-ref --data X.h5 --out " + path + ")");
+  return read_stats_npz(path);
+}
+
+std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale) {
+  char suffix[64] = "";
+  if (cfg_scale != 1.0) std::snprintf(suffix, sizeof(suffix), "_cfg%g", cfg_scale);
+  return (std::filesystem::path(run_dir) / "samples" / ("eval_" + checkpoint_name(step) + suffix + ".png")).string();
 }
 
 }  // namespace nt

@@ -105,4 +105,10 @@ EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref
                             const ScoreOptions& opt, const c10::Device& device,
                             const ScoreProgress& progress = {});
 
+// Reference statistics from an .npz (mu, sigma); errors say how to make them.
+FeatureStats load_reference_stats(const std::string& path);
+// The PNG grid of an evaluation: <run_dir>/samples/eval_step_XXXXXXXX[_cfgS].png (the suffix
+// when cfg_scale != 1).
+std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale);
+
 }  // namespace nt

@@ -23,6 +23,7 @@
 #include "dist/flat_layout.h"
 #include "dist/sharded_checkpoint.h"
 #include "dist/model_io.h"
+#include "eval/eval_rank.h"
 #include "launch/stop_signal.h"
 #include "models/autocast.h"
 #include "models/edm.h"
@@ -147,6 +148,7 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
 }
 
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
+  const CheckpointReadLock reading(dir);
   const auto m = read_verified_manifest(dir);
   check_same_architecture(m.at("model"), s.model->cfg, dir);
   // Every rank reads the full tensors by name (any W of the writer), then keeps its shard.
@@ -242,7 +244,8 @@ void check_data_matches(const DatasetInfo& d, const DiTConfig& mc, const Config&
 
 }  // namespace
 
-TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm, int gpu) {
+TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm, int gpu,
+                   EvalPublisher* publisher) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg, gpu);
   set_cuda_math(cfg, device);
@@ -371,6 +374,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
       last_ckpt = (fs::path(ckpt_root) / checkpoint_name(s.step)).string();
       log_info("checkpoint " + last_ckpt);
+      if (publisher) publisher->published(s.step);  // non-blocking: training goes on
     }
     if (signal != 0) {
       summary.stopped_by_signal = signal;
@@ -380,6 +384,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     }
   }
   (void)last_norm;
+  if (publisher) publisher->finished(s.step, summary.stopped_by_signal != 0);
   summary.end_step = s.step;
   summary.checkpoint = last_ckpt;
   const double total = seconds_since(t_start);

@@ -11,6 +11,7 @@
 namespace nt {
 
 class Communicator;
+class EvalPublisher;
 
 struct TrainSummary {
   int64_t start_step = 0;   // where this invocation began (after a resume)
@@ -25,8 +26,10 @@ struct TrainSummary {
 // config.toml. `comm` is the trainer ranks' communicator (null: one process); every trainer
 // rank calls train() and they train exactly what one rank would with the same global batch.
 // Throws on errors (the caller prints them and exits 1, or aborts the job).
-// `gpu`: the CUDA device of this rank when training on CUDA (its local rank).
-TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm = nullptr, int gpu = 0);
+// `gpu`: the CUDA device of this rank when training on CUDA (its local rank). `publisher`
+// (trainer rank 0, when there are evaluation ranks): told of every checkpoint and of the end.
+TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm = nullptr, int gpu = 0,
+                   EvalPublisher* publisher = nullptr);
 
 // `--dry-run`: validates what training would open, builds the model, prints parameter count
 // and FLOPs per image.

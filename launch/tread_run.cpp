@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "dist/mpi_communicator.h"
 #include "dist/topology.h"
+#include "eval/eval_rank.h"
 #include "launch/stop_signal.h"
 #include "launch/trainer.h"
 
@@ -55,18 +56,20 @@ int main(int argc, char** argv) {
       return 0;
     }
     // Training: one process, or every rank of srun/mpirun. The last eval.ranks ranks evaluate.
-    nt::Topology topo = nt::init_topology(&argc, &argv, cfg.eval.ranks);
+    nt::Topology topo = nt::init_topology(&argc, &argv, cfg.eval.ranks, /*num_cuda_devices=*/-1,
+                                          /*lone_process_trains=*/true);
     if (topo.world_rank == 0) std::cout << resolved << std::flush;
     nt::log_info(nt::describe(topo));
     nt::install_stop_handlers();
     try {
       if (topo.is_evaluator) {
-        nt::log_warn("evaluation ranks have no work yet (the evaluation rank comes with the evaluation work); "
-                     "this rank waits for the trainers to finish");
+        nt::run_evaluator(cfg, topo, [] { return nt::stop_requested() != 0; });
       } else {
         std::unique_ptr<nt::MpiCommunicator> comm;
         if (topo.num_trainers > 1) comm = std::make_unique<nt::MpiCommunicator>(topo.trainers);
-        nt::train(cfg, resolved, comm.get(), topo.gpu);
+        std::unique_ptr<nt::EvalPublisher> publisher;  // trainer rank 0 tells the evaluators
+        if (topo.num_eval_ranks > 0 && topo.trainer_rank == 0) publisher = std::make_unique<nt::EvalPublisher>(topo);
+        nt::train(cfg, resolved, comm.get(), topo.gpu, publisher.get());
       }
     } catch (const std::exception& e) {
       if (topo.world_size > 1) nt::abort_job(e.what());  // the other ranks must not hang

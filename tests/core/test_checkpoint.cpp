@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -264,6 +265,33 @@ TEST(Checkpoint, RetentionNeverDeletesWhatLatestPointsTo) {
   EXPECT_TRUE(fs::is_symlink(latest));
   EXPECT_EQ(fs::canonical(latest).filename(), "step_00000002");
   EXPECT_EQ(nt::read_verified_manifest(latest.string()).at("step").get<int64_t>(), 2);
+}
+
+// A checkpoint being read (an evaluator or a resume holds a CheckpointReadLock) survives
+// retention; once the reader is done, the next retention removes it. A stale marker (its reader
+// died over an hour ago) protects nothing.
+TEST(Checkpoint, RetentionKeepsWhatIsBeingRead) {
+  const std::string root = nt::test::scratch_dir() + "/ckpt";
+  for (int64_t step = 1; step <= 4; ++step) write_checkpoint(root, step);
+  {
+    const nt::CheckpointReadLock reading(root + "/step_00000002");
+    nt::CheckpointReadLock trailing_slash(root + "/step_00000003/");
+    nt::apply_retention(root, /*keep_last=*/1, /*keep_every=*/0);
+    EXPECT_EQ(listed_steps(root), (std::set<int64_t>{2, 3, 4}));
+  }
+  nt::apply_retention(root, 1, 0);
+  EXPECT_EQ(listed_steps(root), (std::set<int64_t>{4}));
+  for (const auto& e : fs::directory_iterator(root))  // the readers' markers are gone
+    EXPECT_NE(e.path().filename().string().rfind(".reading-", 0), 0u) << e.path();
+
+  write_checkpoint(root, 5);
+  const fs::path stale = fs::path(root) / ".reading-step_00000004-host-1-0";
+  write_file(stale, "\n");
+  nt::apply_retention(root, 1, 0);
+  EXPECT_EQ(listed_steps(root), (std::set<int64_t>{4, 5}));
+  fs::last_write_time(stale, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  nt::apply_retention(root, 1, 0);
+  EXPECT_EQ(listed_steps(root), (std::set<int64_t>{5}));
 }
 
 TEST(Checkpoint, TemporaryFoldersAreNeverListedNorDeleted) {

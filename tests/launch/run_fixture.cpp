@@ -42,6 +42,21 @@ RunSetup make_setup() {
   return s;
 }
 
+void add_eval(const RunSetup& s, int num_samples, int steps) {
+  std::string out;
+  const std::string data = s.dir + "/m8.h5", cls = s.dir + "/cls.safetensors", ref = s.dir + "/ref.npz";
+  ASSERT_EQ(run_command(exe("data/tread_data") + " train-classifier --epochs 1 --data " + data + " --out " + cls, &out), 0)
+      << out;
+  ASSERT_EQ(run_command(exe("eval/fid_worker") + " --make-ref --data " + data + " --out " + ref +
+                            " --extractor classifier --extractor-weights " + cls,
+                        &out),
+            0)
+      << out;
+  std::ofstream f(s.config, std::ios::app);
+  f << "[eval]\nnum_samples = " << num_samples << "\nseeds = \"0-9999\"\nsteps = " << steps
+    << "\nref_stats = \"" << ref << "\"\nextractor = \"classifier\"\nextractor_weights = \"" << cls << "\"\n";
+}
+
 int run(const RunSetup& s, int ranks, const std::string& sets, std::string* out) {
   return run_command(std::string(kMpiEnv) + "mpiexec --oversubscribe -n " + std::to_string(ranks) + " " +
                          exe("launch/tread_run") + " --config " + s.config + " " + sets,

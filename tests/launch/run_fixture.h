@@ -17,6 +17,11 @@ struct RunSetup {
 // (patch 1: the root unit's parameter count is divisible by neither 2 nor 3), batch 12, 10 steps,
 // fp32 on the CPU, checkpoints every 5 steps.
 RunSetup make_setup();
+// Adds an evaluation setup to `s`: a classifier trained for one epoch on the 8x8 data
+// (dir/cls.safetensors), its reference statistics of the data (dir/ref.npz) and an [eval] table
+// (classifier features, `num_samples` samples from seeds 0-9999, `steps` Heun steps; eval.ranks
+// stays 0 until set).
+void add_eval(const RunSetup& s, int num_samples, int steps);
 // Runs tread_run on `ranks` processes under mpiexec with extra arguments; returns the exit code.
 int run(const RunSetup& s, int ranks, const std::string& sets, std::string* out);
 // Runs tread_run as one process without a launcher.

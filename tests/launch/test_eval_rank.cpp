@@ -1,0 +1,105 @@
+// The evaluation ranks under mpiexec, end to end through tread_run: trainer rank 0 publishes
+// checkpoints, the evaluator scores the newest one not yet scored (skipping stale ones) and
+// the final one, writes "kind": "eval" lines and grids, and training never waits for it; two
+// evaluators split the seeds and give the FID of one; bad evaluation settings end the job.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "launch/run_fixture.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using namespace nt::test;
+
+std::vector<nlohmann::json> metrics(const RunSetup& s, const std::string& run, bool eval) {
+  std::vector<nlohmann::json> v;
+  std::ifstream in(s.dir + "/runs/" + run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("kind") == eval) v.push_back(j);
+  }
+  return v;
+}
+
+// Checkpoints every 2 of 10 steps; one evaluation (256 samples, 8 Heun steps) takes far longer
+// than the whole training, so the evaluator falls behind: it must skip to the newest checkpoint
+// and end with the final one, and training must finish long before the first evaluation does.
+TEST(EvalRank, PublishScoreSkipStaleAndFinal) {
+  RunSetup s = make_setup();
+  add_eval(s, 256, 8);
+  std::string out;
+  ASSERT_EQ(run(s, 2, "--set run.name=e --set eval.ranks=1 --set checkpoint.every=2", &out), 0) << out;
+  const auto evals = metrics(s, "e", true), train = metrics(s, "e", false);
+  ASSERT_FALSE(evals.empty()) << out;
+  ASSERT_EQ(train.size(), 10u);
+  std::set<int64_t> ckpts{2, 4, 6, 8, 10};
+  int64_t prev = 0;
+  for (const auto& e : evals) {
+    const int64_t step = e.at("step").get<int64_t>();
+    EXPECT_TRUE(ckpts.count(step)) << e.dump();
+    EXPECT_GT(step, prev) << "each evaluation is of a newer checkpoint";
+    prev = step;
+    EXPECT_EQ(e.at("extractor").get<std::string>(), "classifier");
+    EXPECT_EQ(e.at("num_samples").get<int64_t>(), 256);
+    EXPECT_EQ(e.at("cfg_scale").get<double>(), 1.0);
+    EXPECT_TRUE(std::isfinite(e.at("fid").get<double>()));
+    EXPECT_TRUE(fs::exists(s.dir + "/runs/e/samples/eval_step_" + std::string(8 - std::to_string(step).size(), '0') +
+                           std::to_string(step) + ".png"));
+  }
+  EXPECT_EQ(evals.back().at("step").get<int64_t>(), 10) << "the final checkpoint is scored";
+  EXPECT_LT(evals.size(), 5u) << "a slow evaluator skips stale checkpoints";
+  EXPECT_CONTAINS(out, "evaluator skips step(s)");
+  EXPECT_CONTAINS(out, "evaluator done: training ended at step 10");
+  // Training never waited: all 10 steps took less time than the first evaluation alone.
+  const double train_s = train.back().at("elapsed_s").get<double>();
+  const double eval_s = evals.front().at("seconds").get<double>();
+  std::cout << "[ eval     ] training took " << train_s << " s; the first evaluation " << eval_s << " s; "
+            << evals.size() << " of 5 checkpoints scored\n";
+  EXPECT_LT(train_s, eval_s);
+}
+
+// Two evaluators split the seeds and all-reduce float64 sums: the FID of the final checkpoint
+// equals the one-evaluator FID (same training, one trainer each).
+TEST(EvalRank, TwoEvaluatorsGiveTheFidOfOne) {
+  RunSetup s = make_setup();
+  add_eval(s, 96, 4);
+  std::string out;
+  ASSERT_EQ(run(s, 2, "--set run.name=one --set eval.ranks=1", &out), 0) << out;
+  ASSERT_EQ(run(s, 3, "--set run.name=two --set eval.ranks=2", &out), 0) << out;
+  EXPECT_CONTAINS(out, "on 2 evaluator(s)");
+  const auto a = metrics(s, "one", true), b = metrics(s, "two", true);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  ASSERT_EQ(a.back().at("step").get<int64_t>(), 10);
+  ASSERT_EQ(b.back().at("step").get<int64_t>(), 10);
+  const double fa = a.back().at("fid").get<double>(), fb = b.back().at("fid").get<double>();
+  std::cout << "[ eval     ] final FID, 1 evaluator: " << fa << ", 2 evaluators: " << fb << "\n";
+  EXPECT_NEAR(fb, fa, 1e-6 * fa);
+  EXPECT_EQ(b.back().at("num_samples").get<int64_t>(), 96);
+}
+
+TEST(EvalRank, BadSettingsEndTheJob) {
+  RunSetup s = make_setup();
+  std::string out;
+  // No reference statistics: the evaluator refuses at once and the job ends (no hang).
+  EXPECT_NE(run(s, 2, "--set run.name=noref --set eval.ranks=1", &out), 0);
+  EXPECT_CONTAINS(out, "eval.ref_stats");
+  add_eval(s, 16, 2);
+  EXPECT_NE(run(s, 2, "--set run.name=badref --set eval.ranks=1 --set eval.ref_stats=" + s.dir + "/none.npz", &out), 0);
+  EXPECT_CONTAINS(out, "none.npz");
+  EXPECT_NE(run(s, 2, "--set run.name=nocls --set eval.ranks=1 --set eval.extractor_weights=" + s.dir + "/no.safetensors",
+                &out),
+            0);
+  EXPECT_CONTAINS(out, "no.safetensors");
+}
+
+}  // namespace
