@@ -10,7 +10,8 @@
 #include <filesystem>
 #include <vector>
 
-#include "data/hdf5_check.h"
+#include "data/dataset_writer.h"
+#include "data/latent_dataset.h"  // DataError
 
 namespace nt {
 namespace {
@@ -102,49 +103,11 @@ Idx read_idx(const std::string& path, int ndims, const char* kind) {
   return idx;
 }
 
-void write_double_attr(hid_t file, const char* name, double value, const std::string& what) {
-  H5Id space(NT_H5_CHECK(H5Screate(H5S_SCALAR), what));
-  H5Id attr(NT_H5_CHECK(
-      H5Acreate2(file, name, H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), what));
-  NT_H5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, &value), what);
-}
-
-void write_int_attr(hid_t file, const char* name, int64_t value, const std::string& what) {
-  H5Id space(NT_H5_CHECK(H5Screate(H5S_SCALAR), what));
-  H5Id attr(NT_H5_CHECK(
-      H5Acreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), what));
-  NT_H5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), what);
-}
-
-// A variable-length UTF-8 string, as h5py writes a Python str (reads back as str).
-void write_string_attr(hid_t file, const char* name, const std::string& value,
-                       const std::string& what) {
-  H5Id type(NT_H5_CHECK(H5Tcopy(H5T_C_S1), what));
-  NT_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), what);
-  NT_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), what);
-  H5Id space(NT_H5_CHECK(H5Screate(H5S_SCALAR), what));
-  H5Id attr(
-      NT_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), what));
-  const char* text = value.c_str();
-  NT_H5_CHECK(H5Awrite(attr.get(), type.get(), &text), what);
-}
-
-void write_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
-                   const std::vector<hsize_t>& dims, const void* data, const std::string& what) {
-  H5Id space(NT_H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                         what));
-  H5Id dset(NT_H5_CHECK(
-      H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-      what));
-  NT_H5_CHECK(H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
-}
-
 }  // namespace
 
 void import_mnist(const std::string& images_idx, const std::string& labels_idx,
                   const std::string& out_h5, int size) {
   namespace fs = std::filesystem;
-  h5_silence();
   if (size <= 0 || kPadded % size != 0)
     throw DataError("MNIST import: size " + std::to_string(size) +
                     " is not supported; 32/size must be a power of two (32, 16, 8, 4, 2 or 1)");
@@ -172,7 +135,6 @@ void import_mnist(const std::string& images_idx, const std::string& labels_idx,
   x = at::constant_pad_nd(x, {2, 2, 2, 2}, -1.0);               // [N,1,32,32]
   if (factor > 1) x = at::avg_pool2d(x, {factor, factor});      // [N,1,S,S]
   x = x.contiguous();
-  at::Tensor y = at::from_blob(labels.data.data(), {n}, at::kByte).to(at::kLong);  // [N]
 
   fs::path out(out_h5);
   fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
@@ -180,8 +142,6 @@ void import_mnist(const std::string& images_idx, const std::string& labels_idx,
   if (!fs::is_directory(parent, ec))
     throw DataError("output folder " + q(parent.string()) + " of " + q(out_h5) +
                     " does not exist; create it first");
-  const std::string tmp = out_h5 + ".tmp";
-  const std::string what = "writing " + q(tmp);
 
   std::string name = fs::path(images_idx).parent_path().filename().string();
   if (name.empty()) name = fs::path(images_idx).filename().string();
@@ -189,27 +149,15 @@ void import_mnist(const std::string& images_idx, const std::string& labels_idx,
   if (size != kPadded)
     source += ", downsampled to " + std::to_string(size) + "x" + std::to_string(size);
 
-  try {
-    H5Id file(NT_H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), what));
-    const hsize_t S = static_cast<hsize_t>(size);
-    write_dataset(file.get(), "latents", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
-                  {static_cast<hsize_t>(n), 1, S, S}, x.data_ptr<float>(), what);
-    write_dataset(file.get(), "labels", H5T_STD_I64LE, H5T_NATIVE_INT64,
-                  {static_cast<hsize_t>(n)}, y.data_ptr<int64_t>(), what);
-    write_double_attr(file.get(), "scale_factor", 1.0, what);
-    write_double_attr(file.get(), "shift_factor", 0.0, what);
-    write_int_attr(file.get(), "num_classes", 10, what);
-    write_string_attr(file.get(), "latent_space", "pixels", what);
-    write_string_attr(file.get(), "source", source, what);
-    NT_H5_CHECK(H5Fclose(file.release()), what);
-    fs::rename(tmp, out_h5);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove(tmp, ec);
-    throw DataError("cannot move " + q(tmp) + " to " + q(out_h5) + ": " + e.code().message());
-  } catch (...) {
-    fs::remove(tmp, ec);
-    throw;
-  }
+  DatasetWriter writer(out_h5, "latents", {n, 1, size, size}, at::kFloat);
+  writer.write_rows(0, x);
+  writer.write_labels(std::vector<int64_t>(labels.data.begin(), labels.data.end()));
+  writer.set_double_attr("scale_factor", 1.0);
+  writer.set_double_attr("shift_factor", 0.0);
+  writer.set_int_attr("num_classes", 10);
+  writer.set_string_attr("latent_space", "pixels");
+  writer.set_string_attr("source", source);
+  writer.commit();
 }
 
 }  // namespace nt

@@ -1,9 +1,10 @@
 // import_npy (npy_import.h): reads the labels completely (N integers) and checks them, then
 // streams the data array in blocks of about 64 MiB from the .npy file or the .npz member into
-// a contiguous, uncompressed HDF5 dataset (the fast pread path of the loader).
+// a contiguous, uncompressed HDF5 dataset (the fast pread path of the loader) through
+// DatasetWriter (dataset_writer.h).
 #include "data/npy_import.h"
 
-#include <c10/util/Half.h>
+#include <ATen/ATen.h>
 #include <zip.h>
 
 #include <algorithm>
@@ -15,7 +16,7 @@
 #include <limits>
 #include <memory>
 
-#include "data/hdf5_check.h"
+#include "data/dataset_writer.h"
 #include "data/latent_dataset.h"
 #include "data/progress.h"
 
@@ -387,32 +388,6 @@ Arrays open_arrays(const NpyImportOptions& o) {
   return a;
 }
 
-H5Id half_type() {
-  H5Id t(NT_H5_CHECK(H5Tcopy(H5T_IEEE_F32LE), "making the float16 type"));
-  NT_H5_CHECK(H5Tset_fields(t.get(), 15, 10, 5, 0, 10), "making the float16 type");
-  NT_H5_CHECK(H5Tset_precision(t.get(), 16), "making the float16 type");
-  NT_H5_CHECK(H5Tset_size(t.get(), 2), "making the float16 type");
-  NT_H5_CHECK(H5Tset_ebias(t.get(), 15), "making the float16 type");
-  return t;
-}
-
-void write_scalar_attr(hid_t file, const char* name, hid_t type, const void* value,
-                       const std::string& what) {
-  H5Id space(NT_H5_CHECK(H5Screate(H5S_SCALAR), what));
-  H5Id a(NT_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), what));
-  NT_H5_CHECK(H5Awrite(a.get(), type, value), what);
-}
-
-void write_string_attr(hid_t file, const char* name, const std::string& v,
-                       const std::string& what) {
-  H5Id type(NT_H5_CHECK(H5Tcopy(H5T_C_S1), what));
-  NT_H5_CHECK(H5Tset_size(type.get(), std::max<size_t>(v.size(), 1)), what);
-  NT_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), what);
-  std::string padded = v;
-  padded.resize(std::max<size_t>(v.size(), 1), '\0');
-  write_scalar_attr(file, name, type.get(), padded.data(), what);
-}
-
 // Reads all N labels as int64 (checking the dtype and shape).
 std::vector<int64_t> read_labels(Source& src, int64_t n) {
   NpyHeader h = read_header(src);
@@ -504,83 +479,46 @@ NpyImportResult import_npy(const NpyImportOptions& o) {
   result.num_classes_from_labels = o.num_classes <= 0;
   result.dtype = h.itemsize == 2 ? "float16" : "float32";
 
-  const std::string tmp = o.out + ".tmp";
-  const std::string what = "writing " + q(tmp);
-  auto lock = h5_lock();
-  h5_silence();
-  try {
-    H5Id file(NT_H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), what));
-    const hsize_t dims[4] = {hsize_t(n), hsize_t(h.shape[1]), hsize_t(h.shape[2]),
-                             hsize_t(h.shape[3])};
-    H5Id space(NT_H5_CHECK(H5Screate_simple(4, dims, nullptr), what));
-    H5Id ftype = h.itemsize == 2 ? half_type()
-                                 : H5Id(NT_H5_CHECK(H5Tcopy(H5T_IEEE_F32LE), what));
-    H5Id dcpl(NT_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what));
-    NT_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), what);
-    H5Id dset(NT_H5_CHECK(H5Dcreate2(file.get(), kind.c_str(), ftype.get(), space.get(),
-                                     H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                          what));
-    const int64_t row = h.shape[1] * h.shape[2] * h.shape[3];
-    const int64_t block = std::max<int64_t>(1, (int64_t(64) << 20) / (row * h.itemsize));
-    std::vector<char> raw;
-    std::vector<float> conv;
-    Progress progress("import-npy " + q(o.out), n);
-    for (int64_t begin = 0; begin < n; begin += block) {
-      const int64_t rows = std::min(block, n - begin);
-      const size_t count = static_cast<size_t>(rows * row);
-      raw.resize(count * h.itemsize);
-      read_exact(data, raw.data(), raw.size());
-      if (h.byte_order == '>') byteswap(raw.data(), count, h.itemsize);
-      const void* buf = raw.data();
-      if (h.itemsize == 8) {  // float64 -> float32
-        conv.resize(count);
-        const double* d = reinterpret_cast<const double*>(raw.data());
-        for (size_t k = 0; k < count; ++k) conv[k] = static_cast<float>(d[k]);
-        buf = conv.data();
-      }
-      hsize_t start[4] = {hsize_t(begin), 0, 0, 0};
-      hsize_t cnt[4] = {hsize_t(rows), dims[1], dims[2], dims[3]};
-      H5Id fspace(NT_H5_CHECK(H5Dget_space(dset.get()), what));
-      NT_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, cnt, nullptr),
-                  what);
-      H5Id mspace(NT_H5_CHECK(H5Screate_simple(4, cnt, nullptr), what));
-      NT_H5_CHECK(H5Dwrite(dset.get(), ftype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, buf),
-                  what);
-      progress.update(begin + rows);
+  const at::ScalarType dtype = h.itemsize == 2 ? at::kHalf : at::kFloat;
+  DatasetWriter writer(o.out, kind, h.shape, dtype);
+  const int64_t row = h.shape[1] * h.shape[2] * h.shape[3];
+  const int64_t block = std::max<int64_t>(1, (int64_t(64) << 20) / (row * h.itemsize));
+  std::vector<char> raw;
+  std::vector<float> conv;
+  Progress progress("import-npy " + q(o.out), n);
+  for (int64_t begin = 0; begin < n; begin += block) {
+    const int64_t rows = std::min(block, n - begin);
+    const size_t count = static_cast<size_t>(rows * row);
+    raw.resize(count * h.itemsize);
+    read_exact(data, raw.data(), raw.size());
+    if (h.byte_order == '>') byteswap(raw.data(), count, h.itemsize);
+    void* buf = raw.data();
+    if (h.itemsize == 8) {  // float64 -> float32
+      conv.resize(count);
+      const double* d = reinterpret_cast<const double*>(raw.data());
+      for (size_t k = 0; k < count; ++k) conv[k] = static_cast<float>(d[k]);
+      buf = conv.data();
     }
-    progress.finish();
+    // [rows, C, H, W] in the stored dtype (float16 bits or float32), not copied
+    writer.write_rows(begin,
+                      at::from_blob(buf, {rows, h.shape[1], h.shape[2], h.shape[3]}, dtype));
+    progress.update(begin + rows);
+  }
+  progress.finish();
 
-    const hsize_t ln = hsize_t(n);
-    H5Id lspace(NT_H5_CHECK(H5Screate_simple(1, &ln, nullptr), what));
-    H5Id ldset(NT_H5_CHECK(H5Dcreate2(file.get(), "labels", H5T_STD_I64LE, lspace.get(),
-                                      H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                           what));
-    NT_H5_CHECK(H5Dwrite(ldset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                         labels.data()),
-                what);
-    write_scalar_attr(file.get(), "num_classes", H5T_NATIVE_INT64, &result.num_classes, what);
-    write_scalar_attr(file.get(), "scale_factor", H5T_NATIVE_DOUBLE, &o.scale_factor, what);
-    write_scalar_attr(file.get(), "shift_factor", H5T_NATIVE_DOUBLE, &o.shift_factor, what);
-    write_string_attr(file.get(), "latent_space", o.latent_space, what);
-    std::string source = o.source;
-    if (source.empty()) {
-      source = "imported from " + o.latents;
-      if (!o.labels.empty() && o.labels != o.latents) source += " and " + o.labels;
-      source += " by tread_data import-npy";
-    }
-    write_string_attr(file.get(), "source", source, what);
-    dset.reset();
-    ldset.reset();
-    NT_H5_CHECK(H5Fclose(file.release()), "closing " + q(tmp));
-  } catch (...) {
-    fs::remove(tmp, ec);
-    throw;
+  writer.write_labels(labels);
+  writer.set_int_attr("num_classes", result.num_classes);
+  writer.set_double_attr("scale_factor", o.scale_factor);
+  writer.set_double_attr("shift_factor", o.shift_factor);
+  writer.set_string_attr("latent_space", o.latent_space, TextType::kFixedUtf8);
+  std::string source = o.source;
+  if (source.empty()) {
+    source = "imported from " + o.latents;
+    if (!o.labels.empty() && o.labels != o.latents) source += " and " + o.labels;
+    source += " by tread_data import-npy";
   }
-  fs::rename(tmp, o.out, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw DataError("cannot rename " + q(tmp) + " to " + q(o.out) + ": " + ec.message());
-  }
+  writer.set_string_attr("source", source, TextType::kFixedUtf8);
+  writer.commit();
   return result;
 }
 

@@ -15,7 +15,7 @@
 //      posterior mean [N,z,S/8,S/8]. Both float32, unscaled; scale_factor says 0.18215.
 // Labels: with --labels-from-folders each sub-folder of --images is a class (sorted names ->
 // 0..K-1, as torchvision's ImageFolder), else every image has label 0 and num_classes is 1.
-// The output is written to OUT.tmp and renamed when complete.
+// The output is written to OUT.tmp and renamed when complete (data/dataset_writer.h).
 #include <boost/program_options.hpp>
 #include <png.h>
 #include <torch/torch.h>
@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "data/hdf5_check.h"
+#include "data/dataset_writer.h"
 #include "data/latent_dataset.h"
 #include "data/progress.h"
 #include "data/tool_commands.h"
@@ -301,81 +301,6 @@ ImageList list_images(const std::string& root, bool labels_from_folders) {
   return list;
 }
 
-// ---- the output file ------------------------------------------------------------------------
-
-void write_attr(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const void* value,
-                const std::string& what) {
-  H5Id space(NT_H5_CHECK(H5Screate(H5S_SCALAR), what));
-  H5Id attr(NT_H5_CHECK(H5Acreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), what));
-  NT_H5_CHECK(H5Awrite(attr.get(), mem_type, value), what);
-}
-
-void write_text_attr(hid_t file, const char* name, const std::string& value, const std::string& what) {
-  H5Id type(NT_H5_CHECK(H5Tcopy(H5T_C_S1), what));  // variable-length UTF-8, as h5py's str
-  NT_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), what);
-  NT_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), what);
-  const char* text = value.c_str();
-  write_attr(file, name, type.get(), type.get(), &text, what);
-}
-
-// A dataset file being written row block by row block: /latents or /moments [N,C,H,W] float32
-// (contiguous, allocated at creation: the loader's pread path) and /labels [N] int64.
-class DatasetFile {
- public:
-  DatasetFile(const std::string& path, const std::string& name, const std::vector<hsize_t>& dims,
-              const std::vector<int64_t>& labels)
-      : what_("writing " + q(path)) {
-    h5_silence();
-    auto lock = h5_lock();
-    file_ = H5Id(NT_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), what_));
-    H5Id space(NT_H5_CHECK(H5Screate_simple(4, dims.data(), nullptr), what_));
-    H5Id dcpl(NT_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what_));
-    NT_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), what_);
-    data_ = H5Id(NT_H5_CHECK(H5Dcreate2(file_.get(), name.c_str(), H5T_IEEE_F32LE, space.get(),
-                                        H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                             what_));
-    const hsize_t n = labels.size();
-    H5Id lspace(NT_H5_CHECK(H5Screate_simple(1, &n, nullptr), what_));
-    H5Id ldata(NT_H5_CHECK(H5Dcreate2(file_.get(), "labels", H5T_STD_I64LE, lspace.get(),
-                                      H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                           what_));
-    NT_H5_CHECK(H5Dwrite(ldata.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()),
-                what_);
-  }
-
-  // rows: [B,C,H,W] float32 contiguous CPU, written at sample `begin`.
-  void write_rows(int64_t begin, const at::Tensor& rows) {
-    auto lock = h5_lock();
-    hsize_t start[4] = {hsize_t(begin), 0, 0, 0};
-    hsize_t count[4] = {hsize_t(rows.size(0)), hsize_t(rows.size(1)), hsize_t(rows.size(2)),
-                        hsize_t(rows.size(3))};
-    H5Id fspace(NT_H5_CHECK(H5Dget_space(data_.get()), what_));
-    NT_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), what_);
-    H5Id mspace(NT_H5_CHECK(H5Screate_simple(4, count, nullptr), what_));
-    NT_H5_CHECK(H5Dwrite(data_.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), H5P_DEFAULT,
-                         rows.data_ptr<float>()),
-                what_);
-  }
-
-  void finish(int64_t num_classes, double scale_factor, const std::string& latent_space,
-              const std::string& source, const std::string& class_names) {
-    auto lock = h5_lock();
-    const double shift = 0.0;
-    write_attr(file_.get(), "num_classes", H5T_STD_I64LE, H5T_NATIVE_INT64, &num_classes, what_);
-    write_attr(file_.get(), "scale_factor", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &scale_factor, what_);
-    write_attr(file_.get(), "shift_factor", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &shift, what_);
-    write_text_attr(file_.get(), "latent_space", latent_space, what_);
-    write_text_attr(file_.get(), "source", source, what_);
-    if (!class_names.empty()) write_text_attr(file_.get(), "class_names", class_names, what_);
-    data_.reset();
-    NT_H5_CHECK(H5Fclose(file_.release()), "closing: " + what_);
-  }
-
- private:
-  std::string what_;
-  H5Id file_, data_;
-};
-
 // ---- the command ----------------------------------------------------------------------------
 
 std::vector<int> parse_int_list(const std::string& text, const std::string& option) {
@@ -474,55 +399,52 @@ int run_encode(const std::vector<std::string>& args) {
   std::cout << " -> " << (moments ? "/moments" : "/latents") << " [" << n << "," << channels << ","
             << side << "," << side << "] on " << device << std::endl;
 
-  const std::string tmp = out + ".tmp";
   const auto start = std::chrono::steady_clock::now();
-  try {
-    DatasetFile file(tmp, moments ? "moments" : "latents",
-                     {hsize_t(n), hsize_t(channels), hsize_t(side), hsize_t(side)}, list.labels);
-    Progress progress("encode " + q(out), n, "images");
-    torch::NoGradGuard no_grad;
-    for (int64_t begin = 0; begin < n; begin += batch) {
-      const int64_t rows = std::min<int64_t>(batch, n - begin);
-      at::Tensor x = at::empty({rows, 3, size, size}, at::kFloat);  // [B,3,S,S]
-      std::vector<std::string> errors(rows);
-      at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          try {
-            const Rgb8 img = center_crop_arr(read_png(list.paths[begin + i]), size);
-            float* dst = x[i].data_ptr<float>();  // [3,S,S]
-            const size_t plane = size_t(size) * size;
-            for (size_t p = 0; p < plane; ++p)
-              for (int c = 0; c < 3; ++c) dst[c * plane + p] = img.px[p * 3 + c] / 127.5f - 1.0f;
-          } catch (const std::exception& ex) {
-            errors[i] = ex.what();
-          }
+  DatasetWriter writer(out, moments ? "moments" : "latents", {n, channels, side, side}, at::kFloat);
+  writer.write_labels(list.labels);
+  Progress progress("encode " + q(out), n, "images");
+  torch::NoGradGuard no_grad;
+  for (int64_t begin = 0; begin < n; begin += batch) {
+    const int64_t rows = std::min<int64_t>(batch, n - begin);
+    at::Tensor x = at::empty({rows, 3, size, size}, at::kFloat);  // [B,3,S,S]
+    std::vector<std::string> errors(rows);
+    at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        try {
+          const Rgb8 img = center_crop_arr(read_png(list.paths[begin + i]), size);
+          float* dst = x[i].data_ptr<float>();  // [3,S,S]
+          const size_t plane = size_t(size) * size;
+          for (size_t p = 0; p < plane; ++p)
+            for (int c = 0; c < 3; ++c) dst[c * plane + p] = img.px[p * 3 + c] / 127.5f - 1.0f;
+        } catch (const std::exception& ex) {
+          errors[i] = ex.what();
         }
-      });
-      for (const auto& e : errors)
-        if (!e.empty()) throw DataError(e);
-      at::Tensor m = vae->encode_moments(x.to(device)).to(at::kCPU);  // [B,2z,S/f,S/f]
-      file.write_rows(begin, (moments ? m : m.narrow(1, 0, cfg.z_channels)).contiguous());
-      progress.update(begin + rows);
-    }
-    progress.finish();
-    std::string source = "tread_data encode of " + q(images) + " (" + std::to_string(n) +
-                         " PNG images" +
-                         (list.classes.empty() ? "" : ", " + std::to_string(num_classes) + " class folders") +
-                         ", ADM center crop to " + std::to_string(size) + "x" + std::to_string(size) +
-                         ") with the VAE " + q(weights) + "; " +
-                         (moments ? "/moments = mean || logvar" : "/latents = posterior mean");
+      }
+    });
+    for (const auto& e : errors)
+      if (!e.empty()) throw DataError(e);
+    at::Tensor m = vae->encode_moments(x.to(device)).to(at::kCPU);  // [B,2z,S/f,S/f]
+    writer.write_rows(begin, moments ? m : m.narrow(1, 0, cfg.z_channels));
+    progress.update(begin + rows);
+  }
+  progress.finish();
+  std::string source = "tread_data encode of " + q(images) + " (" + std::to_string(n) +
+                       " PNG images" +
+                       (list.classes.empty() ? "" : ", " + std::to_string(num_classes) + " class folders") +
+                       ", ADM center crop to " + std::to_string(size) + "x" + std::to_string(size) +
+                       ") with the VAE " + q(weights) + "; " +
+                       (moments ? "/moments = mean || logvar" : "/latents = posterior mean");
+  writer.set_int_attr("num_classes", num_classes);
+  writer.set_double_attr("scale_factor", cfg.scale_factor);
+  writer.set_double_attr("shift_factor", 0.0);
+  writer.set_string_attr("latent_space", latent_space);
+  writer.set_string_attr("source", source);
+  if (!list.classes.empty()) {
     std::string class_names;
     for (size_t k = 0; k < list.classes.size(); ++k) class_names += (k ? "\n" : "") + list.classes[k];
-    file.finish(num_classes, cfg.scale_factor, latent_space, source, class_names);
-  } catch (...) {
-    fs::remove(tmp, ec);
-    throw;
+    writer.set_string_attr("class_names", class_names);
   }
-  fs::rename(tmp, out, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw DataError("cannot rename " + q(tmp) + " to " + q(out) + ": " + ec.message());
-  }
+  writer.commit();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   LatentDataset check({out});  // reads back what was written

@@ -40,7 +40,7 @@ TEST(Topology, MpiexecThreeRanksWithOneEvaluator) {
   EXPECT_EQ(rc, 0) << out;
   EXPECT_TRUE(contains(out, "rank 0/3 (local 0/3, trainer 0/2, gpu -1), launcher mpirun")) << out;
   EXPECT_TRUE(contains(out, "rank 1/3 (local 1/3, trainer 1/2, gpu -1), launcher mpirun")) << out;
-  EXPECT_TRUE(contains(out, "rank 2/3 (local 2/3, evaluator, gpu -1), launcher mpirun")) << out;
+  EXPECT_TRUE(contains(out, "rank 2/3 (local 2/3, evaluator 0/1, gpu -1), launcher mpirun")) << out;
 }
 
 TEST(Topology, MpirunInsideASlurmAllocationIsNotSrun) {
