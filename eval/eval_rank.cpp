@@ -199,6 +199,7 @@ void run_evaluator(const Config& cfg, const Topology& topo, const std::function<
   const FeatureStats ref = load_reference_stats(cfg.eval.ref_stats);
   auto extractor = make_feature_extractor(cfg.eval.extractor, cfg.eval.extractor_weights, device);
   check_reference(ref, *extractor, cfg.eval.ref_stats);
+  eval_seeds(cfg.eval.seeds, cfg.eval.num_samples, rank, world);  // enough seeds for num_samples
   std::unique_ptr<LatentDecoder> vae;
   MetricsSink metrics;
   if (rank == 0) {

@@ -3,6 +3,7 @@
 //   tread_run --config F --benchmark [--bench-steps 10]
 #include <boost/program_options.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
@@ -18,6 +19,19 @@
 #include <memory>
 
 namespace po = boost::program_options;
+
+namespace {
+// "{slurm_job_id}" in run.name becomes the Slurm job id ("local" outside Slurm). A requeued job
+// keeps its id, so it resumes its own run folder; every rank sees the same value.
+std::string expand_run_name(std::string name) {
+  const std::string key = "{slurm_job_id}";
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const std::string id = job && *job ? job : "local";
+  for (size_t at = name.find(key); at != std::string::npos; at = name.find(key, at + id.size()))
+    name.replace(at, key.size(), id);
+  return name;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   nt::tune_host_allocator();
@@ -41,7 +55,8 @@ int main(int argc, char** argv) {
     }
     if (!vm.count("config")) throw std::runtime_error("--config is required (try --help)");
     std::vector<std::string> sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-    const nt::Config cfg = nt::load_config(vm["config"].as<std::string>(), sets);
+    nt::Config cfg = nt::load_config(vm["config"].as<std::string>(), sets);
+    cfg.run.name = expand_run_name(cfg.run.name);
     const std::string resolved = nt::to_toml(cfg);
     if (vm.count("print-config")) {
       std::cout << resolved;

@@ -111,6 +111,19 @@ TEST(Cli, RunConfigErrors) {
                      {"train.global_batch"});
 }
 
+// "{slurm_job_id}" in run.name becomes the Slurm job id, or "local" outside Slurm.
+TEST(Cli, RunNameTakesTheSlurmJobId) {
+  const std::string dir = nt::test::scratch_dir();
+  const std::string cfg = dir + "/c.toml";
+  write_text(cfg, config_text(dir, dir + "/d.h5"));
+  const std::string cmd = exe("launch/tread_run") + " --config " + cfg + " --set 'run.name=x_{slurm_job_id}' --print-config";
+  std::string out;
+  ASSERT_EQ(nt::test::run_command("SLURM_JOB_ID=4242 " + cmd, &out), 0) << out;
+  EXPECT_CONTAINS(out, "name = \"x_4242\"");
+  ASSERT_EQ(nt::test::run_command("env -u SLURM_JOB_ID " + cmd, &out), 0) << out;
+  EXPECT_CONTAINS(out, "name = \"x_local\"");
+}
+
 TEST(Cli, RunDataErrors) {
   const std::string dir = nt::test::scratch_dir();
   // Missing data file.

@@ -1,7 +1,8 @@
 // The evaluation ranks under mpiexec, end to end through tread_run: trainer rank 0 publishes
 // checkpoints, the evaluator scores the newest one not yet scored (skipping stale ones) and
 // the final one, writes "kind": "eval" lines and grids, and training never waits for it; two
-// evaluators split the seeds and give the FID of one; bad evaluation settings end the job.
+// evaluators split the seeds and give the FID of one; a stop signal ends trainers and
+// evaluators with exit code 0; bad evaluation settings end the job.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -87,6 +88,28 @@ TEST(EvalRank, TwoEvaluatorsGiveTheFidOfOne) {
   EXPECT_EQ(b.back().at("num_samples").get<int64_t>(), 96);
 }
 
+// SIGUSR1 (Slurm's warning before a time limit; mpiexec forwards it) stops the trainers at a
+// checkpoint and the evaluator too, in the middle of an evaluation if need be; the job exits 0.
+TEST(EvalRank, StopSignalEndsTrainersAndEvaluators) {
+  RunSetup s = make_setup();
+  add_eval(s, 2000, 18);  // each evaluation takes seconds: the signal finds it busy
+  const std::string log = s.dir + "/sig.log";
+  const std::string job = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpiexec --oversubscribe -n 2 " +
+                          exe("launch/tread_run") + " --config " + s.config +
+                          " --set run.name=sig --set eval.ranks=1 --set train.steps=1000000 --set checkpoint.every=20";
+  // Start the job, wait for its first checkpoint, then signal mpiexec and wait for the job.
+  const std::string script = "(" + job + ") > " + log + " 2>&1 & pid=$!; "
+                             "for i in $(seq 600); do [ -e " + s.dir + "/runs/sig/ckpt/latest ] && break; sleep 0.1; done; "
+                             "sleep 1; kill -USR1 $pid; wait $pid";
+  std::string out;
+  const int rc = run_command("bash -c '" + script + "'", &out);
+  const std::string text = read_text(log);
+  EXPECT_EQ(rc, 0) << out << text;
+  EXPECT_CONTAINS(text, "stopped by signal 10");
+  EXPECT_CONTAINS(text, "evaluator stopped");
+  EXPECT_LACKS(text, "fatal");
+}
+
 TEST(EvalRank, BadSettingsEndTheJob) {
   RunSetup s = make_setup();
   std::string out;
@@ -100,6 +123,8 @@ TEST(EvalRank, BadSettingsEndTheJob) {
                 &out),
             0);
   EXPECT_CONTAINS(out, "no.safetensors");
+  EXPECT_NE(run(s, 2, "--set run.name=fewseeds --set eval.ranks=1 --set eval.num_samples=20000", &out), 0);
+  EXPECT_CONTAINS(out, "eval.seeds");
 }
 
 }  // namespace
