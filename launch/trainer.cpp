@@ -21,6 +21,7 @@
 #include "dist/adamw.h"
 #include "dist/communicator.h"
 #include "dist/flat_layout.h"
+#include "dist/reshard.h"
 #include "dist/sharded_checkpoint.h"
 #include "dist/model_io.h"
 #include "eval/eval_rank.h"
@@ -66,6 +67,7 @@ struct TrainState {
   AdamWState opt;                             // moments of the shard
   at::Generator gen;                          // the same on every rank: draws for the global batch
   LoaderState loader;
+  std::unique_ptr<Resharder> resharder;       // dist.reshard_after_forward with W > 1: blocks gathered on use
   int64_t step = 0;
   double last_local_loss = 0;                 // this rank's mean loss of the last step
 };
@@ -88,12 +90,18 @@ TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device&
   s.full = gather_params(*s.model, s.layout);
   bind_params(*s.model, s.layout, s.full);
   s.full_grads = bind_grads(*s.model, s.layout);
+  // Resharded blocks release their full buffers, so the shards need memory of their own.
+  const bool reshard = comm && s.world > 1 && cfg.dist.reshard_after_forward;
   for (size_t u = 0; u < s.full.size(); ++u) {
-    s.params.push_back(shard_of(s.full[u], s.rank, s.world));
+    s.params.push_back(reshard ? shard_of(s.full[u], s.rank, s.world).clone() : shard_of(s.full[u], s.rank, s.world));
     s.grads.push_back(s.world == 1 ? s.full_grads[u] : torch::zeros_like(s.params[u]));
     s.ema.push_back(s.params[u].clone());
   }
   s.opt = adamw_init(s.params);
+  if (reshard) {
+    s.resharder = std::make_unique<Resharder>(*comm, s.full, s.params);
+    s.resharder->release_blocks();  // gathered again by the first forward
+  }
   // Training randomness (sigma, noise, label drop, routing) is drawn on the CPU whatever the
   // device: a CUDA run draws what a CPU run draws, and checkpoints resume on either.
   s.gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0));
@@ -155,13 +163,18 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   auto full = load_full_tensors(dir, m, {"param", "ema", "exp_avg", "exp_avg_sq"});  // one read per rank file
   auto params = shard_from_full(full.at("param"), s.layout, s.rank, device, dir);
   torch::NoGradGuard no_grad;
-  for (size_t u = 0; u < s.params.size(); ++u) s.params[u].copy_(params[u]);  // views of s.full
+  for (size_t u = 0; u < s.params.size(); ++u) s.params[u].copy_(params[u]);  // views of s.full, unless resharded
   s.ema = shard_from_full(full.at("ema"), s.layout, s.rank, device, dir);
   s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout, s.rank, device, dir);
   s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout, s.rank, device, dir);
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
-  for (size_t u = 0; u < s.full.size(); ++u)
-    if (s.comm) s.comm->all_gather_into(s.full[u], s.params[u]);
+  if (s.resharder) {
+    s.resharder->gather(0);  // the blocks are gathered when they run
+    s.resharder->release_blocks();
+  } else {
+    for (size_t u = 0; u < s.full.size(); ++u)
+      if (s.comm) s.comm->all_gather_into(s.full[u], s.params[u]);
+  }
   auto state = load_rng_state(dir, m, s.rank, "train");
   set_generator_state(s.gen, state);
   s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
@@ -195,10 +208,13 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   for (auto& g : s.full_grads) g.zero_();
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
+  ForwardOptions hooks;
+  if (s.resharder) s.resharder->install(hooks);
   if (autocast) set_cuda_autocast(true);
-  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice).mean();
+  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice, hooks).mean();
   if (autocast) set_cuda_autocast(false);
   loss.backward();
+  if (s.resharder) s.resharder->release_blocks();
   auto& grads = s.grads;
   if (s.comm)  // the mean over the global batch = the average of the ranks' means
     for (size_t u = 0; u < grads.size(); ++u) s.comm->reduce_scatter_avg(grads[u], s.full_grads[u]);
@@ -218,7 +234,9 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
   adamw_step(s.params, grads, s.opt, ap);
   ema_update(s.ema, s.params, cfg.ema.decay);
-  if (s.comm)  // every rank gets the updated full parameters (its shard is already in place)
+  if (s.resharder)  // the root now; each block when it next runs
+    s.resharder->gather(0);
+  else if (s.comm)  // every rank gets the updated full parameters (its shard is already in place)
     for (size_t u = 0; u < s.full.size(); ++u) s.comm->all_gather_into(s.full[u], s.params[u]);
   s.step += 1;
   return {loss_sum.item<double>() / s.world, grad_norm};
@@ -296,19 +314,26 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
            ", " + std::to_string(cost.params) + " parameters, " + fmt("%.3f", cost.train_flops() / 1e9) +
            " GFLOP per training image; " + std::to_string(data.info().size) + " samples; device " + device.str());
-  {  // what a rank holds: full parameters and gradients, sharded optimizer state and EMA
-    double full_mb = 0, shard_mb = 0;
+  {  // what a rank holds: parameters (full, or shard + root + at most two blocks when resharded),
+     // full gradients, sharded optimizer state and EMA
+    double full_mb = 0, shard_mb = 0, root_mb = s.full[0].numel() * 4.0 / 1e6, block_mb = 0;
     for (size_t u = 0; u < s.full.size(); ++u) {
       full_mb += s.full[u].numel() * 4.0 / 1e6;
       shard_mb += s.params[u].numel() * 4.0 / 1e6;
+      if (u > 0) block_mb = std::max(block_mb, s.full[u].numel() * 4.0 / 1e6);
     }
-    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + fmt("%.1f MB", full_mb) +
-             ", gradients " + fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0)) + ", AdamW moments " +
-             fmt("%.1f MB", 2 * shard_mb) + ", EMA " + fmt("%.1f MB", shard_mb));
+    const std::string params =
+        s.resharder ? fmt("%.1f MB", shard_mb + root_mb + 2 * block_mb) + " at most (shard " + fmt("%.1f", shard_mb) +
+                          " + root " + fmt("%.1f", root_mb) + " + two blocks " + fmt("%.1f", 2 * block_mb) +
+                          "; reshard_after_forward)"
+                    : fmt("%.1f MB", full_mb);
+    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + params + ", gradients " +
+             fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0)) + ", AdamW moments " + fmt("%.1f MB", 2 * shard_mb) +
+             ", EMA " + fmt("%.1f MB", shard_mb));
   }
-  if (rank == 0 && world > 1 && (cfg.dist.reshard_after_forward || cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
-    log_warn("dist.reshard_after_forward, dist.param_dtype and dist.reduce_dtype are not implemented yet: the "
-             "full fp32 parameters stay gathered on every rank and gradients are reduced in fp32");
+  if (rank == 0 && world > 1 && (cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
+    log_warn("dist.param_dtype and dist.reduce_dtype are not implemented yet: parameters are gathered and "
+             "gradients reduced in fp32 (bf16 compute on CUDA comes from autocast)");
   MetricsSink metrics, rank_metrics;  // rank 0's global records; optionally each rank's own
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   if (cfg.train.rank_metrics) {

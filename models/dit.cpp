@@ -247,6 +247,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
                                 opt.sample_gens, opt.slice);
       x = route_start(x, ids_keep);  // [N, K, D]
     }
+    if (opt.before_block) opt.before_block(idx);
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
       x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat));
@@ -254,6 +255,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     } else {
       x = block_list[idx]->forward(x, c);
     }
+    if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;
     if (route && idx == route->end_layer) {
       at::Tensor original = x_D_last;

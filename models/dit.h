@@ -9,6 +9,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,11 @@ struct ForwardOptions {
   at::Generator* gen = nullptr;
   std::vector<at::Generator>* sample_gens = nullptr;
   BatchSlice slice;  // which rows of the global batch's draws are this batch's
+  // Called around each transformer block i (training with resharded parameters gathers a
+  // block's parameters before it runs and frees them after): before_block(i), then
+  // after_block(i, the block's output).
+  std::function<void(int)> before_block;
+  std::function<void(int, const at::Tensor&)> after_block;
 };
 
 // adaLN modulation of normalised tokens: x * (1 + scale) + shift, per sample.

@@ -46,7 +46,8 @@ at::Tensor edm_precond(DiT& net, const at::Tensor& x, const at::Tensor& sigma_in
 }
 
 at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const EDMLossParams& p,
-                    double class_drop_prob, at::Generator& gen, const BatchSlice& slice) {
+                    double class_drop_prob, at::Generator& gen, const BatchSlice& slice,
+                    const ForwardOptions& hooks) {
   const double sd = p.sigma_data;
   const int64_t N = x.size(0), rows = slice.rows(N);
   // Drawn on the generator's device, then moved: a CPU generator gives a CUDA run the draws of a
@@ -62,6 +63,8 @@ at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const ED
   opt.class_drop_prob = class_drop_prob;
   opt.gen = &gen;
   opt.slice = slice;
+  opt.before_block = hooks.before_block;
+  opt.after_block = hooks.after_block;
   auto D_yn = edm_precond(net, x + n, sigma, y, sd, Guidance{}, opt);
   return weight * (D_yn - x).pow(2);
 }

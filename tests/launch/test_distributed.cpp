@@ -45,6 +45,19 @@ TEST(Distributed, OneTwoAndThreeRanksTrainTheSameModel) {
   EXPECT_GT(max_rel_diff(ckpt(s, "other", 10), ckpt(s, "w1", 10), "param"), 1e-3);
 }
 
+// dist.reshard_after_forward releases each block's gathered parameters after its forward and
+// gathers them again for its backward: the same numbers as keeping them, bit for bit.
+TEST(Distributed, ReshardAfterForwardChangesNothingButMemory) {
+  RunSetup s = make_setup();
+  std::string out;
+  ASSERT_EQ(run(s, 2, "--set run.name=keep --set dist.reshard_after_forward=false", &out), 0) << out;
+  EXPECT_LACKS(out, "reshard_after_forward)");
+  ASSERT_EQ(run(s, 2, "--set run.name=reshard --set dist.reshard_after_forward=true", &out), 0) << out;
+  EXPECT_CONTAINS(out, "two blocks");  // the memory line: shard + root + at most two blocks
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
+    EXPECT_TRUE(bit_equal(ckpt(s, "reshard", 10), ckpt(s, "keep", 10), kind)) << kind;
+}
+
 TEST(Distributed, ResumeOnAnotherWorldSizeAndBitExactOnTheSame) {
   RunSetup s = make_setup();
   std::string out;

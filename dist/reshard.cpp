@@ -1,0 +1,68 @@
+// Gathering block units before use and releasing them after (see dist/reshard.h).
+#include "dist/reshard.h"
+
+#include <torch/torch.h>
+
+#include "dist/communicator.h"
+#include "models/dit.h"
+
+namespace nt {
+
+void release_storage(const at::Tensor& t) {
+  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
+  s->set_data_ptr(at::DataPtr(nullptr, t.device()));  // the old allocation is freed here
+  s->set_nbytes(0);
+}
+
+void restore_storage(const at::Tensor& t) {
+  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
+  const size_t nbytes = static_cast<size_t>(t.storage_offset() + t.numel()) * t.element_size();
+  if (s->nbytes() >= nbytes) return;
+  TORCH_CHECK(s->allocator() != nullptr, "restore_storage: the storage has no allocator");
+  s->set_data_ptr(s->allocator()->allocate(nbytes));
+  s->set_nbytes(nbytes);
+}
+
+bool storage_released(const at::Tensor& t) { return t.storage().nbytes() == 0; }
+
+Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards)
+    : comm_(comm), full_(full), shards_(shards) {}
+
+void Resharder::gather(size_t u) {
+  torch::NoGradGuard no_grad;
+  restore_storage(full_[u]);
+  comm_.all_gather_into(full_[u], shards_[u]);
+}
+
+void Resharder::release(size_t u) {
+  if (u == 0 || storage_released(full_[u])) return;
+  release_storage(full_[u]);
+}
+
+void Resharder::release_blocks() {
+  for (size_t u = 1; u < full_.size(); ++u) release(u);
+}
+
+void Resharder::install(ForwardOptions& opt) {
+  opt.before_block = [this](int i) { gather(static_cast<size_t>(i) + 1); };
+  opt.after_block = [this](int i, const at::Tensor& out) {
+    const size_t u = static_cast<size_t>(i) + 1;
+    release(u);
+    if (!out.requires_grad()) return;
+    // The gradient of the block's output arrives just before the block's own backward: the
+    // blocks after it are done by then.
+    out.register_hook([this, u](const at::Tensor& grad) {
+      if (u + 1 < full_.size()) release(u + 1);
+      gather(u);
+      return grad;
+    });
+  };
+}
+
+int64_t Resharder::resident_block_bytes() const {
+  int64_t bytes = 0;
+  for (size_t u = 1; u < full_.size(); ++u) bytes += static_cast<int64_t>(full_[u].storage().nbytes());
+  return bytes;
+}
+
+}  // namespace nt
