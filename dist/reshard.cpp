@@ -25,8 +25,34 @@ void restore_storage(const at::Tensor& t) {
 
 bool storage_released(const at::Tensor& t) { return t.storage().nbytes() == 0; }
 
-Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards)
-    : comm_(comm), full_(full), shards_(shards) {}
+Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards,
+                     std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards)
+    : comm_(comm), full_(full), shards_(shards), full_grads_(full_grads), grad_shards_(grad_shards) {}
+
+void Resharder::begin_step() {
+  torch::NoGradGuard no_grad;
+  full_grads_[0].zero_();
+}
+
+void Resharder::begin_block_backward(size_t u) {
+  gather(u);
+  torch::NoGradGuard no_grad;
+  restore_storage(full_grads_[u]);
+  full_grads_[u].zero_();
+}
+
+void Resharder::end_block_backward(size_t u) {
+  if (storage_released(full_grads_[u])) return;
+  comm_.reduce_scatter_avg(grad_shards_[u], full_grads_[u]);
+  release_storage(full_grads_[u]);
+  release(u);
+}
+
+void Resharder::end_backward() {
+  if (full_.size() > 1) end_block_backward(1);
+  comm_.reduce_scatter_avg(grad_shards_[0], full_grads_[0]);
+  release_blocks();
+}
 
 void Resharder::gather(size_t u) {
   torch::NoGradGuard no_grad;
@@ -40,7 +66,10 @@ void Resharder::release(size_t u) {
 }
 
 void Resharder::release_blocks() {
-  for (size_t u = 1; u < full_.size(); ++u) release(u);
+  for (size_t u = 1; u < full_.size(); ++u) {
+    release(u);
+    if (!storage_released(full_grads_[u])) release_storage(full_grads_[u]);
+  }
 }
 
 void Resharder::install(ForwardOptions& opt) {
@@ -52,8 +81,8 @@ void Resharder::install(ForwardOptions& opt) {
     // The gradient of the block's output arrives just before the block's own backward: the
     // blocks after it are done by then.
     out.register_hook([this, u](const at::Tensor& grad) {
-      if (u + 1 < full_.size()) release(u + 1);
-      gather(u);
+      if (u + 1 < full_.size()) end_block_backward(u + 1);
+      begin_block_backward(u);
       return grad;
     });
   };

@@ -5,6 +5,9 @@
 // gradient of its output arrives) the unit is gathered again, and the unit of block i + 1, whose
 // backward is complete by then, is released. The root unit (embedders, final layer) stays
 // gathered. Per rank, parameters then take one shard plus the root plus at most two blocks.
+// The order relies on autograd running a block's whole backward (its parameters' gradient
+// accumulation included) before the gradient of the previous block's output is complete, which
+// holds for a chain of blocks.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -22,12 +25,23 @@ void release_storage(const at::Tensor& t);
 void restore_storage(const at::Tensor& t);
 bool storage_released(const at::Tensor& t);
 
+// Gradients likewise: a block's full gradient buffer (the parameters' .grad are views of it) is
+// given memory and zeroed when backward reaches the block, and once the block's backward is done
+// it is reduce-scattered (averaged) into this rank's gradient shard and released. So per rank,
+// gradients take one shard plus the root's full buffer plus at most two blocks.
 class Resharder {
  public:
   // full[u]: unit u's full buffer (the model's parameters are views of it), shards[u]: this
-  // rank's shard with its own memory (not a view of full[u]); unit 0 is the root, unit i + 1 the
-  // block i. Both vectors must outlive the Resharder.
-  Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards);
+  // rank's shard with its own memory (not a view of full[u]); full_grads[u] and grad_shards[u]
+  // the same for gradients. Unit 0 is the root, unit i + 1 the block i. The vectors must outlive
+  // the Resharder.
+  Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards,
+            std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards);
+  // Before a training forward: zeroes the root's gradient buffer (block buffers are released).
+  void begin_step();
+  // After backward: finishes the first block's and the root's gradients (reduce-scatter, average)
+  // and releases every block.
+  void end_backward();
 
   void gather(size_t u);   // restores unit u's memory if released and all-gathers it
   void release(size_t u);  // releases a block unit's memory (never the root's)
@@ -39,9 +53,13 @@ class Resharder {
   int64_t resident_block_bytes() const;
 
  private:
+  void begin_block_backward(size_t u);  // gather parameters, zeroed gradient buffer
+  void end_block_backward(size_t u);    // reduce-scatter the gradient, release both buffers
   Communicator& comm_;
   std::vector<at::Tensor>& full_;
   const std::vector<at::Tensor>& shards_;
+  std::vector<at::Tensor>& full_grads_;
+  std::vector<at::Tensor>& grad_shards_;
 };
 
 }  // namespace nt

@@ -99,7 +99,7 @@ TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device&
   }
   s.opt = adamw_init(s.params);
   if (reshard) {
-    s.resharder = std::make_unique<Resharder>(*comm, s.full, s.params);
+    s.resharder = std::make_unique<Resharder>(*comm, s.full, s.params, s.full_grads, s.grads);
     s.resharder->release_blocks();  // gathered again by the first forward
   }
   // Training randomness (sigma, noise, label drop, routing) is drawn on the CPU whatever the
@@ -205,7 +205,10 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
                                      bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
-  for (auto& g : s.full_grads) g.zero_();
+  if (s.resharder)
+    s.resharder->begin_step();  // block gradient buffers get memory when backward reaches them
+  else
+    for (auto& g : s.full_grads) g.zero_();
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
   ForwardOptions hooks;
@@ -214,9 +217,10 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice, hooks).mean();
   if (autocast) set_cuda_autocast(false);
   loss.backward();
-  if (s.resharder) s.resharder->release_blocks();
   auto& grads = s.grads;
-  if (s.comm)  // the mean over the global batch = the average of the ranks' means
+  if (s.resharder)  // the blocks' gradients were reduce-scattered during backward
+    s.resharder->end_backward();
+  else if (s.comm)  // the mean over the global batch = the average of the ranks' means
     for (size_t u = 0; u < grads.size(); ++u) s.comm->reduce_scatter_avg(grads[u], s.full_grads[u]);
   double sq = sum_of_squares(grads);
   auto loss_sum = loss.detach().to(at::kDouble).reshape({1});
@@ -327,9 +331,11 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
                           " + root " + fmt("%.1f", root_mb) + " + two blocks " + fmt("%.1f", 2 * block_mb) +
                           "; reshard_after_forward)"
                     : fmt("%.1f MB", full_mb);
-    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + params + ", gradients " +
-             fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0)) + ", AdamW moments " + fmt("%.1f MB", 2 * shard_mb) +
-             ", EMA " + fmt("%.1f MB", shard_mb));
+    const std::string grads =
+        s.resharder ? fmt("%.1f MB", shard_mb + root_mb + 2 * block_mb) + " at most"
+                    : fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0));
+    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + params + ", gradients " + grads +
+             ", AdamW moments " + fmt("%.1f MB", 2 * shard_mb) + ", EMA " + fmt("%.1f MB", shard_mb));
   }
   if (rank == 0 && world > 1 && (cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
     log_warn("dist.param_dtype and dist.reduce_dtype are not implemented yet: parameters are gathered and "
