@@ -55,12 +55,29 @@ void Resharder::end_backward() {
 }
 
 void Resharder::gather(size_t u) {
+  auto it = pending_.find(u);
+  if (it != pending_.end()) {
+    it->second.wait();
+    pending_.erase(it);
+    return;
+  }
   torch::NoGradGuard no_grad;
   restore_storage(full_[u]);
   comm_.all_gather_into(full_[u], shards_[u]);
 }
 
+void Resharder::prefetch(size_t u) {
+  if (u == 0 || u >= full_.size() || pending_.count(u) || !storage_released(full_[u])) return;
+  restore_storage(full_[u]);
+  pending_.emplace(u, comm_.all_gather_into_async(full_[u], shards_[u]));
+}
+
 void Resharder::release(size_t u) {
+  auto it = pending_.find(u);
+  if (it != pending_.end()) {  // never free memory a collective is writing
+    it->second.wait();
+    pending_.erase(it);
+  }
   if (u == 0 || storage_released(full_[u])) return;
   release_storage(full_[u]);
 }
@@ -73,7 +90,10 @@ void Resharder::release_blocks() {
 }
 
 void Resharder::install(ForwardOptions& opt) {
-  opt.before_block = [this](int i) { gather(static_cast<size_t>(i) + 1); };
+  opt.before_block = [this](int i) {
+    gather(static_cast<size_t>(i) + 1);
+    prefetch(static_cast<size_t>(i) + 2);  // the next block's gather overlaps this one's compute
+  };
   opt.after_block = [this](int i, const at::Tensor& out) {
     const size_t u = static_cast<size_t>(i) + 1;
     release(u);
@@ -83,6 +103,7 @@ void Resharder::install(ForwardOptions& opt) {
     out.register_hook([this, u](const at::Tensor& grad) {
       if (u + 1 < full_.size()) end_block_backward(u + 1);
       begin_block_backward(u);
+      if (u > 1) prefetch(u - 1);  // the previous block's backward comes next
       return grad;
     });
   };

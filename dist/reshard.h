@@ -1,6 +1,7 @@
 // FSDP's reshard_after_forward for the flat units: a block unit's full parameters exist only
 // while the block runs. Before block i runs forward its unit is all-gathered from the ranks'
-// shards; after the forward its memory is released (the parameters, and the tensors autograd
+// shards (the gather of block i + 1 is issued then, to overlap with block i's compute, and the
+// same for block i - 1 during block i's backward); after the forward its memory is released (the parameters, and the tensors autograd
 // saved from them, keep pointing at the emptied storage); when backward reaches block i (the
 // gradient of its output arrives) the unit is gathered again, and the unit of block i + 1, whose
 // backward is complete by then, is released. The root unit (embedders, final layer) stays
@@ -12,11 +13,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
+#include <map>
 #include <vector>
+
+#include "dist/communicator.h"
 
 namespace nt {
 
-class Communicator;
 struct ForwardOptions;
 
 // Releases the memory of `t`'s storage (0 bytes) while every view of it stays a valid tensor,
@@ -43,8 +46,9 @@ class Resharder {
   // and releases every block.
   void end_backward();
 
-  void gather(size_t u);   // restores unit u's memory if released and all-gathers it
-  void release(size_t u);  // releases a block unit's memory (never the root's)
+  void gather(size_t u);    // unit u's full parameters, ready (waits for its prefetch if issued)
+  void prefetch(size_t u);  // issues the all-gather of a released block unit, not waiting
+  void release(size_t u);   // releases a block unit's memory (never the root's)
   void release_blocks();   // every block unit (after backward, after an update)
   // Hooks for a training forward (ForwardOptions::before_block/after_block): gather before a
   // block, release after it and gather again for its backward.
@@ -60,6 +64,7 @@ class Resharder {
   const std::vector<at::Tensor>& shards_;
   std::vector<at::Tensor>& full_grads_;
   std::vector<at::Tensor>& grad_shards_;
+  std::map<size_t, CommWork> pending_;  // prefetches in flight, by unit
 };
 
 }  // namespace nt
