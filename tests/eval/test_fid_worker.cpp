@@ -18,16 +18,17 @@
 #include <vector>
 
 #include "core/checkpoint.h"
-#include "data/npy_import.h"
 #include "dist/sharded_checkpoint.h"
 #include "eval/npz.h"
 #include "models/classifier.h"
+#include "eval/dataset_fixture.h"
 #include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nt::test::tool;
+using nt::test::write_dataset;
 
 std::string last_line(const std::string& text) {
   std::string t = text;
@@ -36,36 +37,6 @@ std::string last_line(const std::string& text) {
   return nl == std::string::npos ? t : t.substr(nl + 1);
 }
 
-// A little-endian .npy (format 1.0) of a contiguous float32 or int64 CPU tensor.
-void write_npy(const std::string& path, const at::Tensor& t) {
-  const bool f = t.scalar_type() == at::kFloat;
-  std::ostringstream shape;
-  for (int64_t i = 0; i < t.dim(); ++i) shape << t.size(i) << (t.dim() == 1 ? "," : i + 1 < t.dim() ? ", " : "");
-  std::string dict = std::string("{'descr': '") + (f ? "<f4" : "<i8") + "', 'fortran_order': False, 'shape': (" +
-                     shape.str() + "), }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-  bytes += static_cast<char>(dict.size() & 0xff);
-  bytes += static_cast<char>(dict.size() >> 8);
-  bytes += dict;
-  const auto c = t.contiguous();
-  bytes.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-  nt::test::write_text(path, bytes);
-}
-
-void write_dataset(const std::string& path, const at::Tensor& latents, const at::Tensor& labels,
-                   const std::string& space) {
-  write_npy(path + ".x.npy", latents.to(at::kFloat));
-  write_npy(path + ".y.npy", labels.to(at::kLong));
-  nt::NpyImportOptions o;
-  o.latents = path + ".x.npy";
-  o.labels = path + ".y.npy";
-  o.out = path;
-  o.num_classes = 4;
-  o.latent_space = space;
-  nt::import_npy(o);
-}
 
 // n pixel images [n,1,8,8] in [-1,1] of 4 classes: a bright 3x3 square in quadrant (label) on a
 // dark noisy background, jittered by a pixel.
@@ -78,7 +49,7 @@ void write_quadrants(const std::string& path, int64_t n, uint64_t seed) {
     const int64_t k = y[i].item<int64_t>();
     x[i][0].narrow(0, (k / 2) * 4 + jitter[i][0].item<int64_t>(), 3).narrow(1, (k % 2) * 4 + jitter[i][1].item<int64_t>(), 3).fill_(0.9);
   }
-  write_dataset(path, x, y, "pixels");
+  write_dataset(path, x, y, "pixels", 4);
 }
 
 std::vector<nlohmann::json> eval_lines(const std::string& run) {
@@ -161,7 +132,7 @@ TEST(TrainClassifier, AccuracyLastSameFileForSameSeedRefusesLatents) {
   EXPECT_EQ(nt::test::read_text(dir + "/again.safetensors"), nt::test::read_text(w.classifier))
       << "the same seed must give the same weights";
 
-  write_dataset(dir + "/lat.h5", torch::randn({8, 4, 4, 4}), torch::arange(8) % 4, "sd-vae-ft-ema");
+  write_dataset(dir + "/lat.h5", torch::randn({8, 4, 4, 4}), torch::arange(8) % 4, "sd-vae-ft-ema", 4);
   auto lat = tool("data/tread_data", "train-classifier --data " + dir + "/lat.h5 --out " + dir + "/x.safetensors", dir);
   EXPECT_EQ(lat.rc, 1);
   EXPECT_CONTAINS(lat.err, "sd-vae-ft-ema");

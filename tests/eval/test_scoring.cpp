@@ -17,54 +17,24 @@
 #include <string>
 
 #include "core/checkpoint.h"
-#include "data/npy_import.h"
 #include "dist/model_io.h"
 #include "dist/sharded_checkpoint.h"
 #include "eval/feature_extractor.h"
 #include "core/safetensors.h"
 #include "models/classifier.h"
 #include "models/inception.h"
+#include "eval/dataset_fixture.h"
 #include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nt::test::thrown_message;
+using nt::test::write_dataset;
 const c10::Device kCpu(c10::kCPU);
 
 // ---- helpers --------------------------------------------------------------------------------
 
-// A little-endian .npy (format 1.0) of a contiguous float32 or int64 CPU tensor.
-void write_npy(const std::string& path, const at::Tensor& t) {
-  const bool f = t.scalar_type() == at::kFloat;
-  std::ostringstream shape;
-  for (int64_t i = 0; i < t.dim(); ++i) shape << t.size(i) << (t.dim() == 1 ? "," : i + 1 < t.dim() ? ", " : "");
-  std::string dict = std::string("{'descr': '") + (f ? "<f4" : "<i8") + "', 'fortran_order': False, 'shape': (" +
-                     shape.str() + "), }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-  bytes += static_cast<char>(dict.size() & 0xff);
-  bytes += static_cast<char>(dict.size() >> 8);
-  bytes += dict;
-  const auto c = t.contiguous();
-  bytes.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-  nt::test::write_text(path, bytes);
-}
-
-// A dataset file (docs/data-format.md) through the numpy importer.
-void write_dataset(const std::string& path, const at::Tensor& latents, const at::Tensor& labels,
-                   const std::string& space, int64_t classes = 10) {
-  write_npy(path + ".x.npy", latents.to(at::kFloat));
-  write_npy(path + ".y.npy", labels.to(at::kLong));
-  nt::NpyImportOptions o;
-  o.latents = path + ".x.npy";
-  o.labels = path + ".y.npy";
-  o.out = path;
-  o.num_classes = classes;
-  o.latent_space = space;
-  nt::import_npy(o);
-}
 
 // A random classifier of the given input, saved where make_feature_extractor can load it.
 std::string save_random_classifier(const std::string& path, int channels, int size) {
@@ -341,7 +311,7 @@ TEST(Scoring, ScoreCheckpointPixels) {
   torch::set_num_threads(1);
   const std::string dir = nt::test::scratch_dir();
   torch::manual_seed(3);
-  write_dataset(dir + "/px.h5", torch::rand({16, 1, 8, 8}) * 2 - 1, torch::arange(16) % 10, "pixels");
+  write_dataset(dir + "/px.h5", torch::rand({16, 1, 8, 8}) * 2 - 1, torch::arange(16) % 10, "pixels", 10);
   const std::string run = train_run(dir, dir + "/px.h5", 1, 8, 2);
   const std::string ckpt = run + "/ckpt/" + nt::checkpoint_name(2);
   ASSERT_TRUE(fs::exists(ckpt + "/manifest.json"));
@@ -391,7 +361,7 @@ TEST(Scoring, ScoreCheckpointLatentsNeedTheDecoder) {
   torch::set_num_threads(1);
   const std::string dir = nt::test::scratch_dir();
   torch::manual_seed(4);
-  write_dataset(dir + "/lat.h5", torch::randn({16, 4, 4, 4}), torch::arange(16) % 10, "sd-vae-ft-ema");
+  write_dataset(dir + "/lat.h5", torch::randn({16, 4, 4, 4}), torch::arange(16) % 10, "sd-vae-ft-ema", 10);
   const std::string run = train_run(dir, dir + "/lat.h5", 4, 4, 2);
   const std::string ckpt = run + "/ckpt/" + nt::checkpoint_name(2);
   auto fx = nt::make_feature_extractor("classifier", save_random_classifier(dir + "/c.safetensors", 3, 8), kCpu);
