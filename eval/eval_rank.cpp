@@ -85,21 +85,12 @@ bool score_step(const Config& cfg, const fs::path& run_dir, int64_t step, MPI_Co
                 const c10::Device& device, MetricsSink& metrics, const ScoreProgress& progress) {
   const std::string dir = (run_dir / "ckpt" / checkpoint_name(step)).string();
   const auto t0 = std::chrono::steady_clock::now();
-  LoadedCheckpoint ck;
-  DecodeInfo info;
-  double sigma_data = 0.5;
+  ScoringModel m;
+  const LatentDecoder* decoder = nullptr;
   std::string error;
   try {
-    ck = load_checkpoint_model(dir, "ema");
-    sigma_data = parse_config(ck.config_toml, dir + "/config.toml").diffusion.sigma_data;
-    info = decode_info_from_json(ck.manifest.value("data", nlohmann::json()), dir + "/manifest.json");
-    if (!info.pixels() && !vae) {
-      if (cfg.eval.vae_weights.empty())
-        throw std::runtime_error("samples in latent space '" + info.latent_space +
-                                 "' need the VAE to become images: set eval.vae_weights");
-      vae = std::make_unique<LatentDecoder>(make_vae_decoder(cfg.eval.vae_weights, device));
-    }
-    ck.model->to(device);
+    m = load_scoring_model(dir, device);
+    decoder = decoder_for(m.info.latent_space, cfg.eval.vae_weights, device, vae);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -120,7 +111,7 @@ bool score_step(const Config& cfg, const fs::path& run_dir, int64_t step, MPI_Co
     opt.eval_world = world;
     if (rank == 0) opt.grid_png = eval_grid_path(run_dir.string(), step, scale);
     FeatureAccumulator acc =
-        sample_features(ck.model, sigma_data, info, extractor, vae.get(), opt, device, progress);
+        sample_features(m.checkpoint.model, m.sigma_data, m.info, extractor, decoder, opt, device, progress);
     // Merge the evaluators' float64 sums: [count | sum (D) | outer (D*D)].
     const int64_t D = extractor.dim();
     auto packed = torch::zeros({1 + D + D * D}, torch::kDouble);

@@ -104,19 +104,6 @@ Settings resolve_settings(const po::variables_map& vm, const std::string& config
 
 nt::FeatureStats load_reference(const Settings& s) { return nt::load_reference_stats(s.eval.ref_stats); }
 
-// A VAE decoder when `latent_space` needs one, made once.
-const nt::LatentDecoder* decoder_for(const std::string& latent_space, const Settings& s,
-                                     std::unique_ptr<nt::LatentDecoder>& made) {
-  if (latent_space == "pixels") return nullptr;
-  if (!made) {
-    if (s.eval.vae_weights.empty())
-      throw std::runtime_error("samples in latent space '" + latent_space +
-                               "' need the VAE to become images: set eval.vae_weights or give --vae W.safetensors");
-    made = std::make_unique<nt::LatentDecoder>(nt::make_vae_decoder(s.eval.vae_weights, s.device));
-  }
-  return made.get();
-}
-
 // The "data" record of a checkpoint's manifest, read without verifying (load does that).
 nlohmann::json manifest_data(const std::string& ckpt) {
   std::ifstream in(fs::path(ckpt) / "manifest.json");
@@ -149,7 +136,7 @@ nt::EvalResult score_one(const std::string& ckpt, const nt::FeatureStats& ref, c
                          nt::FeatureExtractor& fx, std::unique_ptr<nt::LatentDecoder>& vae, double cfg_scale,
                          const std::string& grid, const std::string& what) {
   const nlohmann::json data = manifest_data(ckpt);
-  const nt::LatentDecoder* dec = decoder_for(data.value("latent_space", std::string("unknown")), s, vae);
+  const nt::LatentDecoder* dec = nt::decoder_for(data.value("latent_space", std::string("unknown")), s.eval.vae_weights, s.device, vae);
   nt::Progress progress(what, s.eval.num_samples, "samples");
   auto r = nt::score_checkpoint(ckpt, ref, s.eval.ref_stats, fx, dec, score_options(s, cfg_scale, grid), s.device,
                                 [&](int64_t done, int64_t) { progress.update(done); });
@@ -300,7 +287,7 @@ int run_make_ref(const po::variables_map& vm) {
                              "'), got " + std::to_string(num));
   auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
   std::unique_ptr<nt::LatentDecoder> vae;
-  const nt::LatentDecoder* dec = decoder_for(info.latent_space, s, vae);
+  const nt::LatentDecoder* dec = nt::decoder_for(info.latent_space, s.eval.vae_weights, s.device, vae);
   const nt::DecodeInfo decode = nt::decode_info_of(info);
   nt::FeatureAccumulator acc;
   nt::Progress progress("make-ref " + data[0], num, "samples");

@@ -135,23 +135,42 @@ EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref
                             const c10::Device& device, const ScoreProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   check_reference(ref, extractor, ref_path);
-  LoadedCheckpoint ck = load_checkpoint_model(ckpt_dir, "ema");
-  const Config cfg = parse_config(ck.config_toml, ckpt_dir + "/config.toml");
-  const DecodeInfo info = decode_info_from_json(ck.manifest.value("data", nlohmann::json()), ckpt_dir + "/manifest.json");
-  ck.model->to(device);
+  ScoringModel m = load_scoring_model(ckpt_dir, device);
   ScoreOptions one = opt;
   one.eval_rank = 0;
   one.eval_world = 1;
   const FeatureAccumulator acc =
-      sample_features(ck.model, cfg.diffusion.sigma_data, info, extractor, decoder, one, device, progress);
+      sample_features(m.checkpoint.model, m.sigma_data, m.info, extractor, decoder, one, device, progress);
   EvalResult r;
-  r.step = ck.manifest.at("step").get<int64_t>();
+  r.step = m.checkpoint.manifest.at("step").get<int64_t>();
   r.fid = frechet_distance(acc.finalize(), ref);
   r.extractor = extractor.name();
   r.num_samples = acc.count();
   r.cfg_scale = opt.cfg_scale;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+ScoringModel load_scoring_model(const std::string& ckpt_dir, const c10::Device& device) {
+  ScoringModel m;
+  m.checkpoint = load_checkpoint_model(ckpt_dir, "ema");
+  m.sigma_data = parse_config(m.checkpoint.config_toml, ckpt_dir + "/config.toml").diffusion.sigma_data;
+  m.info = decode_info_from_json(m.checkpoint.manifest.value("data", nlohmann::json()), ckpt_dir + "/manifest.json");
+  m.checkpoint.model->to(device);
+  return m;
+}
+
+const LatentDecoder* decoder_for(const std::string& latent_space, const std::string& vae_weights,
+                                 const c10::Device& device, std::unique_ptr<LatentDecoder>& cache) {
+  if (latent_space == "pixels") return nullptr;
+  if (!cache) {
+    if (vae_weights.empty())
+      throw std::runtime_error("samples in latent space '" + latent_space +
+                               "' need the VAE to become images: set eval.vae_weights (fid_worker: --vae "
+                               "W.safetensors)");
+    cache = std::make_unique<LatentDecoder>(make_vae_decoder(vae_weights, device));
+  }
+  return cache.get();
 }
 
 FeatureStats load_reference_stats(const std::string& path) {

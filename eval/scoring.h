@@ -20,10 +20,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "data/latent_dataset.h"
+#include "dist/model_io.h"
 #include "eval/feature_extractor.h"
 #include "eval/frechet.h"
 #include "models/dit.h"
@@ -110,5 +112,19 @@ FeatureStats load_reference_stats(const std::string& path);
 // The PNG grid of an evaluation: <run_dir>/samples/eval_step_XXXXXXXX[_cfgS].png (the suffix
 // when cfg_scale != 1).
 std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale);
+
+// What scoring a checkpoint needs of it: its EMA model on `device`, sigma_data from its
+// config.toml and the decode info from its manifest's "data" record. Throws CheckpointError for
+// an incomplete or corrupt folder.
+struct ScoringModel {
+  LoadedCheckpoint checkpoint;
+  double sigma_data = 0.5;
+  DecodeInfo info;
+};
+ScoringModel load_scoring_model(const std::string& ckpt_dir, const c10::Device& device);
+// The VAE decoder that samples of `latent_space` need to become images, made once into `cache`
+// from `vae_weights`; nullptr for "pixels". Without weights: an error naming eval.vae_weights.
+const LatentDecoder* decoder_for(const std::string& latent_space, const std::string& vae_weights,
+                                 const c10::Device& device, std::unique_ptr<LatentDecoder>& cache);
 
 }  // namespace nt
