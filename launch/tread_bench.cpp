@@ -21,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/host_memory.h"
+#include "launch/cli.h"
 #include "launch/cuda_inspect.h"
 #include "launch/trainer.h"
 
@@ -69,15 +70,8 @@ int main(int argc, char** argv) {
       ("profile", po::value<std::string>(), "after timing, profile 2 more steps into this Chrome trace (CUDA extras)");
   try {
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
-    if (!vm.count("config")) throw std::runtime_error("--config is required (try --help)");
-    std::vector<std::string> sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-    const nt::Config cfg = nt::load_config(vm["config"].as<std::string>(), sets);
+    if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
+    const nt::Config cfg = nt::config_from_command_line(vm);
     const int steps = vm["steps"].as<int>(), warmup = vm["warmup"].as<int>();
     if (steps < 1 || warmup < 0) throw std::runtime_error("--steps must be >= 1 and --warmup >= 0");
 

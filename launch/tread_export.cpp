@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "dist/model_io.h"
+#include "launch/cli.h"
 
 namespace po = boost::program_options;
 
@@ -18,12 +19,7 @@ int main(int argc, char** argv) {
       ("weights", po::value<std::string>()->default_value("ema"), "ema | raw");
   try {
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
+    if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
     if (!vm.count("checkpoint") || !vm.count("out")) throw std::runtime_error("--checkpoint and --out are required (try --help)");
     const std::string kind = vm["weights"].as<std::string>();
     if (kind != "ema" && kind != "raw") throw std::runtime_error("--weights must be 'ema' or 'raw', got '" + kind + "'");

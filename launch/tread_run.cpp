@@ -13,6 +13,7 @@
 #include "dist/mpi_communicator.h"
 #include "dist/topology.h"
 #include "eval/eval_rank.h"
+#include "launch/cli.h"
 #include "launch/stop_signal.h"
 #include "launch/trainer.h"
 
@@ -47,15 +48,8 @@ int main(int argc, char** argv) {
       ("bench-warmup", po::value<int>()->default_value(2), "untimed warm-up steps of --benchmark");
   try {
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
-    if (!vm.count("config")) throw std::runtime_error("--config is required (try --help)");
-    std::vector<std::string> sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-    nt::Config cfg = nt::load_config(vm["config"].as<std::string>(), sets);
+    if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
+    nt::Config cfg = nt::config_from_command_line(vm);
     cfg.run.name = expand_run_name(cfg.run.name);
     const std::string resolved = nt::to_toml(cfg);
     if (vm.count("print-config")) {

@@ -17,6 +17,7 @@
 #include "data/sample_file.h"
 #include "eval/image_grid.h"
 #include "dist/model_io.h"
+#include "launch/cli.h"
 #include "models/sampling.h"
 #include "models/zoo.h"
 
@@ -53,17 +54,12 @@ int main(int argc, char** argv) {
       ("out", po::value<std::string>(), "output: samples.h5 or grid.png");
   try {
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
+    if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
     if (!vm.count("seeds") || !vm.count("out")) throw std::runtime_error("--seeds and --out are required (try --help)");
     const std::string out = vm["out"].as<std::string>();
     if (!ends_with(out, ".h5") && !ends_with(out, ".png"))
       throw std::runtime_error("--out must end in .h5 or .png, got '" + out + "'");
-    std::vector<std::string> sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    const std::vector<std::string> sets = nt::config_overrides(vm);
 
     nt::DiT model{nullptr};
     nt::Config cfg;
