@@ -155,6 +155,16 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   barrier(s);  // no rank moves on before the checkpoint is published
 }
 
+// The full parameters from the shards after these changed (an update, a resume): with resharding
+// the root now and each block when it next runs; otherwise every unit (for W = 1 the shards are
+// the full buffers already).
+void refresh_full_params(TrainState& s) {
+  if (s.resharder)
+    s.resharder->gather(0);
+  else if (s.comm)
+    for (size_t u = 0; u < s.full.size(); ++u) s.comm->all_gather_into(s.full[u], s.params[u]);
+}
+
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
   const CheckpointReadLock reading(dir);
   const auto m = read_verified_manifest(dir);
@@ -168,13 +178,7 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout, s.rank, device, dir);
   s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout, s.rank, device, dir);
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
-  if (s.resharder) {
-    s.resharder->gather(0);  // the blocks are gathered when they run
-    s.resharder->release_blocks();
-  } else {
-    for (size_t u = 0; u < s.full.size(); ++u)
-      if (s.comm) s.comm->all_gather_into(s.full[u], s.params[u]);
-  }
+  refresh_full_params(s);
   auto state = load_rng_state(dir, m, s.rank, "train");
   set_generator_state(s.gen, state);
   s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
@@ -238,10 +242,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
   adamw_step(s.params, grads, s.opt, ap);
   ema_update(s.ema, s.params, cfg.ema.decay);
-  if (s.resharder)  // the root now; each block when it next runs
-    s.resharder->gather(0);
-  else if (s.comm)  // every rank gets the updated full parameters (its shard is already in place)
-    for (size_t u = 0; u < s.full.size(); ++u) s.comm->all_gather_into(s.full[u], s.params[u]);
+  refresh_full_params(s);
   s.step += 1;
   return {loss_sum.item<double>() / s.world, grad_norm};
 }
