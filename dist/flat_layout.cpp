@@ -136,7 +136,7 @@ std::vector<at::Tensor> bind_grads(torch::nn::Module& model, const FlatLayout& l
   std::vector<at::Tensor> bufs;
   for (const auto& u : layout.units) {
     const auto& first = params.at(u.params.at(0).name);
-    auto buf = torch::zeros({u.padded}, first.options().dtype(at::kFloat));
+    auto buf = torch::zeros({u.padded}, first.options());  // the parameters' dtype (gradients must match it)
     for (const auto& p : u.params) params.at(p.name).mutable_grad() = buf.narrow(0, p.offset, p.numel).view(p.shape);
     bufs.push_back(buf);
   }

@@ -46,7 +46,8 @@ FlatLayout make_layout(torch::nn::Module& model, int world);
 
 // One fp32 buffer [padded] per unit holding the current parameter values of `model`.
 std::vector<at::Tensor> gather_params(torch::nn::Module& model, const FlatLayout& layout);
-// Makes each trainable parameter of `model` a view into its unit's buffer (same values).
+// Makes each trainable parameter of `model` a view into its unit's buffer (same values); the
+// parameters take the buffers' dtype (a bf16 buffer makes its parameters bf16).
 void bind_params(torch::nn::Module& model, const FlatLayout& layout, std::vector<at::Tensor>& flat);
 // Copies flat buffers into the parameters of `model` (e.g. EMA weights into a sampling model).
 void load_flat(torch::nn::Module& model, const FlatLayout& layout, const std::vector<at::Tensor>& flat);
@@ -55,7 +56,7 @@ void load_flat(torch::nn::Module& model, const FlatLayout& layout, const std::ve
 std::vector<at::Tensor> gather_grads(torch::nn::Module& model, const FlatLayout& layout);
 // Makes each trainable parameter's .grad a view into its unit's gradient buffer, so backward
 // accumulates straight into the flat buffers (zero them before each backward, never set the
-// gradients to none). Returns the buffers, one zeroed fp32 [padded] per unit.
+// gradients to none). Returns the buffers, one zeroed [padded] per unit in its parameters' dtype.
 std::vector<at::Tensor> bind_grads(torch::nn::Module& model, const FlatLayout& layout);
 
 }  // namespace nt

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "dist/communicator.h"
+#include "dist/unit_collectives.h"
 #include "models/dit.h"
 
 namespace nt {
@@ -26,8 +27,14 @@ void restore_storage(const at::Tensor& t) {
 bool storage_released(const at::Tensor& t) { return t.storage().nbytes() == 0; }
 
 Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards,
-                     std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards)
-    : comm_(comm), full_(full), shards_(shards), full_grads_(full_grads), grad_shards_(grad_shards) {}
+                     std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards,
+                     at::ScalarType reduce_dtype)
+    : comm_(comm),
+      full_(full),
+      shards_(shards),
+      full_grads_(full_grads),
+      grad_shards_(grad_shards),
+      reduce_dtype_(reduce_dtype) {}
 
 void Resharder::begin_step() {
   torch::NoGradGuard no_grad;
@@ -43,14 +50,14 @@ void Resharder::begin_block_backward(size_t u) {
 
 void Resharder::end_block_backward(size_t u) {
   if (storage_released(full_grads_[u])) return;
-  comm_.reduce_scatter_avg(grad_shards_[u], full_grads_[u]);
+  reduce_unit(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
   release_storage(full_grads_[u]);
   release(u);
 }
 
 void Resharder::end_backward() {
   if (full_.size() > 1) end_block_backward(1);
-  comm_.reduce_scatter_avg(grad_shards_[0], full_grads_[0]);
+  reduce_unit(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
   release_blocks();
 }
 
@@ -63,13 +70,13 @@ void Resharder::gather(size_t u) {
   }
   torch::NoGradGuard no_grad;
   restore_storage(full_[u]);
-  comm_.all_gather_into(full_[u], shards_[u]);
+  gather_unit_async(&comm_, full_[u], shards_[u]).wait();
 }
 
 void Resharder::prefetch(size_t u) {
   if (u == 0 || u >= full_.size() || pending_.count(u) || !storage_released(full_[u])) return;
   restore_storage(full_[u]);
-  pending_.emplace(u, comm_.all_gather_into_async(full_[u], shards_[u]));
+  pending_.emplace(u, gather_unit_async(&comm_, full_[u], shards_[u]));
 }
 
 void Resharder::release(size_t u) {

@@ -11,6 +11,7 @@
 // holds for a chain of blocks.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
 
 #include <cstddef>
 #include <map>
@@ -35,11 +36,13 @@ bool storage_released(const at::Tensor& t);
 class Resharder {
  public:
   // full[u]: unit u's full buffer (the model's parameters are views of it), shards[u]: this
-  // rank's shard with its own memory (not a view of full[u]); full_grads[u] and grad_shards[u]
-  // the same for gradients. Unit 0 is the root, unit i + 1 the block i. The vectors must outlive
-  // the Resharder.
+  // rank's fp32 shard with its own memory (not a view of full[u]); full_grads[u] and
+  // grad_shards[u] the same for gradients. full[u] and full_grads[u] are in the unit's compute
+  // dtype: gathers cast into it, gradients are reduced in reduce_dtype (dist/unit_collectives.h).
+  // Unit 0 is the root, unit i + 1 the block i. The vectors must outlive the Resharder.
   Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards,
-            std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards);
+            std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards,
+            at::ScalarType reduce_dtype = at::kFloat);
   // Before a training forward: zeroes the root's gradient buffer (block buffers are released).
   void begin_step();
   // After backward: finishes the first block's and the root's gradients (reduce-scatter, average)
@@ -64,6 +67,7 @@ class Resharder {
   const std::vector<at::Tensor>& shards_;
   std::vector<at::Tensor>& full_grads_;
   std::vector<at::Tensor>& grad_shards_;
+  at::ScalarType reduce_dtype_;
   std::map<size_t, CommWork> pending_;  // prefetches in flight, by unit
 };
 

@@ -21,7 +21,7 @@
 #include "dist/adamw.h"
 #include "dist/communicator.h"
 #include "dist/flat_layout.h"
-#include "dist/reshard.h"
+#include "dist/sharded_params.h"
 #include "dist/sharded_checkpoint.h"
 #include "dist/model_io.h"
 #include "eval/eval_rank.h"
@@ -52,56 +52,58 @@ std::string human_time(double s) {
 }
 
 // Everything a step changes, and a checkpoint saves. With W trainer ranks each unit's flat
-// buffer is split into W contiguous shards: the optimizer, its moments and the EMA live on this
-// rank's shard only; the full parameters are gathered after every update (the model's
-// parameters are views into them) and the full gradients reduce-scattered (averaged) into the
-// shard. W = 1 is the same code with the shard equal to the whole buffer.
+// buffer is split into W contiguous shards (dist/sharded_params.h): the optimizer, its moments
+// and the EMA live on this rank's fp32 shard only; the full parameters (in the compute dtype,
+// dist.param_dtype) are gathered after every update and the full gradients reduce-scattered
+// (averaged, in dist.reduce_dtype) into the shard. W = 1 is the same code.
 struct TrainState {
   DiT model{nullptr};
-  FlatLayout layout;
-  Communicator* comm = nullptr;               // trainers' communicator; null for one process
+  Communicator* comm = nullptr;               // trainers' control communicator (CPU tensors); null for one process
   int rank = 0, world = 1;
-  std::vector<at::Tensor> full;               // [padded] fp32 per unit; the parameters are views
-  std::vector<at::Tensor> full_grads;         // [padded] fp32 per unit; the parameters' .grad are views
-  std::vector<at::Tensor> params, grads, ema; // this rank's shards [padded / W] (views of full for params)
+  ShardingOptions sharding;                   // the gather and reduce dtypes, resharding
+  std::unique_ptr<ShardedParams> sharded;     // the model's parameters, sharded over `device_comm`
+  std::vector<at::Tensor> ema;                // this rank's EMA shards [padded / W], fp32
   AdamWState opt;                             // moments of the shard
   at::Generator gen;                          // the same on every rank: draws for the global batch
   LoaderState loader;
-  std::unique_ptr<Resharder> resharder;       // dist.reshard_after_forward with W > 1: blocks gathered on use
   int64_t step = 0;
   double last_local_loss = 0;                 // this rank's mean loss of the last step
+  const FlatLayout& layout() const { return sharded->layout(); }
+  std::vector<at::Tensor>& params() { return sharded->params(); }
 };
 
-at::Tensor shard_of(const at::Tensor& flat, int rank, int world) {
-  const int64_t n = flat.numel() / world;
-  return flat.narrow(0, rank * n, n);
+// What the parameters are gathered in and the gradients reduced in. dist.param_dtype and
+// dist.reduce_dtype apply where training computes in bf16 (train.precision = "bf16" on CUDA); an
+// fp32 run gathers and reduces in fp32. The root unit (embedders, final layer: a few MB, always
+// gathered) and the blocks that run outside autocast stay fp32, so a bf16 gather changes no
+// forward value: autocast would have rounded those weights to bf16 anyway.
+ShardingOptions sharding_options(const Config& cfg, const DiTConfig& mc, bool bf16_compute, Communicator* device_comm) {
+  ShardingOptions o;
+  const auto param = bf16_compute && cfg.dist.param_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  o.reduce_dtype = bf16_compute && cfg.dist.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  o.param_dtypes.push_back(at::kFloat);  // root
+  for (bool fp32 : fp32_blocks(mc)) o.param_dtypes.push_back(fp32 ? at::kFloat : param);
+  o.reshard_after_forward = device_comm && device_comm->size() > 1 && cfg.dist.reshard_after_forward;
+  return o;
 }
 
-TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device& device, Communicator* comm) {
+// `device_comm`: the communicator of the parameter collectives (NCCL for CUDA tensors), or null to
+// use `comm`.
+TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device& device, Communicator* comm,
+                      Communicator* device_comm, bool bf16_compute) {
   TrainState s;
   s.comm = comm;
   s.rank = comm ? comm->rank() : 0;
   s.world = comm ? comm->size() : 1;
+  if (!device_comm) device_comm = comm;
   s.model = DiT(mc);
   auto init_gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0x696e6974ull));
   s.model->initialize_weights(&init_gen);  // identical on every rank
   s.model->to(device);
-  s.layout = make_layout(*s.model, s.world);
-  s.full = gather_params(*s.model, s.layout);
-  bind_params(*s.model, s.layout, s.full);
-  s.full_grads = bind_grads(*s.model, s.layout);
-  // Resharded blocks release their full buffers, so the shards need memory of their own.
-  const bool reshard = comm && s.world > 1 && cfg.dist.reshard_after_forward;
-  for (size_t u = 0; u < s.full.size(); ++u) {
-    s.params.push_back(reshard ? shard_of(s.full[u], s.rank, s.world).clone() : shard_of(s.full[u], s.rank, s.world));
-    s.grads.push_back(s.world == 1 ? s.full_grads[u] : torch::zeros_like(s.params[u]));
-    s.ema.push_back(s.params[u].clone());
-  }
-  s.opt = adamw_init(s.params);
-  if (reshard) {
-    s.resharder = std::make_unique<Resharder>(*comm, s.full, s.params, s.full_grads, s.grads);
-    s.resharder->release_blocks();  // gathered again by the first forward
-  }
+  s.sharding = sharding_options(cfg, mc, bf16_compute, device_comm);
+  s.sharded = std::make_unique<ShardedParams>(*s.model, device_comm, s.sharding);
+  for (const auto& p : s.params()) s.ema.push_back(p.clone());
+  s.opt = adamw_init(s.params());
   // Training randomness (sigma, noise, label drop, routing) is drawn on the CPU whatever the
   // device: a CUDA run draws what a CPU run draws, and checkpoints resume on either.
   s.gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0));
@@ -129,8 +131,8 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   std::string tmp;
   if (s.rank == 0) tmp = begin_checkpoint(ckpt_root, s.step);
   tmp = broadcast_string(s, tmp);  // the folder exists before any rank writes into it
-  save_rank_shards(tmp, s.rank, s.layout,
-                   {{"param", s.params}, {"exp_avg", s.opt.exp_avg}, {"exp_avg_sq", s.opt.exp_avg_sq}, {"ema", s.ema}},
+  save_rank_shards(tmp, s.rank, s.layout(),
+                   {{"param", s.params()}, {"exp_avg", s.opt.exp_avg}, {"exp_avg_sq", s.opt.exp_avg_sq}, {"ema", s.ema}},
                    {{"train", generator_state(s.gen)}});
   barrier(s);  // every rank file is complete before rank 0 hashes them
   if (s.rank != 0) {
@@ -143,9 +145,9 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   }
   nlohmann::json m;
   m["format"] = "nano-tread-checkpoint/1";
-  m["world_size"] = s.layout.world;
+  m["world_size"] = s.layout().world;
   m["model"] = dit_config_to_json(s.model->cfg);
-  m["layout"] = s.layout.to_json();
+  m["layout"] = s.layout().to_json();
   m["loader"] = {{"epoch", s.loader.epoch}, {"batch", s.loader.batch}};
   m["optimizer"] = {{"step", s.opt.step}};
   m["data"] = data_info_to_json(data);
@@ -155,30 +157,20 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   barrier(s);  // no rank moves on before the checkpoint is published
 }
 
-// The full parameters from the shards after these changed (an update, a resume): with resharding
-// the root now and each block when it next runs; otherwise every unit (for W = 1 the shards are
-// the full buffers already).
-void refresh_full_params(TrainState& s) {
-  if (s.resharder)
-    s.resharder->gather(0);
-  else if (s.comm)
-    for (size_t u = 0; u < s.full.size(); ++u) s.comm->all_gather_into(s.full[u], s.params[u]);
-}
-
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
   const CheckpointReadLock reading(dir);
   const auto m = read_verified_manifest(dir);
   check_same_architecture(m.at("model"), s.model->cfg, dir);
   // Every rank reads the full tensors by name (any W of the writer), then keeps its shard.
   auto full = load_full_tensors(dir, m, {"param", "ema", "exp_avg", "exp_avg_sq"});  // one read per rank file
-  auto params = shard_from_full(full.at("param"), s.layout, s.rank, device, dir);
+  auto params = shard_from_full(full.at("param"), s.layout(), s.rank, device, dir);
   torch::NoGradGuard no_grad;
-  for (size_t u = 0; u < s.params.size(); ++u) s.params[u].copy_(params[u]);  // views of s.full, unless resharded
-  s.ema = shard_from_full(full.at("ema"), s.layout, s.rank, device, dir);
-  s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout, s.rank, device, dir);
-  s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout, s.rank, device, dir);
+  for (size_t u = 0; u < s.params().size(); ++u) s.params()[u].copy_(params[u]);
+  s.ema = shard_from_full(full.at("ema"), s.layout(), s.rank, device, dir);
+  s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout(), s.rank, device, dir);
+  s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout(), s.rank, device, dir);
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
-  refresh_full_params(s);
+  s.sharded->refresh();
   auto state = load_rng_state(dir, m, s.rank, "train");
   set_generator_state(s.gen, state);
   s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
@@ -209,23 +201,16 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
                                      bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
-  if (s.resharder)
-    s.resharder->begin_step();  // block gradient buffers get memory when backward reaches them
-  else
-    for (auto& g : s.full_grads) g.zero_();
+  ForwardOptions hooks;
+  s.sharded->begin_step(hooks);
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
-  ForwardOptions hooks;
-  if (s.resharder) s.resharder->install(hooks);
   if (autocast) set_cuda_autocast(true);
   auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice, hooks).mean();
   if (autocast) set_cuda_autocast(false);
   loss.backward();
-  auto& grads = s.grads;
-  if (s.resharder)  // the blocks' gradients were reduce-scattered during backward
-    s.resharder->end_backward();
-  else if (s.comm)  // the mean over the global batch = the average of the ranks' means
-    for (size_t u = 0; u < grads.size(); ++u) s.comm->reduce_scatter_avg(grads[u], s.full_grads[u]);
+  s.sharded->end_backward();
+  auto& grads = s.sharded->grads();
   double sq = sum_of_squares(grads);
   auto loss_sum = loss.detach().to(at::kDouble).reshape({1});
   s.last_local_loss = loss_sum.item<double>();
@@ -240,9 +225,9 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
-  adamw_step(s.params, grads, s.opt, ap);
-  ema_update(s.ema, s.params, cfg.ema.decay);
-  refresh_full_params(s);
+  adamw_step(s.params(), grads, s.opt, ap);
+  ema_update(s.ema, s.params(), cfg.ema.decay);
+  s.sharded->refresh();
   s.step += 1;
   return {loss_sum.item<double>() / s.world, grad_norm};
 }
@@ -268,7 +253,7 @@ void check_data_matches(const DatasetInfo& d, const DiTConfig& mc, const Config&
 }  // namespace
 
 TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm, int gpu,
-                   EvalPublisher* publisher) {
+                   EvalPublisher* publisher, Communicator* device_comm) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg, gpu);
   set_cuda_math(cfg, device);
@@ -280,9 +265,16 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   LatentDataset data(cfg.data.paths);
   check_data_matches(data.info(), mc, cfg);
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-  if (comm && device.is_cuda() && comm->backend() != "nccl")
-    throw std::runtime_error("several trainer ranks on CUDA need the NCCL communicator, which the trainer does "
-                             "not use yet; train on one GPU, or on CPUs (train.device = \"cpu\")");
+  if (device_comm && device_comm->size() != world)
+    throw std::runtime_error("the device communicator has " + std::to_string(device_comm->size()) +
+                             " ranks but the trainers are " + std::to_string(world));
+  const std::string collectives = device_comm ? device_comm->backend() : comm ? comm->backend() : "none";
+  if (world > 1 && device.is_cuda() && collectives != "nccl")
+    throw std::runtime_error("several trainer ranks on CUDA need the NCCL communicator, and this build has none "
+                             "(configure with nccl.h and libnccl found); train on one GPU, or on CPUs "
+                             "(train.device = \"cpu\")");
+  if (world > 1 && !device.is_cuda() && collectives == "nccl")
+    throw std::runtime_error("the NCCL communicator moves CUDA tensors, but this run trains on " + device.str());
   if (cfg.train.global_batch % world != 0)
     throw std::runtime_error("train.global_batch = " + std::to_string(cfg.train.global_batch) +
                              " is not divisible by the " + std::to_string(world) + " trainer ranks");
@@ -291,7 +283,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   const fs::path run_dir = fs::path(cfg.run.dir) / cfg.run.name;
   const std::string ckpt_root = (run_dir / "ckpt").string();
   if (rank == 0) fs::create_directories(ckpt_root);
-  TrainState s = make_state(cfg, mc, device, comm);
+  TrainState s = make_state(cfg, mc, device, comm, device_comm, autocast);
   const ModelCost cost = model_cost(mc);
 
   // Resume: rank 0 chooses, every rank loads the same checkpoint.
@@ -319,28 +311,21 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
            ", " + std::to_string(cost.params) + " parameters, " + fmt("%.3f", cost.train_flops() / 1e9) +
            " GFLOP per training image; " + std::to_string(data.info().size) + " samples; device " + device.str());
-  {  // what a rank holds: parameters (full, or shard + root + at most two blocks when resharded),
-     // full gradients, sharded optimizer state and EMA
-    double full_mb = 0, shard_mb = 0, root_mb = s.full[0].numel() * 4.0 / 1e6, block_mb = 0;
-    for (size_t u = 0; u < s.full.size(); ++u) {
-      full_mb += s.full[u].numel() * 4.0 / 1e6;
-      shard_mb += s.params[u].numel() * 4.0 / 1e6;
-      if (u > 0) block_mb = std::max(block_mb, s.full[u].numel() * 4.0 / 1e6);
-    }
-    const std::string params =
-        s.resharder ? fmt("%.1f MB", shard_mb + root_mb + 2 * block_mb) + " at most (shard " + fmt("%.1f", shard_mb) +
-                          " + root " + fmt("%.1f", root_mb) + " + two blocks " + fmt("%.1f", 2 * block_mb) +
-                          "; reshard_after_forward)"
-                    : fmt("%.1f MB", full_mb);
-    const std::string grads =
-        s.resharder ? fmt("%.1f MB", shard_mb + root_mb + 2 * block_mb) + " at most"
-                    : fmt("%.1f MB", full_mb + (world > 1 ? shard_mb : 0));
-    log_info(std::to_string(world) + " trainer rank(s); per rank: parameters " + params + ", gradients " + grads +
+  {  // what a rank holds: parameters and gradients (dist/sharded_params.h), sharded AdamW moments and EMA
+    double shard_mb = 0;
+    for (const auto& p : s.params()) shard_mb += p.numel() * 4.0 / 1e6;
+    log_info(std::to_string(world) + " trainer rank(s); per rank: " + s.sharded->memory_summary() +
              ", AdamW moments " + fmt("%.1f MB", 2 * shard_mb) + ", EMA " + fmt("%.1f MB", shard_mb));
+    const ShardingOptions& so = s.sharding;
+    int bf16_units = 0;
+    for (auto d : so.param_dtypes) bf16_units += d == at::kBFloat16;
+    log_info(std::string("parameters gathered in ") + (bf16_units ? "bf16" : "fp32") +
+             (bf16_units ? " (" + std::to_string(bf16_units) + " of " + std::to_string(so.param_dtypes.size()) +
+                               " units; the root and the blocks run outside autocast stay fp32)"
+                         : "") +
+             ", gradients reduced in " + (so.reduce_dtype == at::kBFloat16 ? "bf16" : "fp32") +
+             (autocast ? "" : " (fp32 compute: dist.param_dtype and dist.reduce_dtype apply to bf16 compute on CUDA)"));
   }
-  if (rank == 0 && world > 1 && (cfg.dist.param_dtype != "fp32" || cfg.dist.reduce_dtype != "fp32"))
-    log_warn("dist.param_dtype and dist.reduce_dtype are not implemented yet: parameters are gathered and "
-             "gradients reduced in fp32 (bf16 compute on CUDA comes from autocast)");
   MetricsSink metrics, rank_metrics;  // rank 0's global records; optionally each rank's own
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   if (cfg.train.rank_metrics) {
@@ -425,6 +410,8 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   return summary;
 }
 
+bool trains_on_cuda(const Config& cfg) { return pick_device(cfg).is_cuda(); }
+
 void dry_run(const Config& cfg) {
   const DiTConfig mc = resolve_model(cfg.model);
   DiT model(mc);
@@ -457,7 +444,7 @@ BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
   set_cuda_math(cfg, device);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   const DiTConfig mc = resolve_model(cfg.model);
-  TrainState s = make_state(cfg, mc, device, nullptr);
+  TrainState s = make_state(cfg, mc, device, nullptr, nullptr, autocast);
   const int64_t B = cfg.train.global_batch;
   auto data_gen = make_generator(c10::Device(c10::kCPU), 1234);
   auto x = at::randn({B, mc.in_channels, mc.input_size, mc.input_size}, data_gen).to(device);

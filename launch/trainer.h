@@ -1,6 +1,6 @@
 // The training loop of tread_run: EDM loss on HDF5 latents, AdamW with warm-up and global-norm
 // clipping on flat fp32 buffers, EMA, metrics.jsonl, rolling checkpoints, automatic resume.
-// One process for now; the distributed issue shards the same flat buffers over ranks.
+// With several trainer ranks the flat buffers are sharded over them (dist/sharded_params.h).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -28,8 +28,15 @@ struct TrainSummary {
 // Throws on errors (the caller prints them and exits 1, or aborts the job).
 // `gpu`: the CUDA device of this rank when training on CUDA (its local rank). `publisher`
 // (trainer rank 0, when there are evaluation ranks): told of every checkpoint and of the end.
+// `device_comm`: the same ranks as `comm`, for the collectives on parameters and gradients
+// (NCCL when they are CUDA tensors); null: `comm` serves them too. `comm` always carries the
+// small CPU-side agreements (resume choice, stop signal, loss, gradient norm).
 TrainSummary train(const Config& cfg, const std::string& config_toml, Communicator* comm = nullptr, int gpu = 0,
-                   EvalPublisher* publisher = nullptr);
+                   EvalPublisher* publisher = nullptr, Communicator* device_comm = nullptr);
+
+// Whether train() computes on CUDA (train.device "cuda", or "auto" with a CUDA device): its
+// trainer ranks then need an NCCL communicator for the parameters.
+bool trains_on_cuda(const Config& cfg);
 
 // `--dry-run`: validates what training would open, builds the model, prints parameter count
 // and FLOPs per image.

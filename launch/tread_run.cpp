@@ -11,6 +11,9 @@
 #include "core/host_memory.h"
 #include "core/log.h"
 #include "dist/mpi_communicator.h"
+#ifdef NT_HAVE_NCCL
+#include "dist/nccl_communicator.h"
+#endif
 #include "dist/topology.h"
 #include "eval/eval_rank.h"
 #include "launch/cli.h"
@@ -74,11 +77,25 @@ int main(int argc, char** argv) {
       if (topo.is_evaluator) {
         nt::run_evaluator(cfg, topo, [] { return nt::stop_requested() != 0; });
       } else {
+        // The trainers' communicators: MPI for the small CPU-side agreements, and on GPUs NCCL for
+        // the parameters and gradients (a build without NCCL refuses several CUDA trainers).
         std::unique_ptr<nt::MpiCommunicator> comm;
-        if (topo.num_trainers > 1) comm = std::make_unique<nt::MpiCommunicator>(topo.trainers);
+        std::unique_ptr<nt::Communicator> device_comm;
+        if (topo.num_trainers > 1) {
+          comm = std::make_unique<nt::MpiCommunicator>(topo.trainers);
+#ifdef NT_HAVE_NCCL
+          if (nt::trains_on_cuda(cfg)) {
+            if (topo.gpu < 0)
+              throw std::runtime_error("trainer rank " + std::to_string(topo.trainer_rank) + " (local rank " +
+                                       std::to_string(topo.local_rank) + ") has no GPU of its own: " +
+                                       std::to_string(topo.num_gpus) + " visible; start one rank per GPU");
+            device_comm = std::make_unique<nt::NcclCommunicator>(topo.trainers, topo.gpu);
+          }
+#endif
+        }
         std::unique_ptr<nt::EvalPublisher> publisher;  // trainer rank 0 tells the evaluators
         if (topo.num_eval_ranks > 0 && topo.trainer_rank == 0) publisher = std::make_unique<nt::EvalPublisher>(topo);
-        nt::train(cfg, resolved, comm.get(), topo.gpu, publisher.get());
+        nt::train(cfg, resolved, comm.get(), topo.gpu, publisher.get(), device_comm.get());
       }
     } catch (const std::exception& e) {
       if (topo.world_size > 1) nt::abort_job(e.what());  // the other ranks must not hang

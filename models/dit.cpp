@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "models/autocast.h"
@@ -216,6 +217,13 @@ void DiTImpl::initialize_weights(at::Generator* gen) {
   final_layer->linear->bias.zero_();
   pos_embed.copy_(get_2d_sincos_pos_embed(cfg.hidden_size, cfg.input_size / cfg.patch_size)
                       .to(at::kFloat).unsqueeze(0));
+}
+
+std::vector<bool> fp32_blocks(const DiTConfig& cfg) {
+  std::vector<bool> out(static_cast<size_t>(std::max(cfg.depth, 0)), false);
+  for (const auto& route : cfg.routes)
+    if (route.end_layer + 1 < cfg.depth) out[static_cast<size_t>(route.end_layer + 1)] = true;
+  return out;
 }
 
 at::Tensor DiTImpl::unpatchify(const at::Tensor& x) {

@@ -63,6 +63,11 @@ struct ForwardOptions {
   std::function<void(int, const at::Tensor&)> after_block;
 };
 
+// The blocks a routed (training) forward runs outside autocast, in fp32, as the reference does:
+// the block right after each route's end. [depth]; training keeps their parameters fp32 whatever
+// dist.param_dtype says.
+std::vector<bool> fp32_blocks(const DiTConfig& cfg);
+
 // adaLN modulation of normalised tokens: x * (1 + scale) + shift, per sample.
 at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
 

@@ -2,7 +2,10 @@
 // the GPU machine by scripts/gpu-check):
 //   - a CUDA run in fp32 trains what the CPU run trains (the same draws: training randomness is
 //     drawn on the CPU), to fp32 tolerance per tensor after 3 steps;
-//   - bf16 autocast and fp32 loss curves agree over 50 steps.
+//   - bf16 autocast and fp32 loss curves agree over 50 steps;
+//   - gathering the parameters in bf16 (dist.param_dtype) trains what fp32 parameters under
+//     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
+//     and the root stay fp32.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -85,6 +88,22 @@ TEST_F(Gpu, Bf16AndFp32LossCurvesAgree) {
   EXPECT_LE(worst, 0.15);
   EXPECT_LT(last_a, first_a);  // both learn
   EXPECT_LT(last_b, first_b);
+}
+
+TEST_F(Gpu, Bf16GatheredParametersTrainWhatAutocastTrains) {
+  RunSetup s = make_setup();
+  std::string out;
+  const std::string common = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5"
+                             " --set checkpoint.every=5";
+  ASSERT_EQ(run_single(s, "--set run.name=p32 --set dist.param_dtype=fp32" + common, &out), 0) << out;
+  EXPECT_CONTAINS(out, "parameters gathered in fp32");
+  ASSERT_EQ(run_single(s, "--set run.name=p16 --set dist.param_dtype=bf16" + common, &out), 0) << out;
+  EXPECT_CONTAINS(out, "parameters gathered in bf16");
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
+    const double d = max_rel_diff(ckpt(s, "p16", 5), ckpt(s, "p32", 5), kind);
+    std::cout << "[ gpu      ] param_dtype bf16 vs fp32, " << kind << ": max relative difference " << d << "\n";
+    EXPECT_LE(d, 1e-6) << kind;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,44 @@
+// Gathering a unit in its compute dtype and reducing its gradients in reduce_dtype (see
+// dist/unit_collectives.h).
+#include "dist/unit_collectives.h"
+
+#include <torch/torch.h>
+
+namespace nt {
+namespace {
+bool same_memory(const at::Tensor& a, const at::Tensor& b) {
+  return a.data_ptr() == b.data_ptr() && a.numel() == b.numel() && a.scalar_type() == b.scalar_type();
+}
+}  // namespace
+
+CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at::Tensor& shard) {
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  comm_check::flat_and_shard("gather_unit", full, shard, world);
+  const int64_t n = shard.numel();
+  at::Tensor own = full.narrow(0, rank * n, n);  // [padded / W] in the compute dtype
+  if (!same_memory(own, shard)) {
+    torch::NoGradGuard no_grad;
+    own.copy_(shard);  // the cast (round to nearest even for bf16)
+  }
+  if (world == 1) return CommWork();
+  return comm->all_gather_into_async(full, own);
+}
+
+void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
+                 at::ScalarType reduce_dtype) {
+  const int world = comm ? comm->size() : 1;
+  comm_check::flat_and_shard("reduce_unit", full_grad, grad_shard, world);
+  if (same_memory(grad_shard, full_grad)) return;  // W = 1, fp32 throughout: the gradient is the shard
+  torch::NoGradGuard no_grad;
+  const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
+  if (world == 1) {
+    grad_shard.copy_(src);
+    return;
+  }
+  const at::Tensor dst = grad_shard.scalar_type() == reduce_dtype ? grad_shard
+                                                                  : torch::empty({grad_shard.numel()}, src.options());
+  comm->reduce_scatter_avg(dst, src);  // [padded / W]
+  if (!same_memory(dst, grad_shard)) grad_shard.copy_(dst);
+}
+
+}  // namespace nt

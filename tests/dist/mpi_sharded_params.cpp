@@ -1,0 +1,229 @@
+// Multi-rank tests of ShardedParams (dist/sharded_params.h) in mixed precision, on a small
+// module with a root (embed, final) and three blocks whose units do not divide by 2 or 3:
+//  - the model's parameters are the fp32 shards gathered and rounded to each unit's dtype;
+//  - gradients are averaged over ranks in reduce_dtype, exactly as computed by hand (fp32 sums,
+//    one rounding to bf16 for a bf16 reduction);
+//  - W ranks train what one rank trains on the same global batch: to 1e-5 in fp32, to bf16's
+//    rounding with bf16 blocks; resharding after forward changes no bit; the dtypes change the
+//    result (the checks can fail).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/mpi_communicator.h"
+#include "dist/sharded_params.h"
+#include "models/dit.h"
+
+namespace {
+
+constexpr int kIn = 5, kDim = 7, kOut = 3, kDepth = 3;
+
+// root: embed (5 -> 7), final (7 -> 3): 66 parameters; blocks.{i}: 7 -> 7, 56 each. Each layer
+// computes in its weight's dtype; the residual stream stays in the wider dtype.
+struct ToyImpl : torch::nn::Module {
+  ToyImpl() {
+    embed = register_module("embed", torch::nn::Linear(kIn, kDim));
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int i = 0; i < kDepth; ++i) {
+      layers.push_back(torch::nn::Linear(kDim, kDim));
+      blocks->push_back(layers.back());
+    }
+    final = register_module("final", torch::nn::Linear(kDim, kOut));
+  }
+  static at::Tensor in(const torch::nn::Linear& l, const at::Tensor& x) { return x.to(l->weight.scalar_type()); }
+  at::Tensor forward(const at::Tensor& x, const nt::ForwardOptions& o) {
+    auto h = embed(in(embed, x));  // [N, 7]
+    for (int i = 0; i < kDepth; ++i) {
+      if (o.before_block) o.before_block(i);
+      h = h + torch::tanh(layers[i](in(layers[i], h)));
+      if (o.after_block) o.after_block(i, h);
+    }
+    return final(in(final, h)).to(at::kFloat);  // [N, 3]
+  }
+  torch::nn::Linear embed{nullptr}, final{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  std::vector<torch::nn::Linear> layers;
+};
+TORCH_MODULE(Toy);
+
+Toy make_toy() {
+  torch::manual_seed(11);  // the same initial weights on every rank
+  return Toy();
+}
+
+// root, blocks.0, blocks.1, blocks.2
+std::vector<at::ScalarType> dtypes(at::ScalarType blocks) { return {at::kFloat, blocks, blocks, blocks}; }
+
+class ShardedParamsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { comm_ = std::make_unique<nt::MpiCommunicator>(MPI_COMM_WORLD); }
+  void TearDown() override { comm_.reset(); }
+  int W() const { return comm_->size(); }
+  int R() const { return comm_->rank(); }
+  std::unique_ptr<nt::MpiCommunicator> comm_;
+};
+
+TEST_F(ShardedParamsTest, ParametersAreTheShardsRoundedToTheUnitDtype) {
+  Toy ref = make_toy();
+  std::map<std::string, at::Tensor> before;
+  for (const auto& p : ref->named_parameters()) before[p.key()] = p.value().detach().clone();
+  Toy toy = make_toy();
+  nt::ShardingOptions opt;
+  opt.param_dtypes = {at::kFloat, at::kBFloat16, at::kFloat, at::kBFloat16};
+  nt::ShardedParams sp(*toy, comm_.get(), opt);
+  const auto& layout = sp.layout();
+  ASSERT_EQ(layout.units.size(), 4u);
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    EXPECT_EQ(sp.full()[u].scalar_type(), opt.param_dtypes[u]) << layout.units[u].name;
+    EXPECT_EQ(sp.params()[u].scalar_type(), at::kFloat);
+    EXPECT_EQ(sp.params()[u].numel() * W(), layout.units[u].padded);
+  }
+  auto params = toy->named_parameters();
+  for (const auto& unit : layout.units)
+    for (const auto& p : unit.params) {
+      const at::Tensor& now = params[p.name];
+      const auto dtype = unit.name == "blocks.0" || unit.name == "blocks.2" ? at::kBFloat16 : at::kFloat;
+      EXPECT_EQ(now.scalar_type(), dtype) << p.name;
+      EXPECT_TRUE(torch::equal(now, before[p.name].to(dtype))) << p.name;
+    }
+  // The fp32 master shard keeps the unrounded values.
+  const auto& b0 = layout.units[1];
+  auto master = torch::zeros({b0.padded});
+  for (const auto& p : b0.params) master.narrow(0, p.offset, p.numel).copy_(before[p.name].reshape({-1}));
+  const int64_t n = b0.padded / W();
+  EXPECT_TRUE(torch::equal(sp.params()[1], master.narrow(0, R() * n, n)));
+  EXPECT_FALSE(torch::equal(sp.params()[1], master.narrow(0, R() * n, n).to(at::kBFloat16).to(at::kFloat)));
+}
+
+// Rank r's gradient of parameter k: multiples of 1/16 in [-4, 4), exact in bf16, so fp32 sums of
+// up to three of them are exact and the expected reduction is computed here without rounding doubt.
+at::Tensor rank_grad(int rank, int k, at::IntArrayRef shape) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(1000 * rank + k + 1));
+  return at::randint(-64, 64, shape, gen, at::TensorOptions().dtype(at::kFloat)) / 16.0;
+}
+
+TEST_F(ShardedParamsTest, GradientsAreAveragedInTheReduceDtype) {
+  for (auto reduce : {at::kFloat, at::kBFloat16}) {
+    Toy toy = make_toy();
+    nt::ShardingOptions opt;
+    opt.param_dtypes = dtypes(at::kBFloat16);
+    opt.reduce_dtype = reduce;
+    nt::ShardedParams sp(*toy, comm_.get(), opt);
+    nt::ForwardOptions hooks;
+    sp.begin_step(hooks);
+    auto params = toy->named_parameters();
+    const auto& layout = sp.layout();
+    std::map<std::string, int> index;
+    for (const auto& unit : layout.units)
+      for (const auto& p : unit.params) index.emplace(p.name, static_cast<int>(index.size()));
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& [name, k] : index) params[name].mutable_grad().copy_(rank_grad(R(), k, params[name].sizes()));
+    }
+    sp.end_backward();
+    for (size_t u = 0; u < layout.units.size(); ++u) {
+      const auto& unit = layout.units[u];
+      auto sum = torch::zeros({unit.padded});  // fp32: exact for these values
+      for (int r = 0; r < W(); ++r)
+        for (const auto& p : unit.params) sum.narrow(0, p.offset, p.numel).add_(rank_grad(r, index[p.name], p.shape).reshape({-1}));
+      auto expect = sum.div_(static_cast<double>(W()));
+      if (reduce == at::kBFloat16) expect = expect.to(at::kBFloat16).to(at::kFloat);
+      const int64_t n = unit.padded / W();
+      EXPECT_EQ(sp.grads()[u].scalar_type(), at::kFloat);
+      EXPECT_TRUE(torch::equal(sp.grads()[u], expect.narrow(0, R() * n, n)))
+          << unit.name << " reduce " << c10::toString(reduce) << "\n" << sp.grads()[u] << "\n" << expect.narrow(0, R() * n, n);
+    }
+  }
+}
+
+// Trains 10 SGD steps on a global batch of 6 rows (rank r takes rows [r*6/W, (r+1)*6/W)); returns
+// the fp32 parameters of every unit, unpadded, on every rank.
+std::vector<at::Tensor> train(nt::Communicator* comm, at::ScalarType blocks, at::ScalarType reduce, bool reshard) {
+  Toy toy = make_toy();
+  nt::ShardingOptions opt;
+  opt.param_dtypes = dtypes(blocks);
+  opt.reduce_dtype = reduce;
+  opt.reshard_after_forward = reshard;
+  nt::ShardedParams sp(*toy, comm, opt);
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  const int64_t B = 6, b = B / world;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
+  for (int step = 0; step < 10; ++step) {
+    auto x = at::randn({B, kIn}, gen), target = at::randn({B, kOut}, gen);
+    nt::ForwardOptions hooks;
+    sp.begin_step(hooks);
+    auto out = toy->forward(x.narrow(0, rank * b, b), hooks);
+    (out - target.narrow(0, rank * b, b)).pow(2).mean().backward();
+    sp.end_backward();
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t u = 0; u < sp.params().size(); ++u) sp.params()[u].add_(sp.grads()[u], -0.05);
+    }
+    sp.refresh();
+  }
+  std::vector<at::Tensor> out;
+  for (size_t u = 0; u < sp.params().size(); ++u) {
+    const auto& unit = sp.layout().units[u];
+    auto full = torch::empty({unit.padded});
+    if (comm) comm->all_gather_into(full, sp.params()[u]);
+    else full.copy_(sp.params()[u]);
+    out.push_back(full.narrow(0, 0, unit.numel));
+  }
+  return out;
+}
+
+double max_rel_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  double worst = 0;
+  for (size_t u = 0; u < a.size(); ++u)
+    worst = std::max(worst, ((a[u] - b[u]).abs().max() / b[u].abs().max()).item<double>());
+  return worst;
+}
+
+bool bit_equal(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  for (size_t u = 0; u < a.size(); ++u)
+    if (!torch::equal(a[u], b[u])) return false;
+  return true;
+}
+
+TEST_F(ShardedParamsTest, WRanksTrainWhatOneRankTrains) {
+  struct Case {
+    at::ScalarType blocks, reduce;
+    double tol;
+  };
+  std::vector<std::vector<at::Tensor>> results;
+  for (const Case& c : {Case{at::kFloat, at::kFloat, 1e-5}, Case{at::kBFloat16, at::kFloat, 5e-3},
+                        Case{at::kBFloat16, at::kBFloat16, 5e-3}}) {
+    const auto one = train(nullptr, c.blocks, c.reduce, false);
+    const auto kept = train(comm_.get(), c.blocks, c.reduce, false);
+    const auto resharded = train(comm_.get(), c.blocks, c.reduce, true);
+    const double d = max_rel_diff(kept, one);
+    if (R() == 0)
+      std::cout << "[ sharded  ] W=" << W() << " blocks " << c10::toString(c.blocks) << " reduce "
+                << c10::toString(c.reduce) << ": max relative difference to one rank " << d << "\n";
+    EXPECT_LE(d, c.tol) << c10::toString(c.blocks) << " " << c10::toString(c.reduce);
+    EXPECT_TRUE(bit_equal(resharded, kept)) << c10::toString(c.blocks) << " " << c10::toString(c.reduce);
+    results.push_back(kept);
+  }
+  // bf16 blocks and a bf16 reduction each change the numbers.
+  EXPECT_GT(max_rel_diff(results[1], results[0]), 1e-6);
+  if (W() > 1) EXPECT_GT(max_rel_diff(results[2], results[1]), 1e-7);
+}
+
+TEST_F(ShardedParamsTest, WrongNumberOfDtypesIsAnError) {
+  Toy toy = make_toy();
+  nt::ShardingOptions opt;
+  opt.param_dtypes = {at::kFloat, at::kBFloat16};
+  try {
+    nt::ShardedParams sp(*toy, comm_.get(), opt);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("2 parameter dtypes given for the model's 4 units"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
