@@ -49,7 +49,7 @@ ShardedParams::ShardedParams(torch::nn::Module& model, Communicator* comm, const
     throw std::runtime_error("ShardedParams: " + std::to_string(opt.param_dtypes.size()) +
                              " parameter dtypes given for the model's " + std::to_string(units) + " units");
   auto dtype = [&](size_t u) { return opt.param_dtypes.empty() ? at::kFloat : opt.param_dtypes[u]; };
-  const bool reshard = comm && world_ > 1 && opt.reshard_after_forward;
+  const bool reshard = comm && opt.reshard_after_forward;
   const auto master = gather_params(model, layout_);  // fp32 [padded] per unit: the current values
   torch::NoGradGuard no_grad;
   for (size_t u = 0; u < units; ++u) full_.push_back(dtype(u) == at::kFloat ? master[u] : master[u].to(dtype(u)));
@@ -59,7 +59,8 @@ ShardedParams::ShardedParams(torch::nn::Module& model, Communicator* comm, const
     // The shard needs memory of its own when the full buffer is in another dtype or released.
     const bool own_memory = reshard || dtype(u) != at::kFloat;
     shards_.push_back(own_memory ? own_slice(master[u], rank_, world_).clone() : own_slice(full_[u], rank_, world_));
-    const bool grad_is_full = world_ == 1 && full_grads_[u].scalar_type() == at::kFloat && reduce_dtype_ == at::kFloat;
+    const bool grad_is_full =
+        world_ == 1 && !reshard && full_grads_[u].scalar_type() == at::kFloat && reduce_dtype_ == at::kFloat;
     grad_shards_.push_back(grad_is_full ? full_grads_[u] : torch::zeros_like(shards_[u]));
   }
   if (reshard) {

@@ -8,8 +8,8 @@
 //    shards by refresh() after every change of the shards;
 //  - backward accumulates into full gradient buffers (the parameters' dtype), reduce-scattered
 //    (averaged over ranks, in reduce_dtype) into the fp32 gradient shards by end_backward();
-//  - with reshard_after_forward (W > 1) block units are gathered before use and released after
-//    (dist/reshard.h).
+//  - with reshard_after_forward (and a communicator) block units are gathered before use and
+//    released after (dist/reshard.h).
 // Where nothing needs a second copy it is not made: with W = 1 and fp32 the shard is the full
 // buffer and the gradient shard the full gradient; with fp32 and no resharding the shard is a
 // view of the full buffer.
@@ -36,7 +36,7 @@ struct ShardingOptions {
   // model computes with. Empty: fp32 everywhere.
   std::vector<at::ScalarType> param_dtypes;
   at::ScalarType reduce_dtype = at::kFloat;  // the dtype gradients are reduce-scattered in
-  bool reshard_after_forward = false;        // used with W > 1
+  bool reshard_after_forward = false;        // used with a communicator (the trainer: W > 1)
 };
 
 class ShardedParams {

@@ -20,7 +20,7 @@ CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at:
     torch::NoGradGuard no_grad;
     own.copy_(shard);  // the cast (round to nearest even for bf16)
   }
-  if (world == 1) return CommWork();
+  if (!comm) return CommWork();
   return comm->all_gather_into_async(full, own);
 }
 
@@ -31,7 +31,7 @@ void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Ten
   if (same_memory(grad_shard, full_grad)) return;  // W = 1, fp32 throughout: the gradient is the shard
   torch::NoGradGuard no_grad;
   const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
-  if (world == 1) {
+  if (!comm) {
     grad_shard.copy_(src);
     return;
   }

@@ -2,7 +2,8 @@
 // all-gather of a unit's parameters from the ranks' fp32 shards into its full buffer in the
 // unit's compute dtype, and the reduce-scatter (average) of its full gradient buffer into the
 // rank's fp32 gradient shard through `reduce_dtype`. `comm` null means one process (W = 1):
-// the same casts without a collective, so one rank computes what W ranks compute.
+// the same casts without a collective, so one rank computes what W ranks compute. A
+// communicator of one rank still runs its collectives (so they can be tested on one GPU).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>

@@ -1,5 +1,5 @@
-// Multi-rank tests of ShardedParams (dist/sharded_params.h) in mixed precision, on a small
-// module with a root (embed, final) and three blocks whose units do not divide by 2 or 3:
+// Multi-rank tests of ShardedParams (dist/sharded_params.h) in mixed precision, on the toy
+// module of toy_model.h (a root and three blocks whose units do not divide by 3):
 //  - the model's parameters are the fp32 shards gathered and rounded to each unit's dtype;
 //  - gradients are averaged over ranks in reduce_dtype, exactly as computed by hand (fp32 sums,
 //    one rounding to bf16 for a bf16 reduction);
@@ -17,46 +17,14 @@
 #include "dist/mpi_communicator.h"
 #include "dist/sharded_params.h"
 #include "models/dit.h"
+#include "toy_model.h"
 
 namespace {
 
-constexpr int kIn = 5, kDim = 7, kOut = 3, kDepth = 3;
-
-// root: embed (5 -> 7), final (7 -> 3): 66 parameters; blocks.{i}: 7 -> 7, 56 each. Each layer
-// computes in its weight's dtype; the residual stream stays in the wider dtype.
-struct ToyImpl : torch::nn::Module {
-  ToyImpl() {
-    embed = register_module("embed", torch::nn::Linear(kIn, kDim));
-    blocks = register_module("blocks", torch::nn::ModuleList());
-    for (int i = 0; i < kDepth; ++i) {
-      layers.push_back(torch::nn::Linear(kDim, kDim));
-      blocks->push_back(layers.back());
-    }
-    final = register_module("final", torch::nn::Linear(kDim, kOut));
-  }
-  static at::Tensor in(const torch::nn::Linear& l, const at::Tensor& x) { return x.to(l->weight.scalar_type()); }
-  at::Tensor forward(const at::Tensor& x, const nt::ForwardOptions& o) {
-    auto h = embed(in(embed, x));  // [N, 7]
-    for (int i = 0; i < kDepth; ++i) {
-      if (o.before_block) o.before_block(i);
-      h = h + torch::tanh(layers[i](in(layers[i], h)));
-      if (o.after_block) o.after_block(i, h);
-    }
-    return final(in(final, h)).to(at::kFloat);  // [N, 3]
-  }
-  torch::nn::Linear embed{nullptr}, final{nullptr};
-  torch::nn::ModuleList blocks{nullptr};
-  std::vector<torch::nn::Linear> layers;
-};
-TORCH_MODULE(Toy);
-
-Toy make_toy() {
-  torch::manual_seed(11);  // the same initial weights on every rank
-  return Toy();
-}
-
-// root, blocks.0, blocks.1, blocks.2
-std::vector<at::ScalarType> dtypes(at::ScalarType blocks) { return {at::kFloat, blocks, blocks, blocks}; }
+using nt::test::make_toy;
+using nt::test::Toy;
+using nt::test::toy_dtypes;
+using nt::test::train_toy;
 
 class ShardedParamsTest : public ::testing::Test {
  protected:
@@ -110,7 +78,7 @@ TEST_F(ShardedParamsTest, GradientsAreAveragedInTheReduceDtype) {
   for (auto reduce : {at::kFloat, at::kBFloat16}) {
     Toy toy = make_toy();
     nt::ShardingOptions opt;
-    opt.param_dtypes = dtypes(at::kBFloat16);
+    opt.param_dtypes = toy_dtypes(at::kBFloat16);
     opt.reduce_dtype = reduce;
     nt::ShardedParams sp(*toy, comm_.get(), opt);
     nt::ForwardOptions hooks;
@@ -140,42 +108,6 @@ TEST_F(ShardedParamsTest, GradientsAreAveragedInTheReduceDtype) {
   }
 }
 
-// Trains 10 SGD steps on a global batch of 6 rows (rank r takes rows [r*6/W, (r+1)*6/W)); returns
-// the fp32 parameters of every unit, unpadded, on every rank.
-std::vector<at::Tensor> train(nt::Communicator* comm, at::ScalarType blocks, at::ScalarType reduce, bool reshard) {
-  Toy toy = make_toy();
-  nt::ShardingOptions opt;
-  opt.param_dtypes = dtypes(blocks);
-  opt.reduce_dtype = reduce;
-  opt.reshard_after_forward = reshard;
-  nt::ShardedParams sp(*toy, comm, opt);
-  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-  const int64_t B = 6, b = B / world;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
-  for (int step = 0; step < 10; ++step) {
-    auto x = at::randn({B, kIn}, gen), target = at::randn({B, kOut}, gen);
-    nt::ForwardOptions hooks;
-    sp.begin_step(hooks);
-    auto out = toy->forward(x.narrow(0, rank * b, b), hooks);
-    (out - target.narrow(0, rank * b, b)).pow(2).mean().backward();
-    sp.end_backward();
-    {
-      torch::NoGradGuard no_grad;
-      for (size_t u = 0; u < sp.params().size(); ++u) sp.params()[u].add_(sp.grads()[u], -0.05);
-    }
-    sp.refresh();
-  }
-  std::vector<at::Tensor> out;
-  for (size_t u = 0; u < sp.params().size(); ++u) {
-    const auto& unit = sp.layout().units[u];
-    auto full = torch::empty({unit.padded});
-    if (comm) comm->all_gather_into(full, sp.params()[u]);
-    else full.copy_(sp.params()[u]);
-    out.push_back(full.narrow(0, 0, unit.numel));
-  }
-  return out;
-}
-
 double max_rel_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   double worst = 0;
   for (size_t u = 0; u < a.size(); ++u)
@@ -197,9 +129,9 @@ TEST_F(ShardedParamsTest, WRanksTrainWhatOneRankTrains) {
   std::vector<std::vector<at::Tensor>> results;
   for (const Case& c : {Case{at::kFloat, at::kFloat, 1e-5}, Case{at::kBFloat16, at::kFloat, 5e-3},
                         Case{at::kBFloat16, at::kBFloat16, 5e-3}}) {
-    const auto one = train(nullptr, c.blocks, c.reduce, false);
-    const auto kept = train(comm_.get(), c.blocks, c.reduce, false);
-    const auto resharded = train(comm_.get(), c.blocks, c.reduce, true);
+    const auto one = train_toy(nullptr, c.blocks, c.reduce, false);
+    const auto kept = train_toy(comm_.get(), c.blocks, c.reduce, false);
+    const auto resharded = train_toy(comm_.get(), c.blocks, c.reduce, true);
     const double d = max_rel_diff(kept, one);
     if (R() == 0)
       std::cout << "[ sharded  ] W=" << W() << " blocks " << c10::toString(c.blocks) << " reduce "
