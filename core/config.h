@@ -71,6 +71,7 @@ struct TrainConfig {
   std::string device = "auto";     // "auto" | "cpu" | "cuda"
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
+  std::string recompute = "none";  // "none" | "norm" | "blocks": activations recomputed in backward
 };
 
 struct OptimConfig {

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "models/autocast.h"
+#include "models/recompute.h"
 #include "models/router.h"
 
 namespace nt {
@@ -25,6 +26,24 @@ at::Tensor add_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
 at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
   return add_mul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1));  // [N,T,D] with [N,1,D]
 }
+
+Recompute parse_recompute(const std::string& name) {
+  if (name == "none") return Recompute::none;
+  if (name == "norm") return Recompute::norm;
+  if (name == "blocks") return Recompute::blocks;
+  throw std::runtime_error("recompute must be \"none\", \"norm\" or \"blocks\", got \"" + name + "\"");
+}
+
+namespace {
+// modulate(LayerNorm(x), shift, scale), LayerNorm without affine, eps 1e-6; with `recompute` its
+// fp32 intermediates are not kept for backward.
+at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool recompute) {
+  auto fn = [](const std::vector<at::Tensor>& in) {
+    return modulate(at::layer_norm(in[0], {in[0].size(-1)}, {}, {}, 1e-6), in[1], in[2]);
+  };
+  return recompute ? nt::recompute(fn, {x, shift, scale}) : fn({x, shift, scale});
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Embedders
@@ -121,16 +140,17 @@ DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : h
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 6 * hidden_size)));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute) {
+  if (recompute == Recompute::blocks)
+    return nt::recompute([this](const std::vector<at::Tensor>& in) { return forward(in[0], in[1]); }, {x, c},
+                         parameters());
+  const bool norm = recompute == Recompute::norm;
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
-  const std::vector<int64_t> D{hidden_size};
   // Gated residuals x + gate * f(x).
-  auto h = add_mul(x, gate_msa.unsqueeze(1),
-                   attn->forward(modulate(at::layer_norm(x, D, {}, {}, 1e-6), shift_msa, scale_msa)));
-  return add_mul(h, gate_mlp.unsqueeze(1),
-                 mlp->forward(modulate(at::layer_norm(h, D, {}, {}, 1e-6), shift_mlp, scale_mlp)));
+  auto h = add_mul(x, gate_msa.unsqueeze(1), attn->forward(modulated_norm(x, shift_msa, scale_msa, norm)));
+  return add_mul(h, gate_mlp.unsqueeze(1), mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm)));
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
@@ -139,9 +159,9 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 2 * hidden_size)));
 }
 
-at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c) {
+at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
-  return linear->forward(modulate(at::layer_norm(x, {hidden_size}, {}, {}, 1e-6), mod[0], mod[1]));
+  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute != Recompute::none));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,10 +278,10 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     if (opt.before_block) opt.before_block(idx);
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
-      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat));
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.recompute);
       set_cuda_autocast_flag(true);
     } else {
-      x = block_list[idx]->forward(x, c);
+      x = block_list[idx]->forward(x, c, opt.recompute);
     }
     if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;
@@ -274,7 +294,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
       ++r;
     }
   }
-  return unpatchify(final_layer->forward(x, c));
+  return unpatchify(final_layer->forward(x, c, opt.recompute));
 }
 
 at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,

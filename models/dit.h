@@ -45,6 +45,14 @@ struct BatchSlice {
   }
 };
 
+// What a training forward keeps for backward (models/recompute.h): `none` keeps every
+// intermediate tensor; `norm` recomputes each LayerNorm + adaLN modulate in backward (keeps its
+// input, not its fp32 output: little compute); `blocks` keeps only each transformer block's
+// inputs and runs the whole block again in backward (about one more forward of the blocks). The
+// numbers are the same in every mode.
+enum class Recompute { none, norm, blocks };
+Recompute parse_recompute(const std::string& name);  // "none" | "norm" | "blocks"
+
 // How one forward pass routes and conditions.
 struct ForwardOptions {
   double class_drop_prob = 0.0;  // labels -> null class with this probability (rand < p)
@@ -61,6 +69,7 @@ struct ForwardOptions {
   // after_block(i, the block's output).
   std::function<void(int)> before_block;
   std::function<void(int, const at::Tensor&)> after_block;
+  Recompute recompute = Recompute::none;  // training forwards only (grad mode on)
 };
 
 // The blocks a routed (training) forward runs outside autocast, in fp32, as the reference does:
@@ -119,7 +128,8 @@ TORCH_MODULE(Mlp);
 // A transformer block with adaLN-Zero conditioning (six modulation vectors).
 struct DiTBlockImpl : torch::nn::Module {
   DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);  // x [N,T,D], c [N,D]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c,
+                     Recompute recompute = Recompute::none);  // x [N,T,D], c [N,D]
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 6D)
@@ -130,7 +140,8 @@ TORCH_MODULE(DiTBlock);
 // LayerNorm + adaLN (shift, scale) + linear to patch_size^2 * C outputs.
 struct FinalLayerImpl : torch::nn::Module {
   FinalLayerImpl(int hidden_size, int patch_size, int out_channels);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);  // [N,T,D] -> [N,T,p*p*C]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c,
+                     Recompute recompute = Recompute::none);  // [N,T,D] -> [N,T,p*p*C]
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 2D)
   int hidden_size;

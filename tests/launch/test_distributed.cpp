@@ -58,6 +58,18 @@ TEST(Distributed, ReshardAfterForwardChangesNothingButMemory) {
     EXPECT_TRUE(bit_equal(ckpt(s, "reshard", 10), ckpt(s, "keep", 10), kind)) << kind;
 }
 
+// train.recompute keeps fewer activations and recomputes them in backward: the same numbers as
+// keeping them, bit for bit, also with blocks gathered and released around their recomputation.
+TEST(Distributed, RecomputeChangesNothingButMemory) {
+  RunSetup s = make_setup();
+  std::string out;
+  for (const char* mode : {"none", "norm", "blocks"})
+    ASSERT_EQ(run(s, 2, std::string("--set run.name=") + mode + " --set train.recompute=" + mode, &out), 0) << out;
+  for (const char* mode : {"norm", "blocks"})
+    for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
+      EXPECT_TRUE(bit_equal(ckpt(s, mode, 10), ckpt(s, "none", 10), kind)) << mode << " " << kind;
+}
+
 TEST(Distributed, ResumeOnAnotherWorldSizeAndBitExactOnTheSame) {
   RunSetup s = make_setup();
   std::string out;

@@ -1,0 +1,180 @@
+// Activation recomputation (models/recompute.h): the same values and gradients as without it,
+// bit for bit on the CPU, for a plain function with a parameter, nested recomputation, a DiT
+// block in each mode and a whole routed DiT training loss; intermediates are really not kept
+// (their memory is freed after the forward); with grad mode off nothing is recorded.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "core/rng.h"
+#include "models/dit.h"
+#include "models/edm.h"
+#include "models/recompute.h"
+
+namespace {
+
+using nt::Recompute;
+
+// Gradients of every input and parameter after backward of sum(out * probe).
+struct Grads {
+  at::Tensor out;
+  std::vector<at::Tensor> grads;
+};
+
+bool same(const Grads& a, const Grads& b) {
+  if (!torch::equal(a.out, b.out) || a.grads.size() != b.grads.size()) return false;
+  for (size_t i = 0; i < a.grads.size(); ++i)
+    if (a.grads[i].defined() != b.grads[i].defined() || (a.grads[i].defined() && !torch::equal(a.grads[i], b.grads[i])))
+      return false;
+  return true;
+}
+
+TEST(Recompute, PlainFunctionSameValuesAndGradients) {
+  torch::manual_seed(1);
+  const auto x0 = torch::randn({3, 5}), w0 = torch::randn({5, 5}), probe = torch::randn({3, 5});
+  auto run = [&](bool rec) {
+    auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    auto fn = [&w](const std::vector<at::Tensor>& in) { return torch::tanh(in[0].matmul(w)) * in[0]; };
+    auto out = rec ? nt::recompute(fn, {x}, {w}) : fn({x});
+    (out * probe).sum().backward();
+    return Grads{out.detach(), {x.grad(), w.grad()}};
+  };
+  const Grads plain = run(false), rec = run(true);
+  EXPECT_TRUE(same(plain, rec));
+  EXPECT_TRUE(rec.grads[1].defined());  // the parameter inside fn got its gradient
+}
+
+TEST(Recompute, IntermediatesAreFreedAfterTheForward) {
+  auto x = torch::randn({4, 6}, torch::requires_grad());
+  for (bool rec : {false, true}) {
+    std::optional<c10::weak_intrusive_ptr<c10::StorageImpl>> inner;
+    auto fn = [&inner](const std::vector<at::Tensor>& in) {
+      auto t = torch::sin(in[0]);  // saved by the mul below, when autograd records it
+      if (!inner) inner.emplace(t.storage().getWeakStorageImpl());
+      return t * t;
+    };
+    auto out = rec ? nt::recompute(fn, {x}) : fn({x});
+    ASSERT_TRUE(inner.has_value());
+    EXPECT_EQ(inner->expired(), rec) << (rec ? "recomputed" : "plain");
+    out.sum().backward();
+  }
+}
+
+TEST(Recompute, NestedAndWithoutGradMode) {
+  torch::manual_seed(2);
+  const auto x0 = torch::randn({2, 3});
+  auto inner = [](const std::vector<at::Tensor>& in) { return torch::exp(in[0]) * in[0]; };
+  auto outer = [&](const std::vector<at::Tensor>& in) { return torch::cos(nt::recompute(inner, {in[0] * 2})); };
+  auto run = [&](bool rec) {
+    auto x = x0.clone().requires_grad_(true);
+    auto out = rec ? nt::recompute(outer, {x}) : torch::cos(inner({x * 2}));
+    out.sum().backward();
+    return Grads{out.detach(), {x.grad()}};
+  };
+  EXPECT_TRUE(same(run(false), run(true)));
+  torch::NoGradGuard no_grad;
+  auto x = x0.clone().requires_grad_(true);
+  auto out = nt::recompute(outer, {x});
+  EXPECT_FALSE(out.requires_grad());
+}
+
+nt::DiTConfig small_config() {
+  nt::DiTConfig cfg;
+  cfg.input_size = 8;
+  cfg.in_channels = 4;
+  cfg.num_classes = 10;
+  cfg.depth = 4;
+  cfg.hidden_size = 64;
+  cfg.num_heads = 4;
+  cfg.patch_size = 2;
+  nt::RouteConfig r;
+  r.selection_ratio = 0.5;
+  r.start_layer = 1;
+  r.end_layer = 2;
+  cfg.routes = {r};
+  return cfg;
+}
+
+// Makes the adaLN-Zero layers non-zero so that every path carries gradient.
+void perturb(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  auto gen = nt::make_generator(c10::Device(c10::kCPU), 5);
+  for (auto& p : m.parameters()) p.add_(at::randn(p.sizes(), gen) * 0.02);
+}
+
+TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
+  torch::manual_seed(3);
+  nt::DiTBlock block(64, 4, 4.0);
+  perturb(*block);
+  const auto x0 = torch::randn({2, 16, 64}), c0 = torch::randn({2, 64}), probe = torch::randn({2, 16, 64});
+  auto run = [&](Recompute mode) {
+    block->zero_grad();
+    auto x = x0.clone().requires_grad_(true), c = c0.clone().requires_grad_(true);
+    auto out = block->forward(x, c, mode);
+    (out * probe).sum().backward();
+    Grads g{out.detach(), {x.grad(), c.grad()}};
+    for (const auto& p : block->parameters()) g.grads.push_back(p.grad().clone());
+    return g;
+  };
+  const Grads none = run(Recompute::none);
+  EXPECT_TRUE(same(none, run(Recompute::norm))) << "norm";
+  EXPECT_TRUE(same(none, run(Recompute::blocks))) << "blocks";
+}
+
+// The launch tests' model: one channel, patch 1, a one-block route.
+nt::DiTConfig launch_config() {
+  nt::DiTConfig cfg = small_config();
+  cfg.in_channels = 1;
+  cfg.depth = 3;
+  cfg.hidden_size = 36;
+  cfg.num_heads = 2;
+  cfg.patch_size = 1;
+  cfg.routes[0].start_layer = cfg.routes[0].end_layer = 1;
+  return cfg;
+}
+
+class RecomputeDiT : public ::testing::TestWithParam<int> {};
+
+TEST_P(RecomputeDiT, RoutedLossEveryModeSameGradients) {
+  const nt::DiTConfig cfg = GetParam() == 0 ? small_config() : launch_config();
+  nt::DiT net(cfg);
+  perturb(*net);
+  net->train();
+  torch::manual_seed(4);
+  const auto x = torch::randn({3, cfg.in_channels, 8, 8});
+  const auto y = torch::tensor({1, 7, 3}, torch::kLong);
+  auto run = [&](Recompute mode) {
+    net->zero_grad();
+    auto gen = nt::make_generator(c10::Device(c10::kCPU), 9);
+    nt::ForwardOptions opt;
+    opt.recompute = mode;
+    auto loss = nt::edm_loss(net, x, y, nt::EDMLossParams{}, 0.1, gen, {}, opt).mean();
+    loss.backward();
+    std::map<std::string, at::Tensor> g;
+    for (const auto& p : net->named_parameters())
+      if (p.value().grad().defined()) g[p.key()] = p.value().grad().clone();
+    return std::make_pair(loss.item<double>(), g);
+  };
+  const auto none = run(Recompute::none);
+  EXPECT_GT(none.second.size(), 20u);
+  for (Recompute mode : {Recompute::norm, Recompute::blocks}) {
+    const auto other = run(mode);
+    EXPECT_EQ(other.first, none.first);
+    ASSERT_EQ(other.second.size(), none.second.size());
+    for (const auto& [name, grad] : none.second) EXPECT_TRUE(torch::equal(other.second.at(name), grad)) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, RecomputeDiT, ::testing::Values(0, 1));
+
+TEST(Recompute, ParseNames) {
+  EXPECT_EQ(nt::parse_recompute("none"), Recompute::none);
+  EXPECT_EQ(nt::parse_recompute("norm"), Recompute::norm);
+  EXPECT_EQ(nt::parse_recompute("blocks"), Recompute::blocks);
+  EXPECT_THROW(nt::parse_recompute("all"), std::runtime_error);
+}
+
+}  // namespace
