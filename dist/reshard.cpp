@@ -50,6 +50,7 @@ void Resharder::begin_block_backward(size_t u) {
 
 void Resharder::end_block_backward(size_t u) {
   if (storage_released(full_grads_[u])) return;
+  restore_storage(grad_shards_[u]);
   reduce_unit(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
   release_storage(full_grads_[u]);
   release(u);
@@ -57,6 +58,7 @@ void Resharder::end_block_backward(size_t u) {
 
 void Resharder::end_backward() {
   if (full_.size() > 1) end_block_backward(1);
+  restore_storage(grad_shards_[0]);
   reduce_unit(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
   release_blocks();
 }

@@ -67,6 +67,12 @@ ShardedParams::ShardedParams(torch::nn::Module& model, Communicator* comm, const
     resharder_ = std::make_unique<Resharder>(*comm, full_, shards_, full_grads_, grad_shards_, reduce_dtype_);
     resharder_->release_blocks();  // gathered again by the first forward
   }
+  release_grad_shards();  // they get memory when backward reduces into them
+}
+
+void ShardedParams::release_grad_shards() {
+  for (size_t u = 0; u < grad_shards_.size(); ++u)
+    if (!shares_memory(grad_shards_[u], full_grads_[u])) release_storage(grad_shards_[u]);
 }
 
 ShardedParams::~ShardedParams() = default;
@@ -87,10 +93,14 @@ void ShardedParams::end_backward() {
     return;
   }
   // The mean over the global batch = the average of the ranks' means.
-  for (size_t u = 0; u < full_grads_.size(); ++u) reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
+  for (size_t u = 0; u < full_grads_.size(); ++u) {
+    restore_storage(grad_shards_[u]);
+    reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
+  }
 }
 
 void ShardedParams::refresh() {
+  release_grad_shards();  // the update that used them is done
   if (resharder_) {
     resharder_->gather(0);
     return;

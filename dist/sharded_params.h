@@ -7,7 +7,9 @@
 //    (ShardingOptions::param_dtypes, e.g. bf16: FSDP's param_dtype), all-gathered from the
 //    shards by refresh() after every change of the shards;
 //  - backward accumulates into full gradient buffers (the parameters' dtype), reduce-scattered
-//    (averaged over ranks, in reduce_dtype) into the fp32 gradient shards by end_backward();
+//    (averaged over ranks, in reduce_dtype) into the fp32 gradient shards by end_backward(); a
+//    gradient shard with memory of its own holds it only from there to the next refresh() (not
+//    while the activations peak);
 //  - with reshard_after_forward (and a communicator) block units are gathered before use and
 //    released after (dist/reshard.h).
 // Where nothing needs a second copy it is not made: with W = 1 and fp32 the shard is the full
@@ -62,13 +64,14 @@ class ShardedParams {
   // After backward: grads() = this rank's slice of the ranks' average gradient.
   void end_backward();
   // After params() changed (an update, a load): the model's parameters follow (with resharding:
-  // the root now, each block when it next runs).
+  // the root now, each block when it next runs). grads() are released (until end_backward()).
   void refresh();
 
   // "parameters X MB, gradients Y MB" per rank (at most, with resharding), for the memory log.
   std::string memory_summary() const;
 
  private:
+  void release_grad_shards();
   FlatLayout layout_;
   Communicator* comm_ = nullptr;
   int rank_ = 0, world_ = 1;

@@ -28,6 +28,7 @@
 #include "launch/stop_signal.h"
 #include "models/autocast.h"
 #include "models/edm.h"
+#include "models/modulated_norm.h"
 #include "models/zoo.h"
 
 namespace fs = std::filesystem;
@@ -203,6 +204,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   s.model->train();
   ForwardOptions hooks;
   hooks.recompute = parse_recompute(cfg.train.recompute);
+  hooks.fused_kernels = cfg.train.fused_kernels;
   s.sharded->begin_step(hooks);
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
@@ -327,6 +329,11 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
              ", gradients reduced in " + (so.reduce_dtype == at::kBFloat16 ? "bf16" : "fp32") +
              (autocast ? "" : " (fp32 compute: dist.param_dtype and dist.reduce_dtype apply to bf16 compute on CUDA)"));
   }
+  if (rank == 0 && cfg.train.fused_kernels && (!device.is_cuda() || !fused_kernels_built()))
+    log_warn(std::string("train.fused_kernels: ") +
+             (device.is_cuda() ? "this build has no CUDA kernels (nvcc was not found when it was configured)"
+                               : "the kernels run on CUDA; this run is on " + device.str()) +
+             "; LibTorch's ops run instead");
   MetricsSink metrics, rank_metrics;  // rank 0's global records; optionally each rank's own
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   if (cfg.train.rank_metrics) {

@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
                      {"gflop_per_img", r.train_flop / 1e9},
                      {"threads", at::get_num_threads()},
                      {"label", vm["label"].as<std::string>()},
+                     {"param_dtype", autocast ? cfg.dist.param_dtype : std::string("fp32")},
+                     {"recompute", cfg.train.recompute},
+                     {"fused_kernels", cfg.train.fused_kernels},
                      {"loss_first_last", {r.first_loss, r.last_loss}}};
     if (j["device"] == "") j["device"] = r.device;
     std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB\n", mm, 100 * r.tflops / mm,

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "models/autocast.h"
+#include "models/modulated_norm.h"
 #include "models/recompute.h"
 #include "models/router.h"
 
@@ -34,16 +35,6 @@ Recompute parse_recompute(const std::string& name) {
   throw std::runtime_error("recompute must be \"none\", \"norm\" or \"blocks\", got \"" + name + "\"");
 }
 
-namespace {
-// modulate(LayerNorm(x), shift, scale), LayerNorm without affine, eps 1e-6; with `recompute` its
-// fp32 intermediates are not kept for backward.
-at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool recompute) {
-  auto fn = [](const std::vector<at::Tensor>& in) {
-    return modulate(at::layer_norm(in[0], {in[0].size(-1)}, {}, {}, 1e-6), in[1], in[2]);
-  };
-  return recompute ? nt::recompute(fn, {x, shift, scale}) : fn({x, shift, scale});
-}
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Embedders
@@ -140,17 +131,18 @@ DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : h
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 6 * hidden_size)));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute) {
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
   if (recompute == Recompute::blocks)
-    return nt::recompute([this](const std::vector<at::Tensor>& in) { return forward(in[0], in[1]); }, {x, c},
-                         parameters());
+    return nt::recompute(
+        [this, fused](const std::vector<at::Tensor>& in) { return forward(in[0], in[1], Recompute::none, fused); },
+        {x, c}, parameters());
   const bool norm = recompute == Recompute::norm;
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   // Gated residuals x + gate * f(x).
-  auto h = add_mul(x, gate_msa.unsqueeze(1), attn->forward(modulated_norm(x, shift_msa, scale_msa, norm)));
-  return add_mul(h, gate_mlp.unsqueeze(1), mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm)));
+  auto h = add_mul(x, gate_msa.unsqueeze(1), attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)));
+  return add_mul(h, gate_mlp.unsqueeze(1), mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused)));
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
@@ -159,9 +151,9 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 2 * hidden_size)));
 }
 
-at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute) {
+at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
-  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute != Recompute::none));
+  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute != Recompute::none, fused));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -278,10 +270,10 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     if (opt.before_block) opt.before_block(idx);
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
-      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.recompute);
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.recompute, opt.fused_kernels);
       set_cuda_autocast_flag(true);
     } else {
-      x = block_list[idx]->forward(x, c, opt.recompute);
+      x = block_list[idx]->forward(x, c, opt.recompute, opt.fused_kernels);
     }
     if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;
@@ -294,7 +286,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
       ++r;
     }
   }
-  return unpatchify(final_layer->forward(x, c, opt.recompute));
+  return unpatchify(final_layer->forward(x, c, opt.recompute, opt.fused_kernels));
 }
 
 at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,

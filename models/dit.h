@@ -70,6 +70,9 @@ struct ForwardOptions {
   std::function<void(int)> before_block;
   std::function<void(int, const at::Tensor&)> after_block;
   Recompute recompute = Recompute::none;  // training forwards only (grad mode on)
+  // LayerNorm + modulate through the project's fused CUDA kernels (models/modulated_norm.h)
+  // where they apply; LibTorch's ops elsewhere.
+  bool fused_kernels = false;
 };
 
 // The blocks a routed (training) forward runs outside autocast, in fp32, as the reference does:
@@ -128,8 +131,8 @@ TORCH_MODULE(Mlp);
 // A transformer block with adaLN-Zero conditioning (six modulation vectors).
 struct DiTBlockImpl : torch::nn::Module {
   DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c,
-                     Recompute recompute = Recompute::none);  // x [N,T,D], c [N,D]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute = Recompute::none,
+                     bool fused = false);  // x [N,T,D], c [N,D]
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 6D)
@@ -140,8 +143,8 @@ TORCH_MODULE(DiTBlock);
 // LayerNorm + adaLN (shift, scale) + linear to patch_size^2 * C outputs.
 struct FinalLayerImpl : torch::nn::Module {
   FinalLayerImpl(int hidden_size, int patch_size, int out_channels);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c,
-                     Recompute recompute = Recompute::none);  // [N,T,D] -> [N,T,p*p*C]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute = Recompute::none,
+                     bool fused = false);  // [N,T,D] -> [N,T,p*p*C]
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 2D)
   int hidden_size;

@@ -668,7 +668,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
         "num_heads", "patch_size", "mlp_ratio", "selection_ratio", "start_layer", "end_layer",
         "x_T", "x_D_last", "P_mean", "P_std", "sigma_data", "class_drop_prob", "paths",
         "prefetch_threads", "prefetch_depth", "global_batch", "steps", "precision", "grad_clip",
-        "log_every", "device", "threads", "recompute", "lr", "betas", "eps", "weight_decay", "warmup_steps",
+        "log_every", "device", "threads", "recompute", "fused_kernels", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
         "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "cfg_scales",
         "ref_stats", "extractor", "extractor_weights", "vae_weights"})

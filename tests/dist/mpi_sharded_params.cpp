@@ -142,7 +142,9 @@ TEST_F(ShardedParamsTest, WRanksTrainWhatOneRankTrains) {
   }
   // bf16 blocks and a bf16 reduction each change the numbers.
   EXPECT_GT(max_rel_diff(results[1], results[0]), 1e-6);
-  if (W() > 1) EXPECT_GT(max_rel_diff(results[2], results[1]), 1e-7);
+  if (W() > 1) {
+    EXPECT_GT(max_rel_diff(results[2], results[1]), 1e-7);
+  }
 }
 
 TEST_F(ShardedParamsTest, WrongNumberOfDtypesIsAnError) {

@@ -5,7 +5,9 @@
 //   - bf16 autocast and fp32 loss curves agree over 50 steps;
 //   - gathering the parameters in bf16 (dist.param_dtype) trains what fp32 parameters under
 //     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
-//     and the root stay fp32.
+//     and the root stay fp32;
+//   - the fused LayerNorm + modulate kernels (train.fused_kernels) train what LibTorch's ops
+//     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -61,7 +63,9 @@ TEST_F(Gpu, CudaStepEqualsCpuStep) {
     EXPECT_LE(d, 1e-4) << kind;
     // The key biases' gradients are rounding noise of either sign: AdamW moves them by up to
     // about lr per step (lr 2e-3, warm-up 2 steps) whichever way the noise points.
-    if (std::string(kind) == "param" || std::string(kind) == "ema") EXPECT_LE(key, 1.2e-2) << kind;
+    if (std::string(kind) == "param" || std::string(kind) == "ema") {
+      EXPECT_LE(key, 1.2e-2) << kind;
+    }
   }
 }
 
@@ -104,6 +108,32 @@ TEST_F(Gpu, Bf16GatheredParametersTrainWhatAutocastTrains) {
     std::cout << "[ gpu      ] param_dtype bf16 vs fp32, " << kind << ": max relative difference " << d << "\n";
     EXPECT_LE(d, 1e-6) << kind;
   }
+}
+
+TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
+  RunSetup s = make_setup();
+  std::string out;
+  const std::string fp32 = " --set train.device=cuda --set train.precision=fp32 --set train.steps=3 --set checkpoint.every=3";
+  ASSERT_EQ(run_single(s, "--set run.name=ops" + fp32, &out), 0) << out;
+  ASSERT_EQ(run_single(s, "--set run.name=fused --set train.fused_kernels=true" + fp32, &out), 0) << out;
+  EXPECT_LACKS(out, "train.fused_kernels:");  // no "not applied" warning
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
+    double key = 0;
+    const double d = max_rel_diff(ckpt(s, "fused", 3), ckpt(s, "ops", 3), kind, &key);
+    std::cout << "[ gpu      ] fused kernels, " << kind << ": max relative difference " << d << " (key biases " << key
+              << ")\n";
+    EXPECT_LE(d, 1e-4) << kind;
+    if (std::string(kind) == "param" || std::string(kind) == "ema") {
+      EXPECT_LE(key, 1.2e-2) << kind;
+    }
+  }
+  const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5 --set checkpoint.every=5";
+  ASSERT_EQ(run_single(s, "--set run.name=ops16" + bf16, &out), 0) << out;
+  ASSERT_EQ(run_single(s, "--set run.name=fused16 --set train.fused_kernels=true" + bf16, &out), 0) << out;
+  const auto a = losses(s.dir + "/runs/ops16/metrics.jsonl"), b = losses(s.dir + "/runs/fused16/metrics.jsonl");
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "step " << i + 1;
 }
 
 }  // namespace
