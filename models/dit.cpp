@@ -104,7 +104,10 @@ AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
   auto qkv_ = qkv->forward(x).reshape({N, T, 3, num_heads, hd}).permute({2, 0, 3, 1, 4});
-  auto q = qkv_[0], k = qkv_[1], v = qkv_[2];  // [N, H, T, hd]
+  // unbind, not three selects: its backward stacks the three gradients in one copy, where each
+  // select's backward would fill a zero [3, N, H, T, hd] tensor and add them up.
+  const auto parts = qkv_.unbind(0);
+  const auto &q = parts[0], &k = parts[1], &v = parts[2];  // [N, H, T, hd]
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
   o = at::scaled_dot_product_attention(q, k, v);
@@ -249,7 +252,10 @@ at::Tensor DiTImpl::unpatchify(const at::Tensor& x) {
 
 at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& y,
                             const ForwardOptions& opt) {
-  auto x = x_embedder->forward(x_in) + pos_embed;  // [N, T, D]
+  // [N, T, D], made contiguous once: the embedder's output is a transposed view, and every
+  // elementwise op of the residual stream would otherwise keep that layout (the LayerNorms
+  // copying it, the adds running unvectorised), in forward and backward. Same values.
+  auto x = (x_embedder->forward(x_in) + pos_embed).contiguous();
   auto c = t_embedder->forward(t_in);              // [N or 1, D]
   if (y_embedder) c = c + y_embedder->forward(y, opt.class_drop_prob, opt.gen, opt.slice);  // [N, D]
   if (c.size(0) != x.size(0)) c = c.expand({x.size(0), -1});
