@@ -28,7 +28,7 @@
 #include "launch/stop_signal.h"
 #include "models/autocast.h"
 #include "models/edm.h"
-#include "models/modulated_norm.h"
+#include "models/fused_kernels.h"
 #include "models/zoo.h"
 
 namespace fs = std::filesystem;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "models/autocast.h"
+#include "models/fused_kernels.h"
 #include "models/modulated_norm.h"
 #include "models/recompute.h"
 #include "models/router.h"
@@ -20,6 +21,13 @@ namespace F = torch::nn::functional;
 namespace {
 at::Tensor add_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   return a.is_cuda() ? at::addcmul(a, b, c) : a + b * c;
+}
+
+// The gated residual x + gate * branch (x, branch [N, T, D], gate [N, D]): the fused kernel
+// when asked for and it applies, else add_mul.
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch, bool fused) {
+  if (fused && fused_gated_residual_supports(x, gate, branch)) return fused_gated_residual(x, gate, branch);
+  return add_mul(x, gate.unsqueeze(1), branch);
 }
 }  // namespace
 
@@ -144,8 +152,8 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   // Gated residuals x + gate * f(x).
-  auto h = add_mul(x, gate_msa.unsqueeze(1), attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)));
-  return add_mul(h, gate_mlp.unsqueeze(1), mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused)));
+  auto h = gated_residual(x, gate_msa, attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)), fused);
+  return gated_residual(h, gate_mlp, mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused)), fused);
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {

@@ -6,7 +6,7 @@
 //   - gathering the parameters in bf16 (dist.param_dtype) trains what fp32 parameters under
 //     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
 //     and the root stay fp32;
-//   - the fused LayerNorm + modulate kernels (train.fused_kernels) train what LibTorch's ops
+//   - the fused kernels (train.fused_kernels: LayerNorm + modulate, gated residual) train what LibTorch's ops
 //     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>

@@ -1,8 +1,8 @@
-// LayerNorm + adaLN modulate (models/modulated_norm.h). On the CPU: the recomputed form and a
-// fused request fall back to the composite bit for bit, and the fused form itself refuses CPU
-// tensors with a clear message. On a GPU (skipped without one): the fused CUDA kernels against
-// the composite as the reference — values and every gradient, fp32 and bf16 (under autocast),
-// row widths below, at and above the 128-thread block, strided shift/scale chunks.
+// The fused CUDA ops (models/fused_kernels.h) and LayerNorm + modulate (models/modulated_norm.h).
+// On the CPU: the recomputed form and a fused request fall back to the composite bit for bit,
+// and the fused ops refuse CPU tensors with a clear message. On a GPU (skipped without one): each
+// fused op against LibTorch's ops as the reference — values and every gradient, fp32 and bf16
+// (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "models/autocast.h"
+#include "models/fused_kernels.h"
 #include "models/modulated_norm.h"
 
 namespace {
@@ -51,18 +52,26 @@ TEST(ModulatedNorm, CpuFallsBackToTheCompositeBitForBit) {
   }
 }
 
-TEST(ModulatedNorm, FusedFormRefusesWhatItDoesNotSupport) {
+TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
   auto x = torch::randn({2, 5, 12}), s = torch::randn({2, 12});
   EXPECT_FALSE(nt::fused_modulated_norm_supports(x, s, s));
+  EXPECT_FALSE(nt::fused_gated_residual_supports(x, s, x));
   try {
-    nt::fused_modulated_norm(x, s, s, false);
+    nt::fused_modulated_norm(x, s, s, 1e-6, false);
     ADD_FAILURE() << "no error";
   } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_modulated_norm: needs"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("CUDA tensors: fp32 x [N, T, D]"), std::string::npos) << e.what();
+  }
+  try {
+    nt::fused_gated_residual(x, s, x);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_gated_residual: needs"), std::string::npos) << e.what();
   }
 }
 
-class ModulatedNormCuda : public ::testing::TestWithParam<int> {
+class FusedCuda : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
     if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -70,7 +79,7 @@ class ModulatedNormCuda : public ::testing::TestWithParam<int> {
   }
 };
 
-TEST_P(ModulatedNormCuda, FusedKernelsMatchTheComposite) {
+TEST_P(FusedCuda, ModulatedNormMatchesLibTorchOps) {
   const int64_t D = GetParam();
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D));
@@ -96,6 +105,34 @@ TEST_P(ModulatedNormCuda, FusedKernelsMatchTheComposite) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Widths, ModulatedNormCuda, ::testing::Values(36, 128, 200, 1152));
+TEST_P(FusedCuda, GatedResidualMatchesLibTorchOps) {
+  const int64_t D = GetParam();
+  const auto dev = torch::Device(torch::kCUDA);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 7);
+  const int64_t N = 3, T = 37;
+  const auto x0 = at::randn({N, T, D}, gen).to(dev), mod0 = at::randn({N, 3 * D}, gen).to(dev),
+             b0 = at::randn({N, T, D}, gen).to(dev), probe = at::randn({N, T, D}, gen).to(dev);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto run_one = [&](bool fused) {
+      auto x = x0.clone().requires_grad_(true), mod = mod0.to(dtype).requires_grad_(true),
+           branch = b0.to(dtype).requires_grad_(true);
+      auto gate = mod.chunk(3, 1)[1];  // [N, D], row stride 3D
+      auto out = fused ? nt::fused_gated_residual(x, gate, branch) : at::addcmul(x, gate.unsqueeze(1), branch);
+      (out * probe).sum().backward();
+      return std::vector<at::Tensor>{out.detach(), x.grad(), mod.grad().to(at::kFloat), branch.grad().to(at::kFloat)};
+    };
+    const auto ref = run_one(false), got = run_one(true);
+    const char* what[] = {"out", "grad x", "grad gate", "grad branch"};
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double e = rel(got[i], ref[i]);
+      std::cout << "[ fused    ] gated residual D " << D << " " << c10::toString(dtype) << " " << what[i] << ": " << e
+                << "\n";
+      EXPECT_LE(e, dtype == at::kFloat ? 1e-5 : 1e-2) << what[i];
+    }
+    EXPECT_EQ(got[0].scalar_type(), at::kFloat);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Widths, FusedCuda, ::testing::Values(36, 128, 200, 1152));
 
 }  // namespace

@@ -1,6 +1,6 @@
-// Fused LayerNorm + adaLN modulate kernels (see modulated_norm_cuda.h). One block of kThreads
-// threads per row for the row-wise parts (statistics, y, grad_x); one thread per (n, d) for the
-// sums over a sample's T rows (grad_scale, grad_shift).
+// The project's CUDA kernels (see fused_kernels_cuda.h): LayerNorm + adaLN modulate (one block
+// of kThreads threads per row for the row-wise parts: statistics, y, grad_x) and the gated
+// residual (elementwise, grid-stride); one thread per (n, d) for the sums over a sample's T rows.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
-#include "models/modulated_norm_cuda.h"
+#include "models/fused_kernels_cuda.h"
 
 namespace nt::cuda {
 namespace {
@@ -115,6 +115,47 @@ __global__ void grad_mod_kernel(const TY* __restrict__ gy, const float* __restri
   g_shift[n * D + d] = b;
 }
 
+template <typename TB>
+__global__ void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* __restrict__ gate, int64_t gate_stride,
+                                          const TB* __restrict__ branch, float* __restrict__ out, int64_t total,
+                                          int64_t T, int D) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / D, d = i % D;
+    out[i] = x[i] + to_float(gate[(row / T) * gate_stride + d]) * to_float(branch[i]);
+  }
+}
+
+template <typename TB>
+__global__ void grad_branch_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
+                                   TB* __restrict__ grad_branch, int64_t total, int64_t T, int D) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / D, d = i % D;
+    grad_branch[i] = from_float<TB>(grad[i] * to_float(gate[(row / T) * gate_stride + d]));
+  }
+}
+
+template <typename TB>
+__global__ void grad_gate_kernel(const float* __restrict__ grad, const TB* __restrict__ branch,
+                                 float* __restrict__ grad_gate, int64_t T, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t n = blockIdx.y;
+  if (d >= D) return;
+  float a = 0.f;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t i = (n * T + t) * D + d;
+    a += grad[i] * to_float(branch[i]);
+  }
+  grad_gate[n * D + d] = a;
+}
+
+// Blocks for a grid-stride elementwise kernel over `total` elements.
+unsigned elementwise_blocks(int64_t total) {
+  const int64_t blocks = (total + 255) / 256;
+  return static_cast<unsigned>(blocks < 65536 * 8 ? blocks : 65536 * 8);
+}
+
 // Makes `device` current for the launches and restores the caller's device.
 class DeviceScope {
  public:
@@ -130,7 +171,7 @@ class DeviceScope {
 
 void check_shape(int64_t rows, int64_t T, int D) {
   if (rows <= 0 || T <= 0 || D <= 0 || rows % T != 0 || rows / T > 65535 || rows > 2147483647LL)
-    throw std::runtime_error("modulated_norm (CUDA): unsupported shape rows " + std::to_string(rows) + ", T " +
+    throw std::runtime_error("fused kernels (CUDA): unsupported shape rows " + std::to_string(rows) + ", T " +
                              std::to_string(T) + ", D " + std::to_string(D));
 }
 
@@ -192,6 +233,44 @@ void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, 
   else
     backward_typed<float, float>(grad_y, x, mean, rstd, scale, scale_stride, grad_x, grad_scale, grad_shift, rows, T,
                                  D, s);
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
+                            float* out, int64_t rows, int64_t T, int D, int device, void* stream) {
+  check_shape(rows, T, D);
+  DeviceScope scope(device);
+  auto s = static_cast<cudaStream_t>(stream);
+  const int64_t total = rows * D;
+  if (dtype == Dtype::bf16)
+    gated_residual_fwd_kernel<__nv_bfloat16><<<elementwise_blocks(total), 256, 0, s>>>(
+        x, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(branch), out, total,
+        T, D);
+  else
+    gated_residual_fwd_kernel<float><<<elementwise_blocks(total), 256, 0, s>>>(
+        x, static_cast<const float*>(gate), gate_stride, static_cast<const float*>(branch), out, total, T, D);
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
+                             Dtype dtype, void* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D,
+                             int device, void* stream) {
+  check_shape(rows, T, D);
+  DeviceScope scope(device);
+  auto s = static_cast<cudaStream_t>(stream);
+  const int64_t total = rows * D;
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T));
+  if (dtype == Dtype::bf16) {
+    grad_branch_kernel<__nv_bfloat16><<<elementwise_blocks(total), 256, 0, s>>>(
+        grad, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<__nv_bfloat16*>(grad_branch), total, T,
+        D);
+    grad_gate_kernel<__nv_bfloat16><<<grid, 128, 0, s>>>(grad, static_cast<const __nv_bfloat16*>(branch), grad_gate,
+                                                         T, D);
+  } else {
+    grad_branch_kernel<float><<<elementwise_blocks(total), 256, 0, s>>>(
+        grad, static_cast<const float*>(gate), gate_stride, static_cast<float*>(grad_branch), total, T, D);
+    grad_gate_kernel<float><<<grid, 128, 0, s>>>(grad, static_cast<const float*>(branch), grad_gate, T, D);
+  }
   NT_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,0 +1,152 @@
+// The fused CUDA ops as autograd functions over the kernels' launchers (see models/fused_kernels.h).
+#include "models/fused_kernels.h"
+
+#include <torch/torch.h>
+
+#include <stdexcept>
+#include <string>
+
+#ifdef NT_HAVE_CUDA_KERNELS
+#include "models/fused_kernels_cuda.h"
+#endif
+
+namespace nt {
+namespace {
+
+// A per-sample [N, D] tensor the kernels can read: CUDA, on x's device, fp32 or bf16.
+bool per_sample_ok(const at::Tensor& t, const at::Tensor& x) {
+  return t.is_cuda() && t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(2) &&
+         (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) && t.get_device() == x.get_device();
+}
+
+bool stream_ok(const at::Tensor& x) {  // fp32 x [N, T, D] on CUDA
+  return x.is_cuda() && x.dim() == 3 && x.scalar_type() == at::kFloat && x.size(1) > 0 && x.size(0) <= 65535;
+}
+
+[[noreturn]] void unsupported(const char* op, const std::string& what) {
+  throw std::runtime_error(std::string(op) + ": needs " + (fused_kernels_built() ? "" : "a build with nvcc and ") +
+                           "CUDA tensors: " + what);
+}
+
+#ifdef NT_HAVE_CUDA_KERNELS
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+cuda::Dtype dtype_of(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32; }
+
+// [N, D] with unit stride along D (an adaLN chunk is): its row stride; otherwise a contiguous copy's.
+at::Tensor rows_of(const at::Tensor& t, int64_t* stride) {
+  at::Tensor r = t.stride(1) == 1 ? t : t.contiguous();
+  *stride = r.stride(0);
+  return r;
+}
+
+struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& shift_in,
+                            const at::Tensor& scale_in, double eps, bool bf16_out) {
+    const at::Tensor x = x_in.contiguous();  // [N, T, D] fp32
+    const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
+    int64_t shift_stride = 0, scale_stride = 0;
+    const at::Tensor shift = rows_of(shift_in, &shift_stride), scale = rows_of(scale_in, &scale_stride);  // [N, D]
+    auto y = at::empty({N, T, D}, x.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+    auto mean = at::empty({N * T}, x.options()), rstd = at::empty({N * T}, x.options());  // [N*T]
+    cuda::modulated_norm_forward(x.data_ptr<float>(), shift.data_ptr(), shift_stride, scale.data_ptr(), scale_stride,
+                                 dtype_of(scale), y.data_ptr(), dtype_of(y), mean.data_ptr<float>(),
+                                 rstd.data_ptr<float>(), N * T, T, static_cast<int>(D), static_cast<float>(eps),
+                                 x.get_device(), nullptr);
+    ctx->save_for_backward({x, scale, mean, rstd});
+    ctx->saved_data["scale_stride"] = scale_stride;
+    ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift_in.scalar_type());
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &scale = saved[1], &mean = saved[2], &rstd = saved[3];
+    const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
+    const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
+    auto gx = at::empty_like(x);
+    auto g_scale = at::empty({N, D}, x.options()), g_shift = at::empty({N, D}, x.options());  // fp32
+    cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
+                                  rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
+                                  dtype_of(scale), gx.data_ptr<float>(), g_scale.data_ptr<float>(),
+                                  g_shift.data_ptr<float>(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
+    const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
+    return {gx, g_shift.to(shift_dtype), g_scale.to(scale.scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& gate_in,
+                            const at::Tensor& branch_in) {
+    const at::Tensor x = x_in.contiguous(), branch = branch_in.contiguous();  // [N, T, D]
+    const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
+    int64_t gate_stride = 0;
+    const at::Tensor gate = rows_of(gate_in, &gate_stride);  // [N, D]
+    auto out = at::empty_like(x);                              // [N, T, D] fp32
+    cuda::gated_residual_forward(x.data_ptr<float>(), gate.data_ptr(), gate_stride, branch.data_ptr(),
+                                 dtype_of(branch), out.data_ptr<float>(), N * T, T, static_cast<int>(D),
+                                 x.get_device(), nullptr);
+    ctx->save_for_backward({gate, branch});
+    ctx->saved_data["gate_stride"] = gate_stride;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &branch = saved[1];
+    const int64_t N = branch.size(0), T = branch.size(1), D = branch.size(2);
+    const at::Tensor g = grads[0].contiguous();  // [N, T, D] fp32
+    auto g_branch = at::empty_like(branch);
+    auto g_gate = at::empty({N, D}, g.options());  // fp32
+    cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
+                                  branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr<float>(),
+                                  N * T, T, static_cast<int>(D), g.get_device(), nullptr);
+    return {grads[0], g_gate.to(gate.scalar_type()), g_branch};
+  }
+};
+#endif
+
+}  // namespace
+
+bool fused_kernels_built() {
+#ifdef NT_HAVE_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
+  return fused_kernels_built() && stream_ok(x) && per_sample_ok(shift, x) && per_sample_ok(scale, x) &&
+         shift.scalar_type() == scale.scalar_type();
+}
+
+at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
+                                bool bf16_out) {
+  if (!fused_modulated_norm_supports(x, shift, scale))
+    unsupported("fused_modulated_norm", "fp32 x [N, T, D] and shift, scale [N, D] of one dtype (fp32 or bf16)");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedModulatedNorm::apply(x, shift, scale, eps, bf16_out);
+#else
+  return at::Tensor();
+#endif
+}
+
+bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch) {
+  return fused_kernels_built() && stream_ok(x) && per_sample_ok(gate, x) && branch.is_cuda() &&
+         branch.sizes() == x.sizes() && branch.scalar_type() == gate.scalar_type() &&
+         branch.get_device() == x.get_device();
+}
+
+at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch) {
+  if (!fused_gated_residual_supports(x, gate, branch))
+    unsupported("fused_gated_residual", "fp32 x [N, T, D], gate [N, D] and branch [N, T, D] of one dtype (fp32 or bf16)");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedGatedResidual::apply(x, gate, branch);
+#else
+  return at::Tensor();
+#endif
+}
+
+}  // namespace nt

@@ -1,0 +1,27 @@
+// The project's own fused CUDA ops as differentiable LibTorch functions (kernels in
+// fused_kernels_cuda.cu, built where nvcc was found; `train.fused_kernels` turns them on). Each
+// agrees with the LibTorch ops it replaces to fp32 rounding (other summation orders), not bit
+// for bit, and keeps fewer tensors for backward.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace nt {
+
+// Whether this build has the kernels (nvcc found at configure time).
+bool fused_kernels_built();
+
+// modulate(LayerNorm(x, eps), shift, scale) (models/modulated_norm.h) in one pass, the output in bf16
+// when `bf16_out` (the dtype the next matrix product uses under autocast), else fp32; keeps x and
+// the per-row mean and 1/std for backward. Supports: CUDA, fp32 x [N, T, D], shift and scale
+// [N, D] of one dtype (fp32 or bf16) with unit stride along D.
+bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
+at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
+                                bool bf16_out);
+
+// x + gate * branch, per sample gate (the gated residual of a DiT block), fp32 out; keeps gate
+// and branch for backward. Supports: CUDA, fp32 x [N, T, D], branch [N, T, D] and gate [N, D] of
+// one dtype (fp32 or bf16), gate with unit stride along D.
+bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
+at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
+
+}  // namespace nt

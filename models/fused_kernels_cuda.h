@@ -1,0 +1,41 @@
+// Launchers of the project's own CUDA kernels (fused_kernels_cuda.cu, compiled by nvcc; no
+// LibTorch in this interface). Tensors are row-major [rows, D] with rows = N * T (sample
+// n = row / T); per-sample vectors [N, D] (adaLN chunks) have rows `*_stride` elements apart.
+// Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
+// device `device`. Sums over a sample's T rows run in order, one thread per (n, d):
+// deterministic.
+//
+// modulated_norm (LayerNorm without affine + adaLN modulate), x fp32:
+//   forward:  mean, rstd = LayerNorm statistics of x[r] (biased variance, eps)
+//             y[r, d] = ((x[r, d] - mean) * rstd) * s1(n, d) + shift[n, d],
+//             s1(n, d) = 1 + scale[n, d] rounded to the dtype of scale (as `1 + scale` is)
+//   backward: grad_x[r] = rstd * (g - mean_d(g) - x_hat * mean_d(g * x_hat)), g = grad_y * s1
+//             grad_scale[n, d] = sum_t grad_y * x_hat, grad_shift[n, d] = sum_t grad_y (fp32)
+// gated_residual (x + gate * branch), x and out fp32, gate and branch of one dtype:
+//   forward:  out[r, d] = x[r, d] + gate[n, d] * branch[r, d]
+//   backward: grad_branch[r, d] = grad[r, d] * gate[n, d] (branch's dtype),
+//             grad_gate[n, d] = sum_t grad * branch (fp32); grad_x is grad itself
+#pragma once
+#include <cstdint>
+
+namespace nt::cuda {
+
+enum class Dtype { f32, bf16 };
+
+void modulated_norm_forward(const float* x, const void* shift, int64_t shift_stride, const void* scale,
+                            int64_t scale_stride, Dtype mod_dtype, void* y, Dtype y_dtype, float* mean, float* rstd,
+                            int64_t rows, int64_t T, int D, float eps, int device, void* stream);
+
+void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
+                             const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
+                             float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
+                             void* stream);
+
+void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
+                            float* out, int64_t rows, int64_t T, int D, int device, void* stream);
+
+void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
+                             Dtype dtype, void* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D,
+                             int device, void* stream);
+
+}  // namespace nt::cuda
