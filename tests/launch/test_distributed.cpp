@@ -70,6 +70,19 @@ TEST(Distributed, RecomputeChangesNothingButMemory) {
       EXPECT_TRUE(bit_equal(ckpt(s, mode, 10), ckpt(s, "none", 10), kind)) << mode << " " << kind;
 }
 
+// train.fused_kernels asks for the own CUDA kernels; on the CPU they do not apply: the log says
+// so and the run trains what it trains without them.
+TEST(Distributed, FusedKernelsOnTheCpuSaySoAndChangeNothing) {
+  RunSetup s = make_setup();
+  std::string out;
+  ASSERT_EQ(run_single(s, "--set run.name=ops", &out), 0) << out;
+  EXPECT_LACKS(out, "train.fused_kernels:");
+  ASSERT_EQ(run_single(s, "--set run.name=fused --set train.fused_kernels=true", &out), 0) << out;
+  EXPECT_CONTAINS(out, "train.fused_kernels: the kernels run on CUDA; this run is on cpu; LibTorch's ops run instead");
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
+    EXPECT_TRUE(bit_equal(ckpt(s, "fused", 10), ckpt(s, "ops", 10), kind)) << kind;
+}
+
 TEST(Distributed, ResumeOnAnotherWorldSizeAndBitExactOnTheSame) {
   RunSetup s = make_setup();
   std::string out;
