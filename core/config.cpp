@@ -378,7 +378,8 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(train, device, "\"auto\", \"cpu\" or \"cuda\"", one_of({"auto", "cpu", "cuda"})),
       NT_FIELD(train, threads, ">= 0 (0 = LibTorch's default)", ge(0)),
       NT_FIELD(train, rank_metrics, "", any),
-      NT_FIELD(train, recompute, "\"none\", \"norm\" or \"blocks\"", one_of({"none", "norm", "blocks"})),
+      NT_FIELD(train, recompute, "\"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\"",
+               one_of({"none", "norm", "mlp", "norm+mlp", "blocks"})),
       NT_FIELD(train, fused_kernels, "", any),
 
       NT_FIELD(optim, lr, ">= 0", ge(0.0)),

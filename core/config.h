@@ -71,7 +71,7 @@ struct TrainConfig {
   std::string device = "auto";     // "auto" | "cpu" | "cuda"
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
-  std::string recompute = "none";  // "none" | "norm" | "blocks": activations recomputed in backward
+  std::string recompute = "none";  // "none" | "norm" | "mlp" | "norm+mlp" | "blocks": recomputed in backward
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
 };
 

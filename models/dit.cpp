@@ -39,8 +39,11 @@ at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tens
 Recompute parse_recompute(const std::string& name) {
   if (name == "none") return Recompute::none;
   if (name == "norm") return Recompute::norm;
+  if (name == "mlp") return Recompute::mlp;
+  if (name == "norm+mlp") return Recompute::norm_mlp;
   if (name == "blocks") return Recompute::blocks;
-  throw std::runtime_error("recompute must be \"none\", \"norm\" or \"blocks\", got \"" + name + "\"");
+  throw std::runtime_error("recompute must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"" + name +
+                           "\"");
 }
 
 
@@ -131,8 +134,10 @@ MlpImpl::MlpImpl(int dim, int hidden) {
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
 }
 
-at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  return fc2->forward(at::gelu(fc1->forward(x), "tanh"));
+at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute) {
+  auto tail = [this](const std::vector<at::Tensor>& in) { return fc2->forward(at::gelu(in[0], "tanh")); };
+  const at::Tensor h = fc1->forward(x);  // [N, T, hidden]
+  return recompute ? nt::recompute(tail, {h}, fc2->parameters()) : tail({h});
 }
 
 DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {
@@ -147,13 +152,14 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
     return nt::recompute(
         [this, fused](const std::vector<at::Tensor>& in) { return forward(in[0], in[1], Recompute::none, fused); },
         {x, c}, parameters());
-  const bool norm = recompute == Recompute::norm;
+  const bool norm = recomputes_norm(recompute);
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   // Gated residuals x + gate * f(x).
   auto h = gated_residual(x, gate_msa, attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)), fused);
-  return gated_residual(h, gate_mlp, mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused)), fused);
+  return gated_residual(h, gate_mlp, mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused), recomputes_mlp(recompute)),
+                        fused);
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
@@ -164,7 +170,7 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
 
 at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
-  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute != Recompute::none, fused));
+  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute == Recompute::blocks || recomputes_norm(recompute), fused));
 }
 
 // ---------------------------------------------------------------------------------------

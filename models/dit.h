@@ -47,11 +47,16 @@ struct BatchSlice {
 
 // What a training forward keeps for backward (models/recompute.h): `none` keeps every
 // intermediate tensor; `norm` recomputes each LayerNorm + adaLN modulate in backward (keeps its
-// input, not its fp32 output: little compute); `blocks` keeps only each transformer block's
-// inputs and runs the whole block again in backward (about one more forward of the blocks). The
-// numbers are the same in every mode.
-enum class Recompute { none, norm, blocks };
-Recompute parse_recompute(const std::string& name);  // "none" | "norm" | "blocks"
+// input, not its fp32 output: little compute); `mlp` recomputes each MLP's GELU and second
+// linear layer (keeps the first layer's output, not the GELU's: one more fc2 product, about 4 %
+// of the step); `norm_mlp` both; `blocks` keeps only each transformer block's inputs and runs the
+// whole block again in backward (about one more forward of the blocks). The numbers are the same
+// in every mode.
+enum class Recompute { none, norm, mlp, norm_mlp, blocks };
+// "none" | "norm" | "mlp" | "norm+mlp" | "blocks"
+Recompute parse_recompute(const std::string& name);
+inline bool recomputes_norm(Recompute r) { return r == Recompute::norm || r == Recompute::norm_mlp; }
+inline bool recomputes_mlp(Recompute r) { return r == Recompute::mlp || r == Recompute::norm_mlp; }
 
 // How one forward pass routes and conditions.
 struct ForwardOptions {
@@ -123,7 +128,8 @@ TORCH_MODULE(Attention);
 // fc1 -> tanh-GELU -> fc2 (timm's Mlp).
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int dim, int hidden);
-  at::Tensor forward(const at::Tensor& x);
+  // With `recompute`, GELU and fc2 run again in backward instead of keeping the GELU output.
+  at::Tensor forward(const at::Tensor& x, bool recompute = false);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);

@@ -469,7 +469,7 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
       {"[checkpoint]\nresume = \"\"",
        "key 'checkpoint.resume' must be \"auto\", \"never\" or a checkpoint folder, got \"\""},
       {"[train]\nrecompute = \"all\"",
-       "key 'train.recompute' must be \"none\", \"norm\" or \"blocks\", got \"all\""},
+       "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",

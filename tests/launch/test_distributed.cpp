@@ -63,9 +63,9 @@ TEST(Distributed, ReshardAfterForwardChangesNothingButMemory) {
 TEST(Distributed, RecomputeChangesNothingButMemory) {
   RunSetup s = make_setup();
   std::string out;
-  for (const char* mode : {"none", "norm", "blocks"})
+  for (const char* mode : {"none", "norm", "norm+mlp", "blocks"})
     ASSERT_EQ(run(s, 2, std::string("--set run.name=") + mode + " --set train.recompute=" + mode, &out), 0) << out;
-  for (const char* mode : {"norm", "blocks"})
+  for (const char* mode : {"norm", "norm+mlp", "blocks"})
     for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
       EXPECT_TRUE(bit_equal(ckpt(s, mode, 10), ckpt(s, "none", 10), kind)) << mode << " " << kind;
 }

@@ -121,6 +121,8 @@ TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
   };
   const Grads none = run(Recompute::none);
   EXPECT_TRUE(same(none, run(Recompute::norm))) << "norm";
+  EXPECT_TRUE(same(none, run(Recompute::mlp))) << "mlp";
+  EXPECT_TRUE(same(none, run(Recompute::norm_mlp))) << "norm+mlp";
   EXPECT_TRUE(same(none, run(Recompute::blocks))) << "blocks";
 }
 
@@ -160,7 +162,7 @@ TEST_P(RecomputeDiT, RoutedLossEveryModeSameGradients) {
   };
   const auto none = run(Recompute::none);
   EXPECT_GT(none.second.size(), 20u);
-  for (Recompute mode : {Recompute::norm, Recompute::blocks}) {
+  for (Recompute mode : {Recompute::norm, Recompute::mlp, Recompute::norm_mlp, Recompute::blocks}) {
     const auto other = run(mode);
     EXPECT_EQ(other.first, none.first);
     ASSERT_EQ(other.second.size(), none.second.size());
@@ -173,6 +175,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, RecomputeDiT, ::testing::Values(0, 1));
 TEST(Recompute, ParseNames) {
   EXPECT_EQ(nt::parse_recompute("none"), Recompute::none);
   EXPECT_EQ(nt::parse_recompute("norm"), Recompute::norm);
+  EXPECT_EQ(nt::parse_recompute("mlp"), Recompute::mlp);
+  EXPECT_EQ(nt::parse_recompute("norm+mlp"), Recompute::norm_mlp);
   EXPECT_EQ(nt::parse_recompute("blocks"), Recompute::blocks);
   EXPECT_THROW(nt::parse_recompute("all"), std::runtime_error);
 }
