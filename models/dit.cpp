@@ -158,8 +158,8 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   // Gated residuals x + gate * f(x).
   auto h = gated_residual(x, gate_msa, attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)), fused);
-  return gated_residual(h, gate_mlp, mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused), recomputes_mlp(recompute)),
-                        fused);
+  auto f = mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused), recomputes_mlp(recompute));
+  return gated_residual(h, gate_mlp, f, fused);
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {
@@ -170,7 +170,8 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
 
 at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
-  return linear->forward(modulated_norm(x, mod[0], mod[1], recompute == Recompute::blocks || recomputes_norm(recompute), fused));
+  const bool norm = recompute == Recompute::blocks || recomputes_norm(recompute);
+  return linear->forward(modulated_norm(x, mod[0], mod[1], norm, fused));
 }
 
 // ---------------------------------------------------------------------------------------

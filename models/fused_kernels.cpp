@@ -32,7 +32,9 @@ bool stream_ok(const at::Tensor& x) {  // fp32 x [N, T, D] on CUDA
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-cuda::Dtype dtype_of(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32; }
+cuda::Dtype dtype_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32;
+}
 
 // [N, D] with unit stride along D (an adaLN chunk is): its row stride; otherwise a contiguous copy's.
 at::Tensor rows_of(const at::Tensor& t, int64_t* stride) {
@@ -141,7 +143,8 @@ bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, 
 
 at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch) {
   if (!fused_gated_residual_supports(x, gate, branch))
-    unsupported("fused_gated_residual", "fp32 x [N, T, D], gate [N, D] and branch [N, T, D] of one dtype (fp32 or bf16)");
+    unsupported("fused_gated_residual",
+                "fp32 x [N, T, D], gate [N, D] and branch [N, T, D] of one dtype (fp32 or bf16)");
 #ifdef NT_HAVE_CUDA_KERNELS
   return FusedGatedResidual::apply(x, gate, branch);
 #else

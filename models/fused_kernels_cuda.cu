@@ -203,7 +203,8 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
   auto s = static_cast<cudaStream_t>(stream);
   const bool m16 = mod_dtype == Dtype::bf16, y16 = y_dtype == Dtype::bf16;
   if (m16 && y16)
-    forward_typed<__nv_bfloat16, __nv_bfloat16>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D, eps, s);
+    forward_typed<__nv_bfloat16, __nv_bfloat16>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D,
+                                                eps, s);
   else if (m16)
     forward_typed<__nv_bfloat16, float>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D, eps, s);
   else if (y16)
