@@ -23,9 +23,9 @@ at::Tensor own_slice(const at::Tensor& flat, int rank, int world) {
 
 double mb(const at::Tensor& t) { return static_cast<double>(t.numel()) * t.element_size() / 1e6; }
 
-double mb(const std::vector<at::Tensor>& ts, size_t first = 0) {
+double mb(const std::vector<at::Tensor>& ts) {
   double sum = 0;
-  for (size_t u = first; u < ts.size(); ++u) sum += mb(ts[u]);
+  for (const auto& t : ts) sum += mb(t);
   return sum;
 }
 

@@ -12,6 +12,23 @@ namespace {
 
 using torch::autograd::variable_list;
 
+// The engine's threads do not carry the forward's autocast state: sets it for a scope, and
+// restores the previous one (also when the scope is left by an exception).
+class AutocastAs {
+ public:
+  explicit AutocastAs(bool on) : was_(cuda_autocast_enabled()), on_(on) {
+    if (on_ != was_) set_cuda_autocast(on_);
+  }
+  ~AutocastAs() {
+    if (on_ != was_) set_cuda_autocast(was_);
+  }
+  AutocastAs(const AutocastAs&) = delete;
+  AutocastAs& operator=(const AutocastAs&) = delete;
+
+ private:
+  bool was_, on_;
+};
+
 // The backward of one recompute(): fn again on the saved inputs, then back-propagation through it.
 struct RecomputeBackward : torch::autograd::Node {
   RecomputeFn fn;
@@ -27,16 +44,8 @@ struct RecomputeBackward : torch::autograd::Node {
     at::Tensor out;
     {
       torch::AutoGradMode grad_on(true);
-      // The engine's threads do not carry the forward's autocast state: set it, and restore.
-      const bool was = cuda_autocast_enabled();
-      if (autocast != was) set_cuda_autocast(autocast);
-      try {
-        out = fn(in);
-      } catch (...) {
-        if (autocast != was) set_cuda_autocast(was);
-        throw;
-      }
-      if (autocast != was) set_cuda_autocast(was);
+      const AutocastAs forward_state(autocast);
+      out = fn(in);
     }
     variable_list result(in.size());
     std::vector<at::Tensor> wrt;  // the inputs that need a gradient, then the parameters

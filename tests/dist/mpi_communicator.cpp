@@ -12,6 +12,7 @@
 #include "dist/mpi_check.h"
 #include "dist/mpi_communicator.h"
 #include "dist/topology.h"
+#include "world_comm.h"
 
 namespace {
 
@@ -37,14 +38,7 @@ void expect_error(F&& fn, const std::string& part) {
   }
 }
 
-class MpiComm : public ::testing::Test {
- protected:
-  void SetUp() override { comm_ = std::make_unique<nt::MpiCommunicator>(MPI_COMM_WORLD); }
-  void TearDown() override { comm_.reset(); }
-  int W() const { return comm_->size(); }
-  int R() const { return comm_->rank(); }
-  std::unique_ptr<nt::MpiCommunicator> comm_;
-};
+class MpiComm : public nt::test::WorldComm {};
 
 TEST_F(MpiComm, RankAndSizeMatchTheWorld) {
   int r = 0, s = 0;

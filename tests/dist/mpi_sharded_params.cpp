@@ -18,6 +18,7 @@
 #include "dist/sharded_params.h"
 #include "models/dit.h"
 #include "toy_model.h"
+#include "world_comm.h"
 
 namespace {
 
@@ -26,14 +27,7 @@ using nt::test::Toy;
 using nt::test::toy_dtypes;
 using nt::test::train_toy;
 
-class ShardedParamsTest : public ::testing::Test {
- protected:
-  void SetUp() override { comm_ = std::make_unique<nt::MpiCommunicator>(MPI_COMM_WORLD); }
-  void TearDown() override { comm_.reset(); }
-  int W() const { return comm_->size(); }
-  int R() const { return comm_->rank(); }
-  std::unique_ptr<nt::MpiCommunicator> comm_;
-};
+class ShardedParamsTest : public nt::test::WorldComm {};
 
 TEST_F(ShardedParamsTest, ParametersAreTheShardsRoundedToTheUnitDtype) {
   Toy ref = make_toy();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "golden_dit.h"
 
 namespace {
 
@@ -24,22 +25,7 @@ const std::string kGolden = std::string(NT_SOURCE_DIR) + "/tests/golden/";
 // another BLAS), which move these outputs by ~2e-7 relative (e.g. batch 1 vs batch 3 here).
 constexpr double kForwardTol = 1e-6;  // max|got - want| / max|want| for fp32 forwards
 
-nt::DiTConfig golden_config() {
-  nt::DiTConfig cfg;
-  cfg.input_size = 8;
-  cfg.in_channels = 4;
-  cfg.num_classes = 10;
-  cfg.depth = 4;
-  cfg.hidden_size = 64;
-  cfg.num_heads = 4;
-  cfg.patch_size = 2;
-  nt::RouteConfig r;
-  r.selection_ratio = 0.5;
-  r.start_layer = 1;
-  r.end_layer = 2;
-  cfg.routes = {r};
-  return cfg;
-}
+using nt::test::golden_dit_config;
 
 // Copies every parameter of `net` from the reference state_dict by name.
 void load_reference(nt::DiT& net, const nt::SafetensorsFile& f) {
@@ -68,7 +54,7 @@ class DiTGolden : public ::testing::Test {
   void SetUp() override {
     weights = nt::load_safetensors(kGolden + "dit_small_weights.safetensors");
     cases = nt::load_safetensors(kGolden + "dit_small_cases.safetensors");
-    net = nt::DiT(golden_config());
+    net = nt::DiT(golden_dit_config());
     load_reference(net, weights);
     x = cases.tensors.at("x");
     t = cases.tensors.at("t");
@@ -88,7 +74,7 @@ TEST_F(DiTGolden, ParameterNamesAreTheReferenceStateDictInOrder) {
 }
 
 TEST_F(DiTGolden, PosEmbedEqualsReference) {
-  nt::DiT fresh(golden_config());  // pos_embed from our own initialisation, not loaded
+  nt::DiT fresh(golden_dit_config());  // pos_embed from our own initialisation, not loaded
   const auto& want = weights.tensors.at("pos_embed");
   ASSERT_EQ(fresh->pos_embed.sizes(), want.sizes());
   // float64 maths rounded to float32 on both sides: equal up to the last float32 bit.

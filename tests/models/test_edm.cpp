@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "golden_dit.h"
 #include "models/router.h"
 
 namespace {
@@ -26,26 +27,11 @@ constexpr double kPrecondTol = 1e-6;  // fp32 D(x; sigma) vs the reference
 // kernels (LibTorch 2.x attention, other BLAS), which move the sampler by ~2e-6 relative.
 constexpr double kSamplerTol = 1e-5;  // float64 sampler output vs the reference (fp32 network)
 
-nt::DiTConfig golden_config() {
-  nt::DiTConfig cfg;
-  cfg.input_size = 8;
-  cfg.in_channels = 4;
-  cfg.num_classes = 10;
-  cfg.depth = 4;
-  cfg.hidden_size = 64;
-  cfg.num_heads = 4;
-  cfg.patch_size = 2;
-  nt::RouteConfig r;
-  r.selection_ratio = 0.5;
-  r.start_layer = 1;
-  r.end_layer = 2;
-  cfg.routes = {r};
-  return cfg;
-}
+using nt::test::golden_dit_config;
 
 nt::DiT golden_model() {
   auto f = nt::load_safetensors(kGolden + "dit_small_weights.safetensors");
-  nt::DiT net(golden_config());
+  nt::DiT net(golden_dit_config());
   torch::NoGradGuard no_grad;
   for (auto& p : net->named_parameters()) {
     auto it = f.tensors.find(p.key());
@@ -205,7 +191,7 @@ TEST(EdmSeeds, DiTSamplesIndependentOfBatching) {
 
 // With the final linear zeroed and its bias 1, F(x) = 1 everywhere: D(x; s) = c_skip*x + c_out.
 TEST(EdmPrecond, SkipAndOutCoefficients) {
-  nt::DiTConfig cfg = golden_config();
+  nt::DiTConfig cfg = golden_dit_config();
   cfg.routes.clear();
   nt::DiT net(cfg);
   net->eval();

@@ -13,6 +13,7 @@
 #include "models/dit.h"
 #include "models/edm.h"
 #include "models/recompute.h"
+#include "golden_dit.h"
 
 namespace {
 
@@ -81,22 +82,6 @@ TEST(Recompute, NestedAndWithoutGradMode) {
   EXPECT_FALSE(out.requires_grad());
 }
 
-nt::DiTConfig small_config() {
-  nt::DiTConfig cfg;
-  cfg.input_size = 8;
-  cfg.in_channels = 4;
-  cfg.num_classes = 10;
-  cfg.depth = 4;
-  cfg.hidden_size = 64;
-  cfg.num_heads = 4;
-  cfg.patch_size = 2;
-  nt::RouteConfig r;
-  r.selection_ratio = 0.5;
-  r.start_layer = 1;
-  r.end_layer = 2;
-  cfg.routes = {r};
-  return cfg;
-}
 
 // Makes the adaLN-Zero layers non-zero so that every path carries gradient.
 void perturb(torch::nn::Module& m) {
@@ -128,7 +113,7 @@ TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
 
 // The launch tests' model: one channel, patch 1, a one-block route.
 nt::DiTConfig launch_config() {
-  nt::DiTConfig cfg = small_config();
+  nt::DiTConfig cfg = nt::test::golden_dit_config();
   cfg.in_channels = 1;
   cfg.depth = 3;
   cfg.hidden_size = 36;
@@ -141,7 +126,7 @@ nt::DiTConfig launch_config() {
 class RecomputeDiT : public ::testing::TestWithParam<int> {};
 
 TEST_P(RecomputeDiT, RoutedLossEveryModeSameGradients) {
-  const nt::DiTConfig cfg = GetParam() == 0 ? small_config() : launch_config();
+  const nt::DiTConfig cfg = GetParam() == 0 ? nt::test::golden_dit_config() : launch_config();
   nt::DiT net(cfg);
   perturb(*net);
   net->train();

@@ -1,0 +1,23 @@
+// The golden files' small DiT (see golden_dit.h).
+#include "golden_dit.h"
+
+namespace nt::test {
+
+DiTConfig golden_dit_config() {
+  DiTConfig cfg;
+  cfg.input_size = 8;
+  cfg.in_channels = 4;
+  cfg.num_classes = 10;
+  cfg.depth = 4;
+  cfg.hidden_size = 64;
+  cfg.num_heads = 4;
+  cfg.patch_size = 2;
+  RouteConfig r;
+  r.selection_ratio = 0.5;
+  r.start_layer = 1;
+  r.end_layer = 2;
+  cfg.routes = {r};
+  return cfg;
+}
+
+}  // namespace nt::test
