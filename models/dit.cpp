@@ -8,6 +8,7 @@
 
 #include "models/autocast.h"
 #include "models/fused_kernels.h"
+#include "models/gelu_linear.h"
 #include "models/modulated_norm.h"
 #include "models/recompute.h"
 #include "models/router.h"
@@ -135,9 +136,8 @@ MlpImpl::MlpImpl(int dim, int hidden) {
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute) {
-  auto tail = [this](const std::vector<at::Tensor>& in) { return fc2->forward(at::gelu(in[0], "tanh")); };
   const at::Tensor h = fc1->forward(x);  // [N, T, hidden]
-  return recompute ? nt::recompute(tail, {h}, fc2->parameters()) : tail({h});
+  return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : fc2->forward(at::gelu(h, "tanh"));  // [N, T, D]
 }
 
 DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {

@@ -47,9 +47,9 @@ struct BatchSlice {
 
 // What a training forward keeps for backward (models/recompute.h): `none` keeps every
 // intermediate tensor; `norm` recomputes each LayerNorm + adaLN modulate in backward (keeps its
-// input, not its fp32 output: little compute); `mlp` recomputes each MLP's GELU and second
-// linear layer (keeps the first layer's output, not the GELU's: one more fc2 product, about 4 %
-// of the step); `norm_mlp` both; `blocks` keeps only each transformer block's inputs and runs the
+// input, not its fp32 output: little compute); `mlp` recomputes each MLP's GELU (keeps the
+// first layer's output, which GELU keeps anyway, not the GELU's output, 4x the stream's width:
+// one more elementwise pass, models/gelu_linear.h); `norm_mlp` both; `blocks` keeps only each transformer block's inputs and runs the
 // whole block again in backward (about one more forward of the blocks). The numbers are the same
 // in every mode.
 enum class Recompute { none, norm, mlp, norm_mlp, blocks };
@@ -128,7 +128,7 @@ TORCH_MODULE(Attention);
 // fc1 -> tanh-GELU -> fc2 (timm's Mlp).
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int dim, int hidden);
-  // With `recompute`, GELU and fc2 run again in backward instead of keeping the GELU output.
+  // With `recompute`, GELU runs again in backward instead of its output being kept.
   at::Tensor forward(const at::Tensor& x, bool recompute = false);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
