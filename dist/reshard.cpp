@@ -49,17 +49,27 @@ void Resharder::begin_block_backward(size_t u) {
 }
 
 void Resharder::end_block_backward(size_t u) {
-  if (storage_released(full_grads_[u])) return;
+  if (storage_released(full_grads_[u]) || reducing_ == u) return;
+  finish_reduce();  // the block after this one: at most one reduce in flight
   restore_storage(grad_shards_[u]);
-  reduce_unit(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
-  release_storage(full_grads_[u]);
+  reduce_work_ = reduce_unit_async(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
+  reducing_ = u;
   release(u);
+}
+
+void Resharder::finish_reduce() {
+  if (!reducing_) return;
+  reduce_work_.wait();
+  release_storage(full_grads_[*reducing_]);
+  reducing_.reset();
 }
 
 void Resharder::end_backward() {
   if (full_.size() > 1) end_block_backward(1);
   restore_storage(grad_shards_[0]);
-  reduce_unit(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
+  CommWork root = reduce_unit_async(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
+  finish_reduce();
+  root.wait();
   release_blocks();
 }
 
@@ -92,6 +102,7 @@ void Resharder::release(size_t u) {
 }
 
 void Resharder::release_blocks() {
+  finish_reduce();
   for (size_t u = 1; u < full_.size(); ++u) {
     release(u);
     if (!storage_released(full_grads_[u])) release_storage(full_grads_[u]);

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "dist/communicator.h"
@@ -31,8 +32,10 @@ bool storage_released(const at::Tensor& t);
 
 // Gradients likewise: a block's full gradient buffer (the parameters' .grad are views of it) is
 // given memory and zeroed when backward reaches the block, and once the block's backward is done
-// it is reduce-scattered (averaged) into this rank's gradient shard and released. So per rank,
-// gradients take one shard plus the root's full buffer plus at most two blocks.
+// its reduce-scatter (average) into this rank's gradient shard is issued, to run while the next
+// block's backward computes; it is completed, and the buffer released, when that block's backward
+// is done in turn (or at the end of backward). So per rank, gradients take one shard plus the
+// root's full buffer plus at most two blocks (the one computing and the one being reduced).
 class Resharder {
  public:
   // full[u]: unit u's full buffer (the model's parameters are views of it), shards[u]: this
@@ -61,7 +64,8 @@ class Resharder {
 
  private:
   void begin_block_backward(size_t u);  // gather parameters, zeroed gradient buffer
-  void end_block_backward(size_t u);    // reduce-scatter the gradient, release both buffers
+  void end_block_backward(size_t u);    // issue the gradient's reduce-scatter, release the parameters
+  void finish_reduce();                 // complete the reduce in flight, release its gradient buffer
   Communicator& comm_;
   std::vector<at::Tensor>& full_;
   const std::vector<at::Tensor>& shards_;
@@ -69,6 +73,8 @@ class Resharder {
   std::vector<at::Tensor>& grad_shards_;
   at::ScalarType reduce_dtype_;
   std::map<size_t, CommWork> pending_;  // prefetches in flight, by unit
+  std::optional<size_t> reducing_;      // the block unit whose gradient reduce is in flight
+  CommWork reduce_work_;
 };
 
 }  // namespace nt

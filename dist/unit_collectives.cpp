@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+
 namespace nt {
 namespace {
 bool same_memory(const at::Tensor& a, const at::Tensor& b) {
@@ -24,21 +26,31 @@ CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at:
   return comm->all_gather_into_async(full, own);
 }
 
-void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
-                 at::ScalarType reduce_dtype) {
+CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
+                           at::ScalarType reduce_dtype) {
   const int world = comm ? comm->size() : 1;
   comm_check::flat_and_shard("reduce_unit", full_grad, grad_shard, world);
-  if (same_memory(grad_shard, full_grad)) return;  // W = 1, fp32 throughout: the gradient is the shard
+  if (same_memory(grad_shard, full_grad)) return CommWork();  // W = 1, fp32 throughout: the gradient is the shard
   torch::NoGradGuard no_grad;
   const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
   if (!comm) {
     grad_shard.copy_(src);
-    return;
+    return CommWork();
   }
   const at::Tensor dst = grad_shard.scalar_type() == reduce_dtype ? grad_shard
                                                                   : torch::empty({grad_shard.numel()}, src.options());
-  comm->reduce_scatter_avg(dst, src);  // [padded / W]
-  if (!same_memory(dst, grad_shard)) grad_shard.copy_(dst);
+  auto work = std::make_shared<CommWork>(comm->reduce_scatter_avg_async(dst, src));  // [padded / W]
+  if (same_memory(dst, grad_shard)) return std::move(*work);
+  return CommWork([work, dst, grad_shard]() {
+    work->wait();
+    torch::NoGradGuard no_grad;
+    grad_shard.copy_(dst);  // fp32 from the reduce dtype
+  });
+}
+
+void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
+                 at::ScalarType reduce_dtype) {
+  reduce_unit_async(comm, grad_shard, full_grad, reduce_dtype).wait();
 }
 
 }  // namespace nt

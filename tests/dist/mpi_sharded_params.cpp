@@ -141,6 +141,36 @@ TEST_F(ShardedParamsTest, WRanksTrainWhatOneRankTrains) {
   }
 }
 
+// With resharding, a block's gradient reduce-scatter runs while the next block's backward
+// computes: when block i's backward begins, block i + 1's gradient buffer is still held (its
+// reduce in flight) and block i + 2's is released (its reduce completed): two blocks at most.
+TEST_F(ShardedParamsTest, BlockGradientReduceOverlapsThePreviousBlocksBackward) {
+  Toy toy = make_toy();
+  nt::ShardingOptions opt;
+  opt.param_dtypes = toy_dtypes(at::kBFloat16);
+  opt.reshard_after_forward = true;
+  nt::ShardedParams sp(*toy, comm_.get(), opt);
+  auto held = [&](int block) { return toy->layers[block]->weight.grad().storage().nbytes() > 0; };
+  std::vector<std::vector<int>> seen(nt::test::kToyDepth);  // per block: blocks holding gradients
+  nt::ForwardOptions hooks;
+  sp.begin_step(hooks);
+  auto resharder_after = hooks.after_block;
+  hooks.after_block = [&](int i, const at::Tensor& out) {
+    resharder_after(i, out);  // its hook on `out` runs first in backward
+    out.register_hook([&, i](const at::Tensor& grad) {
+      for (int j = 0; j < nt::test::kToyDepth; ++j)
+        if (held(j)) seen[i].push_back(j);
+      return grad;
+    });
+  };
+  toy->forward(torch::randn({2, nt::test::kToyIn}), hooks).sum().backward();
+  sp.end_backward();
+  EXPECT_EQ(seen[2], std::vector<int>({2}));
+  EXPECT_EQ(seen[1], std::vector<int>({1, 2}));
+  EXPECT_EQ(seen[0], std::vector<int>({0, 1}));
+  for (int j = 0; j < nt::test::kToyDepth; ++j) EXPECT_FALSE(held(j)) << j;  // all reduced and released
+}
+
 TEST_F(ShardedParamsTest, WrongNumberOfDtypesIsAnError) {
   Toy toy = make_toy();
   nt::ShardingOptions opt;
