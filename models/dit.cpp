@@ -115,11 +115,12 @@ AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
-  auto qkv_ = qkv->forward(x).reshape({N, T, 3, num_heads, hd}).permute({2, 0, 3, 1, 4});
-  // unbind, not three selects: its backward stacks the three gradients in one copy, where each
-  // select's backward would fill a zero [3, N, H, T, hd] tensor and add them up.
-  const auto parts = qkv_.unbind(0);
-  const auto &q = parts[0], &k = parts[1], &v = parts[2];  // [N, H, T, hd]
+  // q, k, v as strided views of the product: unbind on the token-major layout, then each
+  // transposed. Backward then stacks the three gradients straight into qkv's own layout
+  // [N, T, 3, H, hd] (one copy; three selects would each fill a zero tensor and add, and unbind
+  // on a permuted [3, N, H, T, hd] would stack, then copy again to undo the permutation).
+  const auto parts = qkv->forward(x).view({N, T, 3, num_heads, hd}).unbind(2);  // 3 x [N, T, H, hd]
+  const auto q = parts[0].transpose(1, 2), k = parts[1].transpose(1, 2), v = parts[2].transpose(1, 2);  // [N, H, T, hd]
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
   o = at::scaled_dot_product_attention(q, k, v);

@@ -1,6 +1,7 @@
 // The project's CUDA kernels (see fused_kernels_cuda.h): LayerNorm + adaLN modulate (one block
 // of kThreads threads per row for the row-wise parts: statistics, y, grad_x) and the gated
-// residual (elementwise, grid-stride); one thread per (n, d) for the sums over a sample's T rows.
+// residual (elementwise, a block per row, grid-stride over rows); one thread per (n, d) for the
+// sums over a sample's T rows.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -115,24 +116,28 @@ __global__ void grad_mod_kernel(const TY* __restrict__ gy, const float* __restri
   g_shift[n * D + d] = b;
 }
 
+// The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
+// index is one division per row, not two 64-bit divisions per element.
 template <typename TB>
 __global__ void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* __restrict__ gate, int64_t gate_stride,
-                                          const TB* __restrict__ branch, float* __restrict__ out, int64_t total,
+                                          const TB* __restrict__ branch, float* __restrict__ out, int64_t rows,
                                           int64_t T, int D) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / D, d = i % D;
-    out[i] = x[i] + to_float(gate[(row / T) * gate_stride + d]) * to_float(branch[i]);
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const TB* g = gate + (row / T) * gate_stride;  // [D]
+    const int64_t base = row * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+      out[base + d] = x[base + d] + to_float(g[d]) * to_float(branch[base + d]);
   }
 }
 
 template <typename TB>
 __global__ void grad_branch_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
-                                   TB* __restrict__ grad_branch, int64_t total, int64_t T, int D) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / D, d = i % D;
-    grad_branch[i] = from_float<TB>(grad[i] * to_float(gate[(row / T) * gate_stride + d]));
+                                   TB* __restrict__ grad_branch, int64_t rows, int64_t T, int D) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const TB* g = gate + (row / T) * gate_stride;  // [D]
+    const int64_t base = row * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+      grad_branch[base + d] = from_float<TB>(grad[base + d] * to_float(g[d]));
   }
 }
 
@@ -150,11 +155,9 @@ __global__ void grad_gate_kernel(const float* __restrict__ grad, const TB* __res
   grad_gate[n * D + d] = a;
 }
 
-// Blocks for a grid-stride elementwise kernel over `total` elements.
-unsigned elementwise_blocks(int64_t total) {
-  const int64_t blocks = (total + 255) / 256;
-  return static_cast<unsigned>(blocks < 65536 * 8 ? blocks : 65536 * 8);
-}
+// Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
+constexpr int kRowThreads = 256;
+unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 65536 * 8 ? rows : 65536 * 8); }
 
 // Makes `device` current for the launches and restores the caller's device.
 class DeviceScope {
@@ -242,14 +245,13 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
   check_shape(rows, T, D);
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  const int64_t total = rows * D;
   if (dtype == Dtype::bf16)
-    gated_residual_fwd_kernel<__nv_bfloat16><<<elementwise_blocks(total), 256, 0, s>>>(
-        x, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(branch), out, total,
+    gated_residual_fwd_kernel<__nv_bfloat16><<<row_blocks(rows), kRowThreads, 0, s>>>(
+        x, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(branch), out, rows,
         T, D);
   else
-    gated_residual_fwd_kernel<float><<<elementwise_blocks(total), 256, 0, s>>>(
-        x, static_cast<const float*>(gate), gate_stride, static_cast<const float*>(branch), out, total, T, D);
+    gated_residual_fwd_kernel<float><<<row_blocks(rows), kRowThreads, 0, s>>>(
+        x, static_cast<const float*>(gate), gate_stride, static_cast<const float*>(branch), out, rows, T, D);
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -259,17 +261,16 @@ void gated_residual_backward(const float* grad, const void* gate, int64_t gate_s
   check_shape(rows, T, D);
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  const int64_t total = rows * D;
   const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T));
   if (dtype == Dtype::bf16) {
-    grad_branch_kernel<__nv_bfloat16><<<elementwise_blocks(total), 256, 0, s>>>(
-        grad, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<__nv_bfloat16*>(grad_branch), total, T,
+    grad_branch_kernel<__nv_bfloat16><<<row_blocks(rows), kRowThreads, 0, s>>>(
+        grad, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<__nv_bfloat16*>(grad_branch), rows, T,
         D);
     grad_gate_kernel<__nv_bfloat16><<<grid, 128, 0, s>>>(grad, static_cast<const __nv_bfloat16*>(branch), grad_gate,
                                                          T, D);
   } else {
-    grad_branch_kernel<float><<<elementwise_blocks(total), 256, 0, s>>>(
-        grad, static_cast<const float*>(gate), gate_stride, static_cast<float*>(grad_branch), total, T, D);
+    grad_branch_kernel<float><<<row_blocks(rows), kRowThreads, 0, s>>>(
+        grad, static_cast<const float*>(gate), gate_stride, static_cast<float*>(grad_branch), rows, T, D);
     grad_gate_kernel<float><<<grid, 128, 0, s>>>(grad, static_cast<const float*>(branch), grad_gate, T, D);
   }
   NT_CUDA_CHECK(cudaGetLastError());
