@@ -33,4 +33,22 @@ inline void set_cuda_autocast(bool enabled) {
   if (!enabled) at::autocast::clear_cache();
 }
 
+// Sets CUDA autocast on or off for a scope and restores the previous state on leaving it (also
+// by an exception). Backward runs on the engine's threads, which do not carry the forward's
+// autocast state: ops that run the forward's computation again there use this.
+class AutocastAs {
+ public:
+  explicit AutocastAs(bool on) : was_(cuda_autocast_enabled()), on_(on) {
+    if (on_ != was_) set_cuda_autocast(on_);
+  }
+  ~AutocastAs() {
+    if (on_ != was_) set_cuda_autocast(was_);
+  }
+  AutocastAs(const AutocastAs&) = delete;
+  AutocastAs& operator=(const AutocastAs&) = delete;
+
+ private:
+  bool was_, on_;
+};
+
 }  // namespace nt

@@ -9,6 +9,7 @@
 #include "models/autocast.h"
 #include "models/fused_kernels.h"
 #include "models/gelu_linear.h"
+#include "models/modulated_linear.h"
 #include "models/modulated_norm.h"
 #include "models/recompute.h"
 #include "models/router.h"
@@ -113,13 +114,15 @@ AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
   proj = register_module("proj", torch::nn::Linear(dim, dim));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x) {
-  const int64_t N = x.size(0), T = x.size(1), D = x.size(2), hd = D / num_heads;
+at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(qkv->forward(x)); }
+
+at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out) {
+  const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
   // q, k, v as strided views of the product: unbind on the token-major layout, then each
   // transposed. Backward then stacks the three gradients straight into qkv's own layout
   // [N, T, 3, H, hd] (one copy; three selects would each fill a zero tensor and add, and unbind
   // on a permuted [3, N, H, T, hd] would stack, then copy again to undo the permutation).
-  const auto parts = qkv->forward(x).view({N, T, 3, num_heads, hd}).unbind(2);  // 3 x [N, T, H, hd]
+  const auto parts = qkv_out.view({N, T, 3, num_heads, hd}).unbind(2);  // 3 x [N, T, H, hd]
   const auto q = parts[0].transpose(1, 2), k = parts[1].transpose(1, 2), v = parts[2].transpose(1, 2);  // [N, H, T, hd]
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
@@ -136,8 +139,9 @@ MlpImpl::MlpImpl(int dim, int hidden) {
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
 }
 
-at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute) {
-  const at::Tensor h = fc1->forward(x);  // [N, T, hidden]
+at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute) { return from_hidden(fc1->forward(x), recompute); }
+
+at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute) {  // h [N, T, hidden]
   return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : fc2->forward(at::gelu(h, "tanh"));  // [N, T, D]
 }
 
@@ -157,9 +161,16 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
-  // Gated residuals x + gate * f(x).
-  auto h = gated_residual(x, gate_msa, attn->forward(modulated_norm(x, shift_msa, scale_msa, norm, fused)), fused);
-  auto f = mlp->forward(modulated_norm(h, shift_mlp, scale_mlp, norm, fused), recomputes_mlp(recompute));
+  // Gated residuals x + gate * f(x). With `norm`, each branch's first product takes the norm's
+  // inputs (its normalised input is computed again in backward, not kept).
+  auto& qkv = attn->qkv;
+  auto& fc1 = mlp->fc1;
+  auto a = attn->attend(norm ? modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused)
+                             : qkv->forward(modulated_norm(x, shift_msa, scale_msa, fused)));
+  auto h = gated_residual(x, gate_msa, a, fused);
+  auto f = mlp->from_hidden(norm ? modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused)
+                                 : fc1->forward(modulated_norm(h, shift_mlp, scale_mlp, fused)),
+                            recomputes_mlp(recompute));
   return gated_residual(h, gate_mlp, f, fused);
 }
 
@@ -172,7 +183,8 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
 at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
   const bool norm = recompute == Recompute::blocks || recomputes_norm(recompute);
-  return linear->forward(modulated_norm(x, mod[0], mod[1], norm, fused));
+  return norm ? modulated_linear(x, mod[0], mod[1], linear->weight, linear->bias, fused)
+              : linear->forward(modulated_norm(x, mod[0], mod[1], fused));
 }
 
 // ---------------------------------------------------------------------------------------

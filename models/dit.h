@@ -46,12 +46,13 @@ struct BatchSlice {
 };
 
 // What a training forward keeps for backward (models/recompute.h): `none` keeps every
-// intermediate tensor; `norm` recomputes each LayerNorm + adaLN modulate in backward (keeps its
-// input, not its fp32 output: little compute); `mlp` recomputes each MLP's GELU (keeps the
-// first layer's output, which GELU keeps anyway, not the GELU's output, 4x the stream's width:
-// one more elementwise pass, models/gelu_linear.h); `norm_mlp` both; `blocks` keeps only each transformer block's inputs and runs the
-// whole block again in backward (about one more forward of the blocks). The numbers are the same
-// in every mode.
+// intermediate tensor; `norm` keeps each LayerNorm + adaLN modulate's inputs, not its output,
+// the input of the product it feeds (qkv, fc1, the final layer: models/modulated_linear.h), and
+// computes it again in backward (one more elementwise pass each); `mlp` recomputes each MLP's
+// GELU (keeps the first layer's output, which GELU keeps anyway, not the GELU's output, 4x the
+// stream's width: one more elementwise pass, models/gelu_linear.h); `norm_mlp` both; `blocks`
+// keeps only each transformer block's inputs and runs the whole block again in backward (about
+// one more forward of the blocks). The numbers are the same in every mode.
 enum class Recompute { none, norm, mlp, norm_mlp, blocks };
 // "none" | "norm" | "mlp" | "norm+mlp" | "blocks"
 Recompute parse_recompute(const std::string& name);
@@ -120,6 +121,7 @@ TORCH_MODULE(PatchEmbed);
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(int dim, int num_heads);
   at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
+  at::Tensor attend(const at::Tensor& qkv_out);  // after the qkv product: [N, T, 3D] -> [N, T, D]
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int num_heads;
 };
@@ -130,6 +132,7 @@ struct MlpImpl : torch::nn::Module {
   MlpImpl(int dim, int hidden);
   // With `recompute`, GELU runs again in backward instead of its output being kept.
   at::Tensor forward(const at::Tensor& x, bool recompute = false);
+  at::Tensor from_hidden(const at::Tensor& h, bool recompute = false);  // after fc1: [N, T, hidden] -> [N, T, D]
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);

@@ -1,4 +1,4 @@
-// LayerNorm + adaLN modulate: composite, recomputed, or fused CUDA kernels (see
+// LayerNorm + adaLN modulate: composite or fused CUDA kernels (see
 // models/modulated_norm.h; the fused form is in models/fused_kernels.cpp).
 #include "models/modulated_norm.h"
 
@@ -7,25 +7,19 @@
 #include "models/autocast.h"
 #include "models/dit.h"
 #include "models/fused_kernels.h"
-#include "models/recompute.h"
 
 namespace nt {
 namespace {
 
 constexpr double kEps = 1e-6;
 
-at::Tensor composite(const std::vector<at::Tensor>& in) {  // x, shift, scale
-  return modulate(at::layer_norm(in[0], {in[0].size(-1)}, {}, {}, kEps), in[1], in[2]);
-}
-
 }  // namespace
 
-at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool recompute,
-                          bool fused) {
+at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool fused) {
   // Under autocast the output only feeds a matrix product, which would round it to bf16 anyway.
   if (fused && fused_modulated_norm_supports(x, shift, scale))
     return fused_modulated_norm(x, shift, scale, kEps, cuda_autocast_enabled());
-  return recompute ? nt::recompute(composite, {x, shift, scale}) : composite({x, shift, scale});
+  return modulate(at::layer_norm(x, {x.size(-1)}, {}, {}, kEps), shift, scale);
 }
 
 }  // namespace nt

@@ -1,11 +1,11 @@
 // modulate(LayerNorm(x), shift, scale): the LayerNorm (no affine, eps 1e-6) and adaLN modulation
-// that open every DiT block branch and the final layer, in three forms:
+// that open every DiT block branch and the final layer, in two forms:
 //  - composite: LibTorch's layer_norm, then x * (1 + scale) + shift (the reference's ops);
-//  - recomputed (models/recompute.h): the same ops, their fp32 intermediates not kept for backward;
 //  - fused (CUDA, models/fused_kernels.h): one pass for the statistics and the output, written
 //    directly in the dtype the next matrix product uses (bf16 under autocast), keeping for
 //    backward only x and the per-row mean and 1/std. It agrees with the composite to fp32
 //    rounding (other summation orders), not bit for bit.
+// With the product it feeds and its output not kept for backward: models/modulated_linear.h.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -13,7 +13,6 @@ namespace nt {
 
 // x [N, T, D], shift and scale [N, D] -> [N, T, D]; `fused` where the fused form supports the
 // tensors (the composite elsewhere).
-at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool recompute = false,
-                          bool fused = false);
+at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool fused = false);
 
 }  // namespace nt

@@ -12,23 +12,6 @@ namespace {
 
 using torch::autograd::variable_list;
 
-// The engine's threads do not carry the forward's autocast state: sets it for a scope, and
-// restores the previous one (also when the scope is left by an exception).
-class AutocastAs {
- public:
-  explicit AutocastAs(bool on) : was_(cuda_autocast_enabled()), on_(on) {
-    if (on_ != was_) set_cuda_autocast(on_);
-  }
-  ~AutocastAs() {
-    if (on_ != was_) set_cuda_autocast(was_);
-  }
-  AutocastAs(const AutocastAs&) = delete;
-  AutocastAs& operator=(const AutocastAs&) = delete;
-
- private:
-  bool was_, on_;
-};
-
 // The backward of one recompute(): fn again on the saved inputs, then back-propagation through it.
 struct RecomputeBackward : torch::autograd::Node {
   RecomputeFn fn;

@@ -7,7 +7,10 @@
 //     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
 //     and the root stay fp32;
 //   - the fused kernels (train.fused_kernels: LayerNorm + modulate, gated residual) train what LibTorch's ops
-//     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %.
+//     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %;
+//   - recomputation (train.recompute = norm+mlp: models/modulated_linear, models/gelu_linear)
+//     trains under bf16 autocast what keeping the activations trains, with LibTorch's ops and
+//     with the fused kernels.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -132,6 +135,26 @@ TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
   ASSERT_EQ(a.size(), 5u);
   ASSERT_EQ(b.size(), 5u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "step " << i + 1;
+}
+
+TEST_F(Gpu, RecomputeUnderAutocastTrainsWhatKeepingTrains) {
+  RunSetup s = make_setup();
+  std::string out;
+  const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5"
+                           " --set checkpoint.every=5";
+  for (const std::string fused : {"false", "true"}) {
+    const std::string keep = "keep_" + fused, rec = "rec_" + fused, f = " --set train.fused_kernels=" + fused;
+    ASSERT_EQ(run_single(s, "--set run.name=" + keep + f + bf16, &out), 0) << out;
+    ASSERT_EQ(run_single(s, "--set run.name=" + rec + " --set train.recompute=norm+mlp" + f + bf16, &out), 0) << out;
+    for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
+      double key = 0;
+      const double d = max_rel_diff(ckpt(s, rec, 5), ckpt(s, keep, 5), kind, &key);
+      std::cout << "[ gpu      ] recompute norm+mlp vs none (fused_kernels " << fused << "), " << kind
+                << ": max relative difference " << d << " (key biases " << key << ")"
+                << (bit_equal(ckpt(s, rec, 5), ckpt(s, keep, 5), kind) ? ", bit for bit" : "") << "\n";
+      EXPECT_LE(d, 1e-4) << fused << " " << kind;
+    }
+  }
 }
 
 }  // namespace

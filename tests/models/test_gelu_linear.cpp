@@ -4,7 +4,6 @@
 // tensor less after the forward); with grad mode off nothing is recorded. On a GPU (skipped
 // without one) the same under bf16 autocast with fp32 parameters, as DiT's MLP runs there.
 #include <gtest/gtest.h>
-#include <malloc.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -12,6 +11,7 @@
 
 #include "models/autocast.h"
 #include "models/gelu_linear.h"
+#include "heap_in_use.h"
 
 namespace {
 
@@ -55,22 +55,17 @@ TEST(GeluLinear, SameValuesAndGradientsAsThePlainOpsBitForBit) {
   }
 }
 
-size_t heap_in_use() {
-  const struct mallinfo2 mi = mallinfo2();
-  return mi.uordblks + mi.hblkhd;  // small blocks + mmapped blocks
-}
-
 TEST(GeluLinear, KeepsTheGeluInputNotItsOutput) {
   torch::manual_seed(2);
   const int64_t M = 512, H = 2048;  // the GELU output: 4 MiB
   auto x = torch::randn({M, 16}), w1 = torch::randn({H, 16}, torch::requires_grad());
   auto w2 = torch::randn({16, H}, torch::requires_grad()), b2 = torch::zeros({16}, torch::requires_grad());
   auto kept_by_forward = [&](bool fused) {
-    const size_t before = heap_in_use();
+    const size_t before = nt::test::heap_in_use();
     at::Tensor h = at::linear(x, w1);  // [M, H], kept by GELU (plain) or by gelu_linear
     at::Tensor y = fused ? nt::gelu_linear(h, w2, b2) : at::linear(at::gelu(h, "tanh"), w2, b2);
     h.reset();  // only the graph holds it now
-    const size_t kept = heap_in_use() - before;
+    const size_t kept = nt::test::heap_in_use() - before;
     y.sum().backward();
     return static_cast<double>(kept);
   };
