@@ -4,27 +4,11 @@
 #include <torch/torch.h>
 
 #include "dist/communicator.h"
+#include "dist/storage.h"
 #include "dist/unit_collectives.h"
 #include "models/dit.h"
 
 namespace nt {
-
-void release_storage(const at::Tensor& t) {
-  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
-  s->set_data_ptr(at::DataPtr(nullptr, t.device()));  // the old allocation is freed here
-  s->set_nbytes(0);
-}
-
-void restore_storage(const at::Tensor& t) {
-  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
-  const size_t nbytes = static_cast<size_t>(t.storage_offset() + t.numel()) * t.element_size();
-  if (s->nbytes() >= nbytes) return;
-  TORCH_CHECK(s->allocator() != nullptr, "restore_storage: the storage has no allocator");
-  s->set_data_ptr(s->allocator()->allocate(nbytes));
-  s->set_nbytes(nbytes);
-}
-
-bool storage_released(const at::Tensor& t) { return t.storage().nbytes() == 0; }
 
 Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const std::vector<at::Tensor>& shards,
                      std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards,
@@ -51,7 +35,6 @@ void Resharder::begin_block_backward(size_t u) {
 void Resharder::end_block_backward(size_t u) {
   if (storage_released(full_grads_[u]) || reducing_ == u) return;
   finish_reduce();  // the block after this one: at most one reduce in flight
-  restore_storage(grad_shards_[u]);
   reduce_work_ = reduce_unit_async(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
   reducing_ = u;
   release(u);
@@ -66,7 +49,6 @@ void Resharder::finish_reduce() {
 
 void Resharder::end_backward() {
   if (full_.size() > 1) end_block_backward(1);
-  restore_storage(grad_shards_[0]);
   CommWork root = reduce_unit_async(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
   finish_reduce();
   root.wait();

@@ -19,16 +19,12 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/storage.h"
 
 namespace nt {
 
 struct ForwardOptions;
 
-// Releases the memory of `t`'s storage (0 bytes) while every view of it stays a valid tensor,
-// and gives it back (uninitialised, t's full size) — FSDP's storage resize.
-void release_storage(const at::Tensor& t);
-void restore_storage(const at::Tensor& t);
-bool storage_released(const at::Tensor& t);
 
 // Gradients likewise: a block's full gradient buffer (the parameters' .grad are views of it) is
 // given memory and zeroed when backward reaches the block, and once the block's backward is done

@@ -93,10 +93,7 @@ void ShardedParams::end_backward() {
     return;
   }
   // The mean over the global batch = the average of the ranks' means.
-  for (size_t u = 0; u < full_grads_.size(); ++u) {
-    restore_storage(grad_shards_[u]);
-    reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
-  }
+  for (size_t u = 0; u < full_grads_.size(); ++u) reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
 }
 
 void ShardedParams::refresh() {

@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "dist/storage.h"
+
 namespace nt {
 namespace {
 bool same_memory(const at::Tensor& a, const at::Tensor& b) {
@@ -31,6 +33,7 @@ CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, con
   const int world = comm ? comm->size() : 1;
   comm_check::flat_and_shard("reduce_unit", full_grad, grad_shard, world);
   if (same_memory(grad_shard, full_grad)) return CommWork();  // W = 1, fp32 throughout: the gradient is the shard
+  restore_storage(grad_shard);
   torch::NoGradGuard no_grad;
   const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
   if (!comm) {

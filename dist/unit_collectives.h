@@ -21,7 +21,8 @@ CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at:
 // grad_shard [padded / W] (fp32) = (average over ranks of full_grad [padded], reduced in
 // reduce_dtype)[this rank's slice]: full_grad is cast to reduce_dtype, reduce-scattered, and the
 // result cast into grad_shard (each cast only where the dtypes differ; nothing at all when
-// grad_shard is full_grad itself). Asynchronous: wait() completes the collective and then the
+// grad_shard is full_grad itself). A grad_shard whose storage was released (dist/storage.h) is
+// given memory first. Asynchronous: wait() completes the collective and then the
 // cast into grad_shard (on NCCL both are ordered on the compute stream); until then full_grad
 // must stay allocated and unchanged, and grad_shard unread.
 CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,

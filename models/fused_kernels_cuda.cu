@@ -178,22 +178,24 @@ void check_shape(int64_t rows, int64_t T, int D) {
                              std::to_string(T) + ", D " + std::to_string(D));
 }
 
-template <typename TM, typename TY>
-void forward_typed(const float* x, const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
-                   void* y, float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, cudaStream_t s) {
-  forward_kernel<TM, TY><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      x, static_cast<const TM*>(shift), shift_stride, static_cast<const TM*>(scale), scale_stride,
-      static_cast<TY*>(y), mean, rstd, T, D, eps);
+template <typename T>
+struct Type {
+  using type = T;
+};
+
+// Calls f(Type<element type of a>{}) for a runtime dtype.
+template <typename F>
+void dispatch(Dtype a, F&& f) {
+  if (a == Dtype::bf16)
+    f(Type<__nv_bfloat16>{});
+  else
+    f(Type<float>{});
 }
 
-template <typename TM, typename TY>
-void backward_typed(const void* gy, const float* x, const float* mean, const float* rstd, const void* scale,
-                    int64_t scale_stride, float* gx, float* g_scale, float* g_shift, int64_t rows, int64_t T, int D,
-                    cudaStream_t s) {
-  grad_x_kernel<TM, TY><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      static_cast<const TY*>(gy), x, mean, rstd, static_cast<const TM*>(scale), scale_stride, gx, T, D);
-  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T));
-  grad_mod_kernel<TY><<<grid, 128, 0, s>>>(static_cast<const TY*>(gy), x, mean, rstd, g_scale, g_shift, T, D);
+// Calls f(Type<element type of a>{}, Type<element type of b>{}).
+template <typename F>
+void dispatch(Dtype a, Dtype b, F&& f) {
+  dispatch(a, [&](auto ta) { dispatch(b, [&](auto tb) { f(ta, tb); }); });
 }
 
 }  // namespace
@@ -204,16 +206,13 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
   check_shape(rows, T, D);
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  const bool m16 = mod_dtype == Dtype::bf16, y16 = y_dtype == Dtype::bf16;
-  if (m16 && y16)
-    forward_typed<__nv_bfloat16, __nv_bfloat16>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D,
-                                                eps, s);
-  else if (m16)
-    forward_typed<__nv_bfloat16, float>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D, eps, s);
-  else if (y16)
-    forward_typed<float, __nv_bfloat16>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D, eps, s);
-  else
-    forward_typed<float, float>(x, shift, shift_stride, scale, scale_stride, y, mean, rstd, rows, T, D, eps, s);
+  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+    using TM = typename decltype(tm)::type;
+    using TY = typename decltype(ty)::type;
+    forward_kernel<TM, TY><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        x, static_cast<const TM*>(shift), shift_stride, static_cast<const TM*>(scale), scale_stride,
+        static_cast<TY*>(y), mean, rstd, T, D, eps);
+  });
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -224,19 +223,15 @@ void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, 
   check_shape(rows, T, D);
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  const bool m16 = mod_dtype == Dtype::bf16, y16 = y_dtype == Dtype::bf16;
-  if (m16 && y16)
-    backward_typed<__nv_bfloat16, __nv_bfloat16>(grad_y, x, mean, rstd, scale, scale_stride, grad_x, grad_scale,
-                                                 grad_shift, rows, T, D, s);
-  else if (m16)
-    backward_typed<__nv_bfloat16, float>(grad_y, x, mean, rstd, scale, scale_stride, grad_x, grad_scale, grad_shift,
-                                         rows, T, D, s);
-  else if (y16)
-    backward_typed<float, __nv_bfloat16>(grad_y, x, mean, rstd, scale, scale_stride, grad_x, grad_scale, grad_shift,
-                                         rows, T, D, s);
-  else
-    backward_typed<float, float>(grad_y, x, mean, rstd, scale, scale_stride, grad_x, grad_scale, grad_shift, rows, T,
-                                 D, s);
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T));
+  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+    using TM = typename decltype(tm)::type;
+    using TY = typename decltype(ty)::type;
+    const TY* gy = static_cast<const TY*>(grad_y);
+    grad_x_kernel<TM, TY><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        gy, x, mean, rstd, static_cast<const TM*>(scale), scale_stride, grad_x, T, D);
+    grad_mod_kernel<TY><<<grid, 128, 0, s>>>(gy, x, mean, rstd, grad_scale, grad_shift, T, D);
+  });
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -245,13 +240,11 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
   check_shape(rows, T, D);
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  if (dtype == Dtype::bf16)
-    gated_residual_fwd_kernel<__nv_bfloat16><<<row_blocks(rows), kRowThreads, 0, s>>>(
-        x, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(branch), out, rows,
-        T, D);
-  else
-    gated_residual_fwd_kernel<float><<<row_blocks(rows), kRowThreads, 0, s>>>(
-        x, static_cast<const float*>(gate), gate_stride, static_cast<const float*>(branch), out, rows, T, D);
+  dispatch(dtype, [&](auto tb) {
+    using TB = typename decltype(tb)::type;
+    gated_residual_fwd_kernel<TB><<<row_blocks(rows), kRowThreads, 0, s>>>(
+        x, static_cast<const TB*>(gate), gate_stride, static_cast<const TB*>(branch), out, rows, T, D);
+  });
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -262,17 +255,12 @@ void gated_residual_backward(const float* grad, const void* gate, int64_t gate_s
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T));
-  if (dtype == Dtype::bf16) {
-    grad_branch_kernel<__nv_bfloat16><<<row_blocks(rows), kRowThreads, 0, s>>>(
-        grad, static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<__nv_bfloat16*>(grad_branch), rows, T,
-        D);
-    grad_gate_kernel<__nv_bfloat16><<<grid, 128, 0, s>>>(grad, static_cast<const __nv_bfloat16*>(branch), grad_gate,
-                                                         T, D);
-  } else {
-    grad_branch_kernel<float><<<row_blocks(rows), kRowThreads, 0, s>>>(
-        grad, static_cast<const float*>(gate), gate_stride, static_cast<float*>(grad_branch), rows, T, D);
-    grad_gate_kernel<float><<<grid, 128, 0, s>>>(grad, static_cast<const float*>(branch), grad_gate, T, D);
-  }
+  dispatch(dtype, [&](auto tb) {
+    using TB = typename decltype(tb)::type;
+    grad_branch_kernel<TB><<<row_blocks(rows), kRowThreads, 0, s>>>(grad, static_cast<const TB*>(gate), gate_stride,
+                                                                     static_cast<TB*>(grad_branch), rows, T, D);
+    grad_gate_kernel<TB><<<grid, 128, 0, s>>>(grad, static_cast<const TB*>(branch), grad_gate, T, D);
+  });
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
