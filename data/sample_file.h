@@ -12,4 +12,13 @@ namespace nt {
 void write_sample_file(const std::string& path, const at::Tensor& samples, const at::Tensor& labels,
                        const at::Tensor& seeds, const std::map<std::string, std::string>& attributes = {});
 
+struct SampleFile {
+  at::Tensor samples;  // [N,C,H,W] float32
+  at::Tensor labels;   // [N] int64
+  at::Tensor seeds;    // [N] int64
+};
+// Reads the three datasets back (CPU tensors); throws DataError naming the file and what is
+// missing or malformed.
+SampleFile read_sample_file(const std::string& path);
+
 }  // namespace nt

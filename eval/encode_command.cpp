@@ -39,6 +39,7 @@
 #include "data/latent_dataset.h"
 #include "data/progress.h"
 #include "data/tool_commands.h"
+#include "eval/vae_options.h"
 #include "models/vae.h"
 
 namespace nt {
@@ -303,32 +304,11 @@ ImageList list_images(const std::string& root, bool labels_from_folders) {
 
 // ---- the command ----------------------------------------------------------------------------
 
-std::vector<int> parse_int_list(const std::string& text, const std::string& option) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || v <= 0)
-      throw po::error("--" + option + " must be a comma-separated list of positive integers, got '" +
-                      text + "'");
-    out.push_back(v);
-  }
-  if (out.empty()) throw po::error("--" + option + " must not be empty");
-  return out;
-}
-
 int run_encode(const std::vector<std::string>& args) {
-  std::string images, weights, out, device_name = "cpu", latent_space = "sd-vae-ft-ema", ch_mult;
+  std::string images, weights, out, device_name = "cpu", latent_space = "sd-vae-ft-ema";
   int size = 256, batch = 16;
   bool moments = false, labels_from_folders = false;
-  VaeConfig cfg;
+  VaeFlags vae_flags;
   po::options_description desc(
       "usage: tread_data encode --images DIR --vae W.safetensors --out X.h5 [--size 256]\n"
       "                         [--moments] [--labels-from-folders] [--batch 16] [--device cpu]\n\n"
@@ -354,11 +334,8 @@ int run_encode(const std::vector<std::string>& args) {
       "device", po::value(&device_name)->default_value("cpu"), "cpu, cuda or cuda:K")(
       "latent-space", po::value(&latent_space)->default_value("sd-vae-ft-ema"),
       "the latent_space attribute")(
-      "scale-factor", po::value(&cfg.scale_factor)->default_value(0.18215), "the scale_factor attribute")(
-      "vae-ch", po::value(&cfg.ch)->default_value(128), "VAE base width")(
-      "vae-ch-mult", po::value(&ch_mult)->default_value("1,2,4,4"), "VAE width multipliers per level")(
-      "vae-res-blocks", po::value(&cfg.num_res_blocks)->default_value(2), "VAE res blocks per level")(
-      "vae-z", po::value(&cfg.z_channels)->default_value(4), "VAE latent channels");
+      "scale-factor", po::value(&vae_flags.cfg.scale_factor)->default_value(0.18215), "the scale_factor attribute");
+  add_vae_architecture_options(desc, vae_flags);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   if (vm.count("help")) {
@@ -366,7 +343,7 @@ int run_encode(const std::vector<std::string>& args) {
     return 0;
   }
   po::notify(vm);
-  cfg.ch_mult = parse_int_list(ch_mult, "vae-ch-mult");
+  const VaeConfig cfg = vae_config(vae_flags);
   if (batch < 1) throw po::error("--batch must be at least 1");
   if (size < 1 || size % cfg.factor() != 0)
     throw po::error("--size must be a positive multiple of " + std::to_string(cfg.factor()) +

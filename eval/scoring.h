@@ -29,6 +29,7 @@
 #include "eval/feature_extractor.h"
 #include "eval/frechet.h"
 #include "models/dit.h"
+#include "models/vae.h"
 
 namespace nt {
 
@@ -46,9 +47,10 @@ DecodeInfo decode_info_of(const DatasetInfo& d);
 
 // A latent decoder: unnormalised latents v [N,C,h,w] -> images [N,3,H,W] in about [−1,1].
 using LatentDecoder = std::function<at::Tensor(const at::Tensor& v)>;
-// The AutoencoderKL of models/vae.h as a LatentDecoder on `device` (eval/vae_decode.cpp).
-// Throws std::runtime_error naming the file when it is missing or invalid.
-LatentDecoder make_vae_decoder(const std::string& weights, const c10::Device& device);
+// The AutoencoderKL of models/vae.h (architecture `cfg`; the default is sd-vae-ft-ema's) as a
+// LatentDecoder on `device` (eval/vae_decode.cpp). Throws std::runtime_error naming the file
+// when it is missing or invalid.
+LatentDecoder make_vae_decoder(const std::string& weights, const c10::Device& device, const VaeConfig& cfg = {});
 
 // Model-space samples x [N,C,H,W] -> images [N,C',H',W'] float32 in [0,1] (see the top). A
 // non-pixel latent space needs `decoder`; without one, throws std::runtime_error naming the

@@ -2,6 +2,7 @@
 //   tread_sample --checkpoint runs/x/ckpt/latest --seeds 0-63 --steps 18 --out grid.png
 //   tread_sample --config F --weights W.safetensors --seeds 0-99 --classes 0-9 --out grid.png
 //   ... --out samples.h5   (/samples [N,C,H,W] before decoding, /labels, /seeds)
+//   ... --out grid.png --vae sd-vae-ft-ema.safetensors   (latent-space samples decoded to images)
 #include <boost/program_options.hpp>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -16,6 +17,8 @@
 #include "data/latent_dataset.h"
 #include "data/sample_file.h"
 #include "eval/image_grid.h"
+#include "eval/scoring.h"
+#include "eval/vae_options.h"
 #include "dist/model_io.h"
 #include "launch/cli.h"
 #include "models/sampling.h"
@@ -51,7 +54,11 @@ int main(int argc, char** argv) {
       ("classes", po::value<std::string>(), "one row per class, e.g. 0-9 (seeds split evenly into rows)")
       ("batch", po::value<int>()->default_value(64), "samples per network batch (does not change the samples)")
       ("device", po::value<std::string>()->default_value("auto"), "auto | cpu | cuda")
-      ("out", po::value<std::string>(), "output: samples.h5 or grid.png");
+      ("out", po::value<std::string>(), "output: samples.h5 or grid.png")
+      ("vae", po::value<std::string>(), "VAE weights (.safetensors, LDM or diffusers names) that decode latent-space "
+                                        "samples into the grid.png (not used for .h5 or pixel data)");
+  nt::VaeFlags vae_flags;
+  nt::add_vae_architecture_options(opts, vae_flags);
   try {
     po::variables_map vm;
     if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
@@ -64,6 +71,7 @@ int main(int argc, char** argv) {
     nt::DiT model{nullptr};
     nt::Config cfg;
     nlohmann::json data_info;  // latent space and normalisation, to turn samples into images
+    std::string data_source;   // where data_info comes from, for messages
     if (vm.count("checkpoint")) {
       if (vm.count("weights") || vm.count("config"))
         throw std::runtime_error("give either --checkpoint, or --config with --weights, not both");
@@ -73,6 +81,7 @@ int main(int argc, char** argv) {
       model = ck.model;
       cfg = nt::parse_config(ck.config_toml, vm["checkpoint"].as<std::string>() + "/config.toml", sets);
       data_info = ck.manifest.value("data", nlohmann::json());
+      data_source = vm["checkpoint"].as<std::string>() + "/manifest.json";
     } else {
       if (!vm.count("config") || !vm.count("weights"))
         throw std::runtime_error("give --checkpoint DIR, or --config F with --weights W.safetensors");
@@ -83,6 +92,7 @@ int main(int argc, char** argv) {
         nt::LatentDataset data({cfg.data.paths[0]});
         data_info = {{"latent_space", data.info().latent_space}, {"scale_factor", data.info().scale_factor},
                      {"shift_factor", data.info().shift_factor}};
+        data_source = cfg.data.paths[0];
       }
     }
     std::string dev = vm["device"].as<std::string>();
@@ -118,11 +128,24 @@ int main(int argc, char** argv) {
                             {{"latent_space", data_info.value("latent_space", std::string("unknown"))}});
     } else {
       const std::string space = data_info.value("latent_space", std::string("unknown"));
-      if (space != "pixels")
-        throw std::runtime_error("a PNG needs pixel data, but these samples live in latent space '" + space +
-                                 "' (decoding with the VAE comes with the evaluation work); write a .h5 instead");
-      const double scale = data_info.value("scale_factor", 1.0), shift = data_info.value("shift_factor", 0.0);
-      auto images = r.samples / scale + shift;  // back to [-1, 1] pixels
+      at::Tensor images;  // [N, C', H', W'] in [-1, 1]
+      if (space == "pixels") {
+        const double scale = data_info.value("scale_factor", 1.0), shift = data_info.value("shift_factor", 0.0);
+        images = r.samples / scale + shift;  // back to [-1, 1] pixels
+      } else {
+        if (!vm.count("vae"))
+          throw std::runtime_error("a PNG of samples in latent space '" + space +
+                                   "' needs the VAE to decode them: give --vae W.safetensors, or write a .h5 instead");
+        const nt::DecodeInfo info = nt::decode_info_from_json(data_info, data_source.empty() ? "the config's data (no data file found)" : data_source);
+        const nt::LatentDecoder decoder =
+            nt::make_vae_decoder(vm["vae"].as<std::string>(), device, nt::vae_config(vae_flags));
+        std::vector<at::Tensor> parts;  // decoded in network batches: the VAE's activations are large
+        for (int64_t b0 = 0; b0 < r.samples.size(0); b0 += req.batch_size) {
+          const int64_t b = std::min<int64_t>(req.batch_size, r.samples.size(0) - b0);
+          parts.push_back(nt::samples_to_images01(r.samples.narrow(0, b0, b).to(device), info, &decoder).cpu());
+        }
+        images = at::cat(parts) * 2 - 1;  // [0, 1] -> [-1, 1], as write_image_grid takes them
+      }
       const int64_t n = images.size(0);
       const int nrow = req.classes.empty() ? static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))))
                                            : static_cast<int>(n / req.classes.size());

@@ -17,6 +17,7 @@
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
 #include "data/hdf5_check.h"
+#include "data/sample_file.h"
 #include "dist/sharded_checkpoint.h"
 #include "models/dit.h"
 #include "test_util.h"
@@ -71,25 +72,6 @@ void write_data(const std::string& path) {
   H5Tset_size(stype.get(), space_name.size() + 1);
   H5Id s(H5Acreate2(file.get(), "latent_space", stype.get(), scalar.get(), H5P_DEFAULT, H5P_DEFAULT));
   ASSERT_GE(H5Awrite(s.get(), stype.get(), space_name.c_str()), 0);
-}
-
-// Reads a whole dataset of a sample file as float32 or int64.
-at::Tensor read_h5(const std::string& path, const std::string& name, bool integer) {
-  nt::h5_silence();
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-  EXPECT_TRUE(file.valid()) << path;
-  if (!file.valid()) return {};
-  H5Id d(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT));
-  EXPECT_TRUE(d.valid()) << path << " lacks " << name;
-  if (!d.valid()) return {};
-  H5Id space(H5Dget_space(d.get()));
-  const int rank = H5Sget_simple_extent_ndims(space.get());
-  std::vector<hsize_t> dims(rank);
-  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-  std::vector<int64_t> shape(dims.begin(), dims.end());
-  auto t = torch::empty(shape, integer ? at::kLong : at::kFloat);
-  H5Dread(d.get(), integer ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr());
-  return t;
 }
 
 // The test config: a 3-block DiT on 8x8x1 with a TREAD route, class dropout, clipping and
@@ -347,13 +329,13 @@ TEST(TreadExport, ReferenceNamesAndCheckpointValues) {
   Result s2 = tool("launch/tread_sample",
                    "--config " + f.run_dir("e") + "/config.toml --weights " + ema_file + common + b, f.dir);
   ASSERT_EQ(s2.rc, 0) << s2.out << s2.err;
-  EXPECT_TRUE(torch::equal(read_h5(a, "samples", false), read_h5(b, "samples", false)));
-  EXPECT_TRUE(torch::equal(read_h5(a, "labels", true), read_h5(b, "labels", true)));
+  EXPECT_TRUE(torch::equal(nt::read_sample_file(a).samples, nt::read_sample_file(b).samples));
+  EXPECT_TRUE(torch::equal(nt::read_sample_file(a).labels, nt::read_sample_file(b).labels));
   // And the raw weights sample differently.
   const std::string c = f.dir + "/from_raw.h5";
   Result s3 = tool("launch/tread_sample", "--checkpoint " + ck + " --weights-kind raw" + common + c, f.dir);
   ASSERT_EQ(s3.rc, 0) << s3.out << s3.err;
-  EXPECT_FALSE(torch::equal(read_h5(a, "samples", false), read_h5(c, "samples", false)));
+  EXPECT_FALSE(torch::equal(nt::read_sample_file(a).samples, nt::read_sample_file(c).samples));
 }
 
 // PNG width and height from the IHDR chunk.
@@ -383,28 +365,28 @@ TEST(TreadSample, OutputLayoutBatchInvarianceClassesAndPng) {
   sample("--seeds 0-5 --batch 1", b1);
   sample("--seeds 0-5 --batch 64", b64);
   sample("--seeds 0-5 --batch 4", b4);
-  auto s1 = read_h5(b1, "samples", false), s64 = read_h5(b64, "samples", false);
+  auto s1 = nt::read_sample_file(b1).samples, s64 = nt::read_sample_file(b64).samples;
   ASSERT_TRUE(s1.defined() && s64.defined());
   EXPECT_EQ(s1.sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
   EXPECT_TRUE(torch::equal(s1, s64)) << "the batch size must not change a sample";
-  EXPECT_TRUE(torch::equal(s1, read_h5(b4, "samples", false)));
+  EXPECT_TRUE(torch::equal(s1, nt::read_sample_file(b4).samples));
   EXPECT_TRUE(torch::isfinite(s1).all().item<bool>());
   EXPECT_GT(s1.std().item<float>(), 0.f);
-  auto labels = read_h5(b1, "labels", true), seeds = read_h5(b1, "seeds", true);
+  auto labels = nt::read_sample_file(b1).labels, seeds = nt::read_sample_file(b1).seeds;
   EXPECT_EQ(labels.sizes(), (std::vector<int64_t>{6}));
-  EXPECT_TRUE(torch::equal(labels, read_h5(b64, "labels", true)));
+  EXPECT_TRUE(torch::equal(labels, nt::read_sample_file(b64).labels));
   EXPECT_TRUE((labels >= 0).all().item<bool>() && (labels < 10).all().item<bool>());
   EXPECT_TRUE(torch::equal(seeds, torch::arange(6, at::kLong)));
   // A sample depends on its seed only: seed 3 alone equals row 3.
   const std::string one = f.dir + "/one.h5";
   sample("--seeds 3", one);
-  EXPECT_TRUE(torch::equal(read_h5(one, "samples", false)[0], s1[3]));
+  EXPECT_TRUE(torch::equal(nt::read_sample_file(one).samples[0], s1[3]));
 
   // One row per class.
   const std::string cls = f.dir + "/classes.h5";
   sample("--seeds 0-3 --classes 0-1", cls);
-  EXPECT_TRUE(torch::equal(read_h5(cls, "labels", true), torch::tensor({0, 0, 1, 1}, at::kLong)));
-  EXPECT_TRUE(torch::equal(read_h5(cls, "seeds", true), torch::arange(4, at::kLong)));
+  EXPECT_TRUE(torch::equal(nt::read_sample_file(cls).labels, torch::tensor({0, 0, 1, 1}, at::kLong)));
+  EXPECT_TRUE(torch::equal(nt::read_sample_file(cls).seeds, torch::arange(4, at::kLong)));
 
   // A PNG grid: 6 images of 8x8 zoomed 8x, 3 per row, 2-pixel borders -> 200 x 134.
   const std::string png = f.dir + "/grid/samples.png";
