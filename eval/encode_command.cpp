@@ -1,7 +1,6 @@
-// `tread_data encode`: a folder of PNG images -> a dataset file of KL-VAE latents (or moments)
-// in the format of docs/data-format.md, as the nano reference's preprocessing makes them:
-//   1. every image is read as 8-bit RGB (palette expanded, grey replicated, alpha dropped,
-//      16-bit reduced to the high byte; no gamma correction), like PIL's convert('RGB');
+// `tread_data encode`: a folder of PNG and JPEG images -> a dataset file of KL-VAE latents (or
+// moments) in the format of docs/data-format.md, as the nano reference's preprocessing makes them:
+//   1. every image is read as 8-bit RGB as PIL's convert('RGB') reads it (eval/image_file.h);
 //   2. ADM's center_crop_arr (guided-diffusion image_datasets.py, used by the nano reference's
 //      datasets.py): while the short side is >= 2*S, halve both sides (w//2, h//2) with PIL's
 //      BOX filter; then resize with PIL's BICUBIC so the short side is S (each side
@@ -17,7 +16,6 @@
 // 0..K-1, as torchvision's ImageFolder), else every image has label 0 and num_classes is 1.
 // The output is written to OUT.tmp and renamed when complete (data/dataset_writer.h).
 #include <boost/program_options.hpp>
-#include <png.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -39,6 +37,7 @@
 #include "data/latent_dataset.h"
 #include "data/progress.h"
 #include "data/tool_commands.h"
+#include "eval/image_file.h"
 #include "eval/vae_options.h"
 #include "models/vae.h"
 
@@ -49,74 +48,6 @@ namespace fs = std::filesystem;
 namespace po = boost::program_options;
 
 std::string q(const std::string& s) { return "'" + s + "'"; }
-
-// ---- PNG reading ------------------------------------------------------------------------------
-
-struct Rgb8 {  // 8-bit RGB, row-major [h][w][3]
-  int w = 0, h = 0;
-  std::vector<uint8_t> px;
-};
-
-struct PngState {  // on the heap: nothing that changes after setjmp lives in its frame
-  char message[256] = {0};
-  std::jmp_buf jump;
-  Rgb8 image;
-  std::vector<png_bytep> rows;
-};
-
-void png_fail(png_structp png, png_const_charp message) {
-  auto* s = static_cast<PngState*>(png_get_error_ptr(png));
-  std::snprintf(s->message, sizeof(s->message), "%s", message);
-  std::longjmp(s->jump, 1);
-}
-void png_ignore_warning(png_structp, png_const_charp) {}
-
-Rgb8 read_png(const std::string& path) {
-  std::FILE* const fp = std::fopen(path.c_str(), "rb");
-  if (!fp) throw DataError("cannot open " + q(path) + ": " + std::strerror(errno));
-  unsigned char sig[8];
-  if (std::fread(sig, 1, 8, fp) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
-    std::fclose(fp);
-    throw DataError(q(path) + " is not a PNG file (bad signature)");
-  }
-  const std::unique_ptr<PngState> state(new PngState);
-  png_structp png =
-      png_create_read_struct(PNG_LIBPNG_VER_STRING, state.get(), png_fail, png_ignore_warning);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info) {
-    png_destroy_read_struct(png ? &png : nullptr, nullptr, nullptr);
-    std::fclose(fp);
-    throw DataError("cannot read PNG " + q(path) + ": out of memory");
-  }
-  if (setjmp(state->jump)) {
-    png_destroy_read_struct(&png, &info, nullptr);
-    std::fclose(fp);
-    throw DataError("cannot read PNG " + q(path) + ": " + state->message);
-  }
-  png_init_io(png, fp);
-  png_set_sig_bytes(png, 8);
-  png_read_info(png, info);
-  const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-  const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
-  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
-  if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (depth == 16) png_set_strip_16(png);
-  if (color & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
-  if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-  png_set_interlace_handling(png);
-  png_read_update_info(png, info);
-  if (png_get_rowbytes(png, info) != size_t(w) * 3) png_error(png, "unsupported pixel format");
-  state->image.w = static_cast<int>(w);
-  state->image.h = static_cast<int>(h);
-  state->image.px.resize(size_t(w) * h * 3);
-  state->rows.resize(h);
-  for (png_uint_32 y = 0; y < h; ++y) state->rows[y] = state->image.px.data() + size_t(y) * w * 3;
-  png_read_image(png, state->rows.data());
-  png_read_end(png, nullptr);
-  png_destroy_read_struct(&png, &info, nullptr);
-  std::fclose(fp);
-  return std::move(state->image);
-}
 
 // ---- PIL's resampling (8 bits per channel) -------------------------------------------------
 
@@ -246,30 +177,34 @@ std::string lower(std::string s) {
 }
 
 bool is_other_image(const std::string& ext) {
-  for (const char* e : {".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+  for (const char* e : {".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
     if (ext == e) return true;
   return false;
 }
 
-// The PNG files under `dir` (recursively), sorted by path; any other image file is an error.
-std::vector<std::string> pngs_under(const fs::path& dir) {
-  std::vector<std::string> pngs;
+// The PNG and JPEG files under `dir` (recursively), sorted by path; any other image file is an
+// error, and so is a JPEG where this build reads none.
+std::vector<std::string> images_under(const fs::path& dir) {
+  std::vector<std::string> found;
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
        !ec && it != end; it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
     const std::string ext = lower(it->path().extension().string());
-    if (ext == ".png") {
-      pngs.push_back(it->path().string());
+    if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") {
+      if (ext != ".png" && !jpeg_supported())
+        throw DataError(q(it->path().string()) + " is a JPEG image, and this build reads no JPEG (libjpeg was not "
+                        "found when it was configured: install libjpeg-dev and configure again)");
+      found.push_back(it->path().string());
     } else if (is_other_image(ext)) {
       throw DataError(q(it->path().string()) +
-                      " is not a PNG image; encode reads PNG only (convert the folder first, "
+                      " is neither PNG nor JPEG; encode reads those two (convert the folder first, "
                       "e.g. with ImageMagick's mogrify -format png)");
     }
   }
   if (ec) throw DataError("cannot list " + q(dir.string()) + ": " + ec.message());
-  std::sort(pngs.begin(), pngs.end());
-  return pngs;
+  std::sort(found.begin(), found.end());
+  return found;
 }
 
 ImageList list_images(const std::string& root, bool labels_from_folders) {
@@ -278,7 +213,7 @@ ImageList list_images(const std::string& root, bool labels_from_folders) {
   if (!fs::is_directory(root, ec)) throw DataError(q(root) + " is not a folder");
   ImageList list;
   if (!labels_from_folders) {
-    list.paths = pngs_under(root);
+    list.paths = images_under(root);
     list.labels.assign(list.paths.size(), 0);
   } else {
     std::vector<fs::path> folders;
@@ -289,16 +224,16 @@ ImageList list_images(const std::string& root, bool labels_from_folders) {
     if (folders.empty())
       throw DataError(q(root) + " has no sub-folders; --labels-from-folders needs one folder per class");
     for (const auto& folder : folders) {
-      std::vector<std::string> pngs = pngs_under(folder);
-      if (pngs.empty()) throw DataError("class folder " + q(folder.string()) + " holds no PNG images");
-      for (auto& p : pngs) {
+      std::vector<std::string> images = images_under(folder);
+      if (images.empty()) throw DataError("class folder " + q(folder.string()) + " holds no PNG or JPEG images");
+      for (auto& p : images) {
         list.paths.push_back(std::move(p));
         list.labels.push_back(static_cast<int64_t>(list.classes.size()));
       }
       list.classes.push_back(folder.filename().string());
     }
   }
-  if (list.paths.empty()) throw DataError("no PNG images found under " + q(root));
+  if (list.paths.empty()) throw DataError("no PNG or JPEG images found under " + q(root));
   return list;
 }
 
@@ -312,18 +247,19 @@ int run_encode(const std::vector<std::string>& args) {
   po::options_description desc(
       "usage: tread_data encode --images DIR --vae W.safetensors --out X.h5 [--size 256]\n"
       "                         [--moments] [--labels-from-folders] [--batch 16] [--device cpu]\n\n"
-      "Encodes a folder of PNG images with the KL-VAE (LDM AutoencoderKL; sd-vae-ft-ema weights\n"
-      "in LDM or diffusers names) into a dataset file: each image is center-cropped and resized\n"
+      "Encodes a folder of PNG and JPEG images with the KL-VAE (LDM AutoencoderKL; sd-vae-ft-ema\n"
+      "weights in LDM or diffusers names) into a dataset file: each image is read as PIL's\n"
+      "convert('RGB') reads it, center-cropped and resized\n"
       "to SxS as ADM's center_crop_arr does with PIL (BOX halvings, BICUBIC, centre crop), mapped\n"
       "to [-1,1] and encoded. /latents holds the posterior mean [N,4,S/8,S/8]; with --moments,\n"
       "/moments holds mean||logvar [N,8,S/8,S/8] (the nano reference trains on draws from them).\n"
       "Values are unscaled; the file says scale_factor 0.18215, latent_space sd-vae-ft-ema.\n"
       "With --labels-from-folders each sub-folder is a class (sorted names -> 0..K-1, as\n"
-      "ImageFolder); else all PNGs under DIR (sorted by path) get label 0 of 1 class.\n"
+      "ImageFolder); else all images under DIR (sorted by path) get label 0 of 1 class.\n"
       "Written as OUT.tmp, renamed to OUT when complete.\n\n"
       "options");
   desc.add_options()("help,h", "show this help")(
-      "images", po::value(&images)->required(), "folder of PNG images (searched recursively)")(
+      "images", po::value(&images)->required(), "folder of PNG and JPEG images (searched recursively; .png, .jpg, .jpeg)")(
       "vae", po::value(&weights)->required(), "VAE weights (.safetensors, LDM or diffusers names)")(
       "out", po::value(&out)->required(), "output HDF5 file")(
       "size", po::value(&size)->default_value(256), "image side S after the crop (multiple of 8)")(
@@ -388,7 +324,7 @@ int run_encode(const std::vector<std::string>& args) {
     at::parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         try {
-          const Rgb8 img = center_crop_arr(read_png(list.paths[begin + i]), size);
+          const Rgb8 img = center_crop_arr(read_image(list.paths[begin + i]), size);
           float* dst = x[i].data_ptr<float>();  // [3,S,S]
           const size_t plane = size_t(size) * size;
           for (size_t p = 0; p < plane; ++p)
@@ -406,7 +342,7 @@ int run_encode(const std::vector<std::string>& args) {
   }
   progress.finish();
   std::string source = "tread_data encode of " + q(images) + " (" + std::to_string(n) +
-                       " PNG images" +
+                       " images" +
                        (list.classes.empty() ? "" : ", " + std::to_string(num_classes) + " class folders") +
                        ", ADM center crop to " + std::to_string(size) + "x" + std::to_string(size) +
                        ") with the VAE " + q(weights) + "; " +
@@ -432,7 +368,7 @@ int run_encode(const std::vector<std::string>& args) {
 }
 
 static const bool registered = register_tool_command(
-    {"encode", "encode a folder of PNG images into VAE latents or moments (sd-vae-ft-ema)",
+    {"encode", "encode a folder of PNG and JPEG images into VAE latents or moments (sd-vae-ft-ema)",
      &run_encode});
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "core/safetensors.h"
 #include "data/hdf5_check.h"
 #include "data/latent_dataset.h"
+#include "eval/image_file.h"
 #include "eval/image_grid.h"
 #include "test_util.h"
 
@@ -127,12 +128,32 @@ TEST_F(Encode, MomentsWithoutLabels) {
   EXPECT_TRUE(at::equal(y, at::zeros({3}, at::kLong))) << y;
 }
 
+// JPEG files encode exactly as the PNGs of what PIL decodes them to (tests/golden/jpeg.md):
+// 4:2:0, 4:4:4, progressive 4:2:2, grey, Adobe CMYK, and a PNG named .jpg.
+TEST_F(Encode, JpegImagesEncodeAsTheirPilDecodedPngs) {
+  if (!nt::jpeg_supported()) GTEST_SKIP() << "this build reads no JPEG";
+  fs::create_directories(dir + "/jpg");
+  fs::create_directories(dir + "/pil");
+  for (const char* name : {"rgb420", "rgb444", "rgb422_progressive", "gray", "cmyk", "png_named"}) {
+    fs::copy_file(kGolden + "jpeg/" + name + ".jpg", dir + "/jpg/" + name + ".jpg");
+    fs::copy_file(kGolden + "jpeg/" + name + ".pil.png", dir + "/pil/" + name + ".png");
+  }
+  const std::string vae = " --vae " + kGolden + "vae_small_ldm.safetensors" + kSmallVae + " --size 16 --moments";
+  auto r = encode("--images " + dir + "/jpg" + vae + " --out " + dir + "/jpg.h5");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  r = encode("--images " + dir + "/pil" + vae + " --out " + dir + "/pil.h5");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const at::Tensor a = read_h5(dir + "/jpg.h5", "moments"), b = read_h5(dir + "/pil.h5", "moments");
+  ASSERT_EQ(a.size(0), 6);
+  EXPECT_TRUE(torch::equal(a, b));
+}
+
 TEST_F(Encode, BadInputs) {
   const std::string vae_no_size = " --vae " + kGolden + "vae_small_ldm.safetensors" + kSmallVae;
   const std::string vae = vae_no_size + " --size 16";
   expect_failure("--images " + dir + "/nowhere" + vae, dir + "/nowhere");
   fs::create_directories(dir + "/empty");
-  expect_failure("--images " + dir + "/empty" + vae, "no PNG images");
+  expect_failure("--images " + dir + "/empty" + vae, "no PNG or JPEG images");
   expect_failure("--images " + dir + "/empty" + vae + " --labels-from-folders", "no sub-folders");
   expect_failure("--images " + dir + "/imgs --vae " + dir + "/missing.safetensors" + kSmallVae + " --size 16",
                  dir + "/missing.safetensors");
@@ -146,10 +167,13 @@ TEST_F(Encode, BadInputs) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_CONTAINS(r.err, dir + "/no/such/folder");
 
-  // A JPEG among the PNGs is refused, not skipped.
+  // A broken JPEG among the PNGs fails the run, not skipped; so does an image of another format.
   nt::test::write_text(dir + "/imgs/b_dogs/z.jpg", "\xff\xd8\xff\xe0");
   expect_failure("--images " + dir + "/imgs" + vae, "z.jpg");
   fs::remove(dir + "/imgs/b_dogs/z.jpg");
+  nt::test::write_text(dir + "/imgs/b_dogs/z.bmp", "BM");
+  expect_failure("--images " + dir + "/imgs" + vae, "z.bmp");
+  fs::remove(dir + "/imgs/b_dogs/z.bmp");
 
   // A file that is no PNG, and a truncated PNG in the second batch (after OUT.tmp exists).
   nt::test::write_text(dir + "/imgs/b_dogs/zz.png", "not a png at all");
