@@ -1,0 +1,137 @@
+// The project's CUDA kernels (models/fused_kernels_device.h) run on the CPU through
+// cuda_emulation.h, against LibTorch's CPU ops as the reference: LayerNorm + adaLN modulate
+// forward (y, mean, 1/std) and backward (grad x and shift by autograd through layer_norm and
+// modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward; fp32 and bf16 operands; rows narrower than a
+// warp, between the block sizes and wider than both; adaLN chunks with a row stride. The same
+// code runs on the GPU (tests/models/test_fused_kernels.cpp compares it there).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <iostream>
+#include <string>
+#include <type_traits>
+
+#include "cuda_emulation.h"
+#include "models/fused_kernels_device.h"
+
+namespace {
+
+namespace dev = nt::cuda::device;
+
+template <typename T>
+at::ScalarType dtype() {
+  return std::is_same_v<T, float> ? at::kFloat : at::kBFloat16;
+}
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return reinterpret_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* mut(const at::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+
+double rel(const at::Tensor& got, const at::Tensor& want) {
+  return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max().clamp_min(1e-30))
+      .item<double>();
+}
+
+const char* name(at::ScalarType t) { return t == at::kFloat ? "fp32" : "bf16"; }
+
+class Emulated : public ::testing::TestWithParam<int> {};
+
+template <typename TM, typename TY>
+void check_modulated_norm(int64_t D) {
+  const int64_t N = 3, T = 5, rows = N * T;
+  const float eps = 1e-6f;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D));
+  const at::Tensor x = at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen);  // fp32
+  const at::Tensor mod = (at::randn({N, 2 * D}, gen) * 0.5).to(dtype<TM>());        // [N, 2D]
+  const at::Tensor shift = mod.narrow(1, 0, D), scale = mod.narrow(1, D, D);         // row stride 2D
+  const at::Tensor gy = at::randn({N, T, D}, gen).to(dtype<TY>());
+
+  // Forward.
+  auto y = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TY>()));
+  auto mean = at::empty({rows}), rstd = at::empty({rows});
+  dev::launch_modulated_norm_forward<TM, TY>(ptr<float>(x), ptr<TM>(mod), 2 * D, ptr<TM>(mod) + D, 2 * D, mut<TY>(y),
+                                             mut<float>(mean), mut<float>(rstd), rows, T, static_cast<int>(D), eps,
+                                             nullptr);
+  // The reference: layer_norm, then x_hat * (1 + scale) + shift with 1 + scale in scale's dtype.
+  auto xl = x.clone().requires_grad_(true);
+  auto shift_l = shift.to(at::kFloat).requires_grad_(true), scale_l = scale.to(at::kFloat).requires_grad_(true);
+  const at::Tensor x_hat = at::layer_norm(xl, {D}, {}, {}, eps);
+  const at::Tensor s1 = (scale_l + 1).to(dtype<TM>()).to(at::kFloat);  // rounded as `1 + scale` is
+  const at::Tensor ref = x_hat * s1.unsqueeze(1) + shift_l.unsqueeze(1);
+  const auto var_mean = at::var_mean(x, {2}, /*unbiased=*/false);
+  const double ey = rel(y.to(at::kFloat), ref.detach().to(dtype<TY>()).to(at::kFloat));
+  const double em = rel(mean, std::get<1>(var_mean).reshape({rows}));
+  const double er = rel(rstd, (std::get<0>(var_mean) + eps).rsqrt().reshape({rows}));
+
+  // Backward.
+  ref.backward(gy.to(at::kFloat));
+  auto gx = at::empty({N, T, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
+  dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
+                                              ptr<TM>(mod) + D, 2 * D, mut<float>(gx), mut<float>(g_scale),
+                                              mut<float>(g_shift), rows, T, static_cast<int>(D), nullptr);
+  // d y / d scale = x_hat, whatever scale's dtype (autograd through the bf16 rounding of 1 + scale
+  // would round this gradient to bf16; the kernel hands it on in fp32 and its caller rounds it).
+  const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);
+  const double ex = rel(gx, xl.grad()), esc = rel(g_scale, g_scale_ref), esh = rel(g_shift, shift_l.grad());
+  std::cout << "[ emulated ] modulated norm D " << D << " mod " << name(dtype<TM>()) << " y " << name(dtype<TY>())
+            << ": y " << ey << ", mean " << em << ", rstd " << er << ", grad x " << ex << ", grad scale " << esc
+            << ", grad shift " << esh << "\n";
+  const double tol = dtype<TY>() == at::kFloat ? 1e-5 : 1e-2;  // a bf16 output is rounded (2^-8)
+  EXPECT_LE(ey, tol);
+  EXPECT_LE(em, 1e-6);
+  EXPECT_LE(er, 1e-5);
+  EXPECT_LE(ex, 1e-5);  // from the same gy: fp32 sums in other orders only
+  EXPECT_LE(esc, 1e-5);
+  EXPECT_LE(esh, 1e-5);
+}
+
+TEST_P(Emulated, ModulatedNormMatchesLibTorch) {
+  const int64_t D = GetParam();
+  check_modulated_norm<float, float>(D);
+  check_modulated_norm<float, __nv_bfloat16>(D);
+  check_modulated_norm<__nv_bfloat16, float>(D);
+  check_modulated_norm<__nv_bfloat16, __nv_bfloat16>(D);
+}
+
+template <typename TB>
+void check_gated_residual(int64_t D) {
+  const int64_t N = 3, T = 5, rows = N * T;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 1);
+  const at::Tensor x = at::randn({N, T, D}, gen);
+  const at::Tensor mod = at::randn({N, 3 * D}, gen).to(dtype<TB>());
+  const at::Tensor gate = mod.narrow(1, D, D);  // row stride 3D
+  const at::Tensor branch = at::randn({N, T, D}, gen).to(dtype<TB>()), grad = at::randn({N, T, D}, gen);
+
+  auto out = at::empty({N, T, D});
+  dev::launch_gated_residual_forward<TB>(ptr<float>(x), ptr<TB>(mod) + D, 3 * D, ptr<TB>(branch), mut<float>(out), rows,
+                                         T, static_cast<int>(D), nullptr);
+  const at::Tensor gate_f = gate.to(at::kFloat).unsqueeze(1), branch_f = branch.to(at::kFloat);  // exact widenings
+  const double eo = rel(out, x + gate_f * branch_f);
+
+  auto grad_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TB>())), grad_gate = at::empty({N, D});
+  dev::launch_gated_residual_backward<TB>(ptr<float>(grad), ptr<TB>(mod) + D, 3 * D, ptr<TB>(branch),
+                                          mut<TB>(grad_branch), mut<float>(grad_gate), rows, T, static_cast<int>(D),
+                                          nullptr);
+  const double eb = rel(grad_branch.to(at::kFloat), (grad * gate_f).to(dtype<TB>()).to(at::kFloat));
+  const double eg = rel(grad_gate, (grad * branch_f).sum(1));
+  std::cout << "[ emulated ] gated residual D " << D << " " << name(dtype<TB>()) << ": out " << eo << ", grad branch "
+            << eb << ", grad gate " << eg << "\n";
+  EXPECT_LE(eo, 1e-6);
+  EXPECT_LE(eb, dtype<TB>() == at::kFloat ? 1e-6 : 1e-2);
+  EXPECT_LE(eg, 1e-5);
+}
+
+TEST_P(Emulated, GatedResidualMatchesLibTorch) {
+  check_gated_residual<float>(GetParam());
+  check_gated_residual<__nv_bfloat16>(GetParam());
+}
+
+// Below a warp, between the 128- and 256-thread blocks, above both.
+INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 200, 300));
+
+}  // namespace
