@@ -69,10 +69,12 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
     auto gx = at::empty_like(x);
     auto g_scale = at::empty({N, D}, x.options()), g_shift = at::empty({N, D}, x.options());  // fp32
+    auto workspace = at::empty({cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D))}, x.options());
     cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
                                   dtype_of(scale), gx.data_ptr<float>(), g_scale.data_ptr<float>(),
-                                  g_shift.data_ptr<float>(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
+                                  g_shift.data_ptr<float>(), workspace.data_ptr<float>(), N * T, T, static_cast<int>(D),
+                                  x.get_device(), nullptr);
     const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
     return {gx, g_shift.to(shift_dtype), g_scale.to(scale.scalar_type()), at::Tensor(), at::Tensor()};
   }
@@ -120,8 +122,12 @@ bool fused_kernels_built() {
 }
 
 bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return fused_kernels_built() && stream_ok(x) && per_sample_ok(shift, x) && per_sample_ok(scale, x) &&
-         shift.scalar_type() == scale.scalar_type();
+#ifdef NT_HAVE_CUDA_KERNELS
+  return stream_ok(x) && x.size(2) <= cuda::modulated_norm_max_width() && per_sample_ok(shift, x) &&
+         per_sample_ok(scale, x) && shift.scalar_type() == scale.scalar_type();
+#else
+  return false;
+#endif
 }
 
 at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,

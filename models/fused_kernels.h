@@ -12,8 +12,8 @@ bool fused_kernels_built();
 
 // modulate(LayerNorm(x, eps), shift, scale) (models/modulated_norm.h) in one pass, the output in bf16
 // when `bf16_out` (the dtype the next matrix product uses under autocast), else fp32; keeps x and
-// the per-row mean and 1/std for backward. Supports: CUDA, fp32 x [N, T, D], shift and scale
-// [N, D] of one dtype (fp32 or bf16) with unit stride along D.
+// the per-row mean and 1/std for backward. Supports: CUDA, fp32 x [N, T, D] with D <= 2048, shift
+// and scale [N, D] of one dtype (fp32 or bf16) with unit stride along D.
 bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
 at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
                                 bool bf16_out);

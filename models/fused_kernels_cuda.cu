@@ -72,19 +72,28 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
 
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
                              const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
-                             float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
-                             void* stream) {
+                             float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
+                             int device, void* stream) {
   check_shape(rows, T, D);
+  if (D > device::kMaxNormWidth)
+    throw std::runtime_error("fused modulated norm (CUDA): rows of " + std::to_string(D) + " are wider than the " +
+                             std::to_string(device::kMaxNormWidth) + " its backward supports");
   DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
   dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_modulated_norm_backward(static_cast<const TY*>(grad_y), x, mean, rstd, static_cast<const TM*>(scale),
-                                           scale_stride, grad_x, grad_scale, grad_shift, rows, T, D, s);
+                                           scale_stride, grad_x, grad_scale, grad_shift, workspace, rows, T, D, s);
   });
   NT_CUDA_CHECK(cudaGetLastError());
 }
+
+int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D) {
+  return device::norm_backward_workspace(rows, T, D);
+}
+
+int modulated_norm_max_width() { return device::kMaxNormWidth; }
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream) {

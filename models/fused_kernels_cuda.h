@@ -2,8 +2,8 @@
 // LibTorch in this interface). Tensors are row-major [rows, D] with rows = N * T (sample
 // n = row / T); per-sample vectors [N, D] (adaLN chunks) have rows `*_stride` elements apart.
 // Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
-// device `device`. Sums over a sample's T rows run in order, one thread per (n, d):
-// deterministic.
+// device `device`. Sums over a sample's T rows run in a fixed order (the gated residual: row by
+// row; the norm: rows within tiles of 16, then the tiles): deterministic.
 //
 // modulated_norm (LayerNorm without affine + adaLN modulate), x fp32:
 //   forward:  mean, rstd = LayerNorm statistics of x[r] (biased variance, eps)
@@ -26,10 +26,14 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
                             int64_t scale_stride, Dtype mod_dtype, void* y, Dtype y_dtype, float* mean, float* rstd,
                             int64_t rows, int64_t T, int D, float eps, int device, void* stream);
 
+// workspace: modulated_norm_backward_workspace(rows, T, D) floats on the device (partial sums).
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
                              const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
-                             float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
-                             void* stream);
+                             float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
+                             int device, void* stream);
+int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D);
+// The widest rows modulated_norm supports (D <= this).
+int modulated_norm_max_width();
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream);

@@ -15,12 +15,14 @@
 #define NT_DEVICE __device__ __forceinline__
 #define NT_SHARED __shared__
 #define NT_BOUNDS(n) __launch_bounds__(n)
+#define NT_UNROLL _Pragma("unroll")
 #define NT_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #else  // the CPU run of tests/models/cuda_emulation.h: blocks one after another
 #define NT_GLOBAL
 #define NT_DEVICE inline
 #define NT_SHARED static  // one copy for the block's threads (one block runs at a time)
 #define NT_BOUNDS(n)
+#define NT_UNROLL
 #define NT_LAUNCH(kernel, grid, block, stream, ...) ::nt::emu::launch((grid), (block), kernel, __VA_ARGS__)
 #endif
 
@@ -84,48 +86,94 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
   }
 }
 
+// The norm's backward reads gy and x once: a block takes kTileRows rows of one sample; for each
+// row it forms the row means of g = gy * s1 and g * x_hat (block sums) and writes grad x; each
+// thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of gy * x_hat
+// and gy in registers and writes them as the tile's partial sums, which tile_sum_kernel adds up
+// over the sample's tiles in order (deterministic). Rows up to kThreads * kMaxPerThread wide.
+constexpr int kTileRows = 16;
+constexpr int kMaxPerThread = 16;
+constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
+
 template <typename TM, typename TY>
 NT_GLOBAL void NT_BOUNDS(kThreads)
-    grad_x_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
-                  const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t scale_stride,
-                  float* __restrict__ gx, int64_t T, int D) {
+    norm_backward_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
+                         const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t scale_stride,
+                         float* __restrict__ gx, float* __restrict__ part_scale, float* __restrict__ part_shift,
+                         int64_t T, int D, int tiles) {
   NT_SHARED float shared[kThreads / 32];
-  const int64_t row = blockIdx.x, n = row / T;
-  const TY* gr = gy + row * D;
-  const float* xr = x + row * D;
+  const int64_t n = blockIdx.x / tiles;
+  const int tile = static_cast<int>(blockIdx.x % tiles);
+  const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
   const TM* sc = scale + n * scale_stride;
-  const float m = mean[row], r = rstd[row];
-  float a = 0.f, b = 0.f;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float g = to_float(gr[d]) * round_to<TM>(1.f + to_float(sc[d]));
-    a += g;
-    b += g * ((xr[d] - m) * r);
+  float s1[kMaxPerThread], acc_scale[kMaxPerThread], acc_shift[kMaxPerThread];
+NT_UNROLL
+  for (int k = 0; k < kMaxPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
+    acc_scale[k] = acc_shift[k] = 0.f;
   }
-  const float mean_g = block_sum(a, shared) / D;
-  const float mean_gx = block_sum(b, shared) / D;
-  float* out = gx + row * D;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float g = to_float(gr[d]) * round_to<TM>(1.f + to_float(sc[d]));
-    out[d] = r * (g - mean_g - ((xr[d] - m) * r) * mean_gx);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t row = n * T + t;
+    const TY* gr = gy + row * D;
+    const float* xr = x + row * D;
+    const float m = mean[row], r = rstd[row];
+    float a = 0.f, b = 0.f;
+NT_UNROLL
+    for (int k = 0; k < kMaxPerThread; ++k) {
+      const int d = threadIdx.x + k * kThreads;
+      if (d < D) {
+        const float g = to_float(gr[d]) * s1[k];
+        a += g;
+        b += g * ((xr[d] - m) * r);
+      }
+    }
+    const float mean_g = block_sum(a, shared) / D;
+    const float mean_gx = block_sum(b, shared) / D;
+    float* out = gx + row * D;
+NT_UNROLL
+    for (int k = 0; k < kMaxPerThread; ++k) {
+      const int d = threadIdx.x + k * kThreads;
+      if (d < D) {
+        const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
+        out[d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+        acc_scale[k] += gyv * x_hat;
+        acc_shift[k] += gyv;
+      }
+    }
+  }
+  const int64_t base = (n * tiles + tile) * D;
+NT_UNROLL
+  for (int k = 0; k < kMaxPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    if (d < D) {
+      part_scale[base + d] = acc_scale[k];
+      part_shift[base + d] = acc_shift[k];
+    }
   }
 }
 
-template <typename TY>
-NT_GLOBAL void grad_mod_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
-                                const float* __restrict__ rstd, float* __restrict__ g_scale,
-                                float* __restrict__ g_shift, int64_t T, int D) {
+// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order; for two buffers at once.
+template <typename T>
+NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict__ part_b, T* __restrict__ out_a,
+                               T* __restrict__ out_b, int tiles, int D) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t n = blockIdx.y;
   if (d >= D) return;
-  float a = 0.f, b = 0.f;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t row = n * T + t;
-    const float g = to_float(gy[row * D + d]);
-    a += g * ((x[row * D + d] - mean[row]) * rstd[row]);
-    b += g;
+  T a = 0, b = 0;
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int64_t i = (n * tiles + tile) * D + d;
+    a += part_a[i];
+    b += part_b[i];
   }
-  g_scale[n * D + d] = a;
-  g_shift[n * D + d] = b;
+  out_a[n * D + d] = a;
+  out_b[n * D + d] = b;
+}
+
+// Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).
+inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRows - 1) / kTileRows); }
+inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
+  return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
 }
 
 // The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
@@ -142,27 +190,24 @@ NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* 
   }
 }
 
+// The gated residual's backward in one pass, one thread per (n, d) going down the sample's T
+// rows: grad branch = grad * gate for each row, and grad gate = the sum over the rows of
+// grad * branch (in order: deterministic). grad is read once.
 template <typename TB>
-NT_GLOBAL void grad_branch_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
-                                   TB* __restrict__ grad_branch, int64_t rows, int64_t T, int D) {
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const TB* g = gate + (row / T) * gate_stride;  // [D]
-    const int64_t base = row * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x)
-      grad_branch[base + d] = from_float<TB>(grad[base + d] * to_float(g[d]));
-  }
-}
-
-template <typename TB>
-NT_GLOBAL void grad_gate_kernel(const float* __restrict__ grad, const TB* __restrict__ branch,
-                                 float* __restrict__ grad_gate, int64_t T, int D) {
+NT_GLOBAL void gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate,
+                                         int64_t gate_stride, const TB* __restrict__ branch,
+                                         TB* __restrict__ grad_branch, float* __restrict__ grad_gate, int64_t T,
+                                         int D) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t n = blockIdx.y;
   if (d >= D) return;
+  const float g = to_float(gate[n * gate_stride + d]);
   float a = 0.f;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t i = (n * T + t) * D + d;
-    a += grad[i] * to_float(branch[i]);
+    const float gr = grad[i];
+    grad_branch[i] = from_float<TB>(gr * g);
+    a += gr * to_float(branch[i]);
   }
   grad_gate[n * D + d] = a;
 }
@@ -182,16 +227,21 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
             y, mean, rstd, T, D, eps);
 }
 
+// workspace: norm_backward_workspace(rows, T, D) floats.
 template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
                                     const TM* scale, int64_t scale_stride, float* gx, float* g_scale, float* g_shift,
-                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
-  auto row_kernel = grad_x_kernel<TM, TY>;
-  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gy, x, mean, rstd, scale, scale_stride,
-            gx, T, D);
-  auto sum_kernel = grad_mod_kernel<TY>;
-  NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T)), dim3(128), s, gy,
-            x, mean, rstd, g_scale, g_shift, T, D);
+                                    float* workspace, int64_t rows, int64_t T, int D, cudaStream_t s) {
+  const int tiles = norm_backward_tiles(T);
+  const int64_t N = rows / T;
+  float* part_scale = workspace;
+  float* part_shift = workspace + N * tiles * static_cast<int64_t>(D);
+  auto row_kernel = norm_backward_kernel<TM, TY>;
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
+            scale_stride, gx, part_scale, part_shift, T, D, tiles);
+  auto sum_kernel = tile_sum_kernel<float>;
+  NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
+            part_scale, part_shift, g_scale, g_shift, tiles, D);
 }
 
 template <typename TB>
@@ -204,11 +254,9 @@ void launch_gated_residual_forward(const float* x, const TB* gate, int64_t gate_
 template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
                                     TB* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D, cudaStream_t s) {
-  auto row_kernel = grad_branch_kernel<TB>;
-  NT_LAUNCH(row_kernel, dim3(row_blocks(rows)), dim3(kRowThreads), s, grad, gate, gate_stride, grad_branch, rows, T, D);
-  auto sum_kernel = grad_gate_kernel<TB>;
-  NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T)), dim3(128), s,
-            grad, branch, grad_gate, T, D);
+  auto kernel = gated_residual_bwd_kernel<TB>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T)), dim3(128), s, grad,
+            gate, gate_stride, branch, grad_branch, grad_gate, T, D);
 }
 
 }  // namespace nt::cuda::device

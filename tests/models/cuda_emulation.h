@@ -1,5 +1,5 @@
 // A CPU run of CUDA kernel code, for tests: the kernels of models/fused_kernels_device.h compiled
-// by the host compiler and launched here, each block's threads as real threads (so that
+// by the host compiler and launched here, a block's threads as real threads (so that
 // __syncthreads and warp shuffles synchronise as they do on a GPU), blocks one after another.
 // Slow and only for small shapes; it checks indexing, bounds and reductions, not speed. One
 // difference from a GPU: rsqrtf is exact here (CUDA's is within 2 ulp).
@@ -46,26 +46,28 @@ class Barrier {
 inline Barrier* block_barrier = nullptr;
 inline std::vector<float> shuffle_slots;  // one per thread of the block
 
-// kernel<<<grid, block>>>(args...) on the CPU (1-D blocks, grids up to 2-D).
+// kernel<<<grid, block>>>(args...) on the CPU (1-D blocks, grids up to 2-D): block.x threads go
+// through the blocks together, meeting after each one, so that one block runs at a time.
 template <typename Kernel, typename... Args>
 void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
   gridDim = grid;
   blockDim = block;
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      Barrier barrier(block.x);
-      block_barrier = &barrier;
-      shuffle_slots.assign(block.x, 0.f);
-      std::vector<std::thread> threads;
-      threads.reserve(block.x);
-      for (unsigned t = 0; t < block.x; ++t)
-        threads.emplace_back([=] {
-          threadIdx = {t, 0, 0};
+  Barrier barrier(block.x);
+  block_barrier = &barrier;
+  shuffle_slots.assign(block.x, 0.f);
+  std::vector<std::thread> threads;
+  threads.reserve(block.x);
+  for (unsigned t = 0; t < block.x; ++t)
+    threads.emplace_back([=, &barrier] {
+      threadIdx = {t, 0, 0};
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
           blockIdx = {bx, by, 0};
           kernel(args...);
-        });
-      for (auto& th : threads) th.join();
-    }
+          barrier.wait();  // the block is done (its threads may have returned early)
+        }
+    });
+  for (auto& th : threads) th.join();
 }
 
 }  // namespace nt::emu

@@ -2,7 +2,8 @@
 // On the CPU: a fused request falls back to the composite bit for bit,
 // and the fused ops refuse CPU tensors with a clear message. On a GPU (skipped without one): each
 // fused op against LibTorch's ops as the reference — values and every gradient, fp32 and bf16
-// (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks.
+// (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks;
+// rows wider than the kernels support take the composite.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -130,5 +131,19 @@ TEST_P(FusedCuda, GatedResidualMatchesLibTorchOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Widths, FusedCuda, ::testing::Values(36, 128, 200, 1152));
+
+// Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.
+TEST(FusedCudaLimits, WideRowsFallBackToTheComposite) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nt::fused_kernels_built()) GTEST_SKIP() << "built without nvcc";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  auto x = torch::randn({2, 3, 2049}, cuda), mod = torch::randn({2, 2 * 2049}, cuda) * 0.3;
+  auto probe = torch::randn({2, 3, 2049}, cuda);
+  auto chunks = mod.chunk(2, 1);
+  EXPECT_FALSE(nt::fused_modulated_norm_supports(x, chunks[0], chunks[1]));
+  const Result ref = run(x, mod, probe, false, false), got = run(x, mod, probe, true, false);
+  EXPECT_TRUE(torch::equal(got.y, ref.y));
+  EXPECT_TRUE(torch::equal(got.gx, ref.gx));
+}
 
 }  // namespace

@@ -43,7 +43,7 @@ class Emulated : public ::testing::TestWithParam<int> {};
 
 template <typename TM, typename TY>
 void check_modulated_norm(int64_t D) {
-  const int64_t N = 3, T = 5, rows = N * T;
+  const int64_t N = 2, T = 20, rows = N * T;  // 2 tiles of rows per sample, the second partial
   const float eps = 1e-6f;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D));
   const at::Tensor x = at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen);  // fp32
@@ -71,9 +71,11 @@ void check_modulated_norm(int64_t D) {
   // Backward.
   ref.backward(gy.to(at::kFloat));
   auto gx = at::empty({N, T, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
+  auto workspace = at::empty({dev::norm_backward_workspace(rows, T, static_cast<int>(D))});
   dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
                                               ptr<TM>(mod) + D, 2 * D, mut<float>(gx), mut<float>(g_scale),
-                                              mut<float>(g_shift), rows, T, static_cast<int>(D), nullptr);
+                                              mut<float>(g_shift), mut<float>(workspace), rows, T, static_cast<int>(D),
+                                              nullptr);
   // d y / d scale = x_hat, whatever scale's dtype (autograd through the bf16 rounding of 1 + scale
   // would round this gradient to bf16; the kernel hands it on in fp32 and its caller rounds it).
   const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);
@@ -93,9 +95,11 @@ void check_modulated_norm(int64_t D) {
 TEST_P(Emulated, ModulatedNormMatchesLibTorch) {
   const int64_t D = GetParam();
   check_modulated_norm<float, float>(D);
-  check_modulated_norm<float, __nv_bfloat16>(D);
-  check_modulated_norm<__nv_bfloat16, float>(D);
-  check_modulated_norm<__nv_bfloat16, __nv_bfloat16>(D);
+  check_modulated_norm<__nv_bfloat16, __nv_bfloat16>(D);  // as under autocast
+  if (D == 200) {  // the mixed pairs once (each run costs seconds here)
+    check_modulated_norm<float, __nv_bfloat16>(D);
+    check_modulated_norm<__nv_bfloat16, float>(D);
+  }
 }
 
 template <typename TB>
