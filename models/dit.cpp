@@ -167,9 +167,18 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
   auto& fc1 = mlp->fc1;
   auto a = attn->attend(norm ? modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused)
                              : qkv->forward(modulated_norm(x, shift_msa, scale_msa, fused)));
-  auto h = gated_residual(x, gate_msa, a, fused);
+  at::Tensor h, n;  // the stream after attention; the MLP's normalised input
+  if (!norm && fused && fused_residual_norm_supports(x, gate_msa, a, shift_mlp, scale_mlp)) {
+    // The residual and the MLP's norm in one pass each way (their gradients meet in the kernel).
+    auto hn = fused_residual_norm(x, gate_msa, a, shift_mlp, scale_mlp, kModulatedNormEps, cuda_autocast_enabled());
+    h = hn[0];
+    n = hn[1];
+  } else {
+    h = gated_residual(x, gate_msa, a, fused);
+    if (!norm) n = modulated_norm(h, shift_mlp, scale_mlp, fused);
+  }
   auto f = mlp->from_hidden(norm ? modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused)
-                                 : fc1->forward(modulated_norm(h, shift_mlp, scale_mlp, fused)),
+                                 : fc1->forward(n),
                             recomputes_mlp(recompute));
   return gated_residual(h, gate_mlp, f, fused);
 }

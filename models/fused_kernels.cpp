@@ -109,6 +109,56 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     return {grads[0], g_gate.to(gate.scalar_type()), g_branch};
   }
 };
+
+// h = x + gate * branch, then n = modulate(LayerNorm(h)): both outputs of one node. h is kept
+// for backward (it is the norm's input) with the statistics, gate, branch and scale.
+struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& gate,
+                               const at::Tensor& branch_in, const at::Tensor& shift, const at::Tensor& scale,
+                               double eps, bool bf16_out) {
+    const at::Tensor x = x_in.contiguous(), branch = branch_in.contiguous();  // [N, T, D]
+    const int64_t N = x.size(0), T = x.size(1), D = x.size(2), stride = gate.stride(0);
+    auto h = at::empty_like(x);  // fp32
+    auto y = at::empty({N, T, D}, x.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+    auto mean = at::empty({N * T}, x.options()), rstd = at::empty({N * T}, x.options());
+    cuda::residual_norm_forward(x.data_ptr<float>(), gate.data_ptr(), branch.data_ptr(), shift.data_ptr(),
+                                scale.data_ptr(), stride, dtype_of(gate), h.data_ptr<float>(), y.data_ptr(), dtype_of(y),
+                                mean.data_ptr<float>(), rstd.data_ptr<float>(), N * T, T, static_cast<int>(D),
+                                static_cast<float>(eps), x.get_device(), nullptr);
+    ctx->save_for_backward({h, gate, branch, scale, mean, rstd});
+    ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift.scalar_type());
+    return {h, y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &h = saved[0], &gate = saved[1], &branch = saved[2], &scale = saved[3];
+    const at::Tensor &mean = saved[4], &rstd = saved[5];
+    const int64_t N = h.size(0), T = h.size(1), D = h.size(2);
+    const at::Tensor gh = grads[0].defined() ? grads[0].contiguous() : at::Tensor();  // [N, T, D] fp32
+    const at::Tensor gy = grads[1].defined() ? grads[1].contiguous()                  // [N, T, D], y's dtype
+                                             : at::zeros({N, T, D}, h.options());
+    auto gx = at::empty_like(h);
+    auto g_branch = at::empty_like(branch);
+    auto g_gate = at::empty({N, D}, h.options()), g_scale = at::empty({N, D}, h.options()),
+         g_shift = at::empty({N, D}, h.options());  // fp32
+    auto workspace = at::empty({cuda::residual_norm_backward_workspace(N * T, T, static_cast<int>(D))}, h.options());
+    cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
+                                 h.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
+                                 branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
+                                 gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr<float>(),
+                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), workspace.data_ptr<float>(),
+                                 N * T, T, static_cast<int>(D), h.get_device(), nullptr);
+    const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
+    return {gx,
+            g_gate.to(gate.scalar_type()),
+            g_branch,
+            g_shift.to(shift_dtype),
+            g_scale.to(scale.scalar_type()),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
 #endif
 
 }  // namespace
@@ -155,6 +205,26 @@ at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, con
   return FusedGatedResidual::apply(x, gate, branch);
 #else
   return at::Tensor();
+#endif
+}
+
+bool fused_residual_norm_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                  const at::Tensor& shift, const at::Tensor& scale) {
+  return fused_gated_residual_supports(x, gate, branch) && fused_modulated_norm_supports(x, shift, scale) &&
+         gate.scalar_type() == shift.scalar_type() && gate.stride(0) == shift.stride(0) &&
+         gate.stride(0) == scale.stride(0) && gate.stride(1) == 1 && shift.stride(1) == 1 && scale.stride(1) == 1;
+}
+
+std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                            const at::Tensor& shift, const at::Tensor& scale, double eps,
+                                            bool bf16_out) {
+  if (!fused_residual_norm_supports(x, gate, branch, shift, scale))
+    unsupported("fused_residual_norm",
+                "fp32 x [N, T, D], branch [N, T, D] and gate, shift, scale [N, D] of one dtype with one row stride");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out);
+#else
+  return {};
 #endif
 }
 

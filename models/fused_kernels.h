@@ -5,6 +5,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace nt {
 
 // Whether this build has the kernels (nvcc found at configure time).
@@ -23,5 +25,16 @@ at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, co
 // one dtype (fp32 or bf16), gate with unit stride along D.
 bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
 at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
+
+// The two above in a row, as inside a DiT block: {h, n} with h = x + gate * branch (fp32) and
+// n = modulate(LayerNorm(h, eps), shift, scale) (bf16 when `bf16_out`), one pass each way:
+// backward adds h's own gradient to the norm's in the same pass (no separate accumulation of
+// the stream's two gradients). Supports: both ops' conditions, and gate, shift, scale of one
+// dtype and one row stride (chunks of one adaLN output).
+bool fused_residual_norm_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                  const at::Tensor& shift, const at::Tensor& scale);
+std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                            const at::Tensor& shift, const at::Tensor& scale, double eps,
+                                            bool bf16_out);
 
 }  // namespace nt

@@ -95,6 +95,50 @@ int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D) {
 
 int modulated_norm_max_width() { return device::kMaxNormWidth; }
 
+void residual_norm_forward(const float* x, const void* gate, const void* branch, const void* shift,
+                           const void* scale, int64_t mod_stride, Dtype mod_dtype, float* h, void* y, Dtype y_dtype,
+                           float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
+                           void* stream) {
+  check_shape(rows, T, D);
+  DeviceScope scope(device);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+    using TM = typename decltype(tm)::type;
+    using TY = typename decltype(ty)::type;
+    device::launch_residual_norm_forward(x, static_cast<const TM*>(gate), static_cast<const TM*>(branch),
+                                         static_cast<const TM*>(shift), static_cast<const TM*>(scale), mod_stride, h,
+                                         static_cast<TY*>(y), mean, rstd, rows, T, D, eps, s);
+  });
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
+                            const float* rstd, const void* gate, const void* branch, const void* scale,
+                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
+                            float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
+                            int device, void* stream) {
+  check_shape(rows, T, D);
+  if (D > device::kMaxNormWidth)
+    throw std::runtime_error("fused residual norm (CUDA): rows of " + std::to_string(D) + " are wider than the " +
+                             std::to_string(device::kMaxNormWidth) + " its backward supports");
+  DeviceScope scope(device);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+    using TM = typename decltype(tm)::type;
+    using TY = typename decltype(ty)::type;
+    device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), h, mean, rstd,
+                                          static_cast<const TM*>(gate), static_cast<const TM*>(branch),
+                                          static_cast<const TM*>(scale), mod_stride, grad_x,
+                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift, workspace,
+                                          rows, T, D, s);
+  });
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
+  return device::residual_norm_backward_workspace(rows, T, D);
+}
+
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream) {
   check_shape(rows, T, D);

@@ -15,6 +15,11 @@
 //   forward:  out[r, d] = x[r, d] + gate[n, d] * branch[r, d]
 //   backward: grad_branch[r, d] = grad[r, d] * gate[n, d] (branch's dtype),
 //             grad_gate[n, d] = sum_t grad * branch (fp32); grad_x is grad itself
+// residual_norm (gated_residual, then modulated_norm of its output: inside a DiT block), gate,
+// branch, shift and scale of one dtype, rows `mod_stride` apart:
+//   forward:  h = x + gate * branch (fp32), y = modulated_norm(h) with mean, rstd of h
+//   backward: grad_x = grad_h + the norm's grad (grad_h null: 0), grad_branch = grad_x * gate,
+//             grad_gate = sum_t grad_x * branch, grad_scale, grad_shift as modulated_norm's
 #pragma once
 #include <cstdint>
 
@@ -34,6 +39,19 @@ void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, 
 int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D);
 // The widest rows modulated_norm supports (D <= this).
 int modulated_norm_max_width();
+
+void residual_norm_forward(const float* x, const void* gate, const void* branch, const void* shift,
+                           const void* scale, int64_t mod_stride, Dtype mod_dtype, float* h, void* y, Dtype y_dtype,
+                           float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
+                           void* stream);
+
+// workspace: residual_norm_backward_workspace(rows, T, D) floats on the device.
+void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
+                            const float* rstd, const void* gate, const void* branch, const void* scale,
+                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
+                            float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
+                            int device, void* stream);
+int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D);
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream);

@@ -153,7 +153,8 @@ NT_UNROLL
   }
 }
 
-// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order; for two buffers at once.
+// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order; for two buffers at once
+// (part_b and out_b null: one).
 template <typename T>
 NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict__ part_b, T* __restrict__ out_a,
                                T* __restrict__ out_b, int tiles, int D) {
@@ -164,16 +165,133 @@ NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict
   for (int tile = 0; tile < tiles; ++tile) {
     const int64_t i = (n * tiles + tile) * D + d;
     a += part_a[i];
-    b += part_b[i];
+    if (part_b) b += part_b[i];
   }
   out_a[n * D + d] = a;
-  out_b[n * D + d] = b;
+  if (out_b) out_b[n * D + d] = b;
+}
+
+// The gated residual followed by the next branch's LayerNorm + modulate (inside a DiT block:
+// h = x + gate_msa * attn, then the MLP's norm of h), in one pass each way. Forward, a block per
+// row: h = x + gate * branch (written, fp32), its statistics, n = modulate(LayerNorm(h)) in TY.
+// gate, branch, shift and scale share one dtype TM (they all come from the block's adaLN
+// output and its branch in the same precision).
+template <typename TM, typename TY>
+NT_GLOBAL void NT_BOUNDS(kThreads)
+    residual_norm_forward_kernel(const float* __restrict__ x, const TM* __restrict__ gate, const TM* __restrict__ branch,
+                                 const TM* __restrict__ shift, const TM* __restrict__ scale, int64_t mod_stride,
+                                 float* __restrict__ h, TY* __restrict__ y, float* __restrict__ mean_out,
+                                 float* __restrict__ rstd_out, int64_t T, int D, float eps) {
+  NT_SHARED float shared[kThreads / 32];
+  const int64_t row = blockIdx.x, n = row / T;
+  const float* xr = x + row * D;
+  const TM* br = branch + row * D;
+  const TM *g = gate + n * mod_stride, *sh = shift + n * mod_stride, *sc = scale + n * mod_stride;  // [D]
+  float* hr = h + row * D;
+  float s = 0.f;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    const float v = xr[d] + to_float(g[d]) * to_float(br[d]);
+    hr[d] = v;  // read back below by this same thread only
+    s += v;
+  }
+  const float mean = block_sum(s, shared) / D;
+  float q = 0.f;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    const float c = hr[d] - mean;
+    q += c * c;
+  }
+  const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
+  TY* yr = y + row * D;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    const float s1 = round_to<TM>(1.f + to_float(sc[d]));
+    yr[d] = from_float<TY>((hr[d] - mean) * rstd * s1 + to_float(sh[d]));
+  }
+  if (threadIdx.x == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// Backward over tiles of kTileRows rows of one sample (as norm_backward_kernel): with
+// g = gy * s1 and the row means of g and g * x_hat,
+//   grad h = gh + rstd * (g - mean(g) - x_hat * mean(g * x_hat))   (gh: h's own gradient; null: 0)
+// = grad x; grad branch = grad h * gate (TM); and the tile's partial sums of grad h * branch
+// (grad gate), gy * x_hat (grad scale) and gy (grad shift).
+template <typename TM, typename TY>
+NT_GLOBAL void NT_BOUNDS(kThreads)
+    residual_norm_backward_kernel(const float* __restrict__ gh, const TY* __restrict__ gy, const float* __restrict__ h,
+                                  const float* __restrict__ mean, const float* __restrict__ rstd,
+                                  const TM* __restrict__ gate, const TM* __restrict__ branch,
+                                  const TM* __restrict__ scale, int64_t mod_stride, float* __restrict__ gx,
+                                  TM* __restrict__ g_branch, float* __restrict__ part_gate,
+                                  float* __restrict__ part_scale, float* __restrict__ part_shift, int64_t T, int D,
+                                  int tiles) {
+  NT_SHARED float shared[kThreads / 32];
+  const int64_t n = blockIdx.x / tiles;
+  const int tile = static_cast<int>(blockIdx.x % tiles);
+  const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
+  const TM *g_n = gate + n * mod_stride, *sc = scale + n * mod_stride;
+  float s1[kMaxPerThread], gv[kMaxPerThread], acc_gate[kMaxPerThread], acc_scale[kMaxPerThread],
+      acc_shift[kMaxPerThread];
+NT_UNROLL
+  for (int k = 0; k < kMaxPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
+    gv[k] = d < D ? to_float(g_n[d]) : 0.f;
+    acc_gate[k] = acc_scale[k] = acc_shift[k] = 0.f;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t row = n * T + t;
+    const TY* gr = gy + row * D;
+    const float* hr = h + row * D;
+    const float m = mean[row], r = rstd[row];
+    float a = 0.f, b = 0.f;
+NT_UNROLL
+    for (int k = 0; k < kMaxPerThread; ++k) {
+      const int d = threadIdx.x + k * kThreads;
+      if (d < D) {
+        const float g = to_float(gr[d]) * s1[k];
+        a += g;
+        b += g * ((hr[d] - m) * r);
+      }
+    }
+    const float mean_g = block_sum(a, shared) / D;
+    const float mean_gx = block_sum(b, shared) / D;
+    const int64_t base = row * D;
+NT_UNROLL
+    for (int k = 0; k < kMaxPerThread; ++k) {
+      const int d = threadIdx.x + k * kThreads;
+      if (d < D) {
+        const float gyv = to_float(gr[d]), x_hat = (hr[d] - m) * r;
+        const float grad_h = (gh ? gh[base + d] : 0.f) + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+        gx[base + d] = grad_h;
+        g_branch[base + d] = from_float<TM>(grad_h * gv[k]);
+        acc_gate[k] += grad_h * to_float(branch[base + d]);
+        acc_scale[k] += gyv * x_hat;
+        acc_shift[k] += gyv;
+      }
+    }
+  }
+  const int64_t base = (n * tiles + tile) * D;
+NT_UNROLL
+  for (int k = 0; k < kMaxPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    if (d < D) {
+      part_gate[base + d] = acc_gate[k];
+      part_scale[base + d] = acc_scale[k];
+      part_shift[base + d] = acc_shift[k];
+    }
+  }
 }
 
 // Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).
 inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRows - 1) / kTileRows); }
 inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
   return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
+}
+// The residual + norm backward's: three partial sums.
+inline int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
+  return 3 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
 }
 
 // The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
@@ -257,6 +375,35 @@ void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t g
   auto kernel = gated_residual_bwd_kernel<TB>;
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T)), dim3(128), s, grad,
             gate, gate_stride, branch, grad_branch, grad_gate, T, D);
+}
+
+
+template <typename TM, typename TY>
+void launch_residual_norm_forward(const float* x, const TM* gate, const TM* branch, const TM* shift, const TM* scale,
+                                  int64_t mod_stride, float* h, TY* y, float* mean, float* rstd, int64_t rows,
+                                  int64_t T, int D, float eps, cudaStream_t s) {
+  auto kernel = residual_norm_forward_kernel<TM, TY>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, branch, shift, scale, mod_stride, h,
+            y, mean, rstd, T, D, eps);
+}
+
+// gh may be null (h's own gradient is zero); workspace: residual_norm_backward_workspace floats.
+template <typename TM, typename TY>
+void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h, const float* mean, const float* rstd,
+                                   const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
+                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* workspace,
+                                   int64_t rows, int64_t T, int D, cudaStream_t s) {
+  const int tiles = norm_backward_tiles(T);
+  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
+  float *part_gate = workspace, *part_scale = workspace + part, *part_shift = workspace + 2 * part;
+  auto row_kernel = residual_norm_backward_kernel<TM, TY>;
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, branch,
+            scale, mod_stride, gx, g_branch, part_gate, part_scale, part_shift, T, D, tiles);
+  auto sum_kernel = tile_sum_kernel<float>;
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N));
+  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_scale, part_shift, g_scale, g_shift, tiles, D);
+  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_gate, static_cast<const float*>(nullptr), g_gate,
+            static_cast<float*>(nullptr), tiles, D);
 }
 
 }  // namespace nt::cuda::device

@@ -11,7 +11,7 @@
 namespace nt {
 namespace {
 
-constexpr double kEps = 1e-6;
+constexpr double kEps = kModulatedNormEps;
 
 }  // namespace
 

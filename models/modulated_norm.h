@@ -11,6 +11,8 @@
 
 namespace nt {
 
+constexpr double kModulatedNormEps = 1e-6;  // DiT's LayerNorm(elementwise_affine=False, eps=1e-6)
+
 // x [N, T, D], shift and scale [N, D] -> [N, T, D]; `fused` where the fused form supports the
 // tensors (the composite elsewhere).
 at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, bool fused = false);

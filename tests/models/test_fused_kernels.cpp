@@ -3,7 +3,8 @@
 // and the fused ops refuse CPU tensors with a clear message. On a GPU (skipped without one): each
 // fused op against LibTorch's ops as the reference — values and every gradient, fp32 and bf16
 // (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks;
-// rows wider than the kernels support take the composite.
+// rows wider than the kernels support take the composite; the residual and the next norm in one
+// node against the two ops.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -66,6 +67,13 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("fused_gated_residual: needs"), std::string::npos) << e.what();
   }
+  EXPECT_FALSE(nt::fused_residual_norm_supports(x, s, x, s, s));
+  try {
+    nt::fused_residual_norm(x, s, x, s, s, 1e-6, false);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_residual_norm: needs"), std::string::npos) << e.what();
+  }
 }
 
 class FusedCuda : public ::testing::TestWithParam<int> {
@@ -127,6 +135,47 @@ TEST_P(FusedCuda, GatedResidualMatchesLibTorchOps) {
       EXPECT_LE(e, dtype == at::kFloat ? 1e-5 : 1e-2) << what[i];
     }
     EXPECT_EQ(got[0].scalar_type(), at::kFloat);
+  }
+}
+
+// The residual and the next norm in one node: h and n, and the gradients of x (h's own plus the
+// norm's), of branch and of the adaLN chunks (gate, shift, scale), against the two ops.
+TEST_P(FusedCuda, ResidualNormMatchesLibTorchOps) {
+  const int64_t D = GetParam();
+  const auto dev = torch::Device(torch::kCUDA);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 11);
+  const int64_t N = 3, T = 37;
+  const auto x0 = (at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen)).to(dev);
+  const auto mod0 = (at::randn({N, 3 * D}, gen) * 0.5).to(dev), b0 = at::randn({N, T, D}, gen).to(dev);
+  const auto ph = at::randn({N, T, D}, gen).to(dev), pn = at::randn({N, T, D}, gen).to(dev);
+  for (bool autocast : {false, true}) {
+    auto run_one = [&](bool fused) {
+      auto x = x0.clone().requires_grad_(true), mod = mod0.clone().requires_grad_(true);
+      auto branch = (autocast ? b0.to(at::kBFloat16) : b0.clone()).requires_grad_(true);
+      if (autocast) nt::set_cuda_autocast(true);
+      auto c = (autocast ? mod.to(at::kBFloat16) : mod).chunk(3, 1);  // gate, shift, scale [N, D]
+      at::Tensor h, n;
+      if (fused) {
+        EXPECT_TRUE(nt::fused_residual_norm_supports(x, c[0], branch, c[1], c[2]));
+        auto hn = nt::fused_residual_norm(x, c[0], branch, c[1], c[2], 1e-6, autocast);
+        h = hn[0], n = hn[1];
+      } else {
+        h = at::addcmul(x, c[0].unsqueeze(1), branch);
+        n = nt::modulated_norm(h, c[1], c[2], false);
+      }
+      if (autocast) nt::set_cuda_autocast(false);
+      ((h * ph).sum() + (n.to(at::kFloat) * pn).sum()).backward();
+      return std::vector<at::Tensor>{h.detach(), n.detach().to(at::kFloat), x.grad(), mod.grad(),
+                                     branch.grad().to(at::kFloat)};
+    };
+    const auto ref = run_one(false), got = run_one(true);
+    const char* what[] = {"h", "n", "grad x", "grad gate/shift/scale", "grad branch"};
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double e = rel(got[i], ref[i]);
+      std::cout << "[ fused    ] residual norm D " << D << (autocast ? " bf16 " : " fp32 ") << what[i] << ": " << e
+                << "\n";
+      EXPECT_LE(e, autocast ? 2e-2 : 1e-4) << what[i];
+    }
   }
 }
 

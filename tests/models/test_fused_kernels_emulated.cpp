@@ -1,7 +1,8 @@
 // The project's CUDA kernels (models/fused_kernels_device.h) run on the CPU through
 // cuda_emulation.h, against LibTorch's CPU ops as the reference: LayerNorm + adaLN modulate
 // forward (y, mean, 1/std) and backward (grad x and shift by autograd through layer_norm and
-// modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward; fp32 and bf16 operands; rows narrower than a
+// modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward, and the
+// two together (residual, then the next norm) forward and backward; fp32 and bf16 operands; rows narrower than a
 // warp, between the block sizes and wider than both; adaLN chunks with a row stride. The same
 // code runs on the GPU (tests/models/test_fused_kernels.cpp compares it there).
 #include <gtest/gtest.h>
@@ -133,6 +134,74 @@ void check_gated_residual(int64_t D) {
 TEST_P(Emulated, GatedResidualMatchesLibTorch) {
   check_gated_residual<float>(GetParam());
   check_gated_residual<__nv_bfloat16>(GetParam());
+}
+
+// h = x + gate * branch, then modulate(LayerNorm(h)), against LibTorch's ops and autograd: the
+// gradients of x (h's own gradient gh plus the norm's), branch, gate, shift and scale.
+template <typename TM, typename TY>
+void check_residual_norm(int64_t D, bool with_gh) {
+  const int64_t N = 2, T = 20, rows = N * T;
+  const float eps = 1e-6f;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 2);
+  const at::Tensor x = at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen);
+  const at::Tensor mod = (at::randn({N, 3 * D}, gen) * 0.5).to(dtype<TM>());  // gate, shift, scale: stride 3D
+  const at::Tensor branch = at::randn({N, T, D}, gen).to(dtype<TM>());
+  const at::Tensor gy = at::randn({N, T, D}, gen).to(dtype<TY>()), gh = at::randn({N, T, D}, gen);
+
+  auto h = at::empty({N, T, D}), y = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TY>()));
+  auto mean = at::empty({rows}), rstd = at::empty({rows});
+  const TM* m = ptr<TM>(mod);
+  dev::launch_residual_norm_forward<TM, TY>(ptr<float>(x), m, ptr<TM>(branch), m + D, m + 2 * D, 3 * D, mut<float>(h),
+                                            mut<TY>(y), mut<float>(mean), mut<float>(rstd), rows, T,
+                                            static_cast<int>(D), eps, nullptr);
+  // The reference, on fp32 leaves holding the same values.
+  auto xl = x.clone().requires_grad_(true), bl = branch.to(at::kFloat).requires_grad_(true);
+  auto ml = mod.to(at::kFloat).requires_grad_(true);
+  const at::Tensor gate = ml.narrow(1, 0, D), shift = ml.narrow(1, D, D), scale = ml.narrow(1, 2 * D, D);
+  const at::Tensor h_ref = xl + gate.unsqueeze(1) * bl;
+  const at::Tensor x_hat = at::layer_norm(h_ref, {D}, {}, {}, eps);
+  const at::Tensor s1 = (scale + 1).to(dtype<TM>()).to(at::kFloat);
+  const at::Tensor y_ref = x_hat * s1.unsqueeze(1) + shift.unsqueeze(1);
+  const double eh = rel(h, h_ref.detach());
+  const double ey = rel(y.to(at::kFloat), y_ref.detach().to(dtype<TY>()).to(at::kFloat));
+
+  auto gx = at::empty({N, T, D}), g_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TM>()));
+  auto g_gate = at::empty({N, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
+  auto workspace = at::empty({dev::residual_norm_backward_workspace(rows, T, static_cast<int>(D))});
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+                                             ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
+                                             mut<float>(gx), mut<TM>(g_branch), mut<float>(g_gate), mut<float>(g_scale),
+                                             mut<float>(g_shift), mut<float>(workspace), rows, T, static_cast<int>(D),
+                                             nullptr);
+  // Reference gradients: h's own gradient and the norm's output gradient.
+  if (with_gh)
+    torch::autograd::backward({h_ref, y_ref}, {gh, gy.to(at::kFloat)});
+  else
+    y_ref.backward(gy.to(at::kFloat));
+  const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);  // as in check_modulated_norm
+  const at::Tensor gm = ml.grad();
+  const double ex = rel(gx, xl.grad());
+  const double eb = rel(g_branch.to(at::kFloat), (xl.grad() * gate.detach().unsqueeze(1)).to(dtype<TM>()).to(at::kFloat));
+  const double eg = rel(g_gate, gm.narrow(1, 0, D)), esh = rel(g_shift, gm.narrow(1, D, D));
+  const double esc = rel(g_scale, g_scale_ref);
+  std::cout << "[ emulated ] residual norm D " << D << " " << name(dtype<TM>()) << "/" << name(dtype<TY>())
+            << (with_gh ? " with" : " without") << " grad h: h " << eh << ", y " << ey << ", grad x " << ex
+            << ", grad branch " << eb << ", grad gate " << eg << ", grad shift " << esh << ", grad scale " << esc
+            << "\n";
+  EXPECT_LE(eh, 1e-6);
+  EXPECT_LE(ey, dtype<TY>() == at::kFloat ? 1e-5 : 1e-2);
+  EXPECT_LE(ex, 1e-5);
+  EXPECT_LE(eb, dtype<TM>() == at::kFloat ? 1e-5 : 1e-2);
+  EXPECT_LE(eg, 1e-5);
+  EXPECT_LE(esh, 1e-5);
+  EXPECT_LE(esc, 1e-5);
+}
+
+TEST_P(Emulated, ResidualNormMatchesLibTorch) {
+  const int64_t D = GetParam();
+  check_residual_norm<float, float>(D, true);
+  check_residual_norm<__nv_bfloat16, __nv_bfloat16>(D, true);  // as under autocast
+  if (D == 200) check_residual_norm<float, float>(D, false);
 }
 
 // Below a warp, between the 128- and 256-thread blocks, above both.
