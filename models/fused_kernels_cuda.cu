@@ -33,6 +33,14 @@ void check_shape(int64_t rows, int64_t T, int D) {
                              std::to_string(T) + ", D " + std::to_string(D));
 }
 
+// check_shape, and rows no wider than the norm's backward keeps in registers.
+void check_norm_shape(const char* op, int64_t rows, int64_t T, int D) {
+  check_shape(rows, T, D);
+  if (D > device::kMaxNormWidth)
+    throw std::runtime_error(std::string(op) + " (CUDA): rows of " + std::to_string(D) + " are wider than the " +
+                             std::to_string(device::kMaxNormWidth) + " its backward supports");
+}
+
 template <typename T>
 struct Type {
   using type = T;
@@ -53,40 +61,48 @@ void dispatch(Dtype a, Dtype b, F&& f) {
   dispatch(a, [&](auto ta) { dispatch(b, [&](auto tb) { f(ta, tb); }); });
 }
 
+// The frame every launcher shares: `device` current, the kernels launched by
+// f(Type<...>..., stream) for the runtime dtype(s), launch errors checked.
+template <typename F>
+void launch_on(int device, void* stream, Dtype a, F&& f) {
+  DeviceScope scope(device);
+  const auto s = static_cast<cudaStream_t>(stream);
+  dispatch(a, [&](auto ta) { f(ta, s); });
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+template <typename F>
+void launch_on(int device, void* stream, Dtype a, Dtype b, F&& f) {
+  DeviceScope scope(device);
+  const auto s = static_cast<cudaStream_t>(stream);
+  dispatch(a, b, [&](auto ta, auto tb) { f(ta, tb, s); });
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 void modulated_norm_forward(const float* x, const void* shift, int64_t shift_stride, const void* scale,
                             int64_t scale_stride, Dtype mod_dtype, void* y, Dtype y_dtype, float* mean, float* rstd,
                             int64_t rows, int64_t T, int D, float eps, int device, void* stream) {
   check_shape(rows, T, D);
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+  launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_modulated_norm_forward(x, static_cast<const TM*>(shift), shift_stride, static_cast<const TM*>(scale),
                                           scale_stride, static_cast<TY*>(y), mean, rstd, rows, T, D, eps, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
                              const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
                              float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
                              int device, void* stream) {
-  check_shape(rows, T, D);
-  if (D > device::kMaxNormWidth)
-    throw std::runtime_error("fused modulated norm (CUDA): rows of " + std::to_string(D) + " are wider than the " +
-                             std::to_string(device::kMaxNormWidth) + " its backward supports");
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+  check_norm_shape("fused modulated norm", rows, T, D);
+  launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_modulated_norm_backward(static_cast<const TY*>(grad_y), x, mean, rstd, static_cast<const TM*>(scale),
                                            scale_stride, grad_x, grad_scale, grad_shift, workspace, rows, T, D, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D) {
@@ -100,16 +116,13 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
                            float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
                            void* stream) {
   check_shape(rows, T, D);
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+  launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_residual_norm_forward(x, static_cast<const TM*>(gate), static_cast<const TM*>(branch),
                                          static_cast<const TM*>(shift), static_cast<const TM*>(scale), mod_stride, h,
                                          static_cast<TY*>(y), mean, rstd, rows, T, D, eps, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
@@ -117,13 +130,8 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
                             float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
                             int device, void* stream) {
-  check_shape(rows, T, D);
-  if (D > device::kMaxNormWidth)
-    throw std::runtime_error("fused residual norm (CUDA): rows of " + std::to_string(D) + " are wider than the " +
-                             std::to_string(device::kMaxNormWidth) + " its backward supports");
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(mod_dtype, y_dtype, [&](auto tm, auto ty) {
+  check_norm_shape("fused residual norm", rows, T, D);
+  launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), h, mean, rstd,
@@ -132,7 +140,6 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
                                           static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift, workspace,
                                           rows, T, D, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
@@ -142,28 +149,23 @@ int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream) {
   check_shape(rows, T, D);
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(dtype, [&](auto tb) {
+  launch_on(device, stream, dtype, [&](auto tb, cudaStream_t s) {
     using TB = typename decltype(tb)::type;
-    device::launch_gated_residual_forward(x, static_cast<const TB*>(gate), gate_stride, static_cast<const TB*>(branch), out,
-                                          rows, T, D, s);
+    device::launch_gated_residual_forward(x, static_cast<const TB*>(gate), gate_stride,
+                                          static_cast<const TB*>(branch), out, rows, T, D, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
                              Dtype dtype, void* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D,
                              int device, void* stream) {
   check_shape(rows, T, D);
-  DeviceScope scope(device);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch(dtype, [&](auto tb) {
+  launch_on(device, stream, dtype, [&](auto tb, cudaStream_t s) {
     using TB = typename decltype(tb)::type;
-    device::launch_gated_residual_backward(grad, static_cast<const TB*>(gate), gate_stride, static_cast<const TB*>(branch),
-                                           static_cast<TB*>(grad_branch), grad_gate, rows, T, D, s);
+    device::launch_gated_residual_backward(grad, static_cast<const TB*>(gate), gate_stride,
+                                           static_cast<const TB*>(branch), static_cast<TB*>(grad_branch), grad_gate,
+                                           rows, T, D, s);
   });
-  NT_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace nt::cuda

@@ -55,20 +55,37 @@ NT_DEVICE float block_sum(float v, float* shared) {
   return total;
 }
 
-template <typename TM, typename TY>
+// LayerNorm + adaLN modulate forward, a block per row: the row's statistics, then
+// y = modulate(x_hat) in TY. With kResidual the norm's input is first formed as
+// h = x + gate * branch and written (fp32): the gated residual before the norm, inside a DiT
+// block (gate, branch, shift and scale then share the dtype TM).
+template <typename TM, typename TY, bool kResidual>
 NT_GLOBAL void NT_BOUNDS(kThreads)
-    forward_kernel(const float* __restrict__ x, const TM* __restrict__ shift, int64_t shift_stride,
-                   const TM* __restrict__ scale, int64_t scale_stride, TY* __restrict__ y, float* __restrict__ mean_out,
-                   float* __restrict__ rstd_out, int64_t T, int D, float eps) {
+    norm_forward_kernel(const float* __restrict__ x, const TM* __restrict__ gate, int64_t gate_stride,
+                        const TM* __restrict__ branch, float* h, const TM* __restrict__ shift, int64_t shift_stride,
+                        const TM* __restrict__ scale, int64_t scale_stride, TY* __restrict__ y,
+                        float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t T, int D, float eps) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t row = blockIdx.x, n = row / T;
-  const float* xr = x + row * D;  // [D]
+  const float* in = x + row * D;  // [D], the norm's input
   float s = 0.f;
-  for (int d = threadIdx.x; d < D; d += kThreads) s += xr[d];
+  if constexpr (kResidual) {
+    const TM* g = gate + n * gate_stride;  // [D]
+    const TM* br = branch + row * D;
+    float* hr = h + row * D;
+    for (int d = threadIdx.x; d < D; d += kThreads) {
+      const float v = in[d] + to_float(g[d]) * to_float(br[d]);
+      hr[d] = v;  // read back below by this same thread only
+      s += v;
+    }
+    in = hr;
+  } else {
+    for (int d = threadIdx.x; d < D; d += kThreads) s += in[d];
+  }
   const float mean = block_sum(s, shared) / D;
   float q = 0.f;
   for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float c = xr[d] - mean;
+    const float c = in[d] - mean;
     q += c * c;
   }
   const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
@@ -76,7 +93,7 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
   const TM* sc = scale + n * scale_stride;  // [D]
   TY* yr = y + row * D;                     // [D]
   for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float x_hat = (xr[d] - mean) * rstd;
+    const float x_hat = (in[d] - mean) * rstd;
     const float s1 = round_to<TM>(1.f + to_float(sc[d]));
     yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
   }
@@ -87,36 +104,44 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
 }
 
 // The norm's backward reads gy and x once: a block takes kTileRows rows of one sample; for each
-// row it forms the row means of g = gy * s1 and g * x_hat (block sums) and writes grad x; each
-// thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of gy * x_hat
-// and gy in registers and writes them as the tile's partial sums, which tile_sum_kernel adds up
-// over the sample's tiles in order (deterministic). Rows up to kThreads * kMaxPerThread wide.
+// row it forms the row means of g = gy * s1 and g * x_hat (block sums) and writes
+//   grad x = rstd * (g - mean(g) - x_hat * mean(g * x_hat));
+// each thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of
+// gy * x_hat (grad scale) and gy (grad shift) in registers and writes them as the tile's partial
+// sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). With
+// kResidual (x is then h = x' + gate * branch): grad x' = gh + the above (gh: h's own gradient;
+// null: 0), grad branch = grad x' * gate (TM), and a third partial sum, of grad x' * branch
+// (grad gate). gate and scale rows are `mod_stride` apart. Rows up to kThreads * kMaxPerThread.
 constexpr int kTileRows = 16;
 constexpr int kMaxPerThread = 16;
 constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
 
-template <typename TM, typename TY>
+template <typename TM, typename TY, bool kResidual>
 NT_GLOBAL void NT_BOUNDS(kThreads)
-    norm_backward_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
-                         const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t scale_stride,
-                         float* __restrict__ gx, float* __restrict__ part_scale, float* __restrict__ part_shift,
-                         int64_t T, int D, int tiles) {
+    norm_backward_kernel(const float* __restrict__ gh, const TY* __restrict__ gy, const float* __restrict__ x,
+                         const float* __restrict__ mean, const float* __restrict__ rstd, const TM* __restrict__ gate,
+                         const TM* __restrict__ branch, const TM* __restrict__ scale, int64_t mod_stride,
+                         float* __restrict__ gx, TM* __restrict__ g_branch, float* __restrict__ part_gate,
+                         float* __restrict__ part_scale, float* __restrict__ part_shift, int64_t T, int D,
+                         int tiles) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t n = blockIdx.x / tiles;
   const int tile = static_cast<int>(blockIdx.x % tiles);
   const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
-  const TM* sc = scale + n * scale_stride;
-  float s1[kMaxPerThread], acc_scale[kMaxPerThread], acc_shift[kMaxPerThread];
+  const TM* sc = scale + n * mod_stride;
+  float s1[kMaxPerThread], gv[kMaxPerThread], acc_gate[kMaxPerThread], acc_scale[kMaxPerThread],
+      acc_shift[kMaxPerThread];
 NT_UNROLL
   for (int k = 0; k < kMaxPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
-    acc_scale[k] = acc_shift[k] = 0.f;
+    if constexpr (kResidual) gv[k] = d < D ? to_float(gate[n * mod_stride + d]) : 0.f;
+    acc_gate[k] = acc_scale[k] = acc_shift[k] = 0.f;
   }
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t row = n * T + t;
-    const TY* gr = gy + row * D;
-    const float* xr = x + row * D;
+    const int64_t row = n * T + t, base = row * D;
+    const TY* gr = gy + base;
+    const float* xr = x + base;
     const float m = mean[row], r = rstd[row];
     float a = 0.f, b = 0.f;
 NT_UNROLL
@@ -130,13 +155,19 @@ NT_UNROLL
     }
     const float mean_g = block_sum(a, shared) / D;
     const float mean_gx = block_sum(b, shared) / D;
-    float* out = gx + row * D;
 NT_UNROLL
     for (int k = 0; k < kMaxPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        out[d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+        if constexpr (kResidual) {
+          const float grad = (gh ? gh[base + d] : 0.f) + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+          gx[base + d] = grad;
+          g_branch[base + d] = from_float<TM>(grad * gv[k]);
+          acc_gate[k] += grad * to_float(branch[base + d]);
+        } else {
+          gx[base + d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+        }
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
@@ -147,6 +178,7 @@ NT_UNROLL
   for (int k = 0; k < kMaxPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     if (d < D) {
+      if constexpr (kResidual) part_gate[base + d] = acc_gate[k];
       part_scale[base + d] = acc_scale[k];
       part_shift[base + d] = acc_shift[k];
     }
@@ -169,119 +201,6 @@ NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict
   }
   out_a[n * D + d] = a;
   if (out_b) out_b[n * D + d] = b;
-}
-
-// The gated residual followed by the next branch's LayerNorm + modulate (inside a DiT block:
-// h = x + gate_msa * attn, then the MLP's norm of h), in one pass each way. Forward, a block per
-// row: h = x + gate * branch (written, fp32), its statistics, n = modulate(LayerNorm(h)) in TY.
-// gate, branch, shift and scale share one dtype TM (they all come from the block's adaLN
-// output and its branch in the same precision).
-template <typename TM, typename TY>
-NT_GLOBAL void NT_BOUNDS(kThreads)
-    residual_norm_forward_kernel(const float* __restrict__ x, const TM* __restrict__ gate, const TM* __restrict__ branch,
-                                 const TM* __restrict__ shift, const TM* __restrict__ scale, int64_t mod_stride,
-                                 float* __restrict__ h, TY* __restrict__ y, float* __restrict__ mean_out,
-                                 float* __restrict__ rstd_out, int64_t T, int D, float eps) {
-  NT_SHARED float shared[kThreads / 32];
-  const int64_t row = blockIdx.x, n = row / T;
-  const float* xr = x + row * D;
-  const TM* br = branch + row * D;
-  const TM *g = gate + n * mod_stride, *sh = shift + n * mod_stride, *sc = scale + n * mod_stride;  // [D]
-  float* hr = h + row * D;
-  float s = 0.f;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float v = xr[d] + to_float(g[d]) * to_float(br[d]);
-    hr[d] = v;  // read back below by this same thread only
-    s += v;
-  }
-  const float mean = block_sum(s, shared) / D;
-  float q = 0.f;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float c = hr[d] - mean;
-    q += c * c;
-  }
-  const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
-  TY* yr = y + row * D;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float s1 = round_to<TM>(1.f + to_float(sc[d]));
-    yr[d] = from_float<TY>((hr[d] - mean) * rstd * s1 + to_float(sh[d]));
-  }
-  if (threadIdx.x == 0) {
-    mean_out[row] = mean;
-    rstd_out[row] = rstd;
-  }
-}
-
-// Backward over tiles of kTileRows rows of one sample (as norm_backward_kernel): with
-// g = gy * s1 and the row means of g and g * x_hat,
-//   grad h = gh + rstd * (g - mean(g) - x_hat * mean(g * x_hat))   (gh: h's own gradient; null: 0)
-// = grad x; grad branch = grad h * gate (TM); and the tile's partial sums of grad h * branch
-// (grad gate), gy * x_hat (grad scale) and gy (grad shift).
-template <typename TM, typename TY>
-NT_GLOBAL void NT_BOUNDS(kThreads)
-    residual_norm_backward_kernel(const float* __restrict__ gh, const TY* __restrict__ gy, const float* __restrict__ h,
-                                  const float* __restrict__ mean, const float* __restrict__ rstd,
-                                  const TM* __restrict__ gate, const TM* __restrict__ branch,
-                                  const TM* __restrict__ scale, int64_t mod_stride, float* __restrict__ gx,
-                                  TM* __restrict__ g_branch, float* __restrict__ part_gate,
-                                  float* __restrict__ part_scale, float* __restrict__ part_shift, int64_t T, int D,
-                                  int tiles) {
-  NT_SHARED float shared[kThreads / 32];
-  const int64_t n = blockIdx.x / tiles;
-  const int tile = static_cast<int>(blockIdx.x % tiles);
-  const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
-  const TM *g_n = gate + n * mod_stride, *sc = scale + n * mod_stride;
-  float s1[kMaxPerThread], gv[kMaxPerThread], acc_gate[kMaxPerThread], acc_scale[kMaxPerThread],
-      acc_shift[kMaxPerThread];
-NT_UNROLL
-  for (int k = 0; k < kMaxPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
-    gv[k] = d < D ? to_float(g_n[d]) : 0.f;
-    acc_gate[k] = acc_scale[k] = acc_shift[k] = 0.f;
-  }
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t row = n * T + t;
-    const TY* gr = gy + row * D;
-    const float* hr = h + row * D;
-    const float m = mean[row], r = rstd[row];
-    float a = 0.f, b = 0.f;
-NT_UNROLL
-    for (int k = 0; k < kMaxPerThread; ++k) {
-      const int d = threadIdx.x + k * kThreads;
-      if (d < D) {
-        const float g = to_float(gr[d]) * s1[k];
-        a += g;
-        b += g * ((hr[d] - m) * r);
-      }
-    }
-    const float mean_g = block_sum(a, shared) / D;
-    const float mean_gx = block_sum(b, shared) / D;
-    const int64_t base = row * D;
-NT_UNROLL
-    for (int k = 0; k < kMaxPerThread; ++k) {
-      const int d = threadIdx.x + k * kThreads;
-      if (d < D) {
-        const float gyv = to_float(gr[d]), x_hat = (hr[d] - m) * r;
-        const float grad_h = (gh ? gh[base + d] : 0.f) + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
-        gx[base + d] = grad_h;
-        g_branch[base + d] = from_float<TM>(grad_h * gv[k]);
-        acc_gate[k] += grad_h * to_float(branch[base + d]);
-        acc_scale[k] += gyv * x_hat;
-        acc_shift[k] += gyv;
-      }
-    }
-  }
-  const int64_t base = (n * tiles + tile) * D;
-NT_UNROLL
-  for (int k = 0; k < kMaxPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    if (d < D) {
-      part_gate[base + d] = acc_gate[k];
-      part_scale[base + d] = acc_scale[k];
-      part_shift[base + d] = acc_shift[k];
-    }
-  }
 }
 
 // Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).
@@ -340,9 +259,32 @@ template <typename TM, typename TY>
 void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shift_stride, const TM* scale,
                                    int64_t scale_stride, TY* y, float* mean, float* rstd, int64_t rows, int64_t T,
                                    int D, float eps, cudaStream_t s) {
-  auto kernel = forward_kernel<TM, TY>;
-  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, shift, shift_stride, scale, scale_stride,
-            y, mean, rstd, T, D, eps);
+  auto kernel = norm_forward_kernel<TM, TY, false>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, static_cast<const TM*>(nullptr),
+            int64_t{0}, static_cast<const TM*>(nullptr), static_cast<float*>(nullptr), shift, shift_stride, scale,
+            scale_stride, y, mean, rstd, T, D, eps);
+}
+
+// The norm's backward (norm_backward_kernel, then the tiles' partial sums added up), with or
+// without the residual before it; part_gate and g_gate only with it.
+template <typename TM, typename TY, bool kResidual>
+void launch_norm_backward(const float* gh, const TY* gy, const float* x, const float* mean, const float* rstd,
+                          const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
+                          TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* workspace, int64_t rows,
+                          int64_t T, int D, cudaStream_t s) {
+  const int tiles = norm_backward_tiles(T);
+  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
+  float *part_scale = workspace, *part_shift = workspace + part;
+  float* part_gate = kResidual ? workspace + 2 * part : nullptr;
+  auto row_kernel = norm_backward_kernel<TM, TY, kResidual>;
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gh, gy, x, mean, rstd, gate, branch,
+            scale, mod_stride, gx, g_branch, part_gate, part_scale, part_shift, T, D, tiles);
+  auto sum_kernel = tile_sum_kernel<float>;
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N));
+  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_scale, part_shift, g_scale, g_shift, tiles, D);
+  if (kResidual)
+    NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_gate, static_cast<const float*>(nullptr), g_gate,
+              static_cast<float*>(nullptr), tiles, D);
 }
 
 // workspace: norm_backward_workspace(rows, T, D) floats.
@@ -350,16 +292,8 @@ template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
                                     const TM* scale, int64_t scale_stride, float* gx, float* g_scale, float* g_shift,
                                     float* workspace, int64_t rows, int64_t T, int D, cudaStream_t s) {
-  const int tiles = norm_backward_tiles(T);
-  const int64_t N = rows / T;
-  float* part_scale = workspace;
-  float* part_shift = workspace + N * tiles * static_cast<int64_t>(D);
-  auto row_kernel = norm_backward_kernel<TM, TY>;
-  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
-            scale_stride, gx, part_scale, part_shift, T, D, tiles);
-  auto sum_kernel = tile_sum_kernel<float>;
-  NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
-            part_scale, part_shift, g_scale, g_shift, tiles, D);
+  launch_norm_backward<TM, TY, false>(nullptr, gy, x, mean, rstd, nullptr, nullptr, scale, scale_stride, gx, nullptr,
+                                      nullptr, g_scale, g_shift, workspace, rows, T, D, s);
 }
 
 template <typename TB>
@@ -382,9 +316,9 @@ template <typename TM, typename TY>
 void launch_residual_norm_forward(const float* x, const TM* gate, const TM* branch, const TM* shift, const TM* scale,
                                   int64_t mod_stride, float* h, TY* y, float* mean, float* rstd, int64_t rows,
                                   int64_t T, int D, float eps, cudaStream_t s) {
-  auto kernel = residual_norm_forward_kernel<TM, TY>;
-  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, branch, shift, scale, mod_stride, h,
-            y, mean, rstd, T, D, eps);
+  auto kernel = norm_forward_kernel<TM, TY, true>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, mod_stride, branch, h, shift,
+            mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
 }
 
 // gh may be null (h's own gradient is zero); workspace: residual_norm_backward_workspace floats.
@@ -393,17 +327,8 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
                                    TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* workspace,
                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
-  const int tiles = norm_backward_tiles(T);
-  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
-  float *part_gate = workspace, *part_scale = workspace + part, *part_shift = workspace + 2 * part;
-  auto row_kernel = residual_norm_backward_kernel<TM, TY>;
-  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, branch,
-            scale, mod_stride, gx, g_branch, part_gate, part_scale, part_shift, T, D, tiles);
-  auto sum_kernel = tile_sum_kernel<float>;
-  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N));
-  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_scale, part_shift, g_scale, g_shift, tiles, D);
-  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_gate, static_cast<const float*>(nullptr), g_gate,
-            static_cast<float*>(nullptr), tiles, D);
+  launch_norm_backward<TM, TY, true>(gh, gy, h, mean, rstd, gate, branch, scale, mod_stride, gx, g_branch, g_gate,
+                                     g_scale, g_shift, workspace, rows, T, D, s);
 }
 
 }  // namespace nt::cuda::device
