@@ -73,6 +73,7 @@ struct TrainConfig {
   bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
   std::string recompute = "none";  // "none" | "norm" | "mlp" | "norm+mlp" | "blocks": recomputed in backward
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
+  bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
 };
 
 struct OptimConfig {

@@ -29,6 +29,7 @@
 #include "models/autocast.h"
 #include "models/edm.h"
 #include "models/fused_kernels.h"
+#include "models/gelu_mlp.h"
 #include "models/zoo.h"
 
 namespace fs = std::filesystem;
@@ -205,6 +206,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   ForwardOptions hooks;
   hooks.recompute = parse_recompute(cfg.train.recompute);
   hooks.fused_kernels = cfg.train.fused_kernels;
+  hooks.fused_mlp = cfg.train.fused_mlp;
   s.sharded->begin_step(hooks);
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
@@ -334,6 +336,12 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
              (device.is_cuda() ? "this build has no CUDA kernels (nvcc was not found when it was configured)"
                                : "the kernels run on CUDA; this run is on " + device.str()) +
              "; LibTorch's ops run instead");
+  if (rank == 0 && cfg.train.fused_mlp && (!autocast || !gelu_mlp_cublaslt_built()))
+    log_warn(std::string("train.fused_mlp: ") +
+             (!autocast ? "the cuBLASLt products serve bf16 compute on CUDA; this run computes in fp32 on " +
+                              device.str()
+                        : std::string("this build has no cuBLASLt (not found when it was configured)")) +
+             "; each MLP runs LibTorch's ops in one node");
   MetricsSink metrics, rank_metrics;  // rank 0's global records; optionally each rank's own
   if (rank == 0) metrics.open((run_dir / "metrics.jsonl").string());
   if (cfg.train.rank_metrics) {

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
                      {"param_dtype", autocast ? cfg.dist.param_dtype : std::string("fp32")},
                      {"recompute", cfg.train.recompute},
                      {"fused_kernels", cfg.train.fused_kernels},
+                     {"fused_mlp", cfg.train.fused_mlp},
                      {"loss_first_last", {r.first_loss, r.last_loss}}};
     if (j["device"] == "") j["device"] = r.device;
     std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB\n", mm, 100 * r.tflops / mm,

@@ -8,6 +8,7 @@
 
 #include "models/autocast.h"
 #include "models/fused_kernels.h"
+#include "models/gelu_mlp.h"
 #include "models/gelu_linear.h"
 #include "models/modulated_linear.h"
 #include "models/modulated_norm.h"
@@ -139,7 +140,10 @@ MlpImpl::MlpImpl(int dim, int hidden) {
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
 }
 
-at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute) { return from_hidden(fc1->forward(x), recompute); }
+at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute, bool fused) {  // x [N, T, D]
+  if (fused) return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, fc2->bias, recompute);
+  return from_hidden(fc1->forward(x), recompute);
+}
 
 at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute) {  // h [N, T, hidden]
   return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : fc2->forward(at::gelu(h, "tanh"));  // [N, T, D]
@@ -152,12 +156,14 @@ DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : h
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 6 * hidden_size)));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
-  if (recompute == Recompute::blocks)
-    return nt::recompute(
-        [this, fused](const std::vector<at::Tensor>& in) { return forward(in[0], in[1], Recompute::none, fused); },
-        {x, c}, parameters());
-  const bool norm = recomputes_norm(recompute);
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const BlockOptions& opt) {
+  if (opt.recompute == Recompute::blocks) {
+    BlockOptions inner = opt;
+    inner.recompute = Recompute::none;
+    return nt::recompute([this, inner](const std::vector<at::Tensor>& in) { return forward(in[0], in[1], inner); },
+                         {x, c}, parameters());
+  }
+  const bool norm = recomputes_norm(opt.recompute), fused = opt.fused_kernels;
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
@@ -177,9 +183,9 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, Recom
     h = gated_residual(x, gate_msa, a, fused);
     if (!norm) n = modulated_norm(h, shift_mlp, scale_mlp, fused);
   }
-  auto f = mlp->from_hidden(norm ? modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused)
-                                 : fc1->forward(n),
-                            recomputes_mlp(recompute));
+  const bool gelu_again = recomputes_mlp(opt.recompute);
+  auto f = norm ? mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again)
+                : mlp->forward(n, gelu_again, opt.fused_mlp);
   return gated_residual(h, gate_mlp, f, fused);
 }
 
@@ -189,9 +195,9 @@ FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(hidden_size, 2 * hidden_size)));
 }
 
-at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute, bool fused) {
+at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, const BlockOptions& opt) {
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
-  const bool norm = recompute == Recompute::blocks || recomputes_norm(recompute);
+  const bool norm = opt.recompute == Recompute::blocks || recomputes_norm(opt.recompute), fused = opt.fused_kernels;
   return norm ? modulated_linear(x, mod[0], mod[1], linear->weight, linear->bias, fused)
               : linear->forward(modulated_norm(x, mod[0], mod[1], fused));
 }
@@ -313,10 +319,10 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     if (opt.before_block) opt.before_block(idx);
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
-      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.recompute, opt.fused_kernels);
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), block_options(opt));
       set_cuda_autocast_flag(true);
     } else {
-      x = block_list[idx]->forward(x, c, opt.recompute, opt.fused_kernels);
+      x = block_list[idx]->forward(x, c, block_options(opt));
     }
     if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;
@@ -329,7 +335,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
       ++r;
     }
   }
-  return unpatchify(final_layer->forward(x, c, opt.recompute, opt.fused_kernels));
+  return unpatchify(final_layer->forward(x, c, block_options(opt)));
 }
 
 at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,

@@ -79,7 +79,18 @@ struct ForwardOptions {
   // LayerNorm + modulate through the project's fused CUDA kernels (models/modulated_norm.h)
   // where they apply; LibTorch's ops elsewhere.
   bool fused_kernels = false;
+  // Each MLP as one node with the GELU in its products' cuBLASLt epilogues (models/gelu_mlp.h)
+  // where they apply; not with `norm` recomputation (fc1 is then the norm's node's product).
+  bool fused_mlp = false;
 };
+
+// What a block (and the final layer) takes of ForwardOptions.
+struct BlockOptions {
+  Recompute recompute = Recompute::none;
+  bool fused_kernels = false;
+  bool fused_mlp = false;
+};
+inline BlockOptions block_options(const ForwardOptions& o) { return {o.recompute, o.fused_kernels, o.fused_mlp}; }
 
 // The blocks a routed (training) forward runs outside autocast, in fp32, as the reference does:
 // the block right after each route's end. [depth]; training keeps their parameters fp32 whatever
@@ -130,8 +141,9 @@ TORCH_MODULE(Attention);
 // fc1 -> tanh-GELU -> fc2 (timm's Mlp).
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int dim, int hidden);
-  // With `recompute`, GELU runs again in backward instead of its output being kept.
-  at::Tensor forward(const at::Tensor& x, bool recompute = false);
+  // With `recompute`, GELU runs again in backward instead of its output being kept; `fused`:
+  // one node, the GELU in the products' epilogues where cuBLASLt serves (models/gelu_mlp.h).
+  at::Tensor forward(const at::Tensor& x, bool recompute = false, bool fused = false);
   at::Tensor from_hidden(const at::Tensor& h, bool recompute = false);  // after fc1: [N, T, hidden] -> [N, T, D]
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
@@ -140,8 +152,7 @@ TORCH_MODULE(Mlp);
 // A transformer block with adaLN-Zero conditioning (six modulation vectors).
 struct DiTBlockImpl : torch::nn::Module {
   DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute = Recompute::none,
-                     bool fused = false);  // x [N,T,D], c [N,D]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, const BlockOptions& opt = {});  // x [N,T,D], c [N,D]
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 6D)
@@ -152,8 +163,7 @@ TORCH_MODULE(DiTBlock);
 // LayerNorm + adaLN (shift, scale) + linear to patch_size^2 * C outputs.
 struct FinalLayerImpl : torch::nn::Module {
   FinalLayerImpl(int hidden_size, int patch_size, int out_channels);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, Recompute recompute = Recompute::none,
-                     bool fused = false);  // [N,T,D] -> [N,T,p*p*C]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, const BlockOptions& opt = {});  // [N,T,D] -> [N,T,p*p*C]
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // .0 SiLU, .1 Linear(D, 2D)
   int hidden_size;

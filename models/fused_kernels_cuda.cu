@@ -14,19 +14,6 @@
 namespace nt::cuda {
 namespace {
 
-// Makes `device` current for the launches and restores the caller's device.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    NT_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) NT_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceScope() { cudaSetDevice(previous_); }
-
- private:
-  int previous_ = 0;
-};
-
 void check_shape(int64_t rows, int64_t T, int D) {
   if (rows <= 0 || T <= 0 || D <= 0 || rows % T != 0 || rows / T > 65535 || rows > 2147483647LL)
     throw std::runtime_error("fused kernels (CUDA): unsupported shape rows " + std::to_string(rows) + ", T " +
@@ -65,14 +52,14 @@ void dispatch(Dtype a, Dtype b, F&& f) {
 // f(Type<...>..., stream) for the runtime dtype(s), launch errors checked.
 template <typename F>
 void launch_on(int device, void* stream, Dtype a, F&& f) {
-  DeviceScope scope(device);
+  CudaDeviceScope scope(device);
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch(a, [&](auto ta) { f(ta, s); });
   NT_CUDA_CHECK(cudaGetLastError());
 }
 template <typename F>
 void launch_on(int device, void* stream, Dtype a, Dtype b, F&& f) {
-  DeviceScope scope(device);
+  CudaDeviceScope scope(device);
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch(a, b, [&](auto ta, auto tb) { f(ta, tb, s); });
   NT_CUDA_CHECK(cudaGetLastError());

@@ -470,6 +470,9 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'checkpoint.resume' must be \"auto\", \"never\" or a checkpoint folder, got \"\""},
       {"[train]\nrecompute = \"all\"",
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
+      {"[train]\nfused_mlp = true\nrecompute = \"norm+mlp\"",
+       "key 'train.fused_mlp' must be false when train.recompute is \"norm+mlp\" (the MLP's first product is "
+       "then part of the recomputed norm), got true"},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",
@@ -668,7 +671,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
         "num_heads", "patch_size", "mlp_ratio", "selection_ratio", "start_layer", "end_layer",
         "x_T", "x_D_last", "P_mean", "P_std", "sigma_data", "class_drop_prob", "paths",
         "prefetch_threads", "prefetch_depth", "global_batch", "steps", "precision", "grad_clip",
-        "log_every", "device", "threads", "recompute", "fused_kernels", "lr", "betas", "eps", "weight_decay", "warmup_steps",
+        "log_every", "device", "threads", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
         "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "cfg_scales",
         "ref_stats", "extractor", "extractor_weights", "vae_weights"})

@@ -70,17 +70,23 @@ TEST(Distributed, RecomputeChangesNothingButMemory) {
       EXPECT_TRUE(bit_equal(ckpt(s, mode, 10), ckpt(s, "none", 10), kind)) << mode << " " << kind;
 }
 
-// train.fused_kernels asks for the own CUDA kernels; on the CPU they do not apply: the log says
-// so and the run trains what it trains without them.
-TEST(Distributed, FusedKernelsOnTheCpuSaySoAndChangeNothing) {
+// train.fused_kernels asks for the own CUDA kernels and train.fused_mlp for the cuBLASLt
+// products; on the CPU neither applies: the log says so and the run trains what it trains
+// without them (fused_mlp's one node runs LibTorch's ops, bit for bit those of the plain MLP).
+TEST(Distributed, FusedKernelsAndMlpOnTheCpuSaySoAndChangeNothing) {
   RunSetup s = make_setup();
   std::string out;
   ASSERT_EQ(run_single(s, "--set run.name=ops", &out), 0) << out;
   EXPECT_LACKS(out, "train.fused_kernels:");
+  EXPECT_LACKS(out, "train.fused_mlp:");
   ASSERT_EQ(run_single(s, "--set run.name=fused --set train.fused_kernels=true", &out), 0) << out;
   EXPECT_CONTAINS(out, "train.fused_kernels: the kernels run on CUDA; this run is on cpu; LibTorch's ops run instead");
-  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
-    EXPECT_TRUE(bit_equal(ckpt(s, "fused", 10), ckpt(s, "ops", 10), kind)) << kind;
+  ASSERT_EQ(run_single(s, "--set run.name=mlp --set train.fused_mlp=true", &out), 0) << out;
+  EXPECT_CONTAINS(out, "train.fused_mlp: the cuBLASLt products serve bf16 compute on CUDA; this run computes in fp32 "
+                       "on cpu; each MLP runs LibTorch's ops in one node");
+  for (const char* run : {"fused", "mlp"})
+    for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
+      EXPECT_TRUE(bit_equal(ckpt(s, run, 10), ckpt(s, "ops", 10), kind)) << run << " " << kind;
 }
 
 TEST(Distributed, ResumeOnAnotherWorldSizeAndBitExactOnTheSame) {

@@ -95,10 +95,10 @@ TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
   nt::DiTBlock block(64, 4, 4.0);
   perturb(*block);
   const auto x0 = torch::randn({2, 16, 64}), c0 = torch::randn({2, 64}), probe = torch::randn({2, 16, 64});
-  auto run = [&](Recompute mode) {
+  auto run = [&](Recompute mode, bool fused_mlp = false) {
     block->zero_grad();
     auto x = x0.clone().requires_grad_(true), c = c0.clone().requires_grad_(true);
-    auto out = block->forward(x, c, mode);
+    auto out = block->forward(x, c, nt::BlockOptions{mode, /*fused_kernels=*/false, fused_mlp});
     (out * probe).sum().backward();
     Grads g{out.detach(), {x.grad(), c.grad()}};
     for (const auto& p : block->parameters()) g.grads.push_back(p.grad().clone());
@@ -109,6 +109,10 @@ TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
   EXPECT_TRUE(same(none, run(Recompute::mlp))) << "mlp";
   EXPECT_TRUE(same(none, run(Recompute::norm_mlp))) << "norm+mlp";
   EXPECT_TRUE(same(none, run(Recompute::blocks))) << "blocks";
+  // train.fused_mlp: the MLP as one node (LibTorch's ops on the CPU) changes nothing either.
+  EXPECT_TRUE(same(none, run(Recompute::none, true))) << "fused mlp";
+  EXPECT_TRUE(same(none, run(Recompute::mlp, true))) << "fused mlp, mlp";
+  EXPECT_TRUE(same(none, run(Recompute::blocks, true))) << "fused mlp, blocks";
 }
 
 // The launch tests' model: one channel, patch 1, a one-block route.

@@ -1,0 +1,180 @@
+// cuBLASLt products with the tanh-GELU epilogues (see models/gelu_gemm_cuda.h).
+//
+// cuBLASLt is column-major: a row-major [R, C] matrix is a column-major [C, R] one with the same
+// leading dimension. Both products are therefore computed transposed, D^T = op(A) · B:
+//   forward:  pre^T [N, M] = (w [N, K] row-major = col-major [K, N], transposed) · x^T [K, M]
+//   backward: dpre^T [N, M] = (w [O, N] row-major = col-major [N, O]) · dy^T [O, M]
+// so D's rows are the bias's index N (cuBLASLt's bias and bias gradient run along D's rows) and
+// the GELU input is a col-major [N, M] matrix with leading dimension N, i.e. row-major [M, N].
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "core/cuda_check.h"
+#include "models/gelu_gemm_cuda.h"
+
+// Every cuBLASLt call goes through it: "file:line (rank R): cuBLAS call <call> failed: <status>".
+#define NT_CUBLAS_CHECK(call)                                                                    \
+  do {                                                                                           \
+    const cublasStatus_t nt_cublas_rc_ = (call);                                                 \
+    if (nt_cublas_rc_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      throw std::runtime_error(::nt::where(__FILE__, __LINE__,                                   \
+                                           std::string("cuBLAS call ") + #call + " failed: " +   \
+                                               cublasLtGetStatusString(nt_cublas_rc_)));         \
+  } while (0)
+
+namespace nt::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+// One cuBLASLt handle per thread and device (forward and backward run on different threads).
+class Handles {
+ public:
+  cublasLtHandle_t get(int device) {
+    auto it = handles_.find(device);
+    if (it != handles_.end()) return it->second;
+    cublasLtHandle_t h = nullptr;
+    NT_CUBLAS_CHECK(cublasLtCreate(&h));
+    handles_[device] = h;
+    return h;
+  }
+  ~Handles() {
+    for (auto& [device, h] : handles_) cublasLtDestroy(h);  // at thread exit; failures ignored
+  }
+
+ private:
+  std::map<int, cublasLtHandle_t> handles_;
+};
+
+// Owners of the descriptors one product needs.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  MatmulDesc() { NT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F)); }
+  ~MatmulDesc() { cublasLtMatmulDescDestroy(d); }
+  template <typename V>
+  void set(cublasLtMatmulDescAttributes_t attr, const V& value) {
+    NT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, attr, &value, sizeof(value)));
+  }
+};
+
+struct Layout {
+  cublasLtMatrixLayout_t l = nullptr;
+  Layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+    NT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
+  }
+  ~Layout() { cublasLtMatrixLayoutDestroy(l); }
+};
+
+struct Preference {
+  cublasLtMatmulPreference_t p = nullptr;
+  Preference() {
+    NT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p));
+    const uint64_t bytes = kWorkspaceBytes;
+    NT_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)));
+  }
+  ~Preference() { cublasLtMatmulPreferenceDestroy(p); }
+};
+
+// The largest power of two up to 16 that divides the address (cuBLASLt picks algorithms by it).
+int alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int al = 1;
+  while (al < 16 && a % (2 * al) == 0) al *= 2;
+  return al;
+}
+
+// D [m, n] (col-major, ld m) = op(A) [m, k] · B [k, n] with an epilogue reading or writing
+// `bias` and `aux` (col-major [m, n], ld m).
+struct Product {
+  cublasLtEpilogue_t epilogue;
+  bool transpose_a;      // A stored [k, m] (true) or [m, k] (false), col-major, packed
+  int64_t m, n, k;
+  const void* a;
+  const void* b;         // stored [k, n], col-major, packed
+  void* d;
+  const void* bias;      // bias (forward) or bias gradient (backward), length m
+  const void* aux;       // the GELU's input
+};
+
+using AlgoKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
+struct CachedAlgo {
+  bool found = false;
+  cublasLtMatmulAlgo_t algo;
+};
+
+bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+  if (workspace_bytes < kWorkspaceBytes)
+    throw std::runtime_error(where(__FILE__, __LINE__, "gelu gemm: workspace of " + std::to_string(workspace_bytes) +
+                                                           " bytes, needs " + std::to_string(kWorkspaceBytes)));
+  CudaDeviceScope scope(device);
+  thread_local Handles handles;
+  thread_local std::map<AlgoKey, CachedAlgo> algos;
+  const cublasLtHandle_t handle = handles.get(device);
+  const cudaDataType_t type = dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+
+  MatmulDesc desc;
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, p.epilogue);
+  desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
+  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
+  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, p.m);
+  const Layout A(type, p.transpose_a ? p.k : p.m, p.transpose_a ? p.m : p.k, p.transpose_a ? p.k : p.m);
+  const Layout B(type, p.k, p.n, p.k);
+  const Layout D(type, p.m, p.n, p.m);
+
+  const AlgoKey key{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), p.m, p.n, p.k,
+                    alignment(p.a), alignment(p.b), alignment(p.d), alignment(p.bias), alignment(p.aux),
+                    p.transpose_a ? 1 : 0};
+  auto it = algos.find(key);
+  if (it == algos.end()) {
+    Preference pref;
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t rc =
+        cublasLtMatmulAlgoGetHeuristic(handle, desc.d, A.l, B.l, D.l, D.l, pref.p, 1, &result, &found);
+    if (rc != CUBLAS_STATUS_NOT_SUPPORTED) NT_CUBLAS_CHECK(rc);
+    CachedAlgo c;
+    c.found = rc == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (c.found) c.algo = result.algo;
+    it = algos.emplace(key, c).first;
+  }
+  if (!it->second.found) return false;
+  const float alpha = 1.0f, beta = 0.0f;
+  NT_CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, p.a, A.l, p.b, B.l, &beta, p.d, D.l, p.d, D.l,
+                                 &it->second.algo, workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream)));
+  return true;
+}
+
+void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0)
+    throw std::runtime_error(std::string(op) + ": empty product " + std::to_string(M) + " x " + std::to_string(N) +
+                             " x " + std::to_string(K));
+}
+
+}  // namespace
+
+bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
+                    int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+  check_sizes("gemm_bias_gelu", M, N, K);
+  const Product p{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, /*transpose_a=*/true, N, M, K, w, x, out, bias, pre};
+  return run(p, dtype, workspace, workspace_bytes, device, stream);
+}
+
+bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
+                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+  check_sizes("gemm_dgelu_bgrad", M, N, O);
+  const Product p{CUBLASLT_EPILOGUE_DGELU_BGRAD, /*transpose_a=*/false, N, M, O, w, dy, dpre, dbias, pre};
+  return run(p, dtype, workspace, workspace_bytes, device, stream);
+}
+
+size_t gelu_gemm_workspace_bytes() { return kWorkspaceBytes; }
+
+}  // namespace nt::cuda

@@ -1,0 +1,34 @@
+// Matrix products with a tanh-GELU epilogue through cuBLASLt (gelu_gemm_cuda.cu; no LibTorch in
+// this interface), the two halves of an MLP's fc1 -> GELU -> fc2 that a plain LibTorch forward
+// and backward run as separate elementwise passes and reductions. Matrices are row-major and
+// contiguous (leading dimension = row length). The products accumulate in fp32.
+//
+//   gemm_bias_gelu:    pre[M, N] = x[M, K] · w[N, K]^T + bias[N]       (the GELU's input, kept)
+//                      out[M, N] = gelu_tanh(pre)                       (one product, no pass)
+//   gemm_dgelu_bgrad:  dpre[M, N] = (dy[M, O] · w[O, N]) * gelu_tanh'(pre[M, N])
+//                      dbias[N] = sum over m of dpre[m, :]              (the bias gradient)
+//
+// Every matrix and vector is of `dtype` (bf16 under autocast; fp32 for tests, without TF32).
+// Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
+// device `device`; `workspace` holds `workspace_bytes` device bytes (gelu_gemm_workspace_bytes()).
+// Both return false, having done nothing, when cuBLASLt offers no algorithm for the shapes and
+// alignments (e.g. N not a multiple of 8); the caller then takes LibTorch's ops. Other failures
+// throw std::runtime_error naming file, line and rank.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "models/fused_kernels_cuda.h"  // nt::cuda::Dtype
+
+namespace nt::cuda {
+
+bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
+                    int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
+
+bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
+                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
+
+// The workspace the products may use (32 MiB, what cuBLAS uses on Hopper).
+size_t gelu_gemm_workspace_bytes();
+
+}  // namespace nt::cuda

@@ -1,0 +1,137 @@
+// fc1 -> tanh-GELU -> fc2 as one node, the GELU in the products' epilogues where cuBLASLt serves
+// (see models/gelu_mlp.h).
+#include "models/gelu_mlp.h"
+
+#include <torch/torch.h>
+
+#include "models/autocast.h"
+#include "models/linear_backward.h"
+
+#ifdef NT_HAVE_CUBLASLT
+#include "models/gelu_gemm_cuda.h"
+#endif
+
+namespace nt {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The cuBLASLt products take bf16 CUDA operands of widths that are multiples of 8 (16-byte rows).
+bool cublaslt_serves(const at::Tensor& x, int64_t D, int64_t H, int64_t O) {
+  return gelu_mlp_cublaslt_built() && x.is_cuda() && x.scalar_type() == at::kBFloat16 && D % 8 == 0 &&
+         H % 8 == 0 && O % 8 == 0;
+}
+
+#ifdef NT_HAVE_CUBLASLT
+at::Tensor lt_workspace(const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(cuda::gelu_gemm_workspace_bytes())}, like.options().dtype(at::kByte));
+}
+#endif
+
+// {pre, gelu(pre)} for xc [M, D] bf16 through cuBLASLt; empty when it declines the shapes.
+std::vector<at::Tensor> lt_forward(const at::Tensor& xc, const at::Tensor& w1, const at::Tensor& b1) {
+#ifdef NT_HAVE_CUBLASLT
+  const int64_t M = xc.size(0), D = xc.size(1), H = w1.size(0);
+  const at::Tensor w = w1.to(at::kBFloat16).contiguous(), b = b1.to(at::kBFloat16).contiguous();  // [H, D], [H]
+  auto pre = at::empty({M, H}, xc.options()), out = at::empty({M, H}, xc.options());               // [M, H]
+  const auto ws = lt_workspace(xc);
+  if (cuda::gemm_bias_gelu(xc.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr(), pre.data_ptr(), M, H, D,
+                           cuda::Dtype::bf16, ws.data_ptr(), ws.numel(), xc.get_device(), nullptr))
+    return {pre, out};
+#endif
+  return {};
+}
+
+// {dpre, dbias} for dy [M, O] bf16 through cuBLASLt; empty when it declines the shapes.
+std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, const at::Tensor& pre) {
+#ifdef NT_HAVE_CUBLASLT
+  const int64_t M = dy.size(0), O = dy.size(1), H = pre.size(-1);
+  const at::Tensor w = w2.to(at::kBFloat16).contiguous();  // [O, H]
+  auto dpre = at::empty({M, H}, dy.options()), dbias = at::empty({H}, dy.options());
+  const auto ws = lt_workspace(dy);
+  if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), w.data_ptr(), pre.data_ptr(), dpre.data_ptr(), dbias.data_ptr(), M, H, O,
+                             cuda::Dtype::bf16, ws.data_ptr(), ws.numel(), dy.get_device(), nullptr))
+    return {dpre, dbias};
+#endif
+  return {};
+}
+
+struct GeluMlp : torch::autograd::Function<GeluMlp> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                            const at::Tensor& w2, const at::Tensor& b2, bool recompute_gelu) {
+    const int64_t D = x.size(-1), H = w1.size(0), O = w2.size(0);
+    // fc1's input in the product's dtype: what autocast's cast gives the plain fc1, which keeps it.
+    const bool autocast = x.is_cuda() && cuda_autocast_enabled();
+    const at::Tensor xc = autocast ? x.to(at::kBFloat16) : x;  // [..., D]
+    std::vector<at::Tensor> lt;
+    if (cublaslt_serves(xc, D, H, O)) lt = lt_forward(xc.reshape({-1, D}).contiguous(), w1, b1);
+    at::Tensor pre, act;  // [..., H]: the GELU's input and output
+    if (!lt.empty()) {
+      auto sizes = xc.sizes().vec();
+      sizes.back() = H;
+      pre = lt[0].view(sizes);
+      act = lt[1].view(sizes);
+    } else {
+      pre = at::linear(xc, w1, b1);
+      act = at::gelu(pre, "tanh");
+    }
+    ctx->save_for_backward({xc, w1, w2, pre, recompute_gelu ? at::Tensor() : act});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
+    ctx->saved_data["b2_dtype"] = static_cast<int64_t>(b2.scalar_type());
+    return at::linear(act, w2, b2);  // [..., O]; autocast (if on) picks the product's dtype
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &xc = saved[0], &w1 = saved[1], &w2 = saved[2], &pre = saved[3];
+    const at::Tensor& dy = grads[0];  // [..., O]
+    const bool need_fc1 = ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    const int64_t D = xc.size(-1), H = pre.size(-1), O = dy.size(-1);
+    const auto dtype_of = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+
+    // fc1's gradient input and bias gradient straight from fc2's product where cuBLASLt serves.
+    std::vector<at::Tensor> lt;
+    if (need_fc1 && cublaslt_serves(dy, D, H, O) && pre.scalar_type() == at::kBFloat16)
+      lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre);
+
+    // fc2: weight and bias gradients (and the GELU output's gradient unless cuBLASLt gave dpre).
+    at::Tensor act = saved[4];
+    if (!act.defined() && ctx->needs_input_grad(3)) act = at::gelu(pre, "tanh");  // [..., H], again
+    const LinearGrads g2 = linear_backward(dy, act, w2, dtype_of("b2_dtype"), need_fc1 && lt.empty(),
+                                           ctx->needs_input_grad(3), ctx->needs_input_grad(4));
+    variable_list out{at::Tensor(), at::Tensor(), at::Tensor(), g2.weight, g2.bias, at::Tensor()};
+    if (!need_fc1) return out;
+    at::Tensor dpre;  // [..., H]
+    if (!lt.empty())
+      dpre = lt[0].view(pre.sizes());
+    else
+      dpre = at::gelu_backward(g2.input.to(pre.scalar_type()), pre, "tanh");
+    const bool bias_from_lt = !lt.empty();
+    const LinearGrads g1 = linear_backward(dpre, xc, w1, dtype_of("b1_dtype"), ctx->needs_input_grad(0),
+                                           ctx->needs_input_grad(1), ctx->needs_input_grad(2) && !bias_from_lt);
+    if (ctx->needs_input_grad(0)) out[0] = g1.input.to(dtype_of("x_dtype"));
+    out[1] = g1.weight;
+    if (ctx->needs_input_grad(2)) out[2] = bias_from_lt ? lt[1].to(dtype_of("b1_dtype")) : g1.bias;
+    return out;
+  }
+};
+
+}  // namespace
+
+bool gelu_mlp_cublaslt_built() {
+#ifdef NT_HAVE_CUBLASLT
+  return true;
+#else
+  return false;
+#endif
+}
+
+at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                    const at::Tensor& b2, bool recompute_gelu) {
+  if (!torch::autograd::GradMode::is_enabled()) return at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2);
+  return GeluMlp::apply(x, w1, b1, w2, b2, recompute_gelu);
+}
+
+}  // namespace nt

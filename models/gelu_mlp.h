@@ -1,0 +1,27 @@
+// timm's Mlp, fc2(gelu_tanh(fc1(x))), as one autograd node whose two products carry the GELU
+// (`train.fused_mlp`): on CUDA in bf16 (autocast), where the build has cuBLASLt
+// (models/gelu_gemm_cuda.h), fc1's product adds the bias and applies the GELU in its epilogue
+// and writes the GELU's input beside its output, and in backward fc2's input-gradient product
+// applies the GELU's derivative and sums fc1's bias gradient in its epilogue. The separate GELU
+// passes forward and backward and the bias-gradient reduction go. Elsewhere (CPU, fp32, shapes
+// cuBLASLt declines) the node runs the plain ops: its values and gradients are then those of
+// fc1 -> GELU -> fc2 bit for bit on the CPU (the same ATen calls); through cuBLASLt they agree
+// to bf16 rounding (GELU computed from the fp32 accumulator, not its bf16 rounding).
+//
+// Kept for backward: fc1's input (in the product's dtype, as autocast's cast would be kept),
+// the GELU's input (fc1's output) and, unless `recompute_gelu`, the GELU's output; with
+// `recompute_gelu` backward computes the GELU once more for fc2's weight gradient (as
+// models/gelu_linear.h does).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace nt {
+
+// Whether this build has the cuBLASLt products.
+bool gelu_mlp_cublaslt_built();
+
+// x [..., D], w1 [H, D], b1 [H], w2 [O, H], b2 [O] -> [..., O]. Grad mode off: the plain ops.
+at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                    const at::Tensor& b2, bool recompute_gelu);
+
+}  // namespace nt

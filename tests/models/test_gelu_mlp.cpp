@@ -1,0 +1,190 @@
+// The MLP as one node (models/gelu_mlp.h): on the CPU its values and every gradient equal the
+// plain fc1 -> GELU -> fc2 bit for bit (3-D and 2-D inputs, with and without an input gradient,
+// keeping or recomputing the GELU output), recomputing really drops the GELU output, and without
+// grad mode nothing is recorded. On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
+// products against LibTorch's ops (bf16, and fp32 where cuBLASLt offers it: tanh-GELU, not
+// erf), and the node under bf16 autocast against the plain ops under autocast.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "heap_in_use.h"
+#include "models/autocast.h"
+#include "models/gelu_mlp.h"
+#ifdef NT_HAVE_CUBLASLT
+#include "models/gelu_gemm_cuda.h"
+#endif
+
+namespace {
+
+struct Outcome {
+  at::Tensor y, gx, gw1, gb1, gw2, gb2;
+};
+
+struct Weights {
+  at::Tensor w1, b1, w2, b2;
+};
+
+Weights make_weights(int64_t D, int64_t H, int64_t O, const torch::TensorOptions& o = {}) {
+  return {torch::randn({H, D}, o) * 0.3, torch::randn({H}, o) * 0.5, torch::randn({O, H}, o) * 0.1,
+          torch::randn({O}, o)};
+}
+
+// y = fc2(gelu(fc1(x))) through gelu_mlp or the plain ops, then backward of sum(y * probe).
+Outcome run(const at::Tensor& x0, const Weights& w0, const at::Tensor& probe, bool fused, bool recompute,
+            bool x_grad, bool autocast = false) {
+  auto x = x0.clone().requires_grad_(x_grad);
+  auto w1 = w0.w1.clone().requires_grad_(true), b1 = w0.b1.clone().requires_grad_(true);
+  auto w2 = w0.w2.clone().requires_grad_(true), b2 = w0.b2.clone().requires_grad_(true);
+  if (autocast) nt::set_cuda_autocast(true);
+  at::Tensor y = fused ? nt::gelu_mlp(x, w1, b1, w2, b2, recompute)
+                       : at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2);
+  if (autocast) nt::set_cuda_autocast(false);
+  (y.to(at::kFloat) * probe).sum().backward();
+  return {y.detach().to(at::kFloat), x.grad(), w1.grad(), b1.grad(), w2.grad(), b2.grad()};
+}
+
+bool equal_or_both_undefined(const at::Tensor& a, const at::Tensor& b) {
+  return a.defined() == b.defined() && (!a.defined() || torch::equal(a, b));
+}
+
+TEST(GeluMlp, SameValuesAndGradientsAsThePlainOpsBitForBit) {
+  torch::manual_seed(1);
+  for (auto shape : {std::vector<int64_t>{3, 7, 24}, std::vector<int64_t>{10, 24}}) {
+    const Weights w = make_weights(24, 40, 9);
+    auto x = torch::randn(shape);
+    auto out_shape = shape;
+    out_shape.back() = 9;
+    auto probe = torch::randn(out_shape);
+    for (bool recompute : {false, true})
+      for (bool x_grad : {true, false}) {
+        const Outcome plain = run(x, w, probe, false, false, x_grad), fused = run(x, w, probe, true, recompute, x_grad);
+        const std::string what = "recompute " + std::to_string(recompute) + ", x_grad " + std::to_string(x_grad);
+        EXPECT_TRUE(torch::equal(fused.y, plain.y)) << what;
+        EXPECT_TRUE(equal_or_both_undefined(fused.gx, plain.gx)) << what;
+        EXPECT_EQ(fused.gx.defined(), x_grad) << what;
+        EXPECT_TRUE(torch::equal(fused.gw1, plain.gw1)) << what;
+        EXPECT_TRUE(torch::equal(fused.gb1, plain.gb1)) << what;
+        EXPECT_TRUE(torch::equal(fused.gw2, plain.gw2)) << what;
+        EXPECT_TRUE(torch::equal(fused.gb2, plain.gb2)) << what;
+      }
+  }
+}
+
+// The plain ops keep fc1's input, the GELU's input and its output; the node the same, or the
+// first two only when it recomputes the GELU.
+TEST(GeluMlp, RecomputingDropsTheGeluOutput) {
+  torch::manual_seed(2);
+  const int64_t M = 512, D = 16, H = 2048;  // the GELU output: 4 MiB
+  auto w1 = torch::randn({H, D}, torch::requires_grad()), b1 = torch::zeros({H}, torch::requires_grad());
+  auto w2 = torch::randn({D, H}, torch::requires_grad()), b2 = torch::zeros({D}, torch::requires_grad());
+  auto kept_by_forward = [&](int mode) {  // 0 plain, 1 node keeping, 2 node recomputing
+    at::Tensor x = torch::randn({M, D});
+    const size_t before = nt::test::heap_in_use();
+    at::Tensor y = mode == 0 ? at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2)
+                             : nt::gelu_mlp(x, w1, b1, w2, b2, mode == 2);
+    const size_t kept = nt::test::heap_in_use() - before;
+    y.sum().backward();
+    return static_cast<double>(kept);
+  };
+  const double act = M * H * 4.0;
+  kept_by_forward(2);  // warm up the allocator's own bookkeeping
+  const double plain = kept_by_forward(0), keep = kept_by_forward(1), again = kept_by_forward(2);
+  std::cout << "[ memory   ] kept by the forward: plain " << plain / 1e6 << " MB, gelu_mlp " << keep / 1e6
+            << " MB, gelu_mlp recomputing " << again / 1e6 << " MB\n";
+  EXPECT_NEAR(keep, plain, 0.1 * act);
+  EXPECT_GE(plain - again, 0.9 * act);
+  EXPECT_GE(again, 0.9 * act);  // the GELU's input is kept
+}
+
+TEST(GeluMlp, WithoutGradModeThePlainOps) {
+  torch::manual_seed(3);
+  Weights w = make_weights(8, 16, 3);
+  auto x = torch::randn({4, 8}, torch::requires_grad());
+  for (auto* t : {&w.w1, &w.b1, &w.w2, &w.b2}) t->requires_grad_(true);
+  torch::NoGradGuard no_grad;
+  auto y = nt::gelu_mlp(x, w.w1, w.b1, w.w2, w.b2, true);
+  EXPECT_FALSE(y.requires_grad());
+  EXPECT_TRUE(torch::equal(y, at::linear(at::gelu(at::linear(x, w.w1, w.b1), "tanh"), w.w2, w.b2)));
+}
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a.to(at::kFloat) - b.to(at::kFloat)).abs().max() / b.to(at::kFloat).abs().max().clamp_min(1e-30))
+      .item<double>();
+}
+
+#ifdef NT_HAVE_CUBLASLT
+// The two cuBLASLt products against LibTorch's ops, in `dtype`; false when cuBLASLt offers no
+// algorithm for them. Shapes as an MLP's: M tokens, width D, hidden H.
+bool check_products(at::ScalarType dtype, double tol) {
+  torch::manual_seed(5);
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+  const int64_t M = 512, D = 128, H = 256;
+  auto x = torch::randn({M, D}, o), w1 = torch::randn({H, D}, o) * 0.15, b1 = torch::randn({H}, o);
+  auto pre = torch::empty({M, H}, o), out = torch::empty({M, H}, o);
+  auto ws = torch::empty({static_cast<int64_t>(nt::cuda::gelu_gemm_workspace_bytes())}, o.dtype(at::kByte));
+  const auto dt = dtype == at::kBFloat16 ? nt::cuda::Dtype::bf16 : nt::cuda::Dtype::f32;
+  if (!nt::cuda::gemm_bias_gelu(x.data_ptr(), w1.data_ptr(), b1.data_ptr(), out.data_ptr(), pre.data_ptr(), M, H, D,
+                                dt, ws.data_ptr(), ws.numel(), 0, nullptr))
+    return false;
+  const auto pre_ref = at::addmm(b1.to(at::kFloat), x.to(at::kFloat), w1.to(at::kFloat).t());  // [M, H]
+  const auto out_ref = at::gelu(pre.to(at::kFloat), "tanh"), out_erf = at::gelu(pre.to(at::kFloat));
+  std::cout << "[ gpu      ] cuBLASLt " << c10::toString(dtype) << ": pre " << rel(pre, pre_ref) << ", gelu "
+            << rel(out, out_ref) << " (erf-GELU: " << rel(out, out_erf) << ")";
+  EXPECT_LE(rel(pre, pre_ref), tol);
+  EXPECT_LE(rel(out, out_ref), tol);
+  if (dtype == at::kFloat) {
+    EXPECT_GT(rel(out, out_erf), 10 * rel(out, out_ref)) << "the epilogue's GELU is not tanh's";
+  }
+
+  const int64_t O = D;  // fc2: H -> D
+  auto dy = torch::randn({M, O}, o), w2 = torch::randn({O, H}, o) * 0.1;
+  auto dpre = torch::empty({M, H}, o), dbias = torch::empty({H}, o);
+  EXPECT_TRUE(nt::cuda::gemm_dgelu_bgrad(dy.data_ptr(), w2.data_ptr(), pre.data_ptr(), dpre.data_ptr(),
+                                         dbias.data_ptr(), M, H, O, dt, ws.data_ptr(), ws.numel(), 0, nullptr));
+  const auto dpre_ref = at::gelu_backward(dy.to(at::kFloat).mm(w2.to(at::kFloat)), pre.to(at::kFloat), "tanh");
+  std::cout << ", dgelu " << rel(dpre, dpre_ref) << ", bias gradient " << rel(dbias, dpre_ref.sum(0)) << "\n";
+  EXPECT_LE(rel(dpre, dpre_ref), tol);
+  EXPECT_LE(rel(dbias, dpre_ref.sum(0)), tol);
+  return true;
+}
+#endif
+
+TEST(GeluMlp, CublasLtProductsAsLibTorch) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nt::gelu_mlp_cublaslt_built()) GTEST_SKIP() << "built without cuBLASLt";
+#ifdef NT_HAVE_CUBLASLT
+  EXPECT_TRUE(check_products(at::kBFloat16, 2e-2)) << "cuBLASLt offers no bf16 GELU product";
+  if (!check_products(at::kFloat, 1e-4)) std::cout << "[ gpu      ] cuBLASLt offers no fp32 GELU product\n";
+#endif
+}
+
+// As DiT's MLP runs on a GPU: fp32 weights and input, bf16 autocast.
+TEST(GeluMlp, CudaAutocastAsThePlainOps) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(4);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const Weights w = make_weights(384, 1536, 384, cuda);
+  auto x = torch::randn({4, 256, 384}, cuda), probe = torch::randn({4, 256, 384}, cuda);
+  const Outcome plain = run(x, w, probe, false, false, true, true);
+  for (bool recompute : {false, true}) {
+    const Outcome fused = run(x, w, probe, true, recompute, true, true);
+    std::cout << "[ gpu      ] gelu_mlp (recompute " << recompute << ", cuBLASLt " << nt::gelu_mlp_cublaslt_built()
+              << ") under autocast: relative differences y " << rel(fused.y, plain.y) << ", x "
+              << rel(fused.gx, plain.gx) << ", w1 " << rel(fused.gw1, plain.gw1) << ", b1 "
+              << rel(fused.gb1, plain.gb1) << ", w2 " << rel(fused.gw2, plain.gw2) << ", b2 "
+              << rel(fused.gb2, plain.gb2) << "\n";
+    EXPECT_EQ(fused.gx.scalar_type(), at::kFloat);
+    for (const auto* g : {&fused.gw1, &fused.gb1, &fused.gw2, &fused.gb2}) EXPECT_EQ(g->scalar_type(), at::kFloat);
+    EXPECT_LE(rel(fused.y, plain.y), 2e-2);
+    EXPECT_LE(rel(fused.gx, plain.gx), 2e-2);
+    EXPECT_LE(rel(fused.gw1, plain.gw1), 2e-2);
+    EXPECT_LE(rel(fused.gb1, plain.gb1), 2e-2);
+    EXPECT_LE(rel(fused.gw2, plain.gw2), 2e-2);
+    EXPECT_LE(rel(fused.gb2, plain.gb2), 2e-2);
+  }
+}
+
+}  // namespace
