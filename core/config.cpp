@@ -602,12 +602,6 @@ Config from_table(const toml::table& root) {
 void check_config(const Config& c) {
   for (const auto& f : config_fields())
     if (!f.ok(c)) range_error(f.key, f.allowed, f.print(c));
-  // With norm recomputation fc1 is the product of the norm's node; the fused MLP would take it.
-  if (c.train.fused_mlp && (c.train.recompute == "norm" || c.train.recompute == "norm+mlp"))
-    range_error("train.fused_mlp",
-                "false when train.recompute is \"" + c.train.recompute +
-                    "\" (the MLP's first product is then part of the recomputed norm)",
-                "true");
   const auto& routes = c.model.routes;
   for (size_t i = 0; i < routes.size(); ++i) {
     const std::string prefix = std::string(kRoutesKey) + "[" + std::to_string(i) + "]";

@@ -184,8 +184,14 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
     if (!norm) n = modulated_norm(h, shift_mlp, scale_mlp, fused);
   }
   const bool gelu_again = recomputes_mlp(opt.recompute);
-  auto f = norm ? mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again)
-                : mlp->forward(n, gelu_again, opt.fused_mlp);
+  auto& fc2 = mlp->fc2;
+  at::Tensor f;  // [N, T, D]
+  if (!norm)
+    f = mlp->forward(n, gelu_again, opt.fused_mlp);
+  else if (opt.fused_mlp)
+    f = modulated_gelu_mlp(h, shift_mlp, scale_mlp, fused, fc1->weight, fc1->bias, fc2->weight, fc2->bias, gelu_again);
+  else
+    f = mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again);
   return gated_residual(h, gate_mlp, f, fused);
 }
 

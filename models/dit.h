@@ -80,7 +80,7 @@ struct ForwardOptions {
   // where they apply; LibTorch's ops elsewhere.
   bool fused_kernels = false;
   // Each MLP as one node with the GELU in its products' cuBLASLt epilogues (models/gelu_mlp.h)
-  // where they apply; not with `norm` recomputation (fc1 is then the norm's node's product).
+  // where they apply; with `norm` recomputation the node takes the MLP's norm in as well.
   bool fused_mlp = false;
 };
 

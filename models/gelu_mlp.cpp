@@ -6,6 +6,7 @@
 
 #include "models/autocast.h"
 #include "models/linear_backward.h"
+#include "models/modulated_norm.h"
 
 #ifdef NT_HAVE_CUBLASLT
 #include "models/gelu_gemm_cuda.h"
@@ -57,13 +58,17 @@ std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, 
   return {};
 }
 
+// Inputs: x (fc1's input, or with a norm its input h), shift and scale (the norm's; empty
+// without), w1, b1, w2, b2; norm: 0 none, 1 composite, 2 fused (models/modulated_norm.h).
 struct GeluMlp : torch::autograd::Function<GeluMlp> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
-                            const at::Tensor& w2, const at::Tensor& b2, bool recompute_gelu) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& shift,
+                            const at::Tensor& scale, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                            const at::Tensor& b2, bool recompute_gelu, int64_t norm) {
     const int64_t D = x.size(-1), H = w1.size(0), O = w2.size(0);
-    // fc1's input in the product's dtype: what autocast's cast gives the plain fc1, which keeps it.
     const bool autocast = x.is_cuda() && cuda_autocast_enabled();
-    const at::Tensor xc = autocast ? x.to(at::kBFloat16) : x;  // [..., D]
+    const at::Tensor n = norm ? modulated_norm(x, shift, scale, norm == 2) : x;  // fc1's input [..., D]
+    // ... in the product's dtype: what autocast's cast gives the plain fc1, which keeps it.
+    const at::Tensor xc = autocast ? n.to(at::kBFloat16) : n;
     std::vector<at::Tensor> lt;
     if (cublaslt_serves(xc, D, H, O)) lt = lt_forward(xc.reshape({-1, D}).contiguous(), w1, b1);
     at::Tensor pre, act;  // [..., H]: the GELU's input and output
@@ -76,7 +81,11 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
       pre = at::linear(xc, w1, b1);
       act = at::gelu(pre, "tanh");
     }
-    ctx->save_for_backward({xc, w1, w2, pre, recompute_gelu ? at::Tensor() : act});
+    const at::Tensor none;
+    ctx->save_for_backward({norm ? x : xc, norm ? shift : none, norm ? scale : none, w1, w2, pre,
+                            recompute_gelu ? none : act});
+    ctx->saved_data["norm"] = norm;
+    ctx->saved_data["autocast"] = autocast;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
     ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
     ctx->saved_data["b2_dtype"] = static_cast<int64_t>(b2.scalar_type());
@@ -85,10 +94,13 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &xc = saved[0], &w1 = saved[1], &w2 = saved[2], &pre = saved[3];
+    const at::Tensor &w1 = saved[3], &w2 = saved[4], &pre = saved[5];
     const at::Tensor& dy = grads[0];  // [..., O]
-    const bool need_fc1 = ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
-    const int64_t D = xc.size(-1), H = pre.size(-1), O = dy.size(-1);
+    const int64_t norm = ctx->saved_data["norm"].toInt();
+    const auto needs = [&](int i) { return ctx->needs_input_grad(i); };
+    const bool need_in = needs(0) || needs(1) || needs(2);  // the gradient of fc1's input
+    const bool need_fc1 = need_in || needs(3) || needs(4);
+    const int64_t D = w1.size(1), H = pre.size(-1), O = dy.size(-1);
     const auto dtype_of = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
 
     // fc1's gradient input and bias gradient straight from fc2's product where cuBLASLt serves.
@@ -97,23 +109,44 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
       lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre);
 
     // fc2: weight and bias gradients (and the GELU output's gradient unless cuBLASLt gave dpre).
-    at::Tensor act = saved[4];
-    if (!act.defined() && ctx->needs_input_grad(3)) act = at::gelu(pre, "tanh");  // [..., H], again
-    const LinearGrads g2 = linear_backward(dy, act, w2, dtype_of("b2_dtype"), need_fc1 && lt.empty(),
-                                           ctx->needs_input_grad(3), ctx->needs_input_grad(4));
-    variable_list out{at::Tensor(), at::Tensor(), at::Tensor(), g2.weight, g2.bias, at::Tensor()};
+    at::Tensor act = saved[6];
+    if (!act.defined() && needs(5)) act = at::gelu(pre, "tanh");  // [..., H], again
+    const LinearGrads g2 =
+        linear_backward(dy, act, w2, dtype_of("b2_dtype"), need_fc1 && lt.empty(), needs(5), needs(6));
+    variable_list out(9);
+    out[5] = g2.weight;
+    out[6] = g2.bias;
     if (!need_fc1) return out;
-    at::Tensor dpre;  // [..., H]
-    if (!lt.empty())
-      dpre = lt[0].view(pre.sizes());
-    else
-      dpre = at::gelu_backward(g2.input.to(pre.scalar_type()), pre, "tanh");
+    const at::Tensor dpre =  // [..., H]
+        !lt.empty() ? lt[0].view(pre.sizes()) : at::gelu_backward(g2.input.to(pre.scalar_type()), pre, "tanh");
+
+    // fc1's input: kept, or the norm computed again (with its history where gradients are needed,
+    // under the forward's autocast state: the fused form writes bf16 under autocast).
+    std::vector<at::Tensor> in;
+    at::Tensor n;
+    if (norm) {
+      for (int i = 0; i < 3; ++i) in.push_back(saved[i].detach().requires_grad_(needs(i)));
+      torch::AutoGradMode grad_mode(need_in);
+      const AutocastAs forward_state(ctx->saved_data["autocast"].toBool());
+      n = modulated_norm(in[0], in[1], in[2], norm == 2);  // [..., D]
+    }
     const bool bias_from_lt = !lt.empty();
-    const LinearGrads g1 = linear_backward(dpre, xc, w1, dtype_of("b1_dtype"), ctx->needs_input_grad(0),
-                                           ctx->needs_input_grad(1), ctx->needs_input_grad(2) && !bias_from_lt);
-    if (ctx->needs_input_grad(0)) out[0] = g1.input.to(dtype_of("x_dtype"));
-    out[1] = g1.weight;
-    if (ctx->needs_input_grad(2)) out[2] = bias_from_lt ? lt[1].to(dtype_of("b1_dtype")) : g1.bias;
+    const LinearGrads g1 = linear_backward(dpre, norm ? n.detach() : saved[0], w1, dtype_of("b1_dtype"), need_in,
+                                           needs(3), needs(4) && !bias_from_lt);
+    out[3] = g1.weight;
+    if (needs(4)) out[4] = bias_from_lt ? lt[1].to(dtype_of("b1_dtype")) : g1.bias;
+    if (!need_in) return out;
+    if (!norm) {
+      out[0] = g1.input.to(dtype_of("x_dtype"));
+      return out;
+    }
+    std::vector<at::Tensor> wrt;
+    for (int i = 0; i < 3; ++i)
+      if (needs(i)) wrt.push_back(in[i]);
+    const auto gn = torch::autograd::grad({n}, wrt, {g1.input.to(n.scalar_type())});
+    size_t k = 0;
+    for (int i = 0; i < 3; ++i)
+      if (needs(i)) out[i] = gn[k++];
     return out;
   }
 };
@@ -131,7 +164,16 @@ bool gelu_mlp_cublaslt_built() {
 at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                     const at::Tensor& b2, bool recompute_gelu) {
   if (!torch::autograd::GradMode::is_enabled()) return at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2);
-  return GeluMlp::apply(x, w1, b1, w2, b2, recompute_gelu);
+  const at::Tensor unused = at::empty({0}, x.options());  // the node's shift and scale (undefined inputs are not allowed)
+  return GeluMlp::apply(x, unused, unused, w1, b1, w2, b2, recompute_gelu, int64_t{0});
+}
+
+at::Tensor modulated_gelu_mlp(const at::Tensor& h, const at::Tensor& shift, const at::Tensor& scale, bool fused_norm,
+                              const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                              bool recompute_gelu) {
+  if (!torch::autograd::GradMode::is_enabled())
+    return at::linear(at::gelu(at::linear(modulated_norm(h, shift, scale, fused_norm), w1, b1), "tanh"), w2, b2);
+  return GeluMlp::apply(h, shift, scale, w1, b1, w2, b2, recompute_gelu, int64_t{fused_norm ? 2 : 1});
 }
 
 }  // namespace nt

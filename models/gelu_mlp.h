@@ -11,7 +11,9 @@
 // Kept for backward: fc1's input (in the product's dtype, as autocast's cast would be kept),
 // the GELU's input (fc1's output) and, unless `recompute_gelu`, the GELU's output; with
 // `recompute_gelu` backward computes the GELU once more for fc2's weight gradient (as
-// models/gelu_linear.h does).
+// models/gelu_linear.h does). modulated_gelu_mlp takes the LayerNorm + modulate before fc1
+// into the node as well and keeps its inputs instead of fc1's input, computing the norm again
+// in backward (as models/modulated_linear.h does: `train.recompute` = "norm").
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -23,5 +25,10 @@ bool gelu_mlp_cublaslt_built();
 // x [..., D], w1 [H, D], b1 [H], w2 [O, H], b2 [O] -> [..., O]. Grad mode off: the plain ops.
 at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                     const at::Tensor& b2, bool recompute_gelu);
+
+// gelu_mlp(modulated_norm(h, shift, scale, fused_norm), ...): h [N, T, D], shift and scale [N, D].
+at::Tensor modulated_gelu_mlp(const at::Tensor& h, const at::Tensor& shift, const at::Tensor& scale, bool fused_norm,
+                              const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                              bool recompute_gelu);
 
 }  // namespace nt

@@ -470,9 +470,6 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'checkpoint.resume' must be \"auto\", \"never\" or a checkpoint folder, got \"\""},
       {"[train]\nrecompute = \"all\"",
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
-      {"[train]\nfused_mlp = true\nrecompute = \"norm+mlp\"",
-       "key 'train.fused_mlp' must be false when train.recompute is \"norm+mlp\" (the MLP's first product is "
-       "then part of the recomputed norm), got true"},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",

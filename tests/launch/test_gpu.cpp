@@ -13,7 +13,7 @@
 //     with the fused kernels;
 //   - the MLP with the GELU in its products' cuBLASLt epilogues (train.fused_mlp,
 //     models/gelu_mlp) trains under bf16 autocast what the plain MLP trains: the same losses to
-//     2 %, keeping or recomputing the GELU output.
+//     2 %, keeping or recomputing the GELU output (and the norm before it).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -169,7 +169,7 @@ TEST_F(Gpu, FusedMlpTrainsWhatThePlainMlpTrains) {
   ASSERT_EQ(run_single(s, "--set run.name=mlp_plain" + bf16, &out), 0) << out;
   const auto a = losses(s.dir + "/runs/mlp_plain/metrics.jsonl");
   ASSERT_EQ(a.size(), 5u);
-  for (const std::string r : {"none", "mlp"}) {
+  for (const std::string r : {"none", "mlp", "norm+mlp"}) {
     ASSERT_EQ(run_single(s, "--set run.name=mlp_" + r + " --set train.fused_mlp=true --set train.recompute=" + r + bf16,
                          &out),
               0)

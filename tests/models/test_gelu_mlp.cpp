@@ -1,7 +1,8 @@
 // The MLP as one node (models/gelu_mlp.h): on the CPU its values and every gradient equal the
 // plain fc1 -> GELU -> fc2 bit for bit (3-D and 2-D inputs, with and without an input gradient,
 // keeping or recomputing the GELU output), recomputing really drops the GELU output, and without
-// grad mode nothing is recorded. On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
+// grad mode nothing is recorded; the same with the LayerNorm + modulate before fc1 taken into
+// the node (its output and fc1's input then not kept). On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
 // products against LibTorch's ops (bf16, and fp32 where cuBLASLt offers it: tanh-GELU, not
 // erf), and the node under bf16 autocast against the plain ops under autocast.
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include "heap_in_use.h"
 #include "models/autocast.h"
 #include "models/gelu_mlp.h"
+#include "models/modulated_norm.h"
 #ifdef NT_HAVE_CUBLASLT
 #include "models/gelu_gemm_cuda.h"
 #endif
@@ -97,6 +99,63 @@ TEST(GeluMlp, RecomputingDropsTheGeluOutput) {
   EXPECT_NEAR(keep, plain, 0.1 * act);
   EXPECT_GE(plain - again, 0.9 * act);
   EXPECT_GE(again, 0.9 * act);  // the GELU's input is kept
+}
+
+// modulated_gelu_mlp: the norm inside the node; values and the gradients of h, shift, scale and
+// every weight equal the plain ops' (modulate(LayerNorm(h)) -> fc1 -> GELU -> fc2) bit for bit.
+TEST(GeluMlp, WithTheNormSameValuesAndGradientsAsThePlainOpsBitForBit) {
+  torch::manual_seed(6);
+  const int64_t N = 3, T = 7, D = 24;
+  const Weights w = make_weights(D, 40, D);
+  const auto h0 = torch::randn({N, T, D}), shift0 = torch::randn({N, D}), scale0 = torch::randn({N, D}) * 0.3;
+  const auto probe = torch::randn({N, T, D});
+  auto run_mod = [&](bool fused, bool recompute, bool h_grad) {
+    auto h = h0.clone().requires_grad_(h_grad), shift = shift0.clone().requires_grad_(true);
+    auto scale = scale0.clone().requires_grad_(true);
+    auto w1 = w.w1.clone().requires_grad_(true), b1 = w.b1.clone().requires_grad_(true);
+    auto w2 = w.w2.clone().requires_grad_(true), b2 = w.b2.clone().requires_grad_(true);
+    at::Tensor y = fused ? nt::modulated_gelu_mlp(h, shift, scale, false, w1, b1, w2, b2, recompute)
+                         : at::linear(at::gelu(at::linear(nt::modulated_norm(h, shift, scale), w1, b1), "tanh"), w2, b2);
+    (y * probe).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), h.grad(), shift.grad(), scale.grad(), w1.grad(), b1.grad(), w2.grad(),
+                                   b2.grad()};
+  };
+  for (bool h_grad : {true, false}) {
+    const auto plain = run_mod(false, false, h_grad);
+    for (bool recompute : {false, true}) {
+      const auto fused = run_mod(true, recompute, h_grad);
+      for (size_t i = 0; i < plain.size(); ++i)
+        EXPECT_TRUE(equal_or_both_undefined(fused[i], plain[i]))
+            << "tensor " << i << ", recompute " << recompute << ", h_grad " << h_grad;
+    }
+  }
+}
+
+// With the norm inside, the node keeps neither the normalised tensor nor fc1's input: the plain
+// ops keep both ([M, D] fp32 each: the modulate's and fc1's inputs).
+TEST(GeluMlp, WithTheNormKeepsTheNormsInputsOnly) {
+  torch::manual_seed(7);
+  const int64_t N = 2, T = 256, D = 256, H = 512;
+  const Weights w = make_weights(D, H, D);
+  auto w1 = w.w1.requires_grad_(true), b1 = w.b1.requires_grad_(true);
+  auto w2 = w.w2.requires_grad_(true), b2 = w.b2.requires_grad_(true);
+  auto shift = torch::randn({N, D}, torch::requires_grad()), scale = torch::randn({N, D}, torch::requires_grad());
+  auto kept_by_forward = [&](bool fused) {
+    at::Tensor h = torch::randn({N, T, D}, torch::requires_grad());
+    const size_t before = nt::test::heap_in_use();
+    at::Tensor y =
+        fused ? nt::modulated_gelu_mlp(h, shift, scale, false, w1, b1, w2, b2, false)
+              : at::linear(at::gelu(at::linear(nt::modulated_norm(h, shift, scale), w1, b1), "tanh"), w2, b2);
+    const size_t kept = nt::test::heap_in_use() - before;
+    y.sum().backward();
+    return static_cast<double>(kept);
+  };
+  const double stream = N * T * D * 4.0;
+  kept_by_forward(true);  // warm up the allocator's own bookkeeping
+  const double plain = kept_by_forward(false), fused = kept_by_forward(true);
+  std::cout << "[ memory   ] kept by the forward: norm + plain MLP " << plain / 1e6 << " MB, modulated_gelu_mlp "
+            << fused / 1e6 << " MB\n";
+  EXPECT_GE(plain - fused, 1.9 * stream);
 }
 
 TEST(GeluMlp, WithoutGradModeThePlainOps) {
@@ -184,6 +243,43 @@ TEST(GeluMlp, CudaAutocastAsThePlainOps) {
     EXPECT_LE(rel(fused.gb1, plain.gb1), 2e-2);
     EXPECT_LE(rel(fused.gw2, plain.gw2), 2e-2);
     EXPECT_LE(rel(fused.gb2, plain.gb2), 2e-2);
+  }
+}
+
+// The norm inside the node, fused kernels and cuBLASLt where built, under bf16 autocast, against
+// the composite norm and the plain MLP under autocast.
+TEST(GeluMlp, CudaAutocastWithTheNormAsThePlainOps) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(8);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t N = 4, T = 256, D = 384;
+  const Weights w = make_weights(D, 4 * D, D, cuda);
+  const auto h0 = torch::randn({N, T, D}, cuda), shift0 = torch::randn({N, D}, cuda) * 0.3;
+  const auto scale0 = torch::randn({N, D}, cuda) * 0.3, probe = torch::randn({N, T, D}, cuda);
+  auto run_mod = [&](bool node, bool recompute) {
+    auto h = h0.clone().requires_grad_(true), shift = shift0.clone().requires_grad_(true);
+    auto scale = scale0.clone().requires_grad_(true);
+    auto w1 = w.w1.clone().requires_grad_(true), b1 = w.b1.clone().requires_grad_(true);
+    auto w2 = w.w2.clone().requires_grad_(true), b2 = w.b2.clone().requires_grad_(true);
+    nt::set_cuda_autocast(true);
+    at::Tensor y = node ? nt::modulated_gelu_mlp(h, shift, scale, true, w1, b1, w2, b2, recompute)
+                        : at::linear(at::gelu(at::linear(nt::modulated_norm(h, shift, scale), w1, b1), "tanh"), w2, b2);
+    nt::set_cuda_autocast(false);
+    (y.to(at::kFloat) * probe).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), h.grad(), shift.grad(), scale.grad(), w1.grad(), b1.grad(), w2.grad(),
+                                   b2.grad()};
+  };
+  const auto plain = run_mod(false, false);
+  const char* names[] = {"y", "h", "shift", "scale", "w1", "b1", "w2", "b2"};
+  for (bool recompute : {false, true}) {
+    const auto node = run_mod(true, recompute);
+    std::cout << "[ gpu      ] modulated_gelu_mlp (fused norm, recompute " << recompute << ") under autocast:";
+    for (size_t i = 0; i < plain.size(); ++i) {
+      const double d = rel(node[i], plain[i]);
+      std::cout << " " << names[i] << " " << d;
+      EXPECT_LE(d, 2e-2) << names[i] << ", recompute " << recompute;
+    }
+    std::cout << "\n";
   }
 }
 

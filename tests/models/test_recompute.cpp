@@ -111,7 +111,9 @@ TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
   EXPECT_TRUE(same(none, run(Recompute::blocks))) << "blocks";
   // train.fused_mlp: the MLP as one node (LibTorch's ops on the CPU) changes nothing either.
   EXPECT_TRUE(same(none, run(Recompute::none, true))) << "fused mlp";
+  EXPECT_TRUE(same(none, run(Recompute::norm, true))) << "fused mlp, norm";
   EXPECT_TRUE(same(none, run(Recompute::mlp, true))) << "fused mlp, mlp";
+  EXPECT_TRUE(same(none, run(Recompute::norm_mlp, true))) << "fused mlp, norm+mlp";
   EXPECT_TRUE(same(none, run(Recompute::blocks, true))) << "fused mlp, blocks";
 }
 
