@@ -12,8 +12,8 @@
 // Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
 // device `device`; `workspace` holds `workspace_bytes` device bytes (gelu_gemm_workspace_bytes()).
 // Both return false, having done nothing, when cuBLASLt offers no algorithm for the shapes and
-// alignments (e.g. N not a multiple of 8); the caller then takes LibTorch's ops. Other failures
-// throw std::runtime_error naming file, line and rank.
+// alignments (its heuristic fails or finds none, e.g. N not a multiple of 8); the caller then
+// takes LibTorch's ops. Other failures throw std::runtime_error naming file, line and rank.
 #pragma once
 #include <cstddef>
 #include <cstdint>
