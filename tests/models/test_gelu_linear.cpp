@@ -61,13 +61,10 @@ TEST(GeluLinear, KeepsTheGeluInputNotItsOutput) {
   auto x = torch::randn({M, 16}), w1 = torch::randn({H, 16}, torch::requires_grad());
   auto w2 = torch::randn({16, H}, torch::requires_grad()), b2 = torch::zeros({16}, torch::requires_grad());
   auto kept_by_forward = [&](bool fused) {
-    const size_t before = nt::test::heap_in_use();
-    at::Tensor h = at::linear(x, w1);  // [M, H], kept by GELU (plain) or by gelu_linear
-    at::Tensor y = fused ? nt::gelu_linear(h, w2, b2) : at::linear(at::gelu(h, "tanh"), w2, b2);
-    h.reset();  // only the graph holds it now
-    const size_t kept = nt::test::heap_in_use() - before;
-    y.sum().backward();
-    return static_cast<double>(kept);
+    return nt::test::heap_kept_by_forward([&] {
+      const at::Tensor h = at::linear(x, w1);  // [M, H], kept by GELU (plain) or by gelu_linear
+      return fused ? nt::gelu_linear(h, w2, b2) : at::linear(at::gelu(h, "tanh"), w2, b2);
+    });
   };
   const double gelu_out = M * H * 4.0;
   kept_by_forward(true);  // warm up the allocator's own bookkeeping

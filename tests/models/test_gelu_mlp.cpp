@@ -83,13 +83,11 @@ TEST(GeluMlp, RecomputingDropsTheGeluOutput) {
   auto w1 = torch::randn({H, D}, torch::requires_grad()), b1 = torch::zeros({H}, torch::requires_grad());
   auto w2 = torch::randn({D, H}, torch::requires_grad()), b2 = torch::zeros({D}, torch::requires_grad());
   auto kept_by_forward = [&](int mode) {  // 0 plain, 1 node keeping, 2 node recomputing
-    at::Tensor x = torch::randn({M, D});
-    const size_t before = nt::test::heap_in_use();
-    at::Tensor y = mode == 0 ? at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2)
-                             : nt::gelu_mlp(x, w1, b1, w2, b2, mode == 2);
-    const size_t kept = nt::test::heap_in_use() - before;
-    y.sum().backward();
-    return static_cast<double>(kept);
+    const at::Tensor x = torch::randn({M, D});
+    return nt::test::heap_kept_by_forward([&] {
+      return mode == 0 ? at::linear(at::gelu(at::linear(x, w1, b1), "tanh"), w2, b2)
+                       : nt::gelu_mlp(x, w1, b1, w2, b2, mode == 2);
+    });
   };
   const double act = M * H * 4.0;
   kept_by_forward(2);  // warm up the allocator's own bookkeeping
@@ -141,14 +139,11 @@ TEST(GeluMlp, WithTheNormKeepsTheNormsInputsOnly) {
   auto w2 = w.w2.requires_grad_(true), b2 = w.b2.requires_grad_(true);
   auto shift = torch::randn({N, D}, torch::requires_grad()), scale = torch::randn({N, D}, torch::requires_grad());
   auto kept_by_forward = [&](bool fused) {
-    at::Tensor h = torch::randn({N, T, D}, torch::requires_grad());
-    const size_t before = nt::test::heap_in_use();
-    at::Tensor y =
-        fused ? nt::modulated_gelu_mlp(h, shift, scale, false, w1, b1, w2, b2, false)
-              : at::linear(at::gelu(at::linear(nt::modulated_norm(h, shift, scale), w1, b1), "tanh"), w2, b2);
-    const size_t kept = nt::test::heap_in_use() - before;
-    y.sum().backward();
-    return static_cast<double>(kept);
+    const at::Tensor h = torch::randn({N, T, D}, torch::requires_grad());
+    return nt::test::heap_kept_by_forward([&] {
+      return fused ? nt::modulated_gelu_mlp(h, shift, scale, false, w1, b1, w2, b2, false)
+                   : at::linear(at::gelu(at::linear(nt::modulated_norm(h, shift, scale), w1, b1), "tanh"), w2, b2);
+    });
   };
   const double stream = N * T * D * 4.0;
   kept_by_forward(true);  // warm up the allocator's own bookkeeping

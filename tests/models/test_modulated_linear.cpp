@@ -66,13 +66,11 @@ TEST(ModulatedLinear, KeepsTheNormsInputsNotItsOutput) {
   auto x = torch::randn({N, T, D}, torch::requires_grad()), mod = torch::randn({N, 2 * D}, torch::requires_grad());
   auto w = torch::randn({O, D}, torch::requires_grad()), b = torch::zeros({O}, torch::requires_grad());
   auto kept_by_forward = [&](bool one_node) {
-    const size_t before = nt::test::heap_in_use();
-    auto chunks = mod.chunk(2, 1);
-    at::Tensor y = one_node ? nt::modulated_linear(x, chunks[0], chunks[1], w, b)
-                            : at::linear(nt::modulated_norm(x, chunks[0], chunks[1]), w, b);
-    const size_t kept = nt::test::heap_in_use() - before;
-    y.sum().backward();
-    return static_cast<double>(kept);
+    return nt::test::heap_kept_by_forward([&] {
+      auto chunks = mod.chunk(2, 1);
+      return one_node ? nt::modulated_linear(x, chunks[0], chunks[1], w, b)
+                      : at::linear(nt::modulated_norm(x, chunks[0], chunks[1]), w, b);
+    });
   };
   const double stream = N * T * D * 4.0;
   kept_by_forward(true);  // warm up the allocator's own bookkeeping
