@@ -8,8 +8,8 @@
 
 #include "models/autocast.h"
 #include "models/fused_kernels.h"
-#include "models/gelu_mlp.h"
 #include "models/gelu_linear.h"
+#include "models/gelu_mlp.h"
 #include "models/modulated_linear.h"
 #include "models/modulated_norm.h"
 #include "models/recompute.h"
