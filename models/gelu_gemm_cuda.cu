@@ -1,11 +1,5 @@
-// cuBLASLt products with the tanh-GELU epilogues (see models/gelu_gemm_cuda.h).
-//
-// cuBLASLt is column-major: a row-major [R, C] matrix is a column-major [C, R] one with the same
-// leading dimension. Both products are therefore computed transposed, D^T = op(A) · B:
-//   forward:  pre^T [N, M] = (w [N, K] row-major = col-major [K, N], transposed) · x^T [K, M]
-//   backward: dpre^T [N, M] = (w [O, N] row-major = col-major [N, O]) · dy^T [O, M]
-// so D's rows are the bias's index N (cuBLASLt's bias and bias gradient run along D's rows) and
-// the GELU input is a col-major [N, M] matrix with leading dimension N, i.e. row-major [M, N].
+// cuBLASLt products with the tanh-GELU epilogues (see models/gelu_gemm_cuda.h); the column-major
+// layouts of the row-major products are in models/gelu_gemm_layout.h.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -17,6 +11,7 @@
 
 #include "core/cuda_check.h"
 #include "models/gelu_gemm_cuda.h"
+#include "models/gelu_gemm_layout.h"
 
 // Every cuBLASLt call goes through it: "file:line (rank R): cuBLAS call <call> failed: <status>".
 #define NT_CUBLAS_CHECK(call)                                                                    \
@@ -90,17 +85,15 @@ int alignment(const void* p) {
   return al;
 }
 
-// D [m, n] (col-major, ld m) = op(A) [m, k] · B [k, n] with an epilogue reading or writing
-// `bias` and `aux` (col-major [m, n], ld m).
+// One product: its layout, operands, and an epilogue reading or writing `bias` and `aux`.
 struct Product {
   cublasLtEpilogue_t epilogue;
-  bool transpose_a;      // A stored [k, m] (true) or [m, k] (false), col-major, packed
-  int64_t m, n, k;
+  ColumnMajorProduct l;
   const void* a;
-  const void* b;         // stored [k, n], col-major, packed
+  const void* b;
   void* d;
-  const void* bias;      // bias (forward) or bias gradient (backward), length m
-  const void* aux;       // the GELU's input
+  const void* bias;  // bias (forward) or bias gradient (backward), length l.m
+  const void* aux;   // the GELU's input, laid out like D
 };
 
 using AlgoKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
@@ -119,20 +112,21 @@ bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes,
   const cublasLtHandle_t handle = handles.get(device);
   const cudaDataType_t type = dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F;
 
+  const ColumnMajorProduct& l = p.l;
   MatmulDesc desc;
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
   desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
   desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, p.epilogue);
   desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
   desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
-  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, p.m);
-  const Layout A(type, p.transpose_a ? p.k : p.m, p.transpose_a ? p.m : p.k, p.transpose_a ? p.k : p.m);
-  const Layout B(type, p.k, p.n, p.k);
-  const Layout D(type, p.m, p.n, p.m);
+  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, l.ldd);
+  const Layout A(type, l.a_rows, l.a_cols, l.lda);
+  const Layout B(type, l.k, l.n, l.ldb);
+  const Layout D(type, l.m, l.n, l.ldd);
 
-  const AlgoKey key{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), p.m, p.n, p.k,
+  const AlgoKey key{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), l.m, l.n, l.k,
                     alignment(p.a), alignment(p.b), alignment(p.d), alignment(p.bias), alignment(p.aux),
-                    p.transpose_a ? 1 : 0};
+                    l.transpose_a ? 1 : 0};
   auto it = algos.find(key);
   if (it == algos.end()) {
     Preference pref;
@@ -164,14 +158,14 @@ void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
                     int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
   check_sizes("gemm_bias_gelu", M, N, K);
-  const Product p{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, /*transpose_a=*/true, N, M, K, w, x, out, bias, pre};
+  const Product p{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias_gelu_layout(M, N, K), w, x, out, bias, pre};
   return run(p, dtype, workspace, workspace_bytes, device, stream);
 }
 
 bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
                       int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
   check_sizes("gemm_dgelu_bgrad", M, N, O);
-  const Product p{CUBLASLT_EPILOGUE_DGELU_BGRAD, /*transpose_a=*/false, N, M, O, w, dy, dpre, dbias, pre};
+  const Product p{CUBLASLT_EPILOGUE_DGELU_BGRAD, dgelu_layout(M, N, O), w, dy, dpre, dbias, pre};
   return run(p, dtype, workspace, workspace_bytes, device, stream);
 }
 

@@ -2,7 +2,8 @@
 // plain fc1 -> GELU -> fc2 bit for bit (3-D and 2-D inputs, with and without an input gradient,
 // keeping or recomputing the GELU output), recomputing really drops the GELU output, and without
 // grad mode nothing is recorded; the same with the LayerNorm + modulate before fc1 taken into
-// the node (its output and fc1's input then not kept). On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
+// the node (its output and fc1's input then not kept). The column-major layouts the cuBLASLt
+// products use give the row-major products (BLAS's definition, on the CPU). On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
 // products against LibTorch's ops with the tanh-GELU (bf16, and fp32 where cuBLASLt offers it),
 // and the node under bf16 autocast against the plain ops under autocast.
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 
 #include "heap_in_use.h"
 #include "models/autocast.h"
+#include "models/gelu_gemm_layout.h"
 #include "models/gelu_mlp.h"
 #include "models/modulated_norm.h"
 #ifdef NT_HAVE_CUBLASLT
@@ -162,6 +164,54 @@ TEST(GeluMlp, WithoutGradModeThePlainOps) {
   auto y = nt::gelu_mlp(x, w.w1, w.b1, w.w2, w.b2, true);
   EXPECT_FALSE(y.requires_grad());
   EXPECT_TRUE(torch::equal(y, at::linear(at::gelu(at::linear(x, w.w1, w.b1), "tanh"), w.w2, w.b2)));
+}
+
+// ---- the cuBLASLt layouts (models/gelu_gemm_layout.h) against the BLAS definition ----------
+
+// A column-major [rows, cols] matrix with leading dimension ld over a flat buffer: element (i, j)
+// at i + j * ld.
+at::Tensor column_major(const at::Tensor& flat, int64_t rows, int64_t cols, int64_t ld) {
+  return flat.as_strided({rows, cols}, {1, ld});
+}
+
+// What cuBLASLt computes for a layout over flat row-major buffers: D = op(A) · B, with the bias
+// (length m) along D's rows, or with the GELU's derivative from `aux` (laid out like D) and the
+// bias gradient summed along D's rows. Writes D into `d_flat`; returns the bias gradient.
+at::Tensor blas_product(const nt::cuda::ColumnMajorProduct& l, const at::Tensor& a_flat, const at::Tensor& b_flat,
+                        const at::Tensor& d_flat, const at::Tensor& bias, const at::Tensor& aux_flat) {
+  const at::Tensor A = column_major(a_flat, l.a_rows, l.a_cols, l.lda);
+  const at::Tensor D = (l.transpose_a ? A.t() : A).mm(column_major(b_flat, l.k, l.n, l.ldb));  // [m, n]
+  at::Tensor bias_grad;
+  if (aux_flat.defined()) {  // DGELU_BGRAD
+    const at::Tensor out = at::gelu_backward(D, column_major(aux_flat, l.m, l.n, l.ldd), "tanh");
+    column_major(d_flat, l.m, l.n, l.ldd).copy_(out);
+    bias_grad = out.sum(1);  // along the rows: [m]
+  } else {  // BIAS (the GELU applies elementwise after it)
+    column_major(d_flat, l.m, l.n, l.ldd).copy_(D + bias.view({l.m, 1}));
+  }
+  return bias_grad;
+}
+
+TEST(GeluGemmLayout, TheColumnMajorProductsAreTheRowMajorOnes) {
+  torch::manual_seed(9);
+  const int64_t M = 6, K = 5, N = 4, O = 3;
+  const auto x = torch::randn({M, K}, torch::kDouble), w1 = torch::randn({N, K}, torch::kDouble);
+  const auto b1 = torch::randn({N}, torch::kDouble);
+  // Forward: pre = x · w1^T + b1, row-major [M, N].
+  auto pre = torch::empty({M, N}, torch::kDouble);
+  blas_product(nt::cuda::bias_gelu_layout(M, N, K), w1.view(-1), x.view(-1), pre.view(-1), b1, at::Tensor());
+  EXPECT_TRUE(torch::allclose(pre, at::linear(x, w1, b1), 1e-12, 1e-12)) << pre << at::linear(x, w1, b1);
+  // Backward: dpre = (dy · w2) * gelu'(pre), row-major [M, N], and the bias gradient [N].
+  const auto dy = torch::randn({M, O}, torch::kDouble), w2 = torch::randn({O, N}, torch::kDouble);
+  auto dpre = torch::empty({M, N}, torch::kDouble);
+  const auto dbias =
+      blas_product(nt::cuda::dgelu_layout(M, N, O), w2.view(-1), dy.view(-1), dpre.view(-1), at::Tensor(), pre.view(-1));
+  const auto dpre_ref = at::gelu_backward(dy.mm(w2), pre, "tanh");
+  EXPECT_TRUE(torch::allclose(dpre, dpre_ref, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(dbias, dpre_ref.sum(0), 1e-12, 1e-12));
+  // The aux matrix's leading dimension cuBLASLt needs (>= D's rows, a multiple of 8 for N % 8 == 0).
+  EXPECT_EQ(nt::cuda::bias_gelu_layout(M, N, K).ldd, N);
+  EXPECT_EQ(nt::cuda::dgelu_layout(M, N, O).ldd, N);
 }
 
 double rel(const at::Tensor& a, const at::Tensor& b) {
