@@ -28,6 +28,13 @@ const std::string kPython = "/usr/bin/python3";
 
 bool have_torch() { return nt::test::run_command(kPython + " -c 'import torch'") == 0; }
 
+// Runs a Python snippet from `dir` (a test failure with its output if it fails).
+void python(const std::string& dir, const std::string& code) {
+  nt::test::write_text(dir + "/make.py", code);
+  std::string out;
+  ASSERT_EQ(nt::test::run_command(kPython + " " + dir + "/make.py", &out), 0) << out;
+}
+
 std::string convert(const std::string& args, int* rc) {
   std::string out;
   *rc = nt::test::run_command(kPython + " " + std::string(NT_SOURCE_DIR) + "/scripts/convert-weights " + args, &out);
@@ -59,8 +66,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
   nlohmann::json params = nlohmann::json::array();  // [name, shape] in state_dict order
   for (const auto& p : model->named_parameters()) params.push_back({p.key(), p.value().sizes().vec()});
   nt::test::write_text(dir + "/params.json", params.dump());
-  nt::test::write_text(dir + "/make.py",
-                       "import json, torch\n"
+  python(dir, "import json, torch\n"
                        "params = json.load(open('" + dir + "/params.json'))\n"
                        "def dict_of(base):\n"
                        "    return {'model.' + n: torch.randn(s, generator=torch.Generator().manual_seed(base + i))\n"
@@ -68,13 +74,11 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
                        "torch.save({'model_state_dict': dict_of(2000), 'ema_state_dict': dict_of(1000),\n"
                        "            'optimizer_state_dict': {'state': {}, 'param_groups': [{'lr': 1e-4}]}, 'step': 7},\n"
                        "           '" + dir + "/latest.pt')\n");
-  std::string out;
-  ASSERT_EQ(nt::test::run_command(kPython + " " + dir + "/make.py", &out), 0) << out;
 
   // The optimizer state's floats: PyTorch 1.13's tensors-only loader refuses them, 2.x's takes them.
   int rc = 0;
-  out = convert(dir + "/latest.pt " + dir + "/ema.safetensors --key ema_state_dict --strip-prefix model. --trusted",
-                &rc);
+  std::string out =
+      convert(dir + "/latest.pt " + dir + "/ema.safetensors --key ema_state_dict --strip-prefix model. --trusted", &rc);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_CONTAINS(out, std::to_string(params.size()) + " tensors");
   nt::DiT loaded(small_dit());
@@ -97,8 +101,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
 TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
   if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
   const std::string dir = nt::test::scratch_dir();
-  nt::test::write_text(dir + "/make.py",
-                       "import collections, torch\n"
+  python(dir, "import collections, torch\n"
                        "g = torch.Generator().manual_seed(5)\n"
                        "sd = collections.OrderedDict()\n"
                        "sd['Conv2d_1a_3x3.conv.weight'] = torch.randn((4, 3, 3, 3), generator=g)\n"
@@ -106,10 +109,8 @@ TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
                        "sd['half.weight'] = torch.randn((5,), generator=g).to(torch.bfloat16)\n"
                        "sd['scalar'] = torch.tensor(2.5, dtype=torch.float64)\n"
                        "torch.save(sd, '" + dir + "/w.pth', _use_new_zipfile_serialization=False)\n");
-  std::string out;
-  ASSERT_EQ(nt::test::run_command(kPython + " " + dir + "/make.py", &out), 0) << out;
   int rc = 0;
-  out = convert(dir + "/w.pth " + dir + "/w.safetensors", &rc);
+  const std::string out = convert(dir + "/w.pth " + dir + "/w.safetensors", &rc);
   ASSERT_EQ(rc, 0) << out;
   const auto file = nt::load_safetensors(dir + "/w.safetensors");
   ASSERT_EQ(file.order, (std::vector<std::string>{"Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.num_batches_tracked",
@@ -130,11 +131,7 @@ TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
 TEST(ConvertWeights, BadInputsExitOneWithAMessageAndNoOutput) {
   if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
   const std::string dir = nt::test::scratch_dir();
-  nt::test::write_text(dir + "/make.py", "import torch\n"
-                                         "torch.save({'ema_state_dict': {'a': torch.zeros(2)}, 'step': 3}, '" +
-                                             dir + "/ck.pt')\n");
-  std::string out;
-  ASSERT_EQ(nt::test::run_command(kPython + " " + dir + "/make.py", &out), 0) << out;
+  python(dir, "import torch\ntorch.save({'ema_state_dict': {'a': torch.zeros(2)}, 'step': 3}, '" + dir + "/ck.pt')\n");
   nt::test::write_text(dir + "/garbage.pt", "not a checkpoint\n");
   const std::string target = dir + "/out.safetensors";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -145,7 +142,7 @@ TEST(ConvertWeights, BadInputsExitOneWithAMessageAndNoOutput) {
   };
   for (const auto& [args, message] : cases) {
     int rc = 0;
-    out = convert(args, &rc);
+    const std::string out = convert(args, &rc);
     EXPECT_EQ(rc, 1) << args << "\n" << out;
     EXPECT_CONTAINS(out, message);
     EXPECT_FALSE(fs::exists(target)) << args;
