@@ -25,7 +25,6 @@ namespace nt {
 
 struct ForwardOptions;
 
-
 // Gradients likewise: a block's full gradient buffer (the parameters' .grad are views of it) is
 // given memory and zeroed when backward reaches the block, and once the block's backward is done
 // its reduce-scatter (average) into this rank's gradient shard is issued, to run while the next

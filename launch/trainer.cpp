@@ -204,9 +204,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
   ForwardOptions hooks;
-  hooks.recompute = parse_recompute(cfg.train.recompute);
-  hooks.fused_kernels = cfg.train.fused_kernels;
-  hooks.fused_mlp = cfg.train.fused_mlp;
+  hooks.block = {parse_recompute(cfg.train.recompute), cfg.train.fused_kernels, cfg.train.fused_mlp};
   s.sharded->begin_step(hooks);
   const int64_t b = x.size(0);
   const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch

@@ -325,10 +325,10 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
     if (opt.before_block) opt.before_block(idx);
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
-      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), block_options(opt));
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.block);
       set_cuda_autocast_flag(true);
     } else {
-      x = block_list[idx]->forward(x, c, block_options(opt));
+      x = block_list[idx]->forward(x, c, opt.block);
     }
     if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;
@@ -341,7 +341,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
       ++r;
     }
   }
-  return unpatchify(final_layer->forward(x, c, block_options(opt)));
+  return unpatchify(final_layer->forward(x, c, opt.block));
 }
 
 at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,

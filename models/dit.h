@@ -59,6 +59,18 @@ Recompute parse_recompute(const std::string& name);
 inline bool recomputes_norm(Recompute r) { return r == Recompute::norm || r == Recompute::norm_mlp; }
 inline bool recomputes_mlp(Recompute r) { return r == Recompute::mlp || r == Recompute::norm_mlp; }
 
+// How each transformer block (and the final layer) computes; training forwards only (grad mode
+// on) for `recompute`.
+struct BlockOptions {
+  Recompute recompute = Recompute::none;
+  // LayerNorm + modulate through the project's fused CUDA kernels (models/modulated_norm.h)
+  // where they apply; LibTorch's ops elsewhere.
+  bool fused_kernels = false;
+  // Each MLP as one node with the GELU in its products' cuBLASLt epilogues (models/gelu_mlp.h)
+  // where they apply; with `norm` recomputation the node takes the MLP's norm in as well.
+  bool fused_mlp = false;
+};
+
 // How one forward pass routes and conditions.
 struct ForwardOptions {
   double class_drop_prob = 0.0;  // labels -> null class with this probability (rand < p)
@@ -75,22 +87,8 @@ struct ForwardOptions {
   // after_block(i, the block's output).
   std::function<void(int)> before_block;
   std::function<void(int, const at::Tensor&)> after_block;
-  Recompute recompute = Recompute::none;  // training forwards only (grad mode on)
-  // LayerNorm + modulate through the project's fused CUDA kernels (models/modulated_norm.h)
-  // where they apply; LibTorch's ops elsewhere.
-  bool fused_kernels = false;
-  // Each MLP as one node with the GELU in its products' cuBLASLt epilogues (models/gelu_mlp.h)
-  // where they apply; with `norm` recomputation the node takes the MLP's norm in as well.
-  bool fused_mlp = false;
+  BlockOptions block;  // recomputation and fused ops of every block
 };
-
-// What a block (and the final layer) takes of ForwardOptions.
-struct BlockOptions {
-  Recompute recompute = Recompute::none;
-  bool fused_kernels = false;
-  bool fused_mlp = false;
-};
-inline BlockOptions block_options(const ForwardOptions& o) { return {o.recompute, o.fused_kernels, o.fused_mlp}; }
 
 // The blocks a routed (training) forward runs outside autocast, in fp32, as the reference does:
 // the block right after each route's end. [depth]; training keeps their parameters fp32 whatever

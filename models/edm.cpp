@@ -65,9 +65,7 @@ at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const ED
   opt.slice = slice;
   opt.before_block = hooks.before_block;
   opt.after_block = hooks.after_block;
-  opt.recompute = hooks.recompute;
-  opt.fused_kernels = hooks.fused_kernels;
-  opt.fused_mlp = hooks.fused_mlp;
+  opt.block = hooks.block;
   auto D_yn = edm_precond(net, x + n, sigma, y, sd, Guidance{}, opt);
   return weight * (D_yn - x).pow(2);
 }

@@ -37,7 +37,7 @@ struct EDMLossParams {
 // (s^2+sd^2)/(s*sd)^2, loss = weight*(D(x + sigma*eps; sigma) - x)^2. Draws n, then eps, from
 // `gen`, then the network draws class dropout and routing from it.
 // With `slice`, every draw is made for the global batch and this batch's rows are kept.
-// `hooks`: only its before_block/after_block, recompute, fused_kernels and fused_mlp are used (ForwardOptions).
+// `hooks`: only its before_block/after_block, and block are used (ForwardOptions).
 at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const EDMLossParams& p,
                     double class_drop_prob, at::Generator& gen, const BatchSlice& slice = {},
                     const ForwardOptions& hooks = {});

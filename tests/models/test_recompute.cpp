@@ -143,7 +143,7 @@ TEST_P(RecomputeDiT, RoutedLossEveryModeSameGradients) {
     net->zero_grad();
     auto gen = nt::make_generator(c10::Device(c10::kCPU), 9);
     nt::ForwardOptions opt;
-    opt.recompute = mode;
+    opt.block.recompute = mode;
     auto loss = nt::edm_loss(net, x, y, nt::EDMLossParams{}, 0.1, gen, {}, opt).mean();
     loss.backward();
     std::map<std::string, at::Tensor> g;
