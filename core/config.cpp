@@ -400,6 +400,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(checkpoint, keep_last, ">= 1", ge(1)),
       NT_FIELD(checkpoint, keep_every, ">= 0 (0 = none kept for good)", ge(0)),
       NT_FIELD(checkpoint, resume, "\"auto\", \"never\" or a checkpoint folder", non_empty),
+      NT_FIELD(checkpoint, init_from, "\"\" or a safetensors file", any),
 
       NT_FIELD(dist, reshard_after_forward, "", any),
       NT_FIELD(dist, param_dtype, "\"fp32\" or \"bf16\"", one_of({"fp32", "bf16"})),

@@ -93,6 +93,7 @@ struct CheckpointConfig {
   int64_t keep_last = 3;       // >= 1
   int64_t keep_every = 50000;  // 0 = none kept for good
   std::string resume = "auto"; // "auto" | "never" | a checkpoint folder
+  std::string init_from;       // "" | a safetensors file a new run starts from (weights or a training state)
 };
 
 struct DistConfig {

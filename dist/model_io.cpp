@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -87,6 +88,70 @@ LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string
   ss << in.rdbuf();
   out.config_toml = ss.str();
   return out;
+}
+
+InitState read_init_state(const std::string& path, DiT& model) {
+  SafetensorsFile file;
+  try {
+    file = load_safetensors(path);
+  } catch (const SafetensorsError& e) {
+    throw CheckpointError(std::string("checkpoint.init_from: ") + e.what());
+  }
+  const std::string where = "checkpoint.init_from '" + path + "'";
+  InitState st;
+  st.metadata = file.metadata;
+  auto format = file.metadata.find("format");
+  st.training_state = format != file.metadata.end() && format->second == kTrainingStateFormat;
+  if (format != file.metadata.end() && !st.training_state && format->second.rfind("nano-tread-training-state", 0) == 0)
+    throw CheckpointError(where + " is a training state of format '" + format->second + "'; this build reads '" +
+                          kTrainingStateFormat + "'");
+  const std::vector<std::string> kinds =
+      st.training_state ? std::vector<std::string>{"param", "ema", "exp_avg", "exp_avg_sq"}
+                        : std::vector<std::string>{"param", "ema"};
+  if (st.training_state) {
+    auto step = file.metadata.find("step");
+    size_t used = 0;
+    try {
+      if (step != file.metadata.end()) st.step = std::stoll(step->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (step == file.metadata.end() || used != step->second.size() || st.step < 0)
+      throw CheckpointError(where + " is a training state without a valid \"step\" in its metadata (the number of "
+                            "updates made; scripts/convert-weights --training-state writes it)");
+  }
+  std::map<std::string, at::Tensor> trainable, fixed;  // the model's parameters by name
+  for (const auto& p : model->named_parameters()) (p.value().requires_grad() ? trainable : fixed)[p.key()] = p.value();
+  for (const auto& name : file.order) {
+    std::string kind = "param", param = name;
+    if (st.training_state) {
+      const auto dot = name.find('.');
+      kind = dot == std::string::npos ? "" : name.substr(0, dot);
+      param = dot == std::string::npos ? name : name.substr(dot + 1);
+      if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
+        throw CheckpointError(where + " holds '" + name + "': a training state's tensors are named param.*, ema.*, "
+                              "exp_avg.* or exp_avg_sq.*");
+    }
+    if (fixed.count(param)) continue;  // recomputed by the model
+    if (!trainable.count(param))
+      throw CheckpointError(where + " holds '" + name + "', which this model does not have (another model config?" +
+                            (st.training_state || name.rfind("param.", 0) != 0
+                                 ? std::string(")")
+                                 : std::string(" or a training state without its metadata \"format\")")));
+    const at::Tensor& t = file.tensors.at(name);
+    if (t.sizes() != trainable.at(param).sizes())
+      throw CheckpointError(where + ": '" + name + "' has shape " + c10::str(t.sizes()) + ", this model's '" + param +
+                            "' is " + c10::str(trainable.at(param).sizes()) + " (another model config?)");
+    if (!at::isFloatingType(t.scalar_type()))
+      throw CheckpointError(where + ": '" + name + "' is " + c10::toString(t.scalar_type()) + ", not floating point");
+    st.kinds[kind][param] = t;
+    if (!st.training_state) st.kinds["ema"][param] = t;
+  }
+  for (const auto& kind : kinds)
+    for (const auto& [param, value] : trainable)
+      if (!st.kinds[kind].count(param))
+        throw CheckpointError(where + " lacks '" + (st.training_state ? kind + "." : std::string()) + param + "'");
+  return st;
 }
 
 void export_weights(DiT& model, const std::string& path, const std::map<std::string, std::string>& metadata) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 
 #include "data/latent_dataset.h"
@@ -30,6 +31,24 @@ struct LoadedCheckpoint {
   std::string config_toml;
 };
 LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string& kind);
+
+// A file a new run starts from (checkpoint.init_from, docs/checkpoint-format.md):
+//   - reference-named weights (tread_export, scripts/convert-weights): they become the parameters
+//     and the EMA; kinds "param" and "ema" hold the same tensors;
+//   - a training state (scripts/convert-weights --training-state, e.g. from a CompVis/tread
+//     latest.pt): tensors "param.<name>", "ema.<name>", "exp_avg.<name>", "exp_avg_sq.<name>",
+//     metadata "format" = "nano-tread-training-state/1" and "step" = the updates made so far.
+struct InitState {
+  bool training_state = false;
+  int64_t step = 0;  // updates made (0 for weights)
+  std::map<std::string, std::map<std::string, at::Tensor>> kinds;  // kind -> parameter name -> tensor
+  std::map<std::string, std::string> metadata;
+};
+inline constexpr const char* kTrainingStateFormat = "nano-tread-training-state/1";
+// Reads `path` and checks it against `model`: every trainable parameter in every kind with its
+// shape, and no name the model lacks (fixed parameters such as pos_embed may be there: the model
+// recomputes them). Throws CheckpointError naming the file and what is wrong.
+InitState read_init_state(const std::string& path, DiT& model);
 
 // Writes every state_dict entry of `model` (reference names and order) to one safetensors file.
 void export_weights(DiT& model, const std::string& path, const std::map<std::string, std::string>& metadata);

@@ -180,6 +180,38 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   s.step = m.at("step").get<int64_t>();
 }
 
+// checkpoint.init_from: a new run's parameters and EMA, and for a training state its AdamW moments
+// and update count, from a file; the data order and the training randomness start afresh.
+InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& device) {
+  const std::string& path = cfg.checkpoint.init_from;
+  InitState st = read_init_state(path, s.model);
+  const std::string where = "checkpoint.init_from '" + path + "'";
+  torch::NoGradGuard no_grad;
+  auto params = shard_from_full(st.kinds.at("param"), s.layout(), s.rank, device, where);
+  for (size_t u = 0; u < s.params().size(); ++u) s.params()[u].copy_(params[u]);
+  s.ema = shard_from_full(st.kinds.at("ema"), s.layout(), s.rank, device, where);
+  if (st.training_state) {
+    s.opt.exp_avg = shard_from_full(st.kinds.at("exp_avg"), s.layout(), s.rank, device, where);
+    s.opt.exp_avg_sq = shard_from_full(st.kinds.at("exp_avg_sq"), s.layout(), s.rank, device, where);
+    s.opt.step = s.step = st.step;
+  }
+  s.sharded->refresh();
+  if (s.rank == 0 && st.training_state) {  // the optimizer settings the state was made with, where recorded
+    const std::vector<std::pair<std::string, double>> ours = {
+        {"lr", cfg.optim.lr}, {"beta1", cfg.optim.betas[0]}, {"beta2", cfg.optim.betas[1]},
+        {"eps", cfg.optim.eps}, {"weight_decay", cfg.optim.weight_decay}};
+    for (const auto& [key, value] : ours) {
+      auto it = st.metadata.find(key);
+      if (it == st.metadata.end()) continue;
+      const double theirs = std::strtod(it->second.c_str(), nullptr);
+      if (std::abs(theirs - value) > 1e-12 * std::max(std::abs(theirs), std::abs(value)))
+        log_warn(where + " was trained with " + key + " = " + it->second + "; this run uses " + fmt("%.6g", value) +
+                 " (optim." + (key.rfind("beta", 0) == 0 ? std::string("betas") : key) + ")");
+    }
+  }
+  return st;
+}
+
 // CUDA matrix products: with train.precision = "bf16" TF32 is allowed for what stays fp32, as the
 // reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions).
 void set_cuda_math(const Config& cfg, const c10::Device& device) {
@@ -300,15 +332,28 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     }
   }
   resume_dir = broadcast_string(s, resume_dir);
+  bool imported_state = false;
   if (!resume_dir.empty()) {
     load_checkpoint(resume_dir, s, device);
     log_info("resumed from " + resume_dir + " at step " + std::to_string(s.step) +
-             (world > 1 ? " on " + std::to_string(world) + " trainer ranks" : ""));
+             (world > 1 ? " on " + std::to_string(world) + " trainer ranks" : "") +
+             (cfg.checkpoint.init_from.empty() ? "" : " (checkpoint.init_from applies only to a run's start)"));
+  } else if (!cfg.checkpoint.init_from.empty()) {
+    const InitState st = init_from_file(cfg, s, device);
+    imported_state = st.training_state;
+    log_info("initialised from " + cfg.checkpoint.init_from +
+             (st.training_state ? ": a training state after " + std::to_string(st.step) +
+                                      " updates (parameters, EMA, AdamW moments); the data order starts afresh"
+                                : ": weights (parameters and EMA); AdamW starts afresh"));
   }
   if (rank == 0) {  // saved once the resume check passed: a refused checkpoint leaves the config as it was
     std::ofstream out(run_dir / "config.toml");
     out << config_toml;
     if (!out) throw std::runtime_error("cannot write '" + (run_dir / "config.toml").string() + "'");
+  }
+  if (imported_state) {  // the run's first checkpoint: later resumes need the imported file no more
+    save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
+    log_info("checkpoint " + (fs::path(ckpt_root) / checkpoint_name(s.step)).string() + " (the imported state)");
   }
 
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
@@ -447,6 +492,12 @@ void dry_run(const Config& cfg) {
     check_data_matches(data.info(), mc, cfg);
     std::printf("data: %s: %lld samples [%d,%d,%d], %s\n", path.c_str(), static_cast<long long>(data.info().size),
                 data.info().channels, data.info().height, data.info().width, data.info().latent_space.c_str());
+  }
+  if (!cfg.checkpoint.init_from.empty()) {
+    const InitState st = read_init_state(cfg.checkpoint.init_from, model);
+    std::printf("init_from: %s: %s\n", cfg.checkpoint.init_from.c_str(),
+                st.training_state ? ("a training state after " + std::to_string(st.step) + " updates").c_str()
+                                  : "weights (parameters and EMA)");
   }
   std::printf("dry run ok\n");
 }

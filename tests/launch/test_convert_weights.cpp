@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "dist/model_io.h"
+#include "launch/python_torch.h"
 #include "models/dit.h"
 #include "test_util.h"
 
@@ -24,22 +25,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kPython = "/usr/bin/python3";
+using nt::test::have_torch;
+using nt::test::kPython;
 
-bool have_torch() { return nt::test::run_command(kPython + " -c 'import torch'") == 0; }
-
-// Runs a Python snippet from `dir` (a test failure with its output if it fails).
-void python(const std::string& dir, const std::string& code) {
-  nt::test::write_text(dir + "/make.py", code);
-  std::string out;
-  ASSERT_EQ(nt::test::run_command(kPython + " " + dir + "/make.py", &out), 0) << out;
-}
-
-std::string convert(const std::string& args, int* rc) {
-  std::string out;
-  *rc = nt::test::run_command(kPython + " " + std::string(NT_SOURCE_DIR) + "/scripts/convert-weights " + args, &out);
-  return out;
-}
+using nt::test::convert_weights;
+using nt::test::run_python;
 
 // The values both sides draw: randn(shape) from a CPU generator seeded `seed` (the same LibTorch).
 at::Tensor drawn(at::IntArrayRef shape, uint64_t seed) {
@@ -66,7 +56,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
   nlohmann::json params = nlohmann::json::array();  // [name, shape] in state_dict order
   for (const auto& p : model->named_parameters()) params.push_back({p.key(), p.value().sizes().vec()});
   nt::test::write_text(dir + "/params.json", params.dump());
-  python(dir, "import json, torch\n"
+  run_python(dir, "import json, torch\n"
                        "params = json.load(open('" + dir + "/params.json'))\n"
                        "def dict_of(base):\n"
                        "    return {'model.' + n: torch.randn(s, generator=torch.Generator().manual_seed(base + i))\n"
@@ -78,7 +68,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
   // The optimizer state's floats: PyTorch 1.13's tensors-only loader refuses them, 2.x's takes them.
   int rc = 0;
   std::string out =
-      convert(dir + "/latest.pt " + dir + "/ema.safetensors --key ema_state_dict --strip-prefix model. --trusted", &rc);
+      convert_weights(dir + "/latest.pt " + dir + "/ema.safetensors --key ema_state_dict --strip-prefix model. --trusted", &rc);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_CONTAINS(out, std::to_string(params.size()) + " tensors");
   nt::DiT loaded(small_dit());
@@ -91,7 +81,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
   EXPECT_EQ(i, params.size());
 
   // Without the prefix stripped the names are the wrapper's: the strict loader says which.
-  out = convert(dir + "/latest.pt " + dir + "/wrapped.safetensors --key ema_state_dict --trusted", &rc);
+  out = convert_weights(dir + "/latest.pt " + dir + "/wrapped.safetensors --key ema_state_dict --trusted", &rc);
   ASSERT_EQ(rc, 0) << out;
   nt::DiT other(small_dit());
   EXPECT_CONTAINS(nt::test::thrown_message<nt::SafetensorsError>([&] { nt::load_weights(other, dir + "/wrapped.safetensors"); }),
@@ -101,7 +91,7 @@ TEST(ConvertWeights, ReferenceCheckpointToWeightsThatLoad) {
 TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
   if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
   const std::string dir = nt::test::scratch_dir();
-  python(dir, "import collections, torch\n"
+  run_python(dir, "import collections, torch\n"
                        "g = torch.Generator().manual_seed(5)\n"
                        "sd = collections.OrderedDict()\n"
                        "sd['Conv2d_1a_3x3.conv.weight'] = torch.randn((4, 3, 3, 3), generator=g)\n"
@@ -110,7 +100,7 @@ TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
                        "sd['scalar'] = torch.tensor(2.5, dtype=torch.float64)\n"
                        "torch.save(sd, '" + dir + "/w.pth', _use_new_zipfile_serialization=False)\n");
   int rc = 0;
-  const std::string out = convert(dir + "/w.pth " + dir + "/w.safetensors", &rc);
+  const std::string out = convert_weights(dir + "/w.pth " + dir + "/w.safetensors", &rc);
   ASSERT_EQ(rc, 0) << out;
   const auto file = nt::load_safetensors(dir + "/w.safetensors");
   ASSERT_EQ(file.order, (std::vector<std::string>{"Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.num_batches_tracked",
@@ -131,7 +121,7 @@ TEST(ConvertWeights, PlainLegacyStateDictKeepsNamesDtypesAndBits) {
 TEST(ConvertWeights, BadInputsExitOneWithAMessageAndNoOutput) {
   if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
   const std::string dir = nt::test::scratch_dir();
-  python(dir, "import torch\ntorch.save({'ema_state_dict': {'a': torch.zeros(2)}, 'step': 3}, '" + dir + "/ck.pt')\n");
+  run_python(dir, "import torch\ntorch.save({'ema_state_dict': {'a': torch.zeros(2)}, 'step': 3}, '" + dir + "/ck.pt')\n");
   nt::test::write_text(dir + "/garbage.pt", "not a checkpoint\n");
   const std::string target = dir + "/out.safetensors";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -142,7 +132,55 @@ TEST(ConvertWeights, BadInputsExitOneWithAMessageAndNoOutput) {
   };
   for (const auto& [args, message] : cases) {
     int rc = 0;
-    const std::string out = convert(args, &rc);
+    const std::string out = convert_weights(args, &rc);
+    EXPECT_EQ(rc, 1) << args << "\n" << out;
+    EXPECT_CONTAINS(out, message);
+    EXPECT_FALSE(fs::exists(target)) << args;
+  }
+}
+
+TEST(ConvertWeights, TrainingStateRefusesWhatItCannotMap) {
+  if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
+  const std::string dir = nt::test::scratch_dir();
+  // A two-parameter model: its AdamW state after one update, then variants the converter refuses.
+  run_python(dir, "import copy, torch\n"
+                  "ps = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]\n"
+                  "opt = torch.optim.AdamW(ps, lr=1e-3)\n"
+                  "for p in ps: p.grad = torch.ones_like(p)\n"
+                  "opt.step()\n"
+                  "sd = {'model.a': ps[0].detach(), 'model.b': ps[1].detach()}\n"
+                  "good = {'model_state_dict': sd, 'ema_state_dict': sd, 'optimizer_state_dict': opt.state_dict(), 'step': 0}\n"
+                  "torch.save(good, '" + dir + "/good.pt')\n"
+                  "short = copy.deepcopy(good); short['model_state_dict'] = {'model.a': ps[0].detach()}\n"
+                  "short['ema_state_dict'] = short['model_state_dict']\n"
+                  "torch.save(short, '" + dir + "/short.pt')\n"
+                  "ams = copy.deepcopy(good); ams['optimizer_state_dict']['param_groups'][0]['amsgrad'] = True\n"
+                  "torch.save(ams, '" + dir + "/ams.pt')\n"
+                  "other = copy.deepcopy(good); other['ema_state_dict'] = {'model.a': ps[0].detach(), 'model.c': ps[1].detach()}\n"
+                  "torch.save(other, '" + dir + "/other.pt')\n"
+                  "bare = {'model_state_dict': sd, 'ema_state_dict': sd}\n"
+                  "torch.save(bare, '" + dir + "/bare.pt')\n");
+  const std::string target = dir + "/out.safetensors";
+  int rc = 0;
+  std::string out = convert_weights(dir + "/good.pt " + target + " --training-state --trusted", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const auto file = nt::load_safetensors(target);
+  EXPECT_EQ(file.order, (std::vector<std::string>{"param.a", "param.b", "ema.a", "ema.b", "exp_avg.a", "exp_avg.b",
+                                                  "exp_avg_sq.a", "exp_avg_sq.b"}));
+  EXPECT_EQ(file.metadata.at("format"), "nano-tread-training-state/1");
+  EXPECT_EQ(file.metadata.at("step"), "1");
+  EXPECT_EQ(file.metadata.at("lr"), "0.001");
+  fs::remove(target);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"short.pt", "the optimizer holds 2 parameters and the model dict 1 tensors"},
+      {"ams.pt", "amsgrad"},
+      {"other.pt", "ema_state_dict and model_state_dict name different tensors"},
+      {"bare.pt", "has no entry 'optimizer_state_dict'"},
+      {"good.pt --key ema_state_dict", "drop --key"},
+      {"good.pt --strip-prefix ema.", "does not start with 'ema.'"},
+  };
+  for (const auto& [args, message] : cases) {
+    out = convert_weights(dir + "/" + args + " " + target + " --training-state --trusted", &rc);
     EXPECT_EQ(rc, 1) << args << "\n" << out;
     EXPECT_CONTAINS(out, message);
     EXPECT_FALSE(fs::exists(target)) << args;
