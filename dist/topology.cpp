@@ -5,7 +5,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "core/log.h"
 #include "dist/mpi_check.h"
@@ -62,9 +65,21 @@ std::string detect_launcher(int world_rank, int world_size) {
   return "single";
 }
 
+// `views[r]`: "<devices seen>|<id of device 0>" of the node's local rank r (see make_topology).
+int choose_gpu(int local_rank, int num_gpus, const std::vector<std::string>& views) {
+  if (local_rank < num_gpus) return local_rank;
+  if (num_gpus != 1) return -1;
+  std::set<std::string> distinct;
+  for (const auto& v : views) {
+    if (v.rfind("1|", 0) != 0 || v.size() == 2) return -1;  // another count, or an unknown device
+    distinct.insert(v);
+  }
+  return distinct.size() == views.size() ? 0 : -1;
+}
+
 }  // namespace
 
-Topology make_topology(int eval_ranks, int num_cuda_devices) {
+Topology make_topology(int eval_ranks, int num_cuda_devices, const std::string& gpu_id) {
   int initialized = 0;
   NT_MPI_CHECK(MPI_Initialized(&initialized));
   if (!initialized)
@@ -87,11 +102,22 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
             " rank(s): at least one rank must train, so eval.ranks must be in [0, " +
             std::to_string(t.world_size - 1) + "]; start more ranks or lower eval.ranks"));
 
-  // Ranks on this node: a shared-memory communicator, used only for the local rank.
+  // Ranks on this node: a shared-memory communicator, for the local rank and the GPU choice.
   MPI_Comm local = MPI_COMM_NULL;
   NT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, t.world_rank, MPI_INFO_NULL, &local));
   NT_MPI_CHECK(MPI_Comm_rank(local, &t.local_rank));
   NT_MPI_CHECK(MPI_Comm_size(local, &t.local_size));
+  t.num_gpus = num_cuda_devices >= 0 ? num_cuda_devices : static_cast<int>(torch::cuda::device_count());
+  {  // each rank's view of the node's GPUs: how many it sees and which is its device 0
+    constexpr int kIdLen = 64;
+    char mine[kIdLen] = {0};
+    std::snprintf(mine, kIdLen, "%d|%s", t.num_gpus, gpu_id.c_str());
+    std::vector<char> all(static_cast<size_t>(kIdLen) * t.local_size);
+    NT_MPI_CHECK(MPI_Allgather(mine, kIdLen, MPI_CHAR, all.data(), kIdLen, MPI_CHAR, local));
+    std::vector<std::string> views;
+    for (int r = 0; r < t.local_size; ++r) views.emplace_back(all.data() + static_cast<size_t>(r) * kIdLen);
+    t.gpu = choose_gpu(t.local_rank, t.num_gpus, views);
+  }
   NT_MPI_CHECK(MPI_Comm_free(&local));
 
   // Roles: the last eval_ranks ranks evaluate; the others get their own communicator.
@@ -122,12 +148,11 @@ Topology make_topology(int eval_ranks, int num_cuda_devices) {
   if (t.slurm_step_id.empty()) t.slurm_step_id = env_or_empty("SLURM_STEPID");
   t.slurm_nodelist = env_or_empty("SLURM_JOB_NODELIST");
 
-  t.num_gpus = num_cuda_devices >= 0 ? num_cuda_devices : static_cast<int>(torch::cuda::device_count());
-  t.gpu = t.local_rank < t.num_gpus ? t.local_rank : -1;
   return t;
 }
 
-Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices, bool lone_process_trains) {
+Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices, bool lone_process_trains,
+                       const std::string& gpu_id) {
   int initialized = 0;
   NT_MPI_CHECK(MPI_Initialized(&initialized));
   launcher_env();  // read before MPI adds its own variables
@@ -151,7 +176,7 @@ Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_dev
              "and nothing evaluates during training (score checkpoints with eval/fid_worker --run-dir)");
     eval_ranks = 0;
   }
-  return make_topology(eval_ranks, num_cuda_devices);
+  return make_topology(eval_ranks, num_cuda_devices, gpu_id);
 }
 
 void free_topology(Topology& topo) {

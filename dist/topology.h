@@ -21,7 +21,7 @@ struct Topology {
   std::string launcher;                // "srun", "mpirun" or "single"
   std::string slurm_job_id, slurm_step_id, slurm_nodelist;  // empty outside Slurm
   int num_gpus = 0;                    // CUDA devices visible to this rank
-  int gpu = -1;                        // local_rank when local_rank < num_gpus, else -1 (CPU)
+  int gpu = -1;                        // this rank's device (see make_topology), -1: none (CPU)
 };
 
 // Starts MPI (MPI_Init_thread, at least MPI_THREAD_FUNNELED; reuses MPI if already started),
@@ -33,11 +33,17 @@ struct Topology {
 // `lone_process_trains` a job of one process ignores eval_ranks > 0 (with a warning) and trains.
 // Under srun, a world of 1 where Slurm started several tasks (no MPI plugin) is an error.
 Topology init_topology(int* argc, char*** argv, int eval_ranks, int num_cuda_devices = -1,
-                       bool lone_process_trains = false);
+                       bool lone_process_trains = false, const std::string& gpu_id = "");
 
 // The topology of an MPI that is already started (collective over MPI_COMM_WORLD): local ranks,
 // roles with `eval_ranks` evaluators (0 <= eval_ranks < world size), a new trainers' communicator.
-Topology make_topology(int eval_ranks, int num_cuda_devices = -1);
+// The GPU of a rank: device `local_rank` when the rank sees that many devices (every rank sees
+// all the node's GPUs); device 0 when every rank of the node sees exactly one device and they are
+// all different ones (Slurm's per-task binding, --gpus-per-task=1: each sees its own GPU as
+// device 0); otherwise none (-1). `gpu_id` names this rank's device 0 (its PCI bus id,
+// dist/cuda_device.h), "" when unknown: then ranks that see one device are not told apart and
+// only local rank 0 takes it.
+Topology make_topology(int eval_ranks, int num_cuda_devices = -1, const std::string& gpu_id = "");
 
 // Frees the communicators a Topology owns (collective over the world); leaves MPI running.
 void free_topology(Topology& topo);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "dist/mpi_communicator.h"
 #ifdef NT_HAVE_NCCL
+#include "dist/cuda_device.h"
 #include "dist/nccl_communicator.h"
 #endif
 #include "dist/topology.h"
@@ -68,8 +69,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     // Training: one process, or every rank of srun/mpirun. The last eval.ranks ranks evaluate.
+    std::string gpu_id;  // tells apart the GPUs of ranks that each see one (Slurm's per-task binding)
+#ifdef NT_HAVE_NCCL
+    gpu_id = nt::cuda_device_pci_bus_id(0);
+#endif
     nt::Topology topo = nt::init_topology(&argc, &argv, cfg.eval.ranks, /*num_cuda_devices=*/-1,
-                                          /*lone_process_trains=*/true);
+                                          /*lone_process_trains=*/true, gpu_id);
     if (topo.world_rank == 0) std::cout << resolved << std::flush;
     nt::log_info(nt::describe(topo));
     nt::install_stop_handlers();
@@ -88,7 +93,9 @@ int main(int argc, char** argv) {
             if (topo.gpu < 0)
               throw std::runtime_error("trainer rank " + std::to_string(topo.trainer_rank) + " (local rank " +
                                        std::to_string(topo.local_rank) + ") has no GPU of its own: " +
-                                       std::to_string(topo.num_gpus) + " visible; start one rank per GPU");
+                                       std::to_string(topo.num_gpus) +
+                                       " visible; start one rank per GPU (every rank of a node sees all its GPUs, "
+                                       "e.g. srun --gpu-bind=none, or each sees another single one)");
             device_comm = std::make_unique<nt::NcclCommunicator>(topo.trainers, topo.gpu);
           }
 #endif

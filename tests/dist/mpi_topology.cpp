@@ -120,6 +120,29 @@ TEST(Topology, GpuIsLocalRankWhenDevicesExist) {
   nt::free_topology(one);
 }
 
+// Slurm's per-task binding (--gpus-per-task=1): every rank sees one device, numbered 0, and they
+// are different GPUs (PCI bus ids); then each takes its device 0. The same single GPU seen by all,
+// or ids unknown (no CUDA runtime): only local rank 0 takes it, as before.
+TEST(Topology, RanksThatEachSeeAnotherSingleGpuTakeIt) {
+  nt::Topology probe = nt::make_topology(0, 0);
+  const int local = probe.local_rank, size = probe.local_size;
+  nt::free_topology(probe);
+  nt::Topology own = nt::make_topology(0, 1, "0000:" + std::to_string(16 + local) + ":00.0");
+  EXPECT_EQ(own.gpu, 0);
+  nt::free_topology(own);
+  nt::Topology same = nt::make_topology(0, 1, "0000:10:00.0");
+  EXPECT_EQ(same.gpu, local == 0 ? 0 : -1);
+  nt::free_topology(same);
+  nt::Topology unknown = nt::make_topology(0, 1, "");
+  EXPECT_EQ(unknown.gpu, local == 0 ? 0 : -1);
+  nt::free_topology(unknown);
+  // Two ranks (of three or more) share one GPU: those beyond local rank 0 get none.
+  const std::string id = "0000:" + std::to_string(local == 2 ? 16 + 1 : 16 + local) + ":00.0";
+  nt::Topology clash = nt::make_topology(0, 1, id);
+  EXPECT_EQ(clash.gpu, local == 0 || size < 3 ? 0 : -1);
+  nt::free_topology(clash);
+}
+
 TEST(Topology, LauncherIsDetected) {
   nt::Topology t = nt::make_topology(0, 0);
   // ctest starts these programs with mpiexec (which sets OMPI_COMM_WORLD_RANK) or alone.
