@@ -85,7 +85,7 @@ std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohma
   return final_dir.string();
 }
 
-nlohmann::json read_verified_manifest(const std::string& dir) {
+nlohmann::json read_manifest(const std::string& dir) {
   const fs::path d(dir);
   const fs::path mpath = d / "manifest.json";
   if (!fs::is_directory(d)) throw CheckpointError("checkpoint folder '" + dir + "' does not exist");
@@ -100,12 +100,27 @@ nlohmann::json read_verified_manifest(const std::string& dir) {
   }
   if (!m.contains("files") || !m["files"].is_object() || !m.contains("step"))
     throw CheckpointError("'" + mpath.string() + "' lacks 'files' or 'step'");
-  for (const auto& [name, digest] : m["files"].items()) {
+  return m;
+}
+
+void verify_checkpoint_files(const std::string& dir, const nlohmann::json& manifest,
+                             const std::vector<std::string>& names) {
+  const fs::path d(dir);
+  for (const auto& name : names) {
     const fs::path f = d / name;
+    if (!manifest.at("files").contains(name))
+      throw CheckpointError("'" + (d / "manifest.json").string() + "' does not list '" + name + "'");
     if (!fs::exists(f)) throw CheckpointError("checkpoint file '" + f.string() + "' is missing");
-    if (sha256_file(f.string()) != digest.get<std::string>())
+    if (sha256_file(f.string()) != manifest["files"][name].get<std::string>())
       throw CheckpointError("checkpoint file '" + f.string() + "' is corrupted (SHA-256 mismatch)");
   }
+}
+
+nlohmann::json read_verified_manifest(const std::string& dir) {
+  nlohmann::json m = read_manifest(dir);
+  std::vector<std::string> names;
+  for (const auto& [name, digest] : m["files"].items()) names.push_back(name);
+  verify_checkpoint_files(dir, m, names);
   return m;
 }
 

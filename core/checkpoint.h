@@ -30,6 +30,13 @@ std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohma
 // Reads dir/manifest.json and checks every listed file exists with its SHA-256 (and that no
 // listed file is missing). Throws CheckpointError naming the offending file.
 nlohmann::json read_verified_manifest(const std::string& dir);
+// Reads dir/manifest.json without checking the files it lists (a reader then checks those it
+// reads with verify_checkpoint_files). Throws CheckpointError for a missing or malformed manifest.
+nlohmann::json read_manifest(const std::string& dir);
+// Checks that the listed files `names` of a checkpoint exist with the manifest's SHA-256; a name
+// the manifest does not list is an error too. Throws CheckpointError naming the offending file.
+void verify_checkpoint_files(const std::string& dir, const nlohmann::json& manifest,
+                             const std::vector<std::string>& names);
 
 // Complete checkpoint folders under ckpt_root (name step_N with a manifest), newest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& ckpt_root);

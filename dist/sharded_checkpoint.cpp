@@ -80,6 +80,29 @@ std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>&
   return out;
 }
 
+std::optional<RankShards> load_own_shards(const std::string& dir, const nlohmann::json& manifest,
+                                          const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
+                                          const c10::Device& device) {
+  if (FlatLayout::from_json(manifest.at("layout")).to_json() != layout.to_json()) return std::nullopt;
+  const std::string name = rank_file_name(rank);
+  verify_checkpoint_files(dir, manifest, {name});
+  const std::string path = (std::filesystem::path(dir) / name).string();
+  auto file = load_safetensors(path);
+  RankShards out;
+  for (const auto& kind : kinds)
+    for (const auto& u : layout.units) {
+      auto it = file.tensors.find(u.name + "." + kind);
+      if (it == file.tensors.end()) throw CheckpointError("'" + path + "' lacks '" + u.name + "." + kind + "'");
+      if (it->second.numel() != u.shard() || it->second.scalar_type() != at::kFloat)
+        throw CheckpointError("'" + path + "': '" + u.name + "." + kind + "' is not a float32 shard of " +
+                              std::to_string(u.shard()) + " values, as the manifest's layout says");
+      out.buffers[kind].push_back(it->second.to(device));
+    }
+  for (const auto& [key, t] : file.tensors)
+    if (key.rfind("rng.", 0) == 0) out.rng[key.substr(4)] = t;
+  return out;
+}
+
 at::Tensor load_rng_state(const std::string& dir, const nlohmann::json& manifest, int rank, const std::string& name) {
   const int world = manifest.at("world_size").get<int>();
   const auto path = (std::filesystem::path(dir) / rank_file_name(rank % world)).string();

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,18 @@ std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, cons
 // The same for several kinds at once, reading each rank file only once: kind -> name -> tensor.
 std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
     const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds);
+
+// This rank's shards and generator states from its own rank file only, for a checkpoint written
+// with `layout` (the same world size and parameters): the file is checked against the manifest's
+// SHA-256, no other rank file is read. Returns nullopt when the checkpoint's layout differs (then
+// every rank file is read and resharded: load_full_tensors, shard_from_full).
+struct RankShards {
+  std::map<std::string, std::vector<at::Tensor>> buffers;  // kind -> [unit] ([padded / W] each)
+  std::map<std::string, at::Tensor> rng;                   // generator states by name
+};
+std::optional<RankShards> load_own_shards(const std::string& dir, const nlohmann::json& manifest,
+                                          const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
+                                          const c10::Device& device);
 
 // Fills `layout`'s flat buffers (this rank's shards, [padded / W] each) from full tensors by
 // parameter name; throws CheckpointError naming a missing or mis-shaped parameter.

@@ -161,20 +161,34 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
 
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
   const CheckpointReadLock reading(dir);
-  const auto m = read_verified_manifest(dir);
+  const auto m = read_manifest(dir);  // each rank checks the digests of the files it reads
   check_same_architecture(m.at("model"), s.model->cfg, dir);
-  // Every rank reads the full tensors by name (any W of the writer), then keeps its shard.
-  auto full = load_full_tensors(dir, m, {"param", "ema", "exp_avg", "exp_avg_sq"});  // one read per rank file
-  auto params = shard_from_full(full.at("param"), s.layout(), s.rank, device, dir);
+  const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
+  std::map<std::string, std::vector<at::Tensor>> shards;
+  at::Tensor rng;
+  if (auto own = load_own_shards(dir, m, s.layout(), s.rank, kinds, device)) {
+    // Written by as many ranks with the same layout: this rank's file holds its shards.
+    if (!own->rng.count("train")) throw CheckpointError("'" + dir + "': rank file without 'rng.train'");
+    shards = std::move(own->buffers);
+    rng = own->rng.at("train");
+  } else {
+    // Another world size: every rank reads the full tensors by name, then keeps its shard.
+    const int writers = m.at("world_size").get<int>();
+    std::vector<std::string> files;
+    for (int r = 0; r < writers; ++r) files.push_back(rank_file_name(r));
+    verify_checkpoint_files(dir, m, files);
+    auto full = load_full_tensors(dir, m, kinds);  // one read per rank file
+    for (const auto& kind : kinds) shards[kind] = shard_from_full(full.at(kind), s.layout(), s.rank, device, dir);
+    rng = load_rng_state(dir, m, s.rank, "train");
+  }
   torch::NoGradGuard no_grad;
-  for (size_t u = 0; u < s.params().size(); ++u) s.params()[u].copy_(params[u]);
-  s.ema = shard_from_full(full.at("ema"), s.layout(), s.rank, device, dir);
-  s.opt.exp_avg = shard_from_full(full.at("exp_avg"), s.layout(), s.rank, device, dir);
-  s.opt.exp_avg_sq = shard_from_full(full.at("exp_avg_sq"), s.layout(), s.rank, device, dir);
+  for (size_t u = 0; u < s.params().size(); ++u) s.params()[u].copy_(shards.at("param")[u]);
+  s.ema = shards.at("ema");
+  s.opt.exp_avg = shards.at("exp_avg");
+  s.opt.exp_avg_sq = shards.at("exp_avg_sq");
   s.opt.step = m.at("optimizer").at("step").get<int64_t>();
   s.sharded->refresh();
-  auto state = load_rng_state(dir, m, s.rank, "train");
-  set_generator_state(s.gen, state);
+  set_generator_state(s.gen, rng);
   s.loader.epoch = m.at("loader").at("epoch").get<int64_t>();
   s.loader.batch = m.at("loader").at("batch").get<int64_t>();
   s.step = m.at("step").get<int64_t>();

@@ -8,12 +8,14 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "core/checkpoint.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/sha256.h"
 #include "dist/sharded_checkpoint.h"
 #include "models/dit.h"
 #include "test_util.h"
@@ -378,6 +380,53 @@ TEST(ShardedCheckpoint, ErrorsNameWhatIsWrong) {
   // A manifest that claims two ranks when there is one file.
   const nlohmann::json two = {{"layout", nt::make_layout(*model, 2).to_json()}, {"world_size", 2}};
   EXPECT_ANY_THROW(nt::load_full_tensors(dir, two, "param"));
+}
+
+// A checkpoint of the same layout (same W, same parameters) is read from the rank's own file
+// alone, checked against its digest: another rank's file may be missing; another layout says so
+// (nullopt) and the caller reshards from every file.
+TEST(ShardedCheckpoint, SameLayoutReadsOnlyTheRanksOwnFile) {
+  const std::string dir = nt::test::scratch_dir();
+  auto model = tiny_model();
+  const nt::FlatLayout l2 = nt::make_layout(*model, 2);
+  std::map<std::string, std::vector<at::Tensor>> full;
+  full["param"] = nt::gather_params(*model, l2);
+  auto gen = nt::make_generator(c10::Device(c10::kCPU), 12);
+  for (const char* kind : {"ema", "exp_avg", "exp_avg_sq"})
+    for (const auto& f : full["param"]) full[kind].push_back(at::randn(f.sizes(), gen, f.options()));
+  nlohmann::json manifest = {{"layout", l2.to_json()}, {"world_size", 2}, {"step", 1}};
+  std::vector<at::Tensor> rng(2);
+  for (int r = 0; r < 2; ++r) {
+    auto g = nt::make_generator(c10::Device(c10::kCPU), 200 + r);
+    rng[r] = nt::generator_state(g);
+    std::map<std::string, std::vector<at::Tensor>> mine;
+    for (const auto& [kind, bufs] : full) mine[kind] = shards_of(bufs, l2, r);
+    nt::save_rank_shards(dir, r, l2, mine, {{"train", rng[r]}});
+    manifest["files"][nt::rank_file_name(r)] = nt::sha256_file(dir + "/" + nt::rank_file_name(r));
+  }
+  fs::remove(dir + "/" + nt::rank_file_name(1));
+  const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
+  auto own = nt::load_own_shards(dir, manifest, l2, 0, kinds, c10::Device(c10::kCPU));
+  ASSERT_TRUE(own.has_value());
+  for (const auto& kind : kinds) {
+    const auto want = shards_of(full[kind], l2, 0);
+    ASSERT_EQ(own->buffers.at(kind).size(), want.size()) << kind;
+    for (size_t u = 0; u < want.size(); ++u) EXPECT_TRUE(torch::equal(own->buffers.at(kind)[u], want[u])) << kind << u;
+  }
+  EXPECT_TRUE(torch::equal(own->rng.at("train"), rng[0]));
+  // Another layout: not this path. The missing file of rank 1 and a corrupted file are named.
+  EXPECT_FALSE(nt::load_own_shards(dir, manifest, nt::make_layout(*model, 3), 0, kinds, c10::Device(c10::kCPU)));
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>(
+                      [&] { nt::load_own_shards(dir, manifest, l2, 1, kinds, c10::Device(c10::kCPU)); }),
+                  "rank_00001.safetensors' is missing");
+  {
+    std::fstream f(dir + "/" + nt::rank_file_name(0), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>(
+                      [&] { nt::load_own_shards(dir, manifest, l2, 0, kinds, c10::Device(c10::kCPU)); }),
+                  "corrupted (SHA-256 mismatch)");
 }
 
 }  // namespace
