@@ -50,15 +50,26 @@ std::string begin_checkpoint(const std::string& ckpt_root, int64_t step) {
   return tmp.string();
 }
 
-std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohmann::json manifest) {
+std::string seal_checkpoint_file(const std::string& path) {
+  fsync_path(path);
+  return sha256_file(path);
+}
+
+std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohmann::json manifest,
+                              const std::map<std::string, std::string>& sealed) {
   const fs::path root(ckpt_root);
   const fs::path tmp = root / (".tmp-" + checkpoint_name(step));
   const fs::path final_dir = root / checkpoint_name(step);
   nlohmann::json files = nlohmann::json::object();
+  for (const auto& [name, digest] : sealed) {
+    if (!fs::is_regular_file(tmp / name))
+      throw CheckpointError("'" + (tmp / name).string() + "' was sealed by its writer but is not in the folder");
+    files[name] = digest;
+  }
   for (const auto& e : fs::directory_iterator(tmp)) {
-    if (!e.is_regular_file() || e.path().filename() == "manifest.json") continue;
-    files[e.path().filename().string()] = sha256_file(e.path().string());
-    fsync_path(e.path());
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || name == "manifest.json" || sealed.count(name)) continue;
+    files[name] = seal_checkpoint_file(e.path().string());
   }
   manifest["files"] = files;
   manifest["step"] = step;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -22,10 +23,16 @@ std::string checkpoint_name(int64_t step);  // "step_00000123"
 
 // Creates (afresh) the temporary folder for `step` under `ckpt_root`; returns its path.
 std::string begin_checkpoint(const std::string& ckpt_root, int64_t step);
+// Makes a file of a checkpoint being written durable (fsync) and returns its SHA-256: each
+// trainer rank seals its own file, on its own node, in parallel with the others.
+std::string seal_checkpoint_file(const std::string& path);
 // Adds "files": {name: sha256} for every regular file in the temporary folder, writes
 // manifest.json, fsyncs, renames the folder to step_XXXXXXXX, then points `latest` at it.
+// `sealed`: files already sealed by their writers (name -> SHA-256), taken as they are; the
+// others are hashed and made durable here. A sealed name missing from the folder is an error.
 // Returns the final folder.
-std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohmann::json manifest);
+std::string commit_checkpoint(const std::string& ckpt_root, int64_t step, nlohmann::json manifest,
+                              const std::map<std::string, std::string>& sealed = {});
 
 // Reads dir/manifest.json and checks every listed file exists with its SHA-256 (and that no
 // listed file is missing). Throws CheckpointError naming the offending file.

@@ -128,6 +128,21 @@ std::string broadcast_string(TrainState& s, const std::string& text) {
   return std::string(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
 }
 
+// Every trainer rank's `text` (at most 255 bytes, no NUL), in rank order, on every rank.
+std::vector<std::string> all_gather_strings(TrainState& s, const std::string& text) {
+  if (!s.comm) return {text};
+  constexpr int64_t kLen = 256;
+  TORCH_CHECK(static_cast<int64_t>(text.size()) < kLen, "all_gather_strings: text too long");
+  auto all = torch::zeros({s.world, kLen}, torch::kLong);  // [W, kLen]: each rank fills its row, a sum gathers
+  auto a = all.accessor<int64_t, 2>();
+  for (size_t i = 0; i < text.size(); ++i) a[s.rank][static_cast<int64_t>(i)] = static_cast<unsigned char>(text[i]);
+  s.comm->all_reduce(all);
+  std::vector<std::string> out(static_cast<size_t>(s.world));
+  for (int64_t r = 0; r < s.world; ++r)
+    for (int64_t i = 0; i < kLen && a[r][i] != 0; ++i) out[static_cast<size_t>(r)].push_back(static_cast<char>(a[r][i]));
+  return out;
+}
+
 void save_checkpoint(const Config& cfg, const std::string& config_toml, const std::string& ckpt_root,
                      TrainState& s, const DatasetInfo& data) {
   std::string tmp;
@@ -136,11 +151,16 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   save_rank_shards(tmp, s.rank, s.layout(),
                    {{"param", s.params()}, {"exp_avg", s.opt.exp_avg}, {"exp_avg_sq", s.opt.exp_avg_sq}, {"ema", s.ema}},
                    {{"train", generator_state(s.gen)}});
-  barrier(s);  // every rank file is complete before rank 0 hashes them
+  // Each rank makes its own file durable and hashes it (in parallel, on its own node); rank 0
+  // collects the digests: every rank file is complete before it writes the manifest.
+  const std::vector<std::string> digests =
+      all_gather_strings(s, seal_checkpoint_file((fs::path(tmp) / rank_file_name(s.rank)).string()));
   if (s.rank != 0) {
     barrier(s);
     return;
   }
+  std::map<std::string, std::string> sealed;
+  for (int r = 0; r < static_cast<int>(digests.size()); ++r) sealed[rank_file_name(r)] = digests[r];
   {
     std::ofstream out(fs::path(tmp) / "config.toml");
     out << config_toml;
@@ -154,7 +174,7 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   m["optimizer"] = {{"step", s.opt.step}};
   m["data"] = data_info_to_json(data);
   m["rng"] = {{"train", "rng.train in each rank file"}};
-  commit_checkpoint(ckpt_root, s.step, m);
+  commit_checkpoint(ckpt_root, s.step, m, sealed);
   apply_retention(ckpt_root, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every);
   barrier(s);  // no rank moves on before the checkpoint is published
 }

@@ -105,6 +105,35 @@ TEST(Checkpoint, CommitWritesManifestWithDigestsAndLatest) {
   EXPECT_EQ(nt::read_verified_manifest(latest.string()).at("step").get<int64_t>(), 7);
 }
 
+// Rank files sealed by their writers (fsync + SHA-256 on each rank) enter the manifest with the
+// digests given, unhashed by the committer; the other files are hashed at commit. A wrong digest
+// given shows up at the next verification; a sealed name missing from the folder is refused.
+TEST(Checkpoint, SealedFilesEnterTheManifestWithTheirWritersDigests) {
+  const std::string root = nt::test::scratch_dir() + "/ckpt";
+  std::string tmp = nt::begin_checkpoint(root, 3);
+  write_file(fs::path(tmp) / "rank_00000.safetensors", rank_bytes(3));
+  write_file(fs::path(tmp) / "config.toml", config_bytes(3));
+  const std::string digest = nt::seal_checkpoint_file((fs::path(tmp) / "rank_00000.safetensors").string());
+  const std::string r = rank_bytes(3);
+  EXPECT_EQ(digest, nt::sha256_hex(r.data(), r.size()));
+  std::string dir = nt::commit_checkpoint(root, 3, {{"world_size", 1}}, {{"rank_00000.safetensors", digest}});
+  EXPECT_EQ(nt::read_verified_manifest(dir).at("files").size(), 2u);
+
+  tmp = nt::begin_checkpoint(root, 4);
+  write_file(fs::path(tmp) / "rank_00000.safetensors", rank_bytes(4));
+  dir = nt::commit_checkpoint(root, 4, {{"world_size", 1}}, {{"rank_00000.safetensors", digest}});  // step 3's
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>([&] { nt::read_verified_manifest(dir); }),
+                  "corrupted (SHA-256 mismatch)");
+
+  tmp = nt::begin_checkpoint(root, 5);
+  write_file(fs::path(tmp) / "config.toml", config_bytes(5));
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>([&] {
+                    nt::commit_checkpoint(root, 5, {{"world_size", 1}}, {{"rank_00000.safetensors", digest}});
+                  }),
+                  "was sealed by its writer but is not in the folder");
+  EXPECT_FALSE(fs::exists(fs::path(root) / "step_00000005"));
+}
+
 TEST(Checkpoint, LatestFollowsTheNewestAndListIsNewestFirst) {
   const std::string root = nt::test::scratch_dir() + "/ckpt";
   for (int64_t step : {4, 8, 12}) {
