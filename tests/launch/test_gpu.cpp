@@ -13,7 +13,9 @@
 //     with the fused kernels;
 //   - the MLP with the GELU in its products' cuBLASLt epilogues (train.fused_mlp,
 //     models/gelu_mlp) trains under bf16 autocast what the plain MLP trains: the same losses to
-//     2 %, keeping or recomputing the GELU output (and the norm before it).
+//     2 %, keeping or recomputing the GELU output (and the norm before it);
+//   - sampling on CUDA (tread_sample --device cuda) draws each seed's latent and class as
+//     PyTorch's CUDA generators do, and a sample does not depend on the batching.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -23,7 +25,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/sample_file.h"
 #include "launch/run_fixture.h"
+#include "models/edm.h"
 #include "test_util.h"
 
 namespace {
@@ -183,6 +187,58 @@ TEST_F(Gpu, FusedMlpTrainsWhatThePlainMlpTrains) {
       EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << r << " step " << i + 1;
     }
   }
+}
+
+// Sampling on CUDA (an evaluation rank's GPU, tread_sample --device cuda): each seed's generator
+// is a CUDA generator seeded as PyTorch's torch.Generator('cuda').manual_seed(seed), drawing the
+// latent randn([C,H,W]) first and then the class randint(0, num_classes, []), as the reference's
+// per-seed generators do on a GPU (checked against this machine's PyTorch, where it has CUDA);
+// the samples are finite and do not depend on how the seeds are batched (to fp32 rounding: other
+// batch sizes may run other kernels), and a seed alone gives its row of the batch.
+TEST_F(Gpu, SamplingOnCudaDrawsPyTorchsSeedsAndIsBatchInvariant) {
+  RunSetup s = make_setup();
+  std::string out;
+  ASSERT_EQ(run_single(s, "--set train.steps=3 --set checkpoint.every=3", &out), 0) << out;
+  const std::string ck = ckpt(s, "w", 3);
+  auto sample = [&](const std::string& args, const std::string& file) {
+    const ToolResult r = tool("launch/tread_sample", "--checkpoint " + ck + " --steps 5 --device cuda " + args + " --out " + file, s.dir);
+    EXPECT_EQ(r.rc, 0) << r.out << r.err;
+    return nt::read_sample_file(file);
+  };
+  const auto b1 = sample("--seeds 0-5 --batch 1", s.dir + "/b1.h5");
+  const auto b64 = sample("--seeds 0-5 --batch 64", s.dir + "/b64.h5");
+  const auto one = sample("--seeds 3", s.dir + "/one.h5");
+  ASSERT_EQ(b1.samples.sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
+  EXPECT_TRUE(torch::isfinite(b1.samples).all().item<bool>());
+  EXPECT_TRUE(torch::equal(b1.labels, b64.labels));
+  const double scale = b1.samples.abs().max().item<double>(), diff = (b1.samples - b64.samples).abs().max().item<double>();
+  std::cout << "[ gpu      ] CUDA samples, batch 1 vs 64: max difference " << diff << " of max " << scale << "\n";
+  EXPECT_LE(diff, 1e-3 * scale);
+  EXPECT_TRUE(torch::equal(one.samples[0], b1.samples[3]));
+
+  const nt::SeedBatch seeds = nt::make_seed_batch({0, 1, 2, 3, 4, 5}, 1, 8, 10, c10::Device(c10::kCUDA, 0));
+  EXPECT_TRUE(torch::equal(seeds.labels.cpu(), b1.labels));
+  if (run_command("python3 -c 'import torch; assert torch.cuda.is_available()'") != 0) {
+    std::cout << "[ gpu      ] python3 without CUDA PyTorch: the draws are not compared with PyTorch's\n";
+    return;
+  }
+  write_text(s.dir + "/draw.py",
+             "import torch\n"
+             "lat, lab = [], []\n"
+             "for s in range(6):\n"
+             "    g = torch.Generator('cuda').manual_seed(s)\n"
+             "    lat.append(torch.randn([1, 8, 8], generator=g, device='cuda'))\n"
+             "    lab.append(torch.randint(0, 10, [], generator=g, device='cuda'))\n"
+             "open('" + s.dir + "/lat.bin', 'wb').write(torch.stack(lat).cpu().numpy().tobytes())\n"
+             "open('" + s.dir + "/lab.bin', 'wb').write(torch.stack(lab).cpu().numpy().tobytes())\n");
+  ASSERT_EQ(run_command("python3 " + s.dir + "/draw.py", &out), 0) << out;
+  const std::string lat = read_text(s.dir + "/lat.bin"), lab = read_text(s.dir + "/lab.bin");
+  ASSERT_EQ(lat.size(), 6u * 64 * 4);
+  ASSERT_EQ(lab.size(), 6u * 8);
+  const at::Tensor want_lat = torch::from_blob(const_cast<char*>(lat.data()), {6, 1, 8, 8}, at::kFloat).clone();
+  const at::Tensor want_lab = torch::from_blob(const_cast<char*>(lab.data()), {6}, at::kLong).clone();
+  EXPECT_TRUE(torch::equal(seeds.latents.cpu(), want_lat)) << "the initial latents differ from PyTorch's CUDA draws";
+  EXPECT_TRUE(torch::equal(seeds.labels.cpu(), want_lab)) << "the classes differ from PyTorch's CUDA draws";
 }
 
 }  // namespace
