@@ -177,6 +177,20 @@ TEST_F(InceptionFid, FeaturesMatchPytorchFid) {
             kFeatureTol);
 }
 
+// The same on CUDA (an evaluation rank's GPU; skipped without one): cuDNN's convolutions, TF32
+// where LibTorch allows it by default, so to 1e-2 of the features' scale rather than kFeatureTol.
+TEST_F(InceptionFid, CudaFeaturesMatchPytorchFid) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const std::string path = write_weights(nt::test::scratch_dir());
+  RemovedAtExit cleanup{path};
+  nt::InceptionV3Fid net = nt::load_inception_fid(path, torch::kCUDA);
+  const at::Tensor feats = net->forward(cases->tensors.at("images").to(torch::kCUDA));
+  ASSERT_TRUE(feats.is_cuda());
+  const double err = rel_err(feats.cpu(), cases->tensors.at("features"), "CUDA features 2x3x64x64");
+  std::cout << "[ gpu      ] Inception features on CUDA: relative difference " << err << "\n";
+  EXPECT_LE(err, 1e-2);
+}
+
 TEST_F(InceptionFid, RejectsWrongChannelCount) {
   nt::InceptionV3Fid net;
   const std::string msg = nt::test::thrown_message<std::runtime_error>(
