@@ -166,6 +166,18 @@ TEST_F(Golden, LdmNames) {
   expect_golden(vae, "LDM names");
 }
 
+// On CUDA (an evaluation rank decoding latents on its GPU; skipped without one): the golden
+// decode to 1e-2 of its scale (cuDNN convolutions, TF32 where LibTorch allows it by default).
+TEST_F(Golden, CudaDecodeMatchesTheReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  nt::AutoencoderKL vae =
+      nt::load_vae(kGolden + "vae_small_ldm.safetensors", c10::Device(c10::kCUDA, 0), small_config());
+  torch::NoGradGuard no_grad;
+  const at::Tensor out = vae->decode(c("z").to(torch::kCUDA));
+  ASSERT_TRUE(out.is_cuda());
+  EXPECT_LE(rel_err(out.cpu(), c("decoded"), "CUDA decoded"), 1e-2);
+}
+
 TEST_F(Golden, DiffusersNamesLoadIdentically) {
   nt::AutoencoderKL ldm = nt::load_vae(kGolden + "vae_small_ldm.safetensors", kCpu, small_config());
   nt::AutoencoderKL dif =
