@@ -388,6 +388,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   if (imported_state) {  // the run's first checkpoint: later resumes need the imported file no more
     save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
     log_info("checkpoint " + (fs::path(ckpt_root) / checkpoint_name(s.step)).string() + " (the imported state)");
+    if (publisher) publisher->published(s.step);  // its FID is where the continued run starts from
   }
 
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
