@@ -272,24 +272,33 @@ std::vector<at::Tensor> shards_of(const std::vector<at::Tensor>& full, const nt:
   return out;
 }
 
+// The rank files of a 2-rank checkpoint of `model` in `dir`: full padded buffers per kind (the
+// parameters, and random values from `seed` for the others) and a generator state per rank.
+struct TwoRankFiles {
+  std::map<std::string, std::vector<at::Tensor>> full;  // kind -> [unit]
+  std::vector<at::Tensor> rng;                           // rank -> state
+};
+TwoRankFiles write_two_rank_files(const std::string& dir, nt::DiT& model, const nt::FlatLayout& l2, uint64_t seed) {
+  TwoRankFiles f;
+  f.full["param"] = nt::gather_params(*model, l2);
+  auto gen = nt::make_generator(c10::Device(c10::kCPU), seed);
+  for (const char* kind : {"ema", "exp_avg", "exp_avg_sq"})
+    for (const auto& p : f.full["param"]) f.full[kind].push_back(at::randn(p.sizes(), gen, p.options()));
+  for (int r = 0; r < 2; ++r) {
+    auto g = nt::make_generator(c10::Device(c10::kCPU), seed * 10 + r);
+    f.rng.push_back(nt::generator_state(g));
+    std::map<std::string, std::vector<at::Tensor>> mine;
+    for (const auto& [kind, bufs] : f.full) mine[kind] = shards_of(bufs, l2, r);
+    nt::save_rank_shards(dir, r, l2, mine, {{"train", f.rng[r]}});
+  }
+  return f;
+}
+
 TEST(ShardedCheckpoint, TwoRankShardsReassembleAndReshardToThree) {
   const std::string dir = nt::test::scratch_dir();
   auto model = tiny_model();
   const nt::FlatLayout l2 = nt::make_layout(*model, 2);
-  // Full padded buffers per kind: the parameters, and random values for the others.
-  std::map<std::string, std::vector<at::Tensor>> full;
-  full["param"] = nt::gather_params(*model, l2);
-  auto gen = nt::make_generator(c10::Device(c10::kCPU), 11);
-  for (const char* kind : {"ema", "exp_avg", "exp_avg_sq"})
-    for (const auto& f : full["param"]) full[kind].push_back(at::randn(f.sizes(), gen, f.options()));
-  std::vector<at::Tensor> rng(2);
-  for (int r = 0; r < 2; ++r) {
-    auto g = nt::make_generator(c10::Device(c10::kCPU), 100 + r);
-    rng[r] = nt::generator_state(g);
-    std::map<std::string, std::vector<at::Tensor>> mine;
-    for (const auto& [kind, bufs] : full) mine[kind] = shards_of(bufs, l2, r);
-    nt::save_rank_shards(dir, r, l2, mine, {{"train", rng[r]}});
-  }
+  auto [full, rng] = write_two_rank_files(dir, model, l2, 11);
   EXPECT_EQ(nt::rank_file_name(1), "rank_00001.safetensors");
   // The rank file holds "<unit>.<kind>" shards of padded / W entries.
   auto f1 = nt::load_safetensors(dir + "/rank_00001.safetensors");
@@ -389,21 +398,10 @@ TEST(ShardedCheckpoint, SameLayoutReadsOnlyTheRanksOwnFile) {
   const std::string dir = nt::test::scratch_dir();
   auto model = tiny_model();
   const nt::FlatLayout l2 = nt::make_layout(*model, 2);
-  std::map<std::string, std::vector<at::Tensor>> full;
-  full["param"] = nt::gather_params(*model, l2);
-  auto gen = nt::make_generator(c10::Device(c10::kCPU), 12);
-  for (const char* kind : {"ema", "exp_avg", "exp_avg_sq"})
-    for (const auto& f : full["param"]) full[kind].push_back(at::randn(f.sizes(), gen, f.options()));
+  auto [full, rng] = write_two_rank_files(dir, model, l2, 12);
   nlohmann::json manifest = {{"layout", l2.to_json()}, {"world_size", 2}, {"step", 1}};
-  std::vector<at::Tensor> rng(2);
-  for (int r = 0; r < 2; ++r) {
-    auto g = nt::make_generator(c10::Device(c10::kCPU), 200 + r);
-    rng[r] = nt::generator_state(g);
-    std::map<std::string, std::vector<at::Tensor>> mine;
-    for (const auto& [kind, bufs] : full) mine[kind] = shards_of(bufs, l2, r);
-    nt::save_rank_shards(dir, r, l2, mine, {{"train", rng[r]}});
+  for (int r = 0; r < 2; ++r)
     manifest["files"][nt::rank_file_name(r)] = nt::sha256_file(dir + "/" + nt::rank_file_name(r));
-  }
   fs::remove(dir + "/" + nt::rank_file_name(1));
   const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
   auto own = nt::load_own_shards(dir, manifest, l2, 0, kinds, c10::Device(c10::kCPU));

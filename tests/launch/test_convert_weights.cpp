@@ -31,6 +31,17 @@ using nt::test::kPython;
 using nt::test::convert_weights;
 using nt::test::run_python;
 
+// Each (arguments, message) case exits 1 with the message and leaves no `target`.
+void expect_refusals(const std::vector<std::pair<std::string, std::string>>& cases, const std::string& target) {
+  for (const auto& [args, message] : cases) {
+    int rc = 0;
+    const std::string out = convert_weights(args, &rc);
+    EXPECT_EQ(rc, 1) << args << "\n" << out;
+    EXPECT_CONTAINS(out, message);
+    EXPECT_FALSE(fs::exists(target)) << args;
+  }
+}
+
 // The values both sides draw: randn(shape) from a CPU generator seeded `seed` (the same LibTorch).
 at::Tensor drawn(at::IntArrayRef shape, uint64_t seed) {
   at::Generator g = nt::make_generator(c10::Device(c10::kCPU), seed);
@@ -130,13 +141,7 @@ TEST(ConvertWeights, BadInputsExitOneWithAMessageAndNoOutput) {
       {dir + "/ck.pt " + target, "entry 'ema_state_dict' is not a tensor but a dict (pick the state dict with --key)"},
       {dir + "/garbage.pt " + target, "cannot read"},
   };
-  for (const auto& [args, message] : cases) {
-    int rc = 0;
-    const std::string out = convert_weights(args, &rc);
-    EXPECT_EQ(rc, 1) << args << "\n" << out;
-    EXPECT_CONTAINS(out, message);
-    EXPECT_FALSE(fs::exists(target)) << args;
-  }
+  expect_refusals(cases, target);
 }
 
 TEST(ConvertWeights, TrainingStateRefusesWhatItCannotMap) {
@@ -171,20 +176,14 @@ TEST(ConvertWeights, TrainingStateRefusesWhatItCannotMap) {
   EXPECT_EQ(file.metadata.at("step"), "1");
   EXPECT_EQ(file.metadata.at("lr"), "0.001");
   fs::remove(target);
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"short.pt", "the optimizer holds 2 parameters and the model dict 1 tensors"},
-      {"ams.pt", "amsgrad"},
-      {"other.pt", "ema_state_dict and model_state_dict name different tensors"},
-      {"bare.pt", "has no entry 'optimizer_state_dict'"},
-      {"good.pt --key ema_state_dict", "drop --key"},
-      {"good.pt --strip-prefix ema.", "does not start with 'ema.'"},
-  };
-  for (const auto& [args, message] : cases) {
-    out = convert_weights(dir + "/" + args + " " + target + " --training-state --trusted", &rc);
-    EXPECT_EQ(rc, 1) << args << "\n" << out;
-    EXPECT_CONTAINS(out, message);
-    EXPECT_FALSE(fs::exists(target)) << args;
-  }
+  const std::string state = " " + target + " --training-state --trusted";
+  expect_refusals({{dir + "/short.pt" + state, "the optimizer holds 2 parameters and the model dict 1 tensors"},
+                   {dir + "/ams.pt" + state, "amsgrad"},
+                   {dir + "/other.pt" + state, "ema_state_dict and model_state_dict name different tensors"},
+                   {dir + "/bare.pt" + state, "has no entry 'optimizer_state_dict'"},
+                   {dir + "/good.pt --key ema_state_dict" + state, "drop --key"},
+                   {dir + "/good.pt --strip-prefix ema." + state, "does not start with 'ema.'"}},
+                  target);
 }
 
 }  // namespace
