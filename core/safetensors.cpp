@@ -17,7 +17,9 @@
 #include <memory>
 #include <set>
 #include <tuple>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors stores little-endian data; this reader copies bytes as they are");
@@ -224,11 +226,19 @@ Entry parse_entry(const std::string& path, const std::string& name,
 
 }  // namespace
 
-SafetensorsFile load_safetensors(const std::string& path) {
-  FilePtr file(std::fopen(path.c_str(), "rb"));
-  if (!file) read_fail(path, "cannot open: " + errno_text());
+namespace {
+
+// The validated header of an open file: its entries in offset order, its metadata, and where the
+// data buffer starts. The stream is left at the start of the data buffer.
+struct Header {
+  std::vector<Entry> entries;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;
+};
+
+Header read_header(const std::string& path, std::FILE* fp) {
   struct stat st {};
-  if (fstat(fileno(file.get()), &st) != 0) read_fail(path, "cannot stat: " + errno_text());
+  if (fstat(fileno(fp), &st) != 0) read_fail(path, "cannot stat: " + errno_text());
   if (!S_ISREG(st.st_mode)) read_fail(path, "not a regular file");
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8)
@@ -236,7 +246,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
                         " bytes, shorter than the 8-byte header length; it is truncated");
 
   unsigned char len_bytes[8];
-  if (std::fread(len_bytes, 1, 8, file.get()) != 8)
+  if (std::fread(len_bytes, 1, 8, fp) != 8)
     read_fail(path, "reading the header length failed: " + errno_text());
   uint64_t n = 0;
   for (int b = 0; b < 8; ++b) n |= static_cast<uint64_t>(len_bytes[b]) << (8 * b);
@@ -248,7 +258,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
                         std::to_string(file_size - 8) +
                         " bytes after the length field; the file is truncated or corrupt");
   std::string text(n, '\0');
-  if (n > 0 && std::fread(text.data(), 1, n, file.get()) != n)
+  if (n > 0 && std::fread(text.data(), 1, n, fp) != n)
     read_fail(path, "reading the " + std::to_string(n) + "-byte header failed: " + errno_text());
 
   // Parse, rejecting duplicate top-level keys (a JSON object would silently keep one).
@@ -272,8 +282,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (!header.is_object()) read_fail(path, "header must be a JSON object");
   if (!duplicate.empty()) read_fail(path, "header names \"" + duplicate + "\" twice");
 
-  SafetensorsFile out;
-  std::vector<Entry> entries;
+  Header out;
+  std::vector<Entry>& entries = out.entries;
   for (const auto& [key, value] : header.items()) {
     if (key == "__metadata__") {
       if (!value.is_object()) read_fail(path, "\"__metadata__\" must be an object of strings");
@@ -313,9 +323,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
     read_fail(path, "the data buffer holds " + std::to_string(buffer_size) +
                         " bytes but the tensors cover " + std::to_string(cursor) +
                         "; the file has trailing bytes or a wrong header");
+  out.data_start = 8 + n;
+  return out;
+}
 
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  FilePtr file(std::fopen(path.c_str(), "rb"));
+  if (!file) read_fail(path, "cannot open: " + errno_text());
+  const Header header = read_header(path, file.get());
+  SafetensorsFile out;
+  out.metadata = header.metadata;
   // Read each tensor straight into its own memory: the buffer is contiguous and in order.
-  for (const Entry& e : entries) {
+  for (const Entry& e : header.entries) {
     at::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
     const uint64_t nbytes = e.end - e.begin;
     if (nbytes > 0 && std::fread(t.data_ptr(), 1, nbytes, file.get()) != nbytes)
@@ -326,6 +347,49 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.order.push_back(e.name);
   }
   return out;
+}
+
+SafetensorsIndex index_safetensors(const std::string& path) {
+  FilePtr file(std::fopen(path.c_str(), "rb"));
+  if (!file) read_fail(path, "cannot open: " + errno_text());
+  const Header header = read_header(path, file.get());
+  SafetensorsIndex out;
+  out.path = path;
+  out.metadata = header.metadata;
+  for (const Entry& e : header.entries) {
+    out.tensors[e.name] = {e.dtype->type, e.shape, header.data_start + e.begin, e.end - e.begin};
+    out.order.push_back(e.name);
+  }
+  return out;
+}
+
+at::Tensor read_tensor_elements(const SafetensorsIndex& index, const std::string& name, int64_t offset,
+                                int64_t count) {
+  auto it = index.tensors.find(name);
+  if (it == index.tensors.end()) read_fail(index.path, "has no tensor '" + name + "'");
+  const SafetensorsIndex::Info& info = it->second;
+  const int64_t itemsize = static_cast<int64_t>(c10::elementSize(info.dtype));
+  const int64_t numel = static_cast<int64_t>(info.nbytes) / itemsize;
+  if (offset < 0 || count < 0 || offset + count > numel)
+    read_fail(index.path, "tensor '" + name + "': elements [" + std::to_string(offset) + ", " +
+                              std::to_string(offset + count) + ") are outside its " + std::to_string(numel));
+  at::Tensor t = torch::empty({count}, torch::TensorOptions().dtype(info.dtype));
+  const int fd = ::open(index.path.c_str(), O_RDONLY);
+  if (fd < 0) read_fail(index.path, "cannot open: " + errno_text());
+  char* dst = static_cast<char*>(t.data_ptr());
+  uint64_t done = 0, want = static_cast<uint64_t>(count * itemsize);
+  const uint64_t at = info.file_offset + static_cast<uint64_t>(offset * itemsize);
+  while (done < want) {
+    const ssize_t got = ::pread(fd, dst + done, want - done, static_cast<off_t>(at + done));
+    if (got <= 0) {
+      const std::string why = got < 0 ? errno_text() : std::string("end of file");
+      ::close(fd);
+      read_fail(index.path, "tensor '" + name + "': reading " + std::to_string(want) + " bytes failed: " + why);
+    }
+    done += static_cast<uint64_t>(got);
+  }
+  ::close(fd);
+  return t;
 }
 
 }  // namespace nt

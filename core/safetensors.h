@@ -37,4 +37,23 @@ struct SafetensorsFile {
 // out-of-range offsets or an unknown dtype throw SafetensorsError naming the file.
 SafetensorsFile load_safetensors(const std::string& path);
 
+// A file's header alone (checked as load_safetensors checks it): where each tensor lies, so that
+// parts of tensors can be read without the rest of the file.
+struct SafetensorsIndex {
+  struct Info {
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+    uint64_t file_offset = 0, nbytes = 0;  // the tensor's bytes in the file
+  };
+  std::string path;
+  std::map<std::string, Info> tensors;
+  std::vector<std::string> order;  // names in file order
+  std::map<std::string, std::string> metadata;
+};
+SafetensorsIndex index_safetensors(const std::string& path);
+// Elements [offset, offset + count) of tensor `name`, flattened, as a 1-D tensor of its dtype
+// (pread: safe from several threads). Throws SafetensorsError for an unknown name or range.
+at::Tensor read_tensor_elements(const SafetensorsIndex& index, const std::string& name, int64_t offset,
+                                int64_t count);
+
 }  // namespace nt

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
@@ -80,26 +82,75 @@ std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>&
   return out;
 }
 
-std::optional<RankShards> load_own_shards(const std::string& dir, const nlohmann::json& manifest,
-                                          const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
-                                          const c10::Device& device) {
-  if (FlatLayout::from_json(manifest.at("layout")).to_json() != layout.to_json()) return std::nullopt;
-  const std::string name = rank_file_name(rank);
-  verify_checkpoint_files(dir, manifest, {name});
-  const std::string path = (std::filesystem::path(dir) / name).string();
-  auto file = load_safetensors(path);
+namespace {
+
+// The same units with the same parameters at the same offsets (the layouts of one model for any W).
+bool same_units(const FlatLayout& a, const FlatLayout& b) {
+  if (a.units.size() != b.units.size()) return false;
+  for (size_t u = 0; u < a.units.size(); ++u) {
+    const FlatUnit &x = a.units[u], &y = b.units[u];
+    if (x.name != y.name || x.numel != y.numel || x.params.size() != y.params.size()) return false;
+    for (size_t i = 0; i < x.params.size(); ++i) {
+      const FlatParam &p = x.params[i], &q = y.params[i];
+      if (p.name != q.name || p.shape != q.shape || p.offset != q.offset || p.numel != q.numel) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohmann::json& manifest,
+                                           const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
+                                           const c10::Device& device) {
+  const FlatLayout written = FlatLayout::from_json(manifest.at("layout"));
+  if (!same_units(written, layout)) return std::nullopt;
+  const int old_world = written.world, new_world = layout.world;
+  // Unit u's elements this rank holds, [a, b) of the flat buffer (past numel: padding, zeros),
+  // lie in the writers' shards [k * s_old, (k + 1) * s_old).
+  auto range = [&](size_t u) {
+    const int64_t s_new = layout.units[u].padded / new_world;
+    const int64_t a = rank * s_new, b = std::min(a + s_new, layout.units[u].numel);
+    return std::make_pair(a, std::max(a, b));
+  };
+  std::set<int> readers = {rank % old_world};  // the files to read: the generator states' one
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    const int64_t s_old = written.units[u].padded / old_world;
+    const auto [a, b] = range(u);
+    for (int64_t k = a / s_old; k * s_old < b; ++k) readers.insert(static_cast<int>(k));
+  }
+  std::vector<std::string> names;
+  for (int k : readers) names.push_back(rank_file_name(k));
+  verify_checkpoint_files(dir, manifest, names);
+  std::map<int, SafetensorsIndex> files;
+  for (int k : readers) files[k] = index_safetensors((std::filesystem::path(dir) / rank_file_name(k)).string());
+
   RankShards out;
   for (const auto& kind : kinds)
-    for (const auto& u : layout.units) {
-      auto it = file.tensors.find(u.name + "." + kind);
-      if (it == file.tensors.end()) throw CheckpointError("'" + path + "' lacks '" + u.name + "." + kind + "'");
-      if (it->second.numel() != u.shard() || it->second.scalar_type() != at::kFloat)
-        throw CheckpointError("'" + path + "': '" + u.name + "." + kind + "' is not a float32 shard of " +
-                              std::to_string(u.shard()) + " values, as the manifest's layout says");
-      out.buffers[kind].push_back(it->second.to(device));
+    for (size_t u = 0; u < layout.units.size(); ++u) {
+      const FlatUnit& unit = layout.units[u];
+      const int64_t s_old = written.units[u].padded / old_world;
+      const auto [a, b] = range(u);
+      auto buf = torch::zeros({unit.padded / new_world}, torch::TensorOptions().dtype(at::kFloat));
+      for (int64_t k = a / s_old; k * s_old < b; ++k) {
+        const SafetensorsIndex& f = files.at(static_cast<int>(k));
+        const std::string name = unit.name + "." + kind;
+        auto it = f.tensors.find(name);
+        if (it == f.tensors.end()) throw CheckpointError("'" + f.path + "' lacks '" + name + "'");
+        if (it->second.dtype != at::kFloat || it->second.nbytes != static_cast<uint64_t>(s_old) * 4)
+          throw CheckpointError("'" + f.path + "': '" + name + "' is not a float32 shard of " + std::to_string(s_old) +
+                                " values, as the manifest's layout says");
+        const int64_t lo = std::max(a, k * s_old), hi = std::min(b, (k + 1) * s_old);
+        buf.narrow(0, lo - a, hi - lo).copy_(read_tensor_elements(f, name, lo - k * s_old, hi - lo));
+      }
+      out.buffers[kind].push_back(buf.to(device));
     }
-  for (const auto& [key, t] : file.tensors)
-    if (key.rfind("rng.", 0) == 0) out.rng[key.substr(4)] = t;
+  const SafetensorsIndex& states = files.at(rank % old_world);
+  for (const auto& [name, info] : states.tensors)
+    if (name.rfind("rng.", 0) == 0) {
+      const int64_t n = static_cast<int64_t>(info.nbytes / c10::elementSize(info.dtype));
+      out.rng[name.substr(4)] = read_tensor_elements(states, name, 0, n).view(info.shape);
+    }
   return out;
 }
 

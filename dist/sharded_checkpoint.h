@@ -30,17 +30,20 @@ std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, cons
 std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
     const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds);
 
-// This rank's shards and generator states from its own rank file only, for a checkpoint written
-// with `layout` (the same world size and parameters): the file is checked against the manifest's
-// SHA-256, no other rank file is read. Returns nullopt when the checkpoint's layout differs (then
-// every rank file is read and resharded: load_full_tensors, shard_from_full).
+// This rank's shards and generator states for `layout`, read straight from the byte ranges of
+// the rank files that hold them, for a checkpoint whose units hold the same parameters at the same
+// offsets (any world size: the layouts then differ only in padding and shard size). On the
+// writer's W a rank reads its own file only; on another W the files whose shards overlap its own
+// (about W/W' + 1 of them), and the generator states of rank `rank` mod W. Every file it reads is
+// first checked against the manifest's SHA-256. Returns nullopt when the units differ (then
+// reassemble by name: load_full_tensors, shard_from_full).
 struct RankShards {
   std::map<std::string, std::vector<at::Tensor>> buffers;  // kind -> [unit] ([padded / W] each)
   std::map<std::string, at::Tensor> rng;                   // generator states by name
 };
-std::optional<RankShards> load_own_shards(const std::string& dir, const nlohmann::json& manifest,
-                                          const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
-                                          const c10::Device& device);
+std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohmann::json& manifest,
+                                           const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
+                                           const c10::Device& device);
 
 // Fills `layout`'s flat buffers (this rank's shards, [padded / W] each) from full tensors by
 // parameter name; throws CheckpointError naming a missing or mis-shaped parameter.

@@ -186,13 +186,13 @@ void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& d
   const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
   std::map<std::string, std::vector<at::Tensor>> shards;
   at::Tensor rng;
-  if (auto own = load_own_shards(dir, m, s.layout(), s.rank, kinds, device)) {
-    // Written by as many ranks with the same layout: this rank's file holds its shards.
+  if (auto own = load_rank_shards(dir, m, s.layout(), s.rank, kinds, device)) {
+    // The same units (any W): each rank reads its part of the files that hold its shards.
     if (!own->rng.count("train")) throw CheckpointError("'" + dir + "': rank file without 'rng.train'");
     shards = std::move(own->buffers);
     rng = own->rng.at("train");
   } else {
-    // Another world size: every rank reads the full tensors by name, then keeps its shard.
+    // Other units (not written for this model's layout): reassemble by name, then shard.
     const int writers = m.at("world_size").get<int>();
     std::vector<std::string> files;
     for (int r = 0; r < writers; ++r) files.push_back(rank_file_name(r));

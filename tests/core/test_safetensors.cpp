@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -413,6 +414,45 @@ TEST(Safetensors, CorruptFilesThrowNamingTheFile) {
   const auto file = nt::load_safetensors(good);
   EXPECT_TRUE(same_bits(file.tensors.at("a"), torch::arange(4, torch::kFloat)));
   EXPECT_TRUE(same_bits(file.tensors.at("b"), torch::arange(3, torch::kLong)));
+}
+
+}  // namespace
+
+namespace {
+
+// The index (header alone) names what load_safetensors reads, and element ranges read through it
+// equal the slices of the whole tensors: empty, inside, whole, the last element; ranges outside a
+// tensor, unknown names and a truncated file are errors naming the file.
+TEST(Safetensors, IndexAndElementRangesMatchTheWholeRead) {
+  const std::string dir = nt::test::scratch_dir();
+  const std::string path = dir + "/parts.safetensors";
+  const std::vector<nt::NamedTensor> tensors = {
+      {"a", torch::arange(24, torch::kFloat).reshape({2, 3, 4})},
+      {"b", (torch::arange(7, torch::kFloat) / 3).to(torch::kBFloat16)},
+      {"c", torch::arange(5, torch::kLong) * 1000},
+  };
+  nt::save_safetensors(path, tensors, {{"k", "v"}});
+  const nt::SafetensorsIndex index = nt::index_safetensors(path);
+  const nt::SafetensorsFile whole = nt::load_safetensors(path);
+  EXPECT_EQ(index.order, whole.order);
+  EXPECT_EQ(index.metadata, whole.metadata);
+  for (const auto& t : tensors) {
+    const auto& info = index.tensors.at(t.name);
+    EXPECT_EQ(info.dtype, t.tensor.scalar_type()) << t.name;
+    EXPECT_EQ(info.shape, t.tensor.sizes().vec()) << t.name;
+    const int64_t n = t.tensor.numel();
+    for (auto [offset, count] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {1, n - 2}, {0, n}, {n - 1, 1}}) {
+      const at::Tensor got = nt::read_tensor_elements(index, t.name, offset, count);
+      EXPECT_TRUE(torch::equal(got, t.tensor.reshape({-1}).narrow(0, offset, count)))
+          << t.name << " [" << offset << ", " << offset + count << ")";
+    }
+  }
+  EXPECT_ANY_THROW(nt::read_tensor_elements(index, "a", 20, 5));
+  EXPECT_ANY_THROW(nt::read_tensor_elements(index, "a", -1, 2));
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::SafetensorsError>([&] { nt::read_tensor_elements(index, "z", 0, 1); }),
+                  "has no tensor 'z'");
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 4);
+  EXPECT_CONTAINS(nt::test::thrown_message<nt::SafetensorsError>([&] { nt::index_safetensors(path); }), path);
 }
 
 }  // namespace

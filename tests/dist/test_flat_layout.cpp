@@ -391,20 +391,35 @@ TEST(ShardedCheckpoint, ErrorsNameWhatIsWrong) {
   EXPECT_ANY_THROW(nt::load_full_tensors(dir, two, "param"));
 }
 
-// A checkpoint of the same layout (same W, same parameters) is read from the rank's own file
-// alone, checked against its digest: another rank's file may be missing; another layout says so
-// (nullopt) and the caller reshards from every file.
-TEST(ShardedCheckpoint, SameLayoutReadsOnlyTheRanksOwnFile) {
+// A rank's shards come from the byte ranges of the rank files that hold them, checked against
+// their digests: on the writer's W its own file alone (another rank's file may be missing), on
+// W = 3 bit for bit what reassembling by name and resharding gives, rank 0 again from file 0
+// alone; a model with other units says so (nullopt: the caller reassembles by name). A missing or
+// corrupted file is named.
+TEST(ShardedCheckpoint, RanksReadOnlyTheFilesThatHoldTheirShards) {
   const std::string dir = nt::test::scratch_dir();
   auto model = tiny_model();
-  const nt::FlatLayout l2 = nt::make_layout(*model, 2);
+  const nt::FlatLayout l2 = nt::make_layout(*model, 2), l3 = nt::make_layout(*model, 3);
   auto [full, rng] = write_two_rank_files(dir, model, l2, 12);
   nlohmann::json manifest = {{"layout", l2.to_json()}, {"world_size", 2}, {"step", 1}};
   for (int r = 0; r < 2; ++r)
     manifest["files"][nt::rank_file_name(r)] = nt::sha256_file(dir + "/" + nt::rank_file_name(r));
-  fs::remove(dir + "/" + nt::rank_file_name(1));
   const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
-  auto own = nt::load_own_shards(dir, manifest, l2, 0, kinds, c10::Device(c10::kCPU));
+  const c10::Device cpu(c10::kCPU);
+  // W = 3 from W = 2: each rank's ranges equal the shards of the tensors reassembled by name.
+  const auto by_name = nt::load_full_tensors(dir, manifest, kinds);
+  for (int r = 0; r < 3; ++r) {
+    auto got = nt::load_rank_shards(dir, manifest, l3, r, kinds, cpu);
+    ASSERT_TRUE(got.has_value());
+    for (const auto& kind : kinds) {
+      const auto want = nt::shard_from_full(by_name.at(kind), l3, r, cpu, "test");
+      for (size_t u = 0; u < want.size(); ++u)
+        EXPECT_TRUE(torch::equal(got->buffers.at(kind)[u], want[u])) << kind << " unit " << u << " rank " << r;
+    }
+    EXPECT_TRUE(torch::equal(got->rng.at("train"), rng[r % 2])) << r;
+  }
+  fs::remove(dir + "/" + nt::rank_file_name(1));
+  auto own = nt::load_rank_shards(dir, manifest, l2, 0, kinds, cpu);
   ASSERT_TRUE(own.has_value());
   for (const auto& kind : kinds) {
     const auto want = shards_of(full[kind], l2, 0);
@@ -412,10 +427,11 @@ TEST(ShardedCheckpoint, SameLayoutReadsOnlyTheRanksOwnFile) {
     for (size_t u = 0; u < want.size(); ++u) EXPECT_TRUE(torch::equal(own->buffers.at(kind)[u], want[u])) << kind << u;
   }
   EXPECT_TRUE(torch::equal(own->rng.at("train"), rng[0]));
-  // Another layout: not this path. The missing file of rank 1 and a corrupted file are named.
-  EXPECT_FALSE(nt::load_own_shards(dir, manifest, nt::make_layout(*model, 3), 0, kinds, c10::Device(c10::kCPU)));
+  EXPECT_TRUE(nt::load_rank_shards(dir, manifest, l3, 0, kinds, cpu).has_value()) << "rank 0 of 3 needs file 0 only";
+  auto other = tiny_model(2);
+  EXPECT_FALSE(nt::load_rank_shards(dir, manifest, nt::make_layout(*other, 2), 0, kinds, cpu));
   EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>(
-                      [&] { nt::load_own_shards(dir, manifest, l2, 1, kinds, c10::Device(c10::kCPU)); }),
+                      [&] { nt::load_rank_shards(dir, manifest, l2, 1, kinds, cpu); }),
                   "rank_00001.safetensors' is missing");
   {
     std::fstream f(dir + "/" + nt::rank_file_name(0), std::ios::in | std::ios::out | std::ios::binary);
@@ -423,7 +439,7 @@ TEST(ShardedCheckpoint, SameLayoutReadsOnlyTheRanksOwnFile) {
     f.put('\x7f');
   }
   EXPECT_CONTAINS(nt::test::thrown_message<nt::CheckpointError>(
-                      [&] { nt::load_own_shards(dir, manifest, l2, 0, kinds, c10::Device(c10::kCPU)); }),
+                      [&] { nt::load_rank_shards(dir, manifest, l2, 0, kinds, cpu); }),
                   "corrupted (SHA-256 mismatch)");
 }
 
