@@ -91,38 +91,43 @@ LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string
 }
 
 InitState read_init_state(const std::string& path, DiT& model) {
-  SafetensorsFile file;
+  InitState st;
   try {
-    file = load_safetensors(path);
+    st.file = index_safetensors(path);
   } catch (const SafetensorsError& e) {
     throw CheckpointError(std::string("checkpoint.init_from: ") + e.what());
   }
   const std::string where = "checkpoint.init_from '" + path + "'";
-  InitState st;
-  st.metadata = file.metadata;
-  auto format = file.metadata.find("format");
-  st.training_state = format != file.metadata.end() && format->second == kTrainingStateFormat;
-  if (format != file.metadata.end() && !st.training_state && format->second.rfind("nano-tread-training-state", 0) == 0)
+  st.metadata = st.file.metadata;
+  auto format = st.metadata.find("format");
+  st.training_state = format != st.metadata.end() && format->second == kTrainingStateFormat;
+  if (format != st.metadata.end() && !st.training_state && format->second.rfind("nano-tread-training-state", 0) == 0)
     throw CheckpointError(where + " is a training state of format '" + format->second + "'; this build reads '" +
                           kTrainingStateFormat + "'");
   const std::vector<std::string> kinds =
       st.training_state ? std::vector<std::string>{"param", "ema", "exp_avg", "exp_avg_sq"}
                         : std::vector<std::string>{"param", "ema"};
   if (st.training_state) {
-    auto step = file.metadata.find("step");
+    auto step = st.metadata.find("step");
     size_t used = 0;
     try {
-      if (step != file.metadata.end()) st.step = std::stoll(step->second, &used);
+      if (step != st.metadata.end()) st.step = std::stoll(step->second, &used);
     } catch (const std::exception&) {
       used = 0;
     }
-    if (step == file.metadata.end() || used != step->second.size() || st.step < 0)
+    if (step == st.metadata.end() || used != step->second.size() || st.step < 0)
       throw CheckpointError(where + " is a training state without a valid \"step\" in its metadata (the number of "
                             "updates made; scripts/convert-weights --training-state writes it)");
   }
-  std::map<std::string, at::Tensor> trainable, fixed;  // the model's parameters by name
-  for (const auto& p : model->named_parameters()) (p.value().requires_grad() ? trainable : fixed)[p.key()] = p.value();
-  for (const auto& name : file.order) {
+  std::map<std::string, std::vector<int64_t>> trainable;  // the model's parameters' shapes by name
+  std::set<std::string> fixed;
+  for (const auto& p : model->named_parameters()) {
+    if (p.value().requires_grad())
+      trainable.emplace(p.key(), p.value().sizes().vec());
+    else
+      fixed.insert(p.key());
+  }
+  for (const auto& name : st.file.order) {
     std::string kind = "param", param = name;
     if (st.training_state) {
       const auto dot = name.find('.');
@@ -138,20 +143,37 @@ InitState read_init_state(const std::string& path, DiT& model) {
                             (st.training_state || name.rfind("param.", 0) != 0
                                  ? std::string(")")
                                  : std::string(" or a training state without its metadata \"format\")")));
-    const at::Tensor& t = file.tensors.at(name);
-    if (t.sizes() != trainable.at(param).sizes())
-      throw CheckpointError(where + ": '" + name + "' has shape " + c10::str(t.sizes()) + ", this model's '" + param +
-                            "' is " + c10::str(trainable.at(param).sizes()) + " (another model config?)");
-    if (!at::isFloatingType(t.scalar_type()))
-      throw CheckpointError(where + ": '" + name + "' is " + c10::toString(t.scalar_type()) + ", not floating point");
-    st.kinds[kind][param] = t;
-    if (!st.training_state) st.kinds["ema"][param] = t;
+    const SafetensorsIndex::Info& t = st.file.tensors.at(name);
+    if (t.shape != trainable.at(param))
+      throw CheckpointError(where + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(t.shape)) + ", this model's '" +
+                            param + "' is " + c10::str(at::IntArrayRef(trainable.at(param))) + " (another model config?)");
+    if (!at::isFloatingType(t.dtype))
+      throw CheckpointError(where + ": '" + name + "' is " + c10::toString(t.dtype) + ", not floating point");
+    st.names[kind][param] = name;
+    if (!st.training_state) st.names["ema"][param] = name;
   }
   for (const auto& kind : kinds)
-    for (const auto& [param, value] : trainable)
-      if (!st.kinds[kind].count(param))
+    for (const auto& [param, shape] : trainable)
+      if (!st.names[kind].count(param))
         throw CheckpointError(where + " lacks '" + (st.training_state ? kind + "." : std::string()) + param + "'");
   return st;
+}
+
+std::vector<at::Tensor> shard_from_init(const InitState& st, const std::string& kind, const FlatLayout& layout,
+                                        int rank, const c10::Device& device) {
+  const auto& names = st.names.at(kind);
+  std::vector<at::Tensor> out;
+  for (const auto& u : layout.units) {
+    const int64_t shard = u.padded / layout.world, a = rank * shard, b = a + shard;
+    auto buf = torch::zeros({shard}, torch::TensorOptions().dtype(at::kFloat));  // [padded / W]
+    for (const auto& p : u.params) {
+      const int64_t lo = std::max(a, p.offset), hi = std::min(b, p.offset + p.numel);
+      if (lo >= hi) continue;
+      buf.narrow(0, lo - a, hi - lo).copy_(read_tensor_elements(st.file, names.at(p.name), lo - p.offset, hi - lo));
+    }
+    out.push_back(buf.to(device));
+  }
+  return out;
 }
 
 void export_weights(DiT& model, const std::string& path, const std::map<std::string, std::string>& metadata) {

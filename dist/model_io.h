@@ -7,7 +7,9 @@
 #include <map>
 #include <string>
 
+#include "core/safetensors.h"
 #include "data/latent_dataset.h"
+#include "dist/flat_layout.h"
 #include "models/dit.h"
 
 namespace nt {
@@ -41,14 +43,21 @@ LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string
 struct InitState {
   bool training_state = false;
   int64_t step = 0;  // updates made (0 for weights)
-  std::map<std::string, std::map<std::string, at::Tensor>> kinds;  // kind -> parameter name -> tensor
   std::map<std::string, std::string> metadata;
+  SafetensorsIndex file;  // the header: tensors are read when a rank takes its shard
+  std::map<std::string, std::map<std::string, std::string>> names;  // kind -> parameter -> tensor in the file
 };
 inline constexpr const char* kTrainingStateFormat = "nano-tread-training-state/1";
-// Reads `path` and checks it against `model`: every trainable parameter in every kind with its
-// shape, and no name the model lacks (fixed parameters such as pos_embed may be there: the model
-// recomputes them). Throws CheckpointError naming the file and what is wrong.
+// Reads the header of `path` and checks it against `model`: every trainable parameter in every
+// kind with its shape, floating point, and no name the model lacks (fixed parameters such as
+// pos_embed may be there: the model recomputes them). Throws CheckpointError naming the file and
+// what is wrong.
 InitState read_init_state(const std::string& path, DiT& model);
+// This rank's fp32 shard of each unit of `layout` for `kind` ("param", "ema", and for a training
+// state "exp_avg", "exp_avg_sq"): only the elements of the parameters that fall into the rank's
+// range are read from the file.
+std::vector<at::Tensor> shard_from_init(const InitState& st, const std::string& kind, const FlatLayout& layout,
+                                        int rank, const c10::Device& device);
 
 // Writes every state_dict entry of `model` (reference names and order) to one safetensors file.
 void export_weights(DiT& model, const std::string& path, const std::map<std::string, std::string>& metadata);

@@ -221,12 +221,12 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
   InitState st = read_init_state(path, s.model);
   const std::string where = "checkpoint.init_from '" + path + "'";
   torch::NoGradGuard no_grad;
-  auto params = shard_from_full(st.kinds.at("param"), s.layout(), s.rank, device, where);
+  auto params = shard_from_init(st, "param", s.layout(), s.rank, device);  // this rank's part of the file only
   for (size_t u = 0; u < s.params().size(); ++u) s.params()[u].copy_(params[u]);
-  s.ema = shard_from_full(st.kinds.at("ema"), s.layout(), s.rank, device, where);
+  s.ema = shard_from_init(st, "ema", s.layout(), s.rank, device);
   if (st.training_state) {
-    s.opt.exp_avg = shard_from_full(st.kinds.at("exp_avg"), s.layout(), s.rank, device, where);
-    s.opt.exp_avg_sq = shard_from_full(st.kinds.at("exp_avg_sq"), s.layout(), s.rank, device, where);
+    s.opt.exp_avg = shard_from_init(st, "exp_avg", s.layout(), s.rank, device);
+    s.opt.exp_avg_sq = shard_from_init(st, "exp_avg_sq", s.layout(), s.rank, device);
     s.opt.step = s.step = st.step;
   }
   s.sharded->refresh();

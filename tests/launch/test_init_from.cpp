@@ -1,6 +1,7 @@
 // checkpoint.init_from: a new run starts from a file instead of fresh weights.
 //   - reference-named weights (tread_export --weights raw) become the parameters and the EMA:
-//     a first step with lr 0 and EMA decay 1 leaves both equal to them, bit for bit;
+//     a first step with lr 0 and EMA decay 1 leaves both equal to them, bit for bit (bf16 weights:
+//     their values in fp32);
 //   - a training state in the reference's format (torch.save of model_state_dict, ema_state_dict
 //     and torch.optim.AdamW's state_dict, names model.* from EDMPrecond; made here by
 //     Debian's PyTorch after 3 AdamW updates), converted by scripts/convert-weights
@@ -66,6 +67,18 @@ TEST(InitFrom, WeightsBecomeTheParametersAndTheEma) {
   EXPECT_FALSE(fs::exists(ckpt(s, "b", 0))) << "weights alone start at step 0 without a checkpoint of their own";
   expect_equal_by_name(tensors(ckpt(s, "b", 1), "param"), file, "", "param");
   expect_equal_by_name(tensors(ckpt(s, "b", 1), "ema"), file, "", "ema");
+  // Weights stored in bf16 start the fp32 parameters at their bf16 values.
+  std::vector<nt::NamedTensor> half;
+  for (const auto& name : file.order) half.push_back({name, file.tensors.at(name).to(at::kBFloat16)});
+  nt::save_safetensors(s.dir + "/w16.safetensors", half);
+  ASSERT_EQ(run_single(s,
+                       "--set run.name=h --set checkpoint.init_from=" + s.dir +
+                           "/w16.safetensors --set train.steps=1 --set optim.lr=0 --set ema.decay=1",
+                       &out),
+            0)
+      << out;
+  for (const auto& [name, t] : tensors(ckpt(s, "h", 1), "param"))
+    EXPECT_TRUE(torch::equal(t, file.tensors.at(name).to(at::kBFloat16).to(at::kFloat))) << name;
   // The check can fail: a run without init_from starts elsewhere.
   ASSERT_EQ(run_single(s, "--set run.name=c --set train.steps=1 --set optim.lr=0 --set ema.decay=1", &out), 0) << out;
   EXPECT_FALSE(torch::equal(tensors(ckpt(s, "c", 1), "param").at("blocks.0.mlp.fc1.weight"),
