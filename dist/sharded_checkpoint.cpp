@@ -33,9 +33,9 @@ std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
     const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds) {
   const FlatLayout layout = FlatLayout::from_json(manifest.at("layout"));
   const int world = layout.world;
-  std::vector<SafetensorsFile> files;  // each rank file read once, for every kind
+  std::vector<SafetensorsIndex> files;  // each rank file's header; only the kinds asked for are read
   for (int r = 0; r < world; ++r)
-    files.push_back(load_safetensors((std::filesystem::path(dir) / rank_file_name(r)).string()));
+    files.push_back(index_safetensors((std::filesystem::path(dir) / rank_file_name(r)).string()));
   std::map<std::string, std::map<std::string, at::Tensor>> out;
   for (const auto& kind : kinds) {
     auto& full = out[kind];
@@ -46,10 +46,10 @@ std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
         if (it == files[r].tensors.end())
           throw CheckpointError("'" + (std::filesystem::path(dir) / rank_file_name(r)).string() + "' lacks '" +
                                 u.name + "." + kind + "'");
-        if (it->second.numel() != u.padded / world)
+        if (it->second.dtype != at::kFloat || it->second.nbytes != static_cast<uint64_t>(u.padded / world) * 4)
           throw CheckpointError("'" + u.name + "." + kind + "' in rank " + std::to_string(r) +
                                 " has the wrong size for the manifest's layout");
-        shards.push_back(it->second);
+        shards.push_back(read_tensor_elements(files[r], u.name + "." + kind, 0, u.padded / world));
       }
       auto flat = at::cat(shards);  // [padded]
       for (const auto& p : u.params) full[p.name] = flat.narrow(0, p.offset, p.numel).view(p.shape).clone();
@@ -157,10 +157,11 @@ std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohman
 at::Tensor load_rng_state(const std::string& dir, const nlohmann::json& manifest, int rank, const std::string& name) {
   const int world = manifest.at("world_size").get<int>();
   const auto path = (std::filesystem::path(dir) / rank_file_name(rank % world)).string();
-  auto file = load_safetensors(path);
+  const SafetensorsIndex file = index_safetensors(path);
   auto it = file.tensors.find("rng." + name);
   if (it == file.tensors.end()) throw CheckpointError("'" + path + "' lacks the generator state 'rng." + name + "'");
-  return it->second;
+  const int64_t n = static_cast<int64_t>(it->second.nbytes / c10::elementSize(it->second.dtype));
+  return read_tensor_elements(file, "rng." + name, 0, n).view(it->second.shape);
 }
 
 }  // namespace nt

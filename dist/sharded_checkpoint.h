@@ -26,7 +26,8 @@ void save_rank_shards(const std::string& dir, int rank, const FlatLayout& layout
 // checkpoint folder whose manifest (already verified) holds "layout" and "world_size".
 std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, const nlohmann::json& manifest,
                                                     const std::string& kind);
-// The same for several kinds at once, reading each rank file only once: kind -> name -> tensor.
+// The same for several kinds at once: kind -> name -> tensor. Only those kinds' tensors are read
+// from the rank files (an evaluation reading "ema" reads a quarter of the checkpoint).
 std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
     const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds);
 
