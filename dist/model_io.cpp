@@ -138,11 +138,16 @@ InitState read_init_state(const std::string& path, DiT& model) {
                               "exp_avg.* or exp_avg_sq.*");
     }
     if (fixed.count(param)) continue;  // recomputed by the model
-    if (!trainable.count(param))
-      throw CheckpointError(where + " holds '" + name + "', which this model does not have (another model config?" +
-                            (st.training_state || name.rfind("param.", 0) != 0
-                                 ? std::string(")")
-                                 : std::string(" or a training state without its metadata \"format\")")));
+    if (!trainable.count(param)) {
+      std::string hint = "another model config?";
+      if (!st.training_state && name.rfind("param.", 0) == 0)
+        hint += " or a training state without its metadata \"format\"?";
+      const auto dot = param.find('.');
+      if (dot != std::string::npos && (trainable.count(param.substr(dot + 1)) || fixed.count(param.substr(dot + 1))))
+        hint += " The names carry a prefix '" + param.substr(0, dot + 1) + "' (the reference's EDMPrecond names its "
+                "DiT model.*): convert with scripts/convert-weights --strip-prefix " + param.substr(0, dot + 1);
+      throw CheckpointError(where + " holds '" + name + "', which this model does not have (" + hint + ")");
+    }
     const SafetensorsIndex::Info& t = st.file.tensors.at(name);
     if (t.shape != trainable.at(param))
       throw CheckpointError(where + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(t.shape)) + ", this model's '" +

@@ -10,8 +10,8 @@
 //     has no state), also when two trainer ranks take their shards of it; its optimizer settings
 //     that differ from the run's are named, the run goes on to step 5, and a restart resumes
 //     from its own checkpoints;
-//   - bad files (missing, another model, a name the model lacks, a training state without its
-//     step) end the run with exit code 1 and a message naming the file and what is wrong, before
+//   - bad files (missing, another model, a name the model lacks, the reference's model.* names
+//     with their prefix, a training state without its step) end the run with exit code 1 and a message naming the file and what is wrong, before
 //     anything is written; --dry-run checks the file the same way.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -175,6 +175,9 @@ TEST(InitFrom, BadFilesEndTheRunWithAMessageBeforeAnythingIsWritten) {
     for (const char* kind : {"param.", "ema.", "exp_avg.", "exp_avg_sq."}) state.push_back({kind + name, file.tensors.at(name)});
   nt::save_safetensors(d + "/nostep.safetensors", state, {{"format", "nano-tread-training-state/1"}});
   nt::save_safetensors(d + "/badstep.safetensors", state, {{"format", "nano-tread-training-state/1"}, {"step", "3x"}});
+  std::vector<nt::NamedTensor> wrapped;  // the reference's EDMPrecond names, prefix not stripped
+  for (const auto& name : file.order) wrapped.push_back({"model." + name, file.tensors.at(name)});
+  nt::save_safetensors(d + "/wrapped.safetensors", wrapped);
 
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--set checkpoint.init_from=" + d + "/missing.safetensors", "checkpoint.init_from: "},
@@ -182,6 +185,7 @@ TEST(InitFrom, BadFilesEndTheRunWithAMessageBeforeAnythingIsWritten) {
       {"--set checkpoint.init_from=" + d + "/extra.safetensors", "holds 'extra.weight', which this model does not have"},
       {"--set checkpoint.init_from=" + d + "/nostep.safetensors", "without a valid \"step\""},
       {"--set checkpoint.init_from=" + d + "/badstep.safetensors", "without a valid \"step\""},
+      {"--set checkpoint.init_from=" + d + "/wrapped.safetensors", "--strip-prefix model."},
   };
   int k = 0;
   for (const auto& [sets, message] : cases) {
