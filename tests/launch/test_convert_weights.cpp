@@ -6,7 +6,8 @@
 //   - a plain state dict in PyTorch's legacy format with int64, bf16 and 0-dim tensors (as
 //     pytorch-fid's Inception weights hold) keeps names, order, dtypes, shapes and bits;
 //   - bad inputs (no such file, no such key, a dict that is not all tensors, not a checkpoint)
-//     exit 1 with a message naming the problem and leave no output file.
+//     exit 1 with a message naming the problem and leave no output file;
+//   - --training-state refuses what it cannot map; --to-torch goes back to a torch.save'd dict.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -184,6 +185,40 @@ TEST(ConvertWeights, TrainingStateRefusesWhatItCannotMap) {
                    {dir + "/good.pt --key ema_state_dict" + state, "drop --key"},
                    {dir + "/good.pt --strip-prefix ema." + state, "does not start with 'ema.'"}},
                   target);
+}
+
+// --to-torch: safetensors (what tread_export writes) to a torch.save'd state dict, names with
+// --add-prefix in front, dtypes and bits kept: back through the plain mode it is the same file
+// content (names, order, bits) for a DiT's weights and for f32, bf16 and int64 tensors. A file
+// that is not safetensors exits 1 and writes nothing; --add-prefix alone is refused.
+TEST(ConvertWeights, ToTorchAndBackKeepNamesOrderAndBits) {
+  if (!have_torch()) GTEST_SKIP() << kPython << " with PyTorch is needed (Debian: python3-torch)";
+  const std::string dir = nt::test::scratch_dir();
+  nt::DiT model(small_dit());
+  nt::export_weights(model, dir + "/w.safetensors", {});
+  nt::save_safetensors(dir + "/mixed.safetensors", {{"a", drawn({2, 3}, 3)},
+                                                     {"b", drawn({5}, 4).to(at::kBFloat16)},
+                                                     {"c", torch::arange(4, at::kLong) - 2}});
+  for (const std::string name : {"w", "mixed"}) {
+    int rc = 0;
+    std::string out = convert_weights(dir + "/" + name + ".safetensors " + dir + "/" + name + ".pt --to-torch --add-prefix model.", &rc);
+    ASSERT_EQ(rc, 0) << out;
+    run_python(dir, "import torch\nsd = torch.load('" + dir + "/" + name + ".pt')\n"
+                    "assert all(k.startswith('model.') for k in sd), list(sd)\n");
+    out = convert_weights(dir + "/" + name + ".pt " + dir + "/" + name + ".back.safetensors --strip-prefix model.", &rc);
+    ASSERT_EQ(rc, 0) << out;
+    const auto a = nt::load_safetensors(dir + "/" + name + ".safetensors");
+    const auto b = nt::load_safetensors(dir + "/" + name + ".back.safetensors");
+    EXPECT_EQ(b.order, a.order) << name;
+    for (const auto& n : a.order) {
+      EXPECT_EQ(b.tensors.at(n).scalar_type(), a.tensors.at(n).scalar_type()) << n;
+      EXPECT_TRUE(torch::equal(b.tensors.at(n), a.tensors.at(n))) << n;
+    }
+  }
+  nt::test::write_text(dir + "/junk.safetensors", "not safetensors at all");
+  expect_refusals({{dir + "/junk.safetensors " + dir + "/junk.pt --to-torch", "cannot read"},
+                   {dir + "/w.safetensors " + dir + "/junk.pt --add-prefix model.", "--add-prefix goes with --to-torch"}},
+                  dir + "/junk.pt");
 }
 
 }  // namespace
