@@ -356,6 +356,12 @@ SafetensorsIndex index_safetensors(const std::string& path) {
   SafetensorsIndex out;
   out.path = path;
   out.metadata = header.metadata;
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) read_fail(path, "cannot open: " + errno_text());
+  out.fd = std::shared_ptr<const int>(new int(fd), [](const int* f) {
+    ::close(*f);
+    delete f;
+  });
   for (const Entry& e : header.entries) {
     out.tensors[e.name] = {e.dtype->type, e.shape, header.data_start + e.begin, e.end - e.begin};
     out.order.push_back(e.name);
@@ -374,8 +380,7 @@ at::Tensor read_tensor_elements(const SafetensorsIndex& index, const std::string
     read_fail(index.path, "tensor '" + name + "': elements [" + std::to_string(offset) + ", " +
                               std::to_string(offset + count) + ") are outside its " + std::to_string(numel));
   at::Tensor t = torch::empty({count}, torch::TensorOptions().dtype(info.dtype));
-  const int fd = ::open(index.path.c_str(), O_RDONLY);
-  if (fd < 0) read_fail(index.path, "cannot open: " + errno_text());
+  const int fd = *index.fd;
   char* dst = static_cast<char*>(t.data_ptr());
   uint64_t done = 0, want = static_cast<uint64_t>(count * itemsize);
   const uint64_t at = info.file_offset + static_cast<uint64_t>(offset * itemsize);
@@ -383,13 +388,18 @@ at::Tensor read_tensor_elements(const SafetensorsIndex& index, const std::string
     const ssize_t got = ::pread(fd, dst + done, want - done, static_cast<off_t>(at + done));
     if (got <= 0) {
       const std::string why = got < 0 ? errno_text() : std::string("end of file");
-      ::close(fd);
       read_fail(index.path, "tensor '" + name + "': reading " + std::to_string(want) + " bytes failed: " + why);
     }
     done += static_cast<uint64_t>(got);
   }
-  ::close(fd);
   return t;
+}
+
+at::Tensor read_tensor(const SafetensorsIndex& index, const std::string& name) {
+  auto it = index.tensors.find(name);
+  if (it == index.tensors.end()) read_fail(index.path, "has no tensor '" + name + "'");
+  const int64_t numel = static_cast<int64_t>(it->second.nbytes / c10::elementSize(it->second.dtype));
+  return read_tensor_elements(index, name, 0, numel).view(it->second.shape);
 }
 
 }  // namespace nt

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,7 +39,8 @@ struct SafetensorsFile {
 SafetensorsFile load_safetensors(const std::string& path);
 
 // A file's header alone (checked as load_safetensors checks it): where each tensor lies, so that
-// parts of tensors can be read without the rest of the file.
+// parts of tensors can be read without the rest of the file. The file stays open for reading
+// until the last copy of the index is gone.
 struct SafetensorsIndex {
   struct Info {
     at::ScalarType dtype;
@@ -49,11 +51,14 @@ struct SafetensorsIndex {
   std::map<std::string, Info> tensors;
   std::vector<std::string> order;  // names in file order
   std::map<std::string, std::string> metadata;
+  std::shared_ptr<const int> fd;  // the open file
 };
 SafetensorsIndex index_safetensors(const std::string& path);
 // Elements [offset, offset + count) of tensor `name`, flattened, as a 1-D tensor of its dtype
 // (pread: safe from several threads). Throws SafetensorsError for an unknown name or range.
 at::Tensor read_tensor_elements(const SafetensorsIndex& index, const std::string& name, int64_t offset,
                                 int64_t count);
+// The whole tensor `name` with its shape.
+at::Tensor read_tensor(const SafetensorsIndex& index, const std::string& name);
 
 }  // namespace nt

@@ -98,24 +98,24 @@ InitState read_init_state(const std::string& path, DiT& model) {
     throw CheckpointError(std::string("checkpoint.init_from: ") + e.what());
   }
   const std::string where = "checkpoint.init_from '" + path + "'";
-  st.metadata = st.file.metadata;
-  auto format = st.metadata.find("format");
-  st.training_state = format != st.metadata.end() && format->second == kTrainingStateFormat;
-  if (format != st.metadata.end() && !st.training_state && format->second.rfind("nano-tread-training-state", 0) == 0)
+  const auto& metadata = st.file.metadata;
+  auto format = metadata.find("format");
+  st.training_state = format != metadata.end() && format->second == kTrainingStateFormat;
+  if (format != metadata.end() && !st.training_state && format->second.rfind("nano-tread-training-state", 0) == 0)
     throw CheckpointError(where + " is a training state of format '" + format->second + "'; this build reads '" +
                           kTrainingStateFormat + "'");
   const std::vector<std::string> kinds =
       st.training_state ? std::vector<std::string>{"param", "ema", "exp_avg", "exp_avg_sq"}
                         : std::vector<std::string>{"param", "ema"};
   if (st.training_state) {
-    auto step = st.metadata.find("step");
+    auto step = metadata.find("step");
     size_t used = 0;
     try {
-      if (step != st.metadata.end()) st.step = std::stoll(step->second, &used);
+      if (step != metadata.end()) st.step = std::stoll(step->second, &used);
     } catch (const std::exception&) {
       used = 0;
     }
-    if (step == st.metadata.end() || used != step->second.size() || st.step < 0)
+    if (step == metadata.end() || used != step->second.size() || st.step < 0)
       throw CheckpointError(where + " is a training state without a valid \"step\" in its metadata (the number of "
                             "updates made; scripts/convert-weights --training-state writes it)");
   }
@@ -167,18 +167,9 @@ InitState read_init_state(const std::string& path, DiT& model) {
 std::vector<at::Tensor> shard_from_init(const InitState& st, const std::string& kind, const FlatLayout& layout,
                                         int rank, const c10::Device& device) {
   const auto& names = st.names.at(kind);
-  std::vector<at::Tensor> out;
-  for (const auto& u : layout.units) {
-    const int64_t shard = u.padded / layout.world, a = rank * shard, b = a + shard;
-    auto buf = torch::zeros({shard}, torch::TensorOptions().dtype(at::kFloat));  // [padded / W]
-    for (const auto& p : u.params) {
-      const int64_t lo = std::max(a, p.offset), hi = std::min(b, p.offset + p.numel);
-      if (lo >= hi) continue;
-      buf.narrow(0, lo - a, hi - lo).copy_(read_tensor_elements(st.file, names.at(p.name), lo - p.offset, hi - lo));
-    }
-    out.push_back(buf.to(device));
-  }
-  return out;
+  return shard_from_params(layout, rank, device, [&](const FlatParam& p, int64_t offset, int64_t count) {
+    return read_tensor_elements(st.file, names.at(p.name), offset, count);
+  });
 }
 
 void export_weights(DiT& model, const std::string& path, const std::map<std::string, std::string>& metadata) {

@@ -43,8 +43,7 @@ LoadedCheckpoint load_checkpoint_model(const std::string& dir, const std::string
 struct InitState {
   bool training_state = false;
   int64_t step = 0;  // updates made (0 for weights)
-  std::map<std::string, std::string> metadata;
-  SafetensorsIndex file;  // the header: tensors are read when a rank takes its shard
+  SafetensorsIndex file;  // the header (and metadata): tensors are read when a rank takes its shard
   std::map<std::string, std::map<std::string, std::string>> names;  // kind -> parameter -> tensor in the file
 };
 inline constexpr const char* kTrainingStateFormat = "nano-tread-training-state/1";

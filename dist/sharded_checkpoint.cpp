@@ -29,32 +29,45 @@ void save_rank_shards(const std::string& dir, int rank, const FlatLayout& layout
                    {{"rank", std::to_string(rank)}, {"world", std::to_string(layout.world)}});
 }
 
+namespace {
+
+// Elements [offset, offset + count) of the float32 shard `name` ([shard] values) in rank file `f`.
+at::Tensor read_shard(const SafetensorsIndex& f, const std::string& name, int64_t shard, int64_t offset,
+                      int64_t count) {
+  auto it = f.tensors.find(name);
+  if (it == f.tensors.end()) throw CheckpointError("'" + f.path + "' lacks '" + name + "'");
+  if (it->second.dtype != at::kFloat || it->second.nbytes != static_cast<uint64_t>(shard) * 4)
+    throw CheckpointError("'" + f.path + "': '" + name + "' is not a float32 shard of " + std::to_string(shard) +
+                          " values, as the manifest's layout says");
+  return read_tensor_elements(f, name, offset, count);
+}
+
+}  // namespace
+
 std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
     const std::string& dir, const nlohmann::json& manifest, const std::vector<std::string>& kinds) {
   const FlatLayout layout = FlatLayout::from_json(manifest.at("layout"));
   const int world = layout.world;
-  std::vector<SafetensorsIndex> files;  // each rank file's header; only the kinds asked for are read
-  for (int r = 0; r < world; ++r)
-    files.push_back(index_safetensors((std::filesystem::path(dir) / rank_file_name(r)).string()));
-  std::map<std::string, std::map<std::string, at::Tensor>> out;
-  for (const auto& kind : kinds) {
-    auto& full = out[kind];
-    for (const auto& u : layout.units) {
-      std::vector<at::Tensor> shards;
-      for (int r = 0; r < world; ++r) {
-        auto it = files[r].tensors.find(u.name + "." + kind);
-        if (it == files[r].tensors.end())
-          throw CheckpointError("'" + (std::filesystem::path(dir) / rank_file_name(r)).string() + "' lacks '" +
-                                u.name + "." + kind + "'");
-        if (it->second.dtype != at::kFloat || it->second.nbytes != static_cast<uint64_t>(u.padded / world) * 4)
-          throw CheckpointError("'" + u.name + "." + kind + "' in rank " + std::to_string(r) +
-                                " has the wrong size for the manifest's layout");
-        shards.push_back(read_tensor_elements(files[r], u.name + "." + kind, 0, u.padded / world));
+  // shards[kind][unit][rank]: one rank file open at a time; only the kinds asked for are read.
+  std::map<std::string, std::vector<std::vector<at::Tensor>>> shards;
+  for (int r = 0; r < world; ++r) {
+    const SafetensorsIndex f = index_safetensors((std::filesystem::path(dir) / rank_file_name(r)).string());
+    for (const auto& kind : kinds) {
+      auto& units = shards[kind];
+      units.resize(layout.units.size());
+      for (size_t u = 0; u < layout.units.size(); ++u) {
+        const int64_t shard = layout.units[u].padded / world;
+        units[u].push_back(read_shard(f, layout.units[u].name + "." + kind, shard, 0, shard));
       }
-      auto flat = at::cat(shards);  // [padded]
-      for (const auto& p : u.params) full[p.name] = flat.narrow(0, p.offset, p.numel).view(p.shape).clone();
     }
   }
+  std::map<std::string, std::map<std::string, at::Tensor>> out;
+  for (const auto& kind : kinds)
+    for (size_t u = 0; u < layout.units.size(); ++u) {
+      auto flat = at::cat(shards[kind][u]);  // [padded]
+      for (const auto& p : layout.units[u].params)
+        out[kind][p.name] = flat.narrow(0, p.offset, p.numel).view(p.shape).clone();
+    }
   return out;
 }
 
@@ -63,23 +76,35 @@ std::map<std::string, at::Tensor> load_full_tensors(const std::string& dir, cons
   return load_full_tensors(dir, manifest, std::vector<std::string>{kind}).at(kind);
 }
 
-std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>& full, const FlatLayout& layout,
-                                        int rank, const c10::Device& device, const std::string& what) {
+std::vector<at::Tensor> shard_from_params(
+    const FlatLayout& layout, int rank, const c10::Device& device,
+    const std::function<at::Tensor(const FlatParam& p, int64_t offset, int64_t count)>& elements) {
   std::vector<at::Tensor> out;
   for (const auto& u : layout.units) {
-    auto flat = torch::zeros({u.padded}, torch::TensorOptions().dtype(at::kFloat));
+    const int64_t shard = u.padded / layout.world, a = rank * shard, b = a + shard;
+    auto buf = torch::zeros({shard}, torch::TensorOptions().dtype(at::kFloat));  // [padded / W]
+    for (const auto& p : u.params) {
+      const int64_t lo = std::max(a, p.offset), hi = std::min(b, p.offset + p.numel);
+      if (lo < hi) buf.narrow(0, lo - a, hi - lo).copy_(elements(p, lo - p.offset, hi - lo));
+    }
+    out.push_back(buf.to(device));
+  }
+  return out;
+}
+
+std::vector<at::Tensor> shard_from_full(const std::map<std::string, at::Tensor>& full, const FlatLayout& layout,
+                                        int rank, const c10::Device& device, const std::string& what) {
+  for (const auto& u : layout.units)  // every parameter checked, also those of other ranks' shards
     for (const auto& p : u.params) {
       auto it = full.find(p.name);
       if (it == full.end()) throw CheckpointError(what + " has no parameter '" + p.name + "'");
       if (it->second.sizes().vec() != p.shape)
         throw CheckpointError(what + ": parameter '" + p.name + "' has shape " + c10::str(it->second.sizes()) +
                               ", the model expects " + c10::str(at::IntArrayRef(p.shape)));
-      flat.narrow(0, p.offset, p.numel).copy_(it->second.reshape({-1}));
     }
-    const int64_t shard = u.padded / layout.world;
-    out.push_back(flat.narrow(0, rank * shard, shard).clone().to(device));
-  }
-  return out;
+  return shard_from_params(layout, rank, device, [&](const FlatParam& p, int64_t offset, int64_t count) {
+    return full.at(p.name).reshape({-1}).narrow(0, offset, count);
+  });
 }
 
 namespace {
@@ -133,24 +158,15 @@ std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohman
       const auto [a, b] = range(u);
       auto buf = torch::zeros({unit.padded / new_world}, torch::TensorOptions().dtype(at::kFloat));
       for (int64_t k = a / s_old; k * s_old < b; ++k) {
-        const SafetensorsIndex& f = files.at(static_cast<int>(k));
-        const std::string name = unit.name + "." + kind;
-        auto it = f.tensors.find(name);
-        if (it == f.tensors.end()) throw CheckpointError("'" + f.path + "' lacks '" + name + "'");
-        if (it->second.dtype != at::kFloat || it->second.nbytes != static_cast<uint64_t>(s_old) * 4)
-          throw CheckpointError("'" + f.path + "': '" + name + "' is not a float32 shard of " + std::to_string(s_old) +
-                                " values, as the manifest's layout says");
         const int64_t lo = std::max(a, k * s_old), hi = std::min(b, (k + 1) * s_old);
-        buf.narrow(0, lo - a, hi - lo).copy_(read_tensor_elements(f, name, lo - k * s_old, hi - lo));
+        buf.narrow(0, lo - a, hi - lo)
+            .copy_(read_shard(files.at(static_cast<int>(k)), unit.name + "." + kind, s_old, lo - k * s_old, hi - lo));
       }
       out.buffers[kind].push_back(buf.to(device));
     }
   const SafetensorsIndex& states = files.at(rank % old_world);
-  for (const auto& [name, info] : states.tensors)
-    if (name.rfind("rng.", 0) == 0) {
-      const int64_t n = static_cast<int64_t>(info.nbytes / c10::elementSize(info.dtype));
-      out.rng[name.substr(4)] = read_tensor_elements(states, name, 0, n).view(info.shape);
-    }
+  for (const auto& name : states.order)
+    if (name.rfind("rng.", 0) == 0) out.rng[name.substr(4)] = read_tensor(states, name);
   return out;
 }
 
@@ -160,8 +176,7 @@ at::Tensor load_rng_state(const std::string& dir, const nlohmann::json& manifest
   const SafetensorsIndex file = index_safetensors(path);
   auto it = file.tensors.find("rng." + name);
   if (it == file.tensors.end()) throw CheckpointError("'" + path + "' lacks the generator state 'rng." + name + "'");
-  const int64_t n = static_cast<int64_t>(it->second.nbytes / c10::elementSize(it->second.dtype));
-  return read_tensor_elements(file, "rng." + name, 0, n).view(it->second.shape);
+  return read_tensor(file, "rng." + name);
 }
 
 }  // namespace nt

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -45,6 +46,13 @@ struct RankShards {
 std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohmann::json& manifest,
                                            const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
                                            const c10::Device& device);
+
+// This rank's fp32 shards of `layout`'s units ([padded / W] each, the padding zeros), filled
+// parameter by parameter: `elements(p, offset, count)` gives elements [offset, offset + count) of
+// parameter p, flattened, in any floating dtype; only the elements in the rank's range are asked for.
+std::vector<at::Tensor> shard_from_params(
+    const FlatLayout& layout, int rank, const c10::Device& device,
+    const std::function<at::Tensor(const FlatParam& p, int64_t offset, int64_t count)>& elements);
 
 // Fills `layout`'s flat buffers (this rank's shards, [padded / W] each) from full tensors by
 // parameter name; throws CheckpointError naming a missing or mis-shaped parameter.

@@ -235,8 +235,8 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
         {"lr", cfg.optim.lr}, {"beta1", cfg.optim.betas[0]}, {"beta2", cfg.optim.betas[1]},
         {"eps", cfg.optim.eps}, {"weight_decay", cfg.optim.weight_decay}};
     for (const auto& [key, value] : ours) {
-      auto it = st.metadata.find(key);
-      if (it == st.metadata.end()) continue;
+      auto it = st.file.metadata.find(key);
+      if (it == st.file.metadata.end()) continue;
       const double theirs = std::strtod(it->second.c_str(), nullptr);
       if (std::abs(theirs - value) > 1e-12 * std::max(std::abs(theirs), std::abs(value)))
         log_warn(where + " was trained with " + key + " = " + it->second + "; this run uses " + fmt("%.6g", value) +

@@ -92,17 +92,12 @@ TEST(InitFrom, ReferenceTrainingStateContinuesTheRun) {
   // The reference's train.py: AdamW over model.parameters() (pos_embed included, without a
   // gradient), 3 updates, then torch.save of the EDMPrecond-wrapped dicts; and the expected
   // tensors under this project's names.
-  run_python(d, "import collections, json, struct, torch\n"
-                "raw = open('" + w + "', 'rb').read()\n"
-                "n = struct.unpack('<Q', raw[:8])[0]\n"
-                "head = json.loads(raw[8:8 + n])\n"
-                "head.pop('__metadata__', None)\n"
-                "names = sorted(head, key=lambda k: head[k]['data_offsets'][0])\n"
-                "params = collections.OrderedDict()\n"
-                "for k in names:\n"
-                "    a, b = head[k]['data_offsets']\n"
-                "    t = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=torch.float32).reshape(head[k]['shape'])\n"
-                "    params[k] = torch.nn.Parameter(t.clone(), requires_grad=(k != 'pos_embed'))\n"
+  int rc = 0;
+  std::string out = convert_weights(w + " " + d + "/w.pt --to-torch", &rc);  // the weights in file order
+  ASSERT_EQ(rc, 0) << out;
+  run_python(d, "import collections, torch\n"
+                "params = collections.OrderedDict((k, torch.nn.Parameter(t, requires_grad=(k != 'pos_embed')))\n"
+                "                                 for k, t in torch.load('" + d + "/w.pt').items())\n"
                 "opt = torch.optim.AdamW(params.values(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)\n"
                 "g = torch.Generator().manual_seed(11)\n"
                 "for _ in range(3):\n"
@@ -121,8 +116,7 @@ TEST(InitFrom, ReferenceTrainingStateContinuesTheRun) {
                 "    want['exp_avg.' + k] = st['exp_avg'] if st else torch.zeros_like(p)\n"
                 "    want['exp_avg_sq.' + k] = st['exp_avg_sq'] if st else torch.zeros_like(p)\n"
                 "torch.save(want, '" + d + "/want.pt')\n");
-  int rc = 0;
-  std::string out = convert_weights(d + "/want.pt " + d + "/want.safetensors", &rc);
+  out = convert_weights(d + "/want.pt " + d + "/want.safetensors", &rc);
   ASSERT_EQ(rc, 0) << out;
   out = convert_weights(d + "/latest.pt " + d + "/state.safetensors --training-state --trusted", &rc);
   ASSERT_EQ(rc, 0) << out;
