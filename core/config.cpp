@@ -371,6 +371,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(data, prefetch_depth, ">= 1", ge(1)),
 
       NT_FIELD(train, global_batch, ">= 1", ge(1)),
+      NT_FIELD(train, micro_batch, ">= 0 (0 = a rank's whole share of the global batch)", ge(0)),
       NT_FIELD(train, steps, ">= 0", ge(0)),
       NT_FIELD(train, precision, "\"fp32\" or \"bf16\"", one_of({"fp32", "bf16"})),
       NT_FIELD(train, grad_clip, ">= 0 (0 = off)", ge(0.0)),

@@ -64,6 +64,7 @@ struct DataConfig {
 
 struct TrainConfig {
   int64_t global_batch = 256;
+  int64_t micro_batch = 0;         // images per forward/backward on a trainer rank; 0 = its whole share of the batch
   int64_t steps = 400000;
   std::string precision = "bf16";  // "fp32" | "bf16" (autocast; CUDA only, fp32 on CPU)
   double grad_clip = 0.0;          // global-norm clipping; 0 = off

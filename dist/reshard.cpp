@@ -20,7 +20,8 @@ Resharder::Resharder(Communicator& comm, std::vector<at::Tensor>& full, const st
       grad_shards_(grad_shards),
       reduce_dtype_(reduce_dtype) {}
 
-void Resharder::begin_step() {
+void Resharder::begin_step(bool accumulate) {
+  accumulate_ = accumulate;
   torch::NoGradGuard no_grad;
   full_grads_[0].zero_();
 }
@@ -35,7 +36,7 @@ void Resharder::begin_block_backward(size_t u) {
 void Resharder::end_block_backward(size_t u) {
   if (storage_released(full_grads_[u]) || reducing_ == u) return;
   finish_reduce();  // the block after this one: at most one reduce in flight
-  reduce_work_ = reduce_unit_async(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
+  reduce_work_ = reduce_unit_async(&comm_, grad_shards_[u], full_grads_[u], reduce_dtype_, accumulate_);
   reducing_ = u;
   release(u);
 }
@@ -49,7 +50,7 @@ void Resharder::finish_reduce() {
 
 void Resharder::end_backward() {
   if (full_.size() > 1) end_block_backward(1);
-  CommWork root = reduce_unit_async(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_);
+  CommWork root = reduce_unit_async(&comm_, grad_shards_[0], full_grads_[0], reduce_dtype_, accumulate_);
   finish_reduce();
   root.wait();
   release_blocks();

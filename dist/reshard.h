@@ -42,7 +42,8 @@ class Resharder {
             std::vector<at::Tensor>& full_grads, std::vector<at::Tensor>& grad_shards,
             at::ScalarType reduce_dtype = at::kFloat);
   // Before a training forward: zeroes the root's gradient buffer (block buffers are released).
-  void begin_step();
+  // `accumulate`: this backward's reduced gradients are added to the shards' (micro-batches).
+  void begin_step(bool accumulate = false);
   // After backward: finishes the first block's and the root's gradients (reduce-scatter, average)
   // and releases every block.
   void end_backward();
@@ -67,6 +68,7 @@ class Resharder {
   std::vector<at::Tensor>& full_grads_;
   std::vector<at::Tensor>& grad_shards_;
   at::ScalarType reduce_dtype_;
+  bool accumulate_ = false;             // this backward adds to the gradient shards
   std::map<size_t, CommWork> pending_;  // prefetches in flight, by unit
   std::optional<size_t> reducing_;      // the block unit whose gradient reduce is in flight
   CommWork reduce_work_;

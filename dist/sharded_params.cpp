@@ -77,14 +77,19 @@ void ShardedParams::release_grad_shards() {
 
 ShardedParams::~ShardedParams() = default;
 
-void ShardedParams::begin_step(ForwardOptions& hooks) {
+void ShardedParams::begin_step(ForwardOptions& hooks, bool accumulate) {
+  accumulate_ = accumulate;
   if (resharder_) {
-    resharder_->begin_step();  // block gradient buffers get memory when backward reaches them
+    resharder_->begin_step(accumulate);  // block gradient buffers get memory when backward reaches them
     resharder_->install(hooks);
     return;
   }
   torch::NoGradGuard no_grad;
-  for (auto& g : full_grads_) g.zero_();
+  for (size_t u = 0; u < full_grads_.size(); ++u) {
+    // A full gradient that is its own shard accumulates in place: autograd adds to it.
+    if (accumulate && shares_memory(grad_shards_[u], full_grads_[u])) continue;
+    full_grads_[u].zero_();
+  }
 }
 
 void ShardedParams::end_backward() {
@@ -93,7 +98,8 @@ void ShardedParams::end_backward() {
     return;
   }
   // The mean over the global batch = the average of the ranks' means.
-  for (size_t u = 0; u < full_grads_.size(); ++u) reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_);
+  for (size_t u = 0; u < full_grads_.size(); ++u)
+    reduce_unit(comm_, grad_shards_[u], full_grads_[u], reduce_dtype_, accumulate_);
 }
 
 void ShardedParams::refresh() {

@@ -60,8 +60,11 @@ class ShardedParams {
 
   // Before a training forward: zeroes the gradients and, when resharding, installs the hooks that
   // gather a block before it runs and release it after (hooks must be passed to the forward).
-  void begin_step(ForwardOptions& hooks);
-  // After backward: grads() = this rank's slice of the ranks' average gradient.
+  // `accumulate` (the second and later micro-batches of a step): the coming backward's gradient is
+  // added to grads() by end_backward(), which keep what the previous end_backward() left.
+  void begin_step(ForwardOptions& hooks, bool accumulate = false);
+  // After backward: grads() = this rank's slice of the ranks' average gradient (+= with
+  // accumulate).
   void end_backward();
   // After params() changed (an update, a load): the model's parameters follow (with resharding:
   // the root now, each block when it next runs). grads() are released (until end_backward()).
@@ -76,6 +79,7 @@ class ShardedParams {
   Communicator* comm_ = nullptr;
   int rank_ = 0, world_ = 1;
   at::ScalarType reduce_dtype_ = at::kFloat;
+  bool accumulate_ = false;  // of the backward begin_step() began
   std::vector<at::Tensor> full_, full_grads_, shards_, grad_shards_;
   std::unique_ptr<Resharder> resharder_;
 };

@@ -29,31 +29,35 @@ CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at:
 }
 
 CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
-                           at::ScalarType reduce_dtype) {
+                           at::ScalarType reduce_dtype, bool accumulate) {
   const int world = comm ? comm->size() : 1;
   comm_check::flat_and_shard("reduce_unit", full_grad, grad_shard, world);
   if (same_memory(grad_shard, full_grad)) return CommWork();  // W = 1, fp32 throughout: the gradient is the shard
+  TORCH_CHECK(!accumulate || !storage_released(grad_shard),
+              "reduce_unit: accumulating into a gradient shard that holds nothing (released since the last backward)");
   restore_storage(grad_shard);
   torch::NoGradGuard no_grad;
   const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
   if (!comm) {
-    grad_shard.copy_(src);
+    if (accumulate) grad_shard.add_(src);
+    else grad_shard.copy_(src);
     return CommWork();
   }
-  const at::Tensor dst = grad_shard.scalar_type() == reduce_dtype ? grad_shard
-                                                                  : torch::empty({grad_shard.numel()}, src.options());
+  const bool in_place = grad_shard.scalar_type() == reduce_dtype && !accumulate;
+  const at::Tensor dst = in_place ? grad_shard : torch::empty({grad_shard.numel()}, src.options());
   auto work = std::make_shared<CommWork>(comm->reduce_scatter_avg_async(dst, src));  // [padded / W]
-  if (same_memory(dst, grad_shard)) return std::move(*work);
-  return CommWork([work, dst, grad_shard]() {
+  if (in_place) return std::move(*work);
+  return CommWork([work, dst, grad_shard, accumulate]() {
     work->wait();
     torch::NoGradGuard no_grad;
-    grad_shard.copy_(dst);  // fp32 from the reduce dtype
+    if (accumulate) grad_shard.add_(dst);  // fp32 += the reduce dtype
+    else grad_shard.copy_(dst);            // fp32 from the reduce dtype
   });
 }
 
 void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
-                 at::ScalarType reduce_dtype) {
-  reduce_unit_async(comm, grad_shard, full_grad, reduce_dtype).wait();
+                 at::ScalarType reduce_dtype, bool accumulate) {
+  reduce_unit_async(comm, grad_shard, full_grad, reduce_dtype, accumulate).wait();
 }
 
 }  // namespace nt

@@ -25,10 +25,13 @@ CommWork gather_unit_async(Communicator* comm, const at::Tensor& full, const at:
 // given memory first. Asynchronous: wait() completes the collective and then the
 // cast into grad_shard (on NCCL both are ordered on the compute stream); until then full_grad
 // must stay allocated and unchanged, and grad_shard unread.
+// `accumulate` (gradient accumulation over micro-batches): grad_shard += that slice instead of
+// grad_shard = it. Where grad_shard is full_grad itself nothing is done either way: the caller
+// then leaves full_grad unzeroed between the backwards, and autograd accumulates in place.
 CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
-                           at::ScalarType reduce_dtype);
+                           at::ScalarType reduce_dtype, bool accumulate = false);
 // The same, complete on return.
 void reduce_unit(Communicator* comm, const at::Tensor& grad_shard, const at::Tensor& full_grad,
-                 at::ScalarType reduce_dtype);
+                 at::ScalarType reduce_dtype, bool accumulate = false);
 
 }  // namespace nt

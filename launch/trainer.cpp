@@ -264,24 +264,55 @@ c10::Device pick_device(const Config& cfg, int gpu = 0) {
   return c10::Device(c10::kCPU);
 }
 
-// One optimizer step; returns (loss, grad_norm).
+// The images each forward/backward of a rank takes: train.micro_batch, or all `rows` of its share.
+int64_t micro_rows(const Config& cfg, int64_t rows) {
+  return cfg.train.micro_batch > 0 ? std::min(cfg.train.micro_batch, rows) : rows;
+}
+
+// How many micro-batches a step of each of `world` trainer ranks takes; throws when
+// train.micro_batch does not divide a rank's share of the global batch.
+int64_t micro_batches(const Config& cfg, int world) {
+  const int64_t rows = cfg.train.global_batch / world, m = micro_rows(cfg, rows);
+  if (rows % m != 0)
+    throw std::runtime_error("train.micro_batch = " + std::to_string(m) + " does not divide the " +
+                             std::to_string(rows) + " images each of the " + std::to_string(world) +
+                             " trainer rank(s) takes per step (train.global_batch = " +
+                             std::to_string(cfg.train.global_batch) + "); use a divisor of " +
+                             std::to_string(rows) + ", or 0 for no micro-batches");
+  return rows / m;
+}
+
+// One optimizer step on this rank's rows x [b,C,H,W], y [b] of the global batch; returns (loss,
+// grad_norm). With train.micro_batch m < b the rows go through forward and backward m at a time
+// and the gradients accumulate (each micro-batch's mean loss weighted m / b): every micro-batch
+// draws the step's randomness for the whole global batch from the same generator state and keeps
+// its own rows, so M micro-batches train what one batch trains (to rounding).
 std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const at::Tensor& y,
                                      bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
-  ForwardOptions hooks;
-  hooks.block = {parse_recompute(cfg.train.recompute), cfg.train.fused_kernels, cfg.train.fused_mlp};
-  s.sharded->begin_step(hooks);
-  const int64_t b = x.size(0);
-  const BatchSlice slice{s.rank * b, s.world * b};  // this rank's rows of the global batch
-  if (autocast) set_cuda_autocast(true);
-  auto loss = edm_loss(s.model, x, y, lp, cfg.diffusion.class_drop_prob, s.gen, slice, hooks).mean();
-  if (autocast) set_cuda_autocast(false);
-  loss.backward();
-  s.sharded->end_backward();
+  const int64_t b = x.size(0), m = micro_rows(cfg, b), micros = b / m;
+  const at::Tensor step_rng = micros > 1 ? generator_state(s.gen) : at::Tensor();
+  at::Tensor loss_sum;  // [1] double, on the compute device (read once, after the last backward)
+  for (int64_t i = 0; i < micros; ++i) {
+    if (i > 0) set_generator_state(s.gen, step_rng);  // the same draws; each micro-batch keeps its rows
+    ForwardOptions hooks;
+    hooks.block = {parse_recompute(cfg.train.recompute), cfg.train.fused_kernels, cfg.train.fused_mlp};
+    s.sharded->begin_step(hooks, /*accumulate=*/i > 0);
+    const BatchSlice slice{s.rank * b + i * m, s.world * b};  // this micro-batch's rows of the global batch
+    if (autocast) set_cuda_autocast(true);
+    auto loss = edm_loss(s.model, x.narrow(0, i * m, m), y.narrow(0, i * m, m), lp, cfg.diffusion.class_drop_prob,
+                         s.gen, slice, hooks)
+                    .mean();
+    if (autocast) set_cuda_autocast(false);
+    (micros > 1 ? loss / static_cast<double>(micros) : loss).backward();
+    s.sharded->end_backward();
+    const at::Tensor l = loss.detach().to(at::kDouble).reshape({1});
+    loss_sum = i == 0 ? l : loss_sum + l;
+  }
+  if (micros > 1) loss_sum = loss_sum / static_cast<double>(micros);
   auto& grads = s.sharded->grads();
   double sq = sum_of_squares(grads);
-  auto loss_sum = loss.detach().to(at::kDouble).reshape({1});
   s.last_local_loss = loss_sum.item<double>();
   if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
     auto both = torch::tensor({sq, loss_sum.item<double>()}, torch::kDouble);
@@ -347,6 +378,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   if (cfg.train.global_batch % world != 0)
     throw std::runtime_error("train.global_batch = " + std::to_string(cfg.train.global_batch) +
                              " is not divisible by the " + std::to_string(world) + " trainer ranks");
+  const int64_t micros = micro_batches(cfg, world);
   GlobalSampler sampler(data.info().size, cfg.train.global_batch, static_cast<uint64_t>(cfg.run.seed), rank, world);
 
   const fs::path run_dir = fs::path(cfg.run.dir) / cfg.run.name;
@@ -408,6 +440,9 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
                          : "") +
              ", gradients reduced in " + (so.reduce_dtype == at::kBFloat16 ? "bf16" : "fp32") +
              (autocast ? "" : " (fp32 compute: dist.param_dtype and dist.reduce_dtype apply to bf16 compute on CUDA)"));
+    if (micros > 1)
+      log_info(std::to_string(micros) + " micro-batches of " + std::to_string(cfg.train.global_batch / world / micros) +
+               " images per rank and step (train.micro_batch): gradients accumulate in fp32 shards");
   }
   if (rank == 0 && cfg.train.fused_kernels && (!device.is_cuda() || !fused_kernels_built()))
     log_warn(std::string("train.fused_kernels: ") +
@@ -546,6 +581,7 @@ BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
   const DiTConfig mc = resolve_model(cfg.model);
   TrainState s = make_state(cfg, mc, device, nullptr, nullptr, autocast);
   const int64_t B = cfg.train.global_batch;
+  micro_batches(cfg, 1);
   auto data_gen = make_generator(c10::Device(c10::kCPU), 1234);
   auto x = at::randn({B, mc.in_channels, mc.input_size, mc.input_size}, data_gen).to(device);
   auto y = (mc.num_classes > 0 ? at::randint(0, mc.num_classes, {B}, data_gen, at::TensorOptions().dtype(at::kLong))

@@ -69,6 +69,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.data.prefetch_depth, b.data.prefetch_depth);
 
   EXPECT_EQ(a.train.global_batch, b.train.global_batch);
+  EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
   EXPECT_EQ(a.train.steps, b.train.steps);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.grad_clip, b.train.grad_clip);
@@ -312,7 +313,7 @@ TEST(ConfigErrors, KeyInTheWrongSectionSuggestsWhereItBelongs) {
   EXPECT_EQ(error_of("[train]\nlr = 0.1\n"),
             "configs/x.toml: unknown key 'train.lr'; did you mean 'optim.lr'?");
   EXPECT_EQ(error_of("[train]\nbatch = 64\n"),
-            "configs/x.toml: unknown key 'train.batch'; did you mean 'train.global_batch'?");
+            "configs/x.toml: unknown key 'train.batch'; did you mean 'train.global_batch' or 'train.micro_batch'?");
   EXPECT_EQ(error_of("steps = 5\n"),
             "configs/x.toml: unknown key 'steps'; did you mean 'train.steps' or 'eval.steps'?");
   EXPECT_EQ(error_of("[model]\nstart_layer = 2\n"),
@@ -468,6 +469,8 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'checkpoint.keep_every' must be >= 0 (0 = none kept for good), got -1"},
       {"[checkpoint]\nresume = \"\"",
        "key 'checkpoint.resume' must be \"auto\", \"never\" or a checkpoint folder, got \"\""},
+      {"[train]\nmicro_batch = -4",
+       "key 'train.micro_batch' must be >= 0 (0 = a rank's whole share of the global batch), got -4"},
       {"[train]\nrecompute = \"all\"",
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
       {"[dist]\nparam_dtype = \"fp16\"",
@@ -641,6 +644,7 @@ Config unusual_config() {
   c.optim.betas = {0.1 + 0.2, std::nextafter(1.0, 0.0)};
   c.ema.decay = 0.99990000000000001;
   c.train.grad_clip = 1e22;
+  c.train.micro_batch = 24;
   c.eval.cfg_scales = {1.0, 1.5, 4.0, 1e-7};
   c.eval.seeds = "1,5,7-9";
   c.data.paths = {"a b.h5", "c\\d.h5", "x'y.h5"};
@@ -667,7 +671,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
        {"name", "dir", "seed", "input_size", "in_channels", "num_classes", "depth", "hidden_size",
         "num_heads", "patch_size", "mlp_ratio", "selection_ratio", "start_layer", "end_layer",
         "x_T", "x_D_last", "P_mean", "P_std", "sigma_data", "class_drop_prob", "paths",
-        "prefetch_threads", "prefetch_depth", "global_batch", "steps", "precision", "grad_clip",
+        "prefetch_threads", "prefetch_depth", "global_batch", "micro_batch", "steps", "precision", "grad_clip",
         "log_every", "device", "threads", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
         "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "cfg_scales",

@@ -4,8 +4,10 @@
 //  - gradients are averaged over ranks in reduce_dtype, exactly as computed by hand (fp32 sums,
 //    one rounding to bf16 for a bf16 reduction);
 //  - W ranks train what one rank trains on the same global batch: to 1e-5 in fp32, to bf16's
-//    rounding with bf16 blocks; resharding after forward changes no bit; the dtypes change the
-//    result (the checks can fail).
+//    rounding with bf16 blocks, also with every rank's rows in micro-batches of one row whose
+//    gradients accumulate; resharding after forward changes no bit; the dtypes change the
+//    result (the checks can fail);
+//  - accumulated gradients are the sum of the backwards' averages, exactly.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -102,6 +104,48 @@ TEST_F(ShardedParamsTest, GradientsAreAveragedInTheReduceDtype) {
   }
 }
 
+// Two backwards, the second with accumulate: grads() = the first's average + the second's (each
+// reduced as above; the sum in fp32, exact for these values), for every dtype and for the case
+// where the full gradient is its own shard (W = 1, fp32) and autograd accumulates in place.
+TEST_F(ShardedParamsTest, AccumulatedGradientsAreTheSumOfTheBackwardsAverages) {
+  for (auto blocks : {at::kFloat, at::kBFloat16})
+    for (auto reduce : {at::kFloat, at::kBFloat16}) {
+      Toy toy = make_toy();
+      nt::ShardingOptions opt;
+      opt.param_dtypes = toy_dtypes(blocks);
+      opt.reduce_dtype = reduce;
+      nt::ShardedParams sp(*toy, comm_.get(), opt);
+      auto params = toy->named_parameters();
+      const auto& layout = sp.layout();
+      std::map<std::string, int> index;
+      for (const auto& unit : layout.units)
+        for (const auto& p : unit.params) index.emplace(p.name, static_cast<int>(index.size()));
+      const int kSecond = 100;  // the second backward's gradients: other values
+      for (int pass : {0, kSecond}) {
+        nt::ForwardOptions hooks;
+        sp.begin_step(hooks, /*accumulate=*/pass > 0);
+        torch::NoGradGuard no_grad;
+        for (auto& [name, k] : index) params[name].mutable_grad().add_(rank_grad(R(), k + pass, params[name].sizes()));
+        sp.end_backward();  // as autograd does: added to the (zeroed, or kept) gradient
+      }
+      for (size_t u = 0; u < layout.units.size(); ++u) {
+        const auto& unit = layout.units[u];
+        auto expect = torch::zeros({unit.padded});
+        for (int pass : {0, kSecond}) {
+          auto sum = torch::zeros({unit.padded});  // fp32: exact for these values
+          for (int r = 0; r < W(); ++r)
+            for (const auto& p : unit.params)
+              sum.narrow(0, p.offset, p.numel).add_(rank_grad(r, index[p.name] + pass, p.shape).reshape({-1}));
+          sum.div_(static_cast<double>(W()));
+          expect.add_(reduce == at::kBFloat16 ? sum.to(at::kBFloat16).to(at::kFloat) : sum);
+        }
+        const int64_t n = unit.padded / W();
+        EXPECT_TRUE(torch::equal(sp.grads()[u], expect.narrow(0, R() * n, n)))
+            << unit.name << " blocks " << c10::toString(blocks) << " reduce " << c10::toString(reduce);
+      }
+    }
+}
+
 double max_rel_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   double worst = 0;
   for (size_t u = 0; u < a.size(); ++u)
@@ -126,12 +170,18 @@ TEST_F(ShardedParamsTest, WRanksTrainWhatOneRankTrains) {
     const auto one = train_toy(nullptr, c.blocks, c.reduce, false);
     const auto kept = train_toy(comm_.get(), c.blocks, c.reduce, false);
     const auto resharded = train_toy(comm_.get(), c.blocks, c.reduce, true);
-    const double d = max_rel_diff(kept, one);
+    const int rows = 6 / W();  // micro-batches of one row each
+    const auto micro_kept = train_toy(comm_.get(), c.blocks, c.reduce, false, torch::kCPU, rows);
+    const auto micro_resharded = train_toy(comm_.get(), c.blocks, c.reduce, true, torch::kCPU, rows);
+    const double d = max_rel_diff(kept, one), dm = max_rel_diff(micro_kept, one);
     if (R() == 0)
       std::cout << "[ sharded  ] W=" << W() << " blocks " << c10::toString(c.blocks) << " reduce "
-                << c10::toString(c.reduce) << ": max relative difference to one rank " << d << "\n";
+                << c10::toString(c.reduce) << ": max relative difference to one rank " << d << ", in "
+                << rows << " micro-batches " << dm << "\n";
     EXPECT_LE(d, c.tol) << c10::toString(c.blocks) << " " << c10::toString(c.reduce);
+    EXPECT_LE(dm, c.tol) << c10::toString(c.blocks) << " " << c10::toString(c.reduce) << " micro-batches";
     EXPECT_TRUE(bit_equal(resharded, kept)) << c10::toString(c.blocks) << " " << c10::toString(c.reduce);
+    EXPECT_TRUE(bit_equal(micro_resharded, micro_kept)) << c10::toString(c.blocks) << " " << c10::toString(c.reduce);
     results.push_back(kept);
   }
   // bf16 blocks and a bf16 reduction each change the numbers.

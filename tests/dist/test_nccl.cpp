@@ -71,14 +71,15 @@ TEST_F(NcclOneRank, ShardedTrainingEqualsTrainingWithoutCommunicator) {
   const c10::Device cuda(c10::kCUDA, 0);
   for (auto blocks : {at::kFloat, at::kBFloat16})
     for (auto reduce : {at::kFloat, at::kBFloat16})
-      for (bool reshard : {false, true}) {
-        const auto alone = nt::test::train_toy(nullptr, blocks, reduce, false, cuda);
-        const auto nccl = nt::test::train_toy(comm_.get(), blocks, reduce, reshard, cuda);
-        for (size_t u = 0; u < alone.size(); ++u)
-          EXPECT_TRUE(torch::equal(nccl[u], alone[u]))
-              << "unit " << u << " blocks " << c10::toString(blocks) << " reduce " << c10::toString(reduce)
-              << " reshard " << reshard;
-      }
+      for (bool reshard : {false, true})
+        for (int micro : {1, 3}) {  // 3: gradients accumulated over micro-batches of two rows
+          const auto alone = nt::test::train_toy(nullptr, blocks, reduce, false, cuda, micro);
+          const auto nccl = nt::test::train_toy(comm_.get(), blocks, reduce, reshard, cuda, micro);
+          for (size_t u = 0; u < alone.size(); ++u)
+            EXPECT_TRUE(torch::equal(nccl[u], alone[u]))
+                << "unit " << u << " blocks " << c10::toString(blocks) << " reduce " << c10::toString(reduce)
+                << " reshard " << reshard << " micro-batches " << micro;
+        }
   // The check can fail: bf16 blocks train other numbers than fp32 ones.
   const auto f32 = nt::test::train_toy(comm_.get(), at::kFloat, at::kFloat, false, cuda);
   const auto b16 = nt::test::train_toy(comm_.get(), at::kBFloat16, at::kFloat, false, cuda);

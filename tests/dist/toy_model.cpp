@@ -40,7 +40,7 @@ Toy make_toy(const c10::Device& device) {
 std::vector<at::ScalarType> toy_dtypes(at::ScalarType blocks) { return {at::kFloat, blocks, blocks, blocks}; }
 
 std::vector<at::Tensor> train_toy(Communicator* comm, at::ScalarType blocks, at::ScalarType reduce, bool reshard,
-                                  const c10::Device& device) {
+                                  const c10::Device& device, int micro) {
   Toy toy = make_toy(device);
   ShardingOptions opt;
   opt.param_dtypes = toy_dtypes(blocks);
@@ -52,11 +52,15 @@ std::vector<at::Tensor> train_toy(Communicator* comm, at::ScalarType blocks, at:
   auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
   for (int step = 0; step < 10; ++step) {
     auto x = at::randn({B, kToyIn}, gen).to(device), target = at::randn({B, kToyOut}, gen).to(device);
-    ForwardOptions hooks;
-    sp.begin_step(hooks);
-    auto out = toy->forward(x.narrow(0, rank * b, b), hooks);
-    (out - target.narrow(0, rank * b, b)).pow(2).mean().backward();
-    sp.end_backward();
+    const int64_t m = b / micro;
+    for (int i = 0; i < micro; ++i) {
+      ForwardOptions hooks;
+      sp.begin_step(hooks, /*accumulate=*/i > 0);
+      auto out = toy->forward(x.narrow(0, rank * b + i * m, m), hooks);
+      auto loss = (out - target.narrow(0, rank * b + i * m, m)).pow(2).mean();
+      (micro > 1 ? loss / static_cast<double>(micro) : loss).backward();
+      sp.end_backward();
+    }
     {
       torch::NoGradGuard no_grad;
       for (size_t u = 0; u < sp.params().size(); ++u) sp.params()[u].add_(sp.grads()[u], -0.05);

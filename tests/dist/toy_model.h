@@ -38,8 +38,9 @@ std::vector<at::ScalarType> toy_dtypes(at::ScalarType blocks);
 
 // Trains 10 SGD steps on a global batch of 6 rows (rank r of `comm` takes rows
 // [r*6/W, (r+1)*6/W); null comm: one process, all rows); returns every unit's fp32 parameters,
-// unpadded, on the CPU, on every rank.
+// unpadded, on the CPU, on every rank. `micro` > 1: each rank's rows go through forward and
+// backward in that many micro-batches (it must divide 6/W), their gradients accumulated.
 std::vector<at::Tensor> train_toy(Communicator* comm, at::ScalarType blocks, at::ScalarType reduce, bool reshard,
-                                  const c10::Device& device = c10::Device(c10::kCPU));
+                                  const c10::Device& device = c10::Device(c10::kCPU), int micro = 1);
 
 }  // namespace nt::test

@@ -1,11 +1,11 @@
 // The CUDA training path, through tread_run (skipped without a CUDA device, i.e. in CI; run on
 // the GPU machine by scripts/gpu-check):
 //   - a CUDA run in fp32 trains what the CPU run trains (the same draws: training randomness is
-//     drawn on the CPU), to fp32 tolerance per tensor after 3 steps;
+//     drawn on the CPU), to fp32 tolerance per tensor after 3 steps, also in micro-batches;
 //   - bf16 autocast and fp32 loss curves agree over 50 steps;
 //   - gathering the parameters in bf16 (dist.param_dtype) trains what fp32 parameters under
 //     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
-//     and the root stay fp32;
+//     and the root stay fp32; in micro-batches, the same losses to 2 %;
 //   - the fused kernels (train.fused_kernels: LayerNorm + modulate, gated residual) train what LibTorch's ops
 //     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %;
 //   - recomputation (train.recompute = norm+mlp: models/modulated_linear, models/gelu_linear)
@@ -84,6 +84,11 @@ TEST_F(Gpu, CudaStepEqualsCpuStep) {
     EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::abs(lc[i])) << "step " << i + 1;
   }
   expect_fp32_close(ckpt(s, "cuda", 3), ckpt(s, "cpu", 3), "cuda vs cpu");
+  // Micro-batches (train.micro_batch) on CUDA: gradients accumulated over 3 micro-batches of 4.
+  ASSERT_EQ(run_single(s, "--set run.name=micro --set train.device=cuda --set train.micro_batch=4" + common, &out), 0)
+      << out;
+  EXPECT_CONTAINS(out, "3 micro-batches of 4 images");
+  expect_fp32_close(ckpt(s, "micro", 3), ckpt(s, "cpu", 3), "cuda micro-batches vs cpu");
 }
 
 TEST_F(Gpu, Bf16AndFp32LossCurvesAgree) {
@@ -125,6 +130,14 @@ TEST_F(Gpu, Bf16GatheredParametersTrainWhatAutocastTrains) {
     std::cout << "[ gpu      ] param_dtype bf16 vs fp32, " << kind << ": max relative difference " << d << "\n";
     EXPECT_LE(d, 1e-6) << kind;
   }
+  // bf16 gathers with micro-batches: bf16 gradients added up in the fp32 shard; the same losses
+  // to bf16 rounding.
+  ASSERT_EQ(run_single(s, "--set run.name=m16 --set dist.param_dtype=bf16 --set train.micro_batch=3" + common, &out), 0)
+      << out;
+  const auto a = losses(s.dir + "/runs/p16/metrics.jsonl"), b = losses(s.dir + "/runs/m16/metrics.jsonl");
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "micro-batches, step " << i + 1;
 }
 
 TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
