@@ -148,16 +148,19 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return out;
 }
 
+void warn_incomplete_checkpoints(const std::string& ckpt_root, const std::function<void(const std::string&)>& warn) {
+  std::error_code ec;
+  if (!fs::is_directory(ckpt_root, ec)) return;
+  for (const auto& e : fs::directory_iterator(ckpt_root, ec)) {
+    if (e.is_symlink() || !e.is_directory()) continue;
+    if (step_of(e.path().filename().string()) && !fs::exists(e.path() / "manifest.json"))
+      warn("ignoring '" + e.path().string() + "': no manifest.json (incomplete checkpoint)");
+  }
+}
+
 std::optional<std::string> find_resume_checkpoint(const std::string& ckpt_root,
                                                   const std::function<void(const std::string&)>& warn) {
-  std::error_code ec;
-  if (fs::is_directory(ckpt_root, ec)) {  // folders without a manifest are reported, never used
-    for (const auto& e : fs::directory_iterator(ckpt_root, ec)) {
-      if (e.is_symlink() || !e.is_directory()) continue;
-      if (step_of(e.path().filename().string()) && !fs::exists(e.path() / "manifest.json"))
-        warn("ignoring '" + e.path().string() + "': no manifest.json (incomplete checkpoint)");
-    }
-  }
+  warn_incomplete_checkpoints(ckpt_root, warn);
   for (const auto& [step, dir] : list_checkpoints(ckpt_root)) {
     try {
       read_verified_manifest(dir);

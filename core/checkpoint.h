@@ -48,8 +48,14 @@ void verify_checkpoint_files(const std::string& dir, const nlohmann::json& manif
 // Complete checkpoint folders under ckpt_root (name step_N with a manifest), newest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& ckpt_root);
 
-// The newest checkpoint whose manifest verifies; each one refused is reported to `warn`
-// (naming the file and why) before falling back to the previous one.
+// Reports to `warn` every step_N folder under ckpt_root without a manifest (incomplete: never
+// resumed from).
+void warn_incomplete_checkpoints(const std::string& ckpt_root, const std::function<void(const std::string&)>& warn);
+
+// The newest checkpoint whose manifest verifies (every listed file hashed); each one refused is
+// reported to `warn` (naming the file and why) before falling back to the previous one, and so
+// are incomplete folders. (The trainer's ranks check a checkpoint together instead, each the files
+// it reads: launch/trainer.cpp.)
 std::optional<std::string> find_resume_checkpoint(const std::string& ckpt_root,
                                                   const std::function<void(const std::string&)>& warn);
 

@@ -123,30 +123,59 @@ bool same_units(const FlatLayout& a, const FlatLayout& b) {
   return true;
 }
 
+// Unit u's elements that rank `rank` of `layout` holds: [a, b) of the flat buffer (from b to the
+// shard's end: padding, zeros).
+std::pair<int64_t, int64_t> rank_range(const FlatLayout& layout, size_t u, int rank) {
+  const int64_t s_new = layout.units[u].padded / layout.world;
+  const int64_t a = rank * s_new, b = std::min(a + s_new, layout.units[u].numel);
+  return {a, std::max(a, b)};
+}
+
+// The writers (rank files) whose shards hold what rank `rank` of `layout` holds, and the one whose
+// generator states it takes (`rank` mod the writers' W), for layouts with the same units.
+std::set<int> rank_readers(const FlatLayout& written, const FlatLayout& layout, int rank) {
+  std::set<int> readers = {rank % written.world};
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    const int64_t s_old = written.units[u].padded / written.world;
+    const auto [a, b] = rank_range(layout, u, rank);
+    for (int64_t k = a / s_old; k * s_old < b; ++k) readers.insert(static_cast<int>(k));
+  }
+  return readers;
+}
+
 }  // namespace
+
+std::vector<std::string> resume_files(const nlohmann::json& manifest, const FlatLayout& layout, int rank) {
+  const FlatLayout written = FlatLayout::from_json(manifest.at("layout"));
+  std::vector<std::string> names;
+  if (same_units(written, layout)) {
+    for (int k : rank_readers(written, layout, rank)) names.push_back(rank_file_name(k));
+  } else {
+    for (int k = 0; k < written.world; ++k) names.push_back(rank_file_name(k));
+  }
+  if (rank == 0) {
+    std::set<std::string> rank_files;
+    for (int k = 0; k < written.world; ++k) rank_files.insert(rank_file_name(k));
+    for (const auto& [name, digest] : manifest.at("files").items())
+      if (!rank_files.count(name)) names.push_back(name);
+  }
+  return names;
+}
 
 std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohmann::json& manifest,
                                            const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
-                                           const c10::Device& device) {
+                                           const c10::Device& device, bool verify) {
   const FlatLayout written = FlatLayout::from_json(manifest.at("layout"));
   if (!same_units(written, layout)) return std::nullopt;
   const int old_world = written.world, new_world = layout.world;
-  // Unit u's elements this rank holds, [a, b) of the flat buffer (past numel: padding, zeros),
-  // lie in the writers' shards [k * s_old, (k + 1) * s_old).
-  auto range = [&](size_t u) {
-    const int64_t s_new = layout.units[u].padded / new_world;
-    const int64_t a = rank * s_new, b = std::min(a + s_new, layout.units[u].numel);
-    return std::make_pair(a, std::max(a, b));
-  };
-  std::set<int> readers = {rank % old_world};  // the files to read: the generator states' one
-  for (size_t u = 0; u < layout.units.size(); ++u) {
-    const int64_t s_old = written.units[u].padded / old_world;
-    const auto [a, b] = range(u);
-    for (int64_t k = a / s_old; k * s_old < b; ++k) readers.insert(static_cast<int>(k));
+  // Unit u's elements this rank holds, [a, b), lie in the writers' shards [k * s_old, (k + 1) * s_old).
+  auto range = [&](size_t u) { return rank_range(layout, u, rank); };
+  const std::set<int> readers = rank_readers(written, layout, rank);
+  if (verify) {
+    std::vector<std::string> names;
+    for (int k : readers) names.push_back(rank_file_name(k));
+    verify_checkpoint_files(dir, manifest, names);
   }
-  std::vector<std::string> names;
-  for (int k : readers) names.push_back(rank_file_name(k));
-  verify_checkpoint_files(dir, manifest, names);
   std::map<int, SafetensorsIndex> files;
   for (int k : readers) files[k] = index_safetensors((std::filesystem::path(dir) / rank_file_name(k)).string());
 

@@ -36,16 +36,23 @@ std::map<std::string, std::map<std::string, at::Tensor>> load_full_tensors(
 // the rank files that hold them, for a checkpoint whose units hold the same parameters at the same
 // offsets (any world size: the layouts then differ only in padding and shard size). On the
 // writer's W a rank reads its own file only; on another W the files whose shards overlap its own
-// (about W/W' + 1 of them), and the generator states of rank `rank` mod W. Every file it reads is
-// first checked against the manifest's SHA-256. Returns nullopt when the units differ (then
-// reassemble by name: load_full_tensors, shard_from_full).
+// (about W/W' + 1 of them), and the generator states of rank `rank` mod W. With `verify` every
+// file it reads is first checked against the manifest's SHA-256 (false: the caller checked
+// resume_files already). Returns nullopt when the units differ (then reassemble by name:
+// load_full_tensors, shard_from_full).
 struct RankShards {
   std::map<std::string, std::vector<at::Tensor>> buffers;  // kind -> [unit] ([padded / W] each)
   std::map<std::string, at::Tensor> rng;                   // generator states by name
 };
 std::optional<RankShards> load_rank_shards(const std::string& dir, const nlohmann::json& manifest,
                                            const FlatLayout& layout, int rank, const std::vector<std::string>& kinds,
-                                           const c10::Device& device);
+                                           const c10::Device& device, bool verify = true);
+
+// The files of a checkpoint (its manifest) that rank `rank` of `layout` reads when it resumes:
+// the rank files load_rank_shards reads, or every rank file when the units differ (reassembly by
+// name); rank 0 also takes the listed files that are no rank file (config.toml). So the ranks
+// check a checkpoint together, each file by the ranks that read it, none hashing all of it.
+std::vector<std::string> resume_files(const nlohmann::json& manifest, const FlatLayout& layout, int rank);
 
 // This rank's fp32 shards of `layout`'s units ([padded / W] each, the padding zeros), filled
 // parameter by parameter: `elements(p, offset, count)` gives elements [offset, offset + count) of

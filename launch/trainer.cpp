@@ -179,24 +179,64 @@ void save_checkpoint(const Config& cfg, const std::string& config_toml, const st
   barrier(s);  // no rank moves on before the checkpoint is published
 }
 
+// The checkpoint to resume from ("" for none), the same on every trainer rank. Rank 0 lists the
+// candidates (checkpoint.resume = "auto": the run's checkpoints, newest first; a folder: that one)
+// and every rank takes its list. For each, every rank checks the digests of the files it will read
+// (resume_files: in parallel, so no rank hashes the whole checkpoint), and the first that every
+// rank accepts is taken. The rank that refuses one names the file and why; "auto" then falls back
+// to the previous checkpoint, and a named folder is an error on every rank.
+std::string choose_resume(const Config& cfg, const std::string& ckpt_root, TrainState& s) {
+  if (cfg.checkpoint.resume == "never") return "";
+  const bool automatic = cfg.checkpoint.resume == "auto";
+  std::string listed;  // one folder per line
+  if (s.rank == 0) {
+    if (automatic) {
+      warn_incomplete_checkpoints(ckpt_root, [](const std::string& w) { log_warn(w); });
+      for (const auto& [step, dir] : list_checkpoints(ckpt_root)) listed += dir + "\n";
+    } else {
+      listed = cfg.checkpoint.resume + "\n";
+    }
+  }
+  std::istringstream in(broadcast_string(s, listed));
+  for (std::string dir; std::getline(in, dir);) {
+    std::string why;
+    try {
+      const auto m = read_manifest(dir);
+      verify_checkpoint_files(dir, m, resume_files(m, s.layout(), s.rank));
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    bool accepted = why.empty();
+    if (s.comm) {  // accepted by every rank: refused by none
+      auto refused = torch::tensor({static_cast<int64_t>(!accepted)}, torch::kLong);
+      s.comm->all_reduce(refused, Communicator::Op::max);
+      accepted = refused.item<int64_t>() == 0;
+    }
+    if (accepted) return dir;
+    if (!automatic)
+      throw CheckpointError(why.empty() ? "checkpoint.resume '" + dir +
+                                              "' was refused by another trainer rank (its error names the file)"
+                                        : why);
+    if (!why.empty()) log_warn(why + "; falling back to the previous checkpoint");
+  }
+  return "";
+}
+
+// Loads checkpoint `dir`, whose files choose_resume() checked.
 void load_checkpoint(const std::string& dir, TrainState& s, const c10::Device& device) {
   const CheckpointReadLock reading(dir);
-  const auto m = read_manifest(dir);  // each rank checks the digests of the files it reads
+  const auto m = read_manifest(dir);
   check_same_architecture(m.at("model"), s.model->cfg, dir);
   const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
   std::map<std::string, std::vector<at::Tensor>> shards;
   at::Tensor rng;
-  if (auto own = load_rank_shards(dir, m, s.layout(), s.rank, kinds, device)) {
+  if (auto own = load_rank_shards(dir, m, s.layout(), s.rank, kinds, device, /*verify=*/false)) {
     // The same units (any W): each rank reads its part of the files that hold its shards.
     if (!own->rng.count("train")) throw CheckpointError("'" + dir + "': rank file without 'rng.train'");
     shards = std::move(own->buffers);
     rng = own->rng.at("train");
   } else {
     // Other units (not written for this model's layout): reassemble by name, then shard.
-    const int writers = m.at("world_size").get<int>();
-    std::vector<std::string> files;
-    for (int r = 0; r < writers; ++r) files.push_back(rank_file_name(r));
-    verify_checkpoint_files(dir, m, files);
     auto full = load_full_tensors(dir, m, kinds);  // one read per rank file
     for (const auto& kind : kinds) shards[kind] = shard_from_full(full.at(kind), s.layout(), s.rank, device, dir);
     rng = load_rng_state(dir, m, s.rank, "train");
@@ -387,17 +427,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   TrainState s = make_state(cfg, mc, device, comm, device_comm, autocast);
   const ModelCost cost = model_cost(mc);
 
-  // Resume: rank 0 chooses, every rank loads the same checkpoint.
-  std::string resume_dir;
-  if (rank == 0) {
-    if (cfg.checkpoint.resume == "auto") {
-      auto found = find_resume_checkpoint(ckpt_root, [](const std::string& w) { log_warn(w); });
-      if (found) resume_dir = *found;
-    } else if (cfg.checkpoint.resume != "never") {
-      resume_dir = cfg.checkpoint.resume;
-    }
-  }
-  resume_dir = broadcast_string(s, resume_dir);
+  const std::string resume_dir = choose_resume(cfg, ckpt_root, s);  // every rank loads the same checkpoint
   bool imported_state = false;
   if (!resume_dir.empty()) {
     load_checkpoint(resume_dir, s, device);

@@ -443,4 +443,42 @@ TEST(ShardedCheckpoint, RanksReadOnlyTheFilesThatHoldTheirShards) {
                   "corrupted (SHA-256 mismatch)");
 }
 
+// resume_files: what each rank of the resuming layout reads (its own file on the writer's W; the
+// files holding its shards on another W, the whole of them over the ranks), rank 0 also the other
+// listed files; every rank file when the units differ. Each rank loads from its files alone.
+TEST(ShardedCheckpoint, ResumeFilesAreWhatEachRankReads) {
+  const std::string dir = nt::test::scratch_dir();
+  auto model = tiny_model();
+  const nt::FlatLayout l2 = nt::make_layout(*model, 2), l3 = nt::make_layout(*model, 3);
+  write_two_rank_files(dir, model, l2, 5);
+  nlohmann::json manifest = {{"layout", l2.to_json()}, {"world_size", 2}, {"step", 1}};
+  for (int r = 0; r < 2; ++r)
+    manifest["files"][nt::rank_file_name(r)] = nt::sha256_file(dir + "/" + nt::rank_file_name(r));
+  manifest["files"]["config.toml"] = "0";
+  using Names = std::vector<std::string>;
+  const std::string f0 = nt::rank_file_name(0), f1 = nt::rank_file_name(1);
+  EXPECT_EQ(nt::resume_files(manifest, l2, 0), (Names{f0, "config.toml"}));
+  EXPECT_EQ(nt::resume_files(manifest, l2, 1), (Names{f1}));
+  auto other = tiny_model(2);
+  EXPECT_EQ(nt::resume_files(manifest, nt::make_layout(*other, 3), 2), (Names{f0, f1}));
+  const std::vector<std::string> kinds = {"param", "ema", "exp_avg", "exp_avg_sq"};
+  const c10::Device cpu(c10::kCPU);
+  std::set<std::string> all;
+  for (int r = 0; r < 3; ++r) {
+    const Names names = nt::resume_files(manifest, l3, r);
+    all.insert(names.begin(), names.end());
+    const std::string own = dir + "/r" + std::to_string(r);  // those files only
+    fs::create_directories(own);
+    for (const auto& n : names)
+      if (n != "config.toml") fs::copy_file(dir + "/" + n, own + "/" + n);
+    auto got = nt::load_rank_shards(own, manifest, l3, r, kinds, cpu, /*verify=*/false);
+    auto want = nt::load_rank_shards(dir, manifest, l3, r, kinds, cpu);
+    ASSERT_TRUE(got.has_value() && want.has_value());
+    for (const auto& kind : kinds)
+      for (size_t u = 0; u < want->buffers.at(kind).size(); ++u)
+        EXPECT_TRUE(torch::equal(got->buffers.at(kind)[u], want->buffers.at(kind)[u])) << kind << u << " rank " << r;
+  }
+  EXPECT_EQ(all, (std::set<std::string>{f0, f1, "config.toml"}));
+}
+
 }  // namespace

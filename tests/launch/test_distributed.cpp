@@ -111,6 +111,38 @@ TEST(Distributed, ResumeOnAnotherWorldSizeAndBitExactOnTheSame) {
   }
 }
 
+// Resuming, each rank checks the digests of the files it reads (no rank hashes the whole
+// checkpoint): a file only rank 1 reads, corrupted, makes rank 1 refuse the checkpoint, and every
+// rank falls back to the previous one together (on 2 ranks and on 3); named explicitly, the same
+// folder is an error.
+TEST(Distributed, ACheckpointAnyRankRefusesIsPassedOverByAll) {
+  RunSetup s = make_setup();
+  std::string out;
+  ASSERT_EQ(run(s, 2, "--set run.name=c --set train.steps=10", &out), 0) << out;
+  const std::string bad = ckpt(s, "c", 10) + "/" + nt::rank_file_name(1);
+  {
+    std::fstream f(bad, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  fs::copy(s.dir + "/runs/c", s.dir + "/runs/c3", fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  fs::copy(ckpt(s, "c", 10), s.dir + "/bad10", fs::copy_options::recursive);
+  ASSERT_EQ(run(s, 2, "--set run.name=c --set train.steps=12", &out), 0) << out;
+  EXPECT_CONTAINS(out, "[rank 1] warning: checkpoint file '" + bad + "' is corrupted (SHA-256 mismatch); falling back");
+  EXPECT_CONTAINS(out, "resumed from " + ckpt(s, "c", 5) + " at step 5 on 2 trainer ranks");
+  ASSERT_EQ(run(s, 3, "--set run.name=c3 --set train.steps=12", &out), 0) << out;
+  EXPECT_CONTAINS(out, "is corrupted (SHA-256 mismatch); falling back");
+  EXPECT_CONTAINS(out, "resumed from " + ckpt(s, "c3", 5) + " at step 5 on 3 trainer ranks");
+  // The run that fell back trained steps 6..10 again: what the uninterrupted run trained.
+  ASSERT_EQ(run(s, 2, "--set run.name=ref --set train.steps=12", &out), 0) << out;
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
+    EXPECT_TRUE(bit_equal(ckpt(s, "c", 12), ckpt(s, "ref", 12), kind)) << kind;
+  // Named explicitly: an error on every rank, no fresh start.
+  EXPECT_NE(run(s, 2, "--set run.name=x --set checkpoint.resume=" + s.dir + "/bad10", &out), 0) << out;
+  EXPECT_CONTAINS(out, "rank_00001.safetensors' is corrupted");
+  EXPECT_FALSE(fs::exists(s.dir + "/runs/x/ckpt/latest"));
+}
+
 // The last eval.ranks ranks evaluate (tests/launch/test_eval_rank.cpp): the trainers are the
 // others, and eval.ranks must leave at least one.
 TEST(Distributed, EvaluationRanksAreTheLastAndLeaveATrainer) {
