@@ -419,6 +419,7 @@ const std::vector<Field<Config>>& config_fields() {
                  }
                }),
       NT_FIELD(eval, steps, ">= 1", ge(1)),
+      NT_FIELD(eval, S_churn, ">= 0 (0 = the deterministic sampler)", ge(0.0)),
       NT_FIELD(eval, cfg_scales, "a non-empty array of numbers", non_empty),
       NT_FIELD(eval, ref_stats, "a .npz file with mu, sigma (\"\" = none)", any),
       NT_FIELD(eval, extractor, "\"inception\" or \"classifier\"",

@@ -108,6 +108,7 @@ struct EvalConfig {
   int64_t num_samples = 50000;
   std::string seeds = "100000-149999";
   int steps = 40;
+  double S_churn = 0.0;  // EDM stochasticity of the Heun sampler (0 = deterministic), as the reference's eval.S_churn
   std::vector<double> cfg_scales = {1.0};
   std::string ref_stats;
   std::string extractor = "inception";  // "inception" | "classifier"

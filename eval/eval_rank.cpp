@@ -106,10 +106,11 @@ bool score_step(const Config& cfg, const fs::path& run_dir, int64_t step, MPI_Co
     opt.num_samples = cfg.eval.num_samples;
     opt.seeds = cfg.eval.seeds;
     opt.steps = cfg.eval.steps;
+    opt.S_churn = cfg.eval.S_churn;
     opt.cfg_scale = scale;
     opt.eval_rank = rank;
     opt.eval_world = world;
-    if (rank == 0) opt.grid_png = eval_grid_path(run_dir.string(), step, scale);
+    if (rank == 0) opt.grid_png = eval_grid_path(run_dir.string(), step, scale, cfg.eval.S_churn);
     FeatureAccumulator acc =
         sample_features(m.checkpoint.model, m.sigma_data, m.info, extractor, decoder, opt, device, progress);
     // Merge the evaluators' float64 sums: [count | sum (D) | outer (D*D)].
@@ -132,6 +133,7 @@ bool score_step(const Config& cfg, const fs::path& run_dir, int64_t step, MPI_Co
     r.extractor = extractor.name();
     r.num_samples = all.count();
     r.cfg_scale = scale;
+    r.S_churn = cfg.eval.S_churn;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     metrics.write(r.to_json());
     log_info_here("eval step " + std::to_string(step) + " cfg_scale " + fmt("%g", scale) + ": fid " + fmt("%.4f", r.fid) +

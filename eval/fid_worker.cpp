@@ -6,7 +6,7 @@
 // The evaluation settings default to the [eval] section of the run's config.toml (or --config).
 //
 // --run-dir scores, in step order, every checkpoint in DIR/ckpt that has no eval line in
-// DIR/metrics.jsonl for its (step, cfg_scale, extractor), appends one line per score and writes
+// DIR/metrics.jsonl for its (step, cfg_scale, extractor, S_churn), appends one line per score and writes
 // DIR/samples/eval_step_XXXXXXXX[_cfgS].png. With --watch it then polls DIR/ckpt every --poll
 // seconds and stops once a checkpoint at the run's train.steps (re-read from DIR/config.toml each
 // round; the trainer always checkpoints its last step) has been scored, or on SIGINT/SIGTERM/SIGUSR1
@@ -85,6 +85,8 @@ Settings resolve_settings(const po::variables_map& vm, const std::string& config
   if (vm.count("num-samples")) s.eval.num_samples = vm["num-samples"].as<int64_t>();
   if (vm.count("seeds")) s.eval.seeds = vm["seeds"].as<std::string>();
   if (vm.count("steps")) s.eval.steps = vm["steps"].as<int>();
+  if (vm.count("s-churn")) s.eval.S_churn = vm["s-churn"].as<double>();
+  if (!(s.eval.S_churn >= 0)) throw std::runtime_error("--s-churn must be >= 0");
   if (vm.count("cfg-scale")) s.eval.cfg_scales = parse_scales(vm["cfg-scale"].as<std::string>());
   if (vm.count("extractor")) s.eval.extractor = vm["extractor"].as<std::string>();
   if (vm.count("extractor-weights")) s.eval.extractor_weights = vm["extractor-weights"].as<std::string>();
@@ -120,6 +122,7 @@ nt::ScoreOptions score_options(const Settings& s, double cfg_scale, const std::s
   o.num_samples = s.eval.num_samples;
   o.seeds = s.eval.seeds;
   o.steps = s.eval.steps;
+  o.S_churn = s.eval.S_churn;
   o.cfg_scale = cfg_scale;
   o.batch_size = s.batch;
   o.grid_png = grid;
@@ -174,7 +177,8 @@ int run_checkpoint(const po::variables_map& vm) {
 
 // ---- --run-dir [--watch] --------------------------------------------------------------------
 
-using EvalKey = std::tuple<int64_t, double, std::string>;  // step, cfg_scale, extractor
+// step, cfg_scale, extractor, S_churn (0 in lines written before it was recorded)
+using EvalKey = std::tuple<int64_t, double, std::string, double>;
 
 std::set<EvalKey> scored_evals(const std::string& metrics_path) {
   std::set<EvalKey> out;
@@ -184,14 +188,16 @@ std::set<EvalKey> scored_evals(const std::string& metrics_path) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (!j.is_object() || j.value("kind", std::string()) != "eval") continue;  // also a half-written line
     if (!j.contains("step") || !j.contains("cfg_scale") || !j.contains("extractor")) continue;
-    out.insert({j["step"].get<int64_t>(), j["cfg_scale"].get<double>(), j["extractor"].get<std::string>()});
+    out.insert({j["step"].get<int64_t>(), j["cfg_scale"].get<double>(), j["extractor"].get<std::string>(),
+                j.value("S_churn", 0.0)});
   }
   return out;
 }
 
-bool is_scored(const std::set<EvalKey>& done, int64_t step, double cfg, const std::string& extractor) {
-  for (const auto& [s, c, e] : done)
-    if (s == step && e == extractor && std::abs(c - cfg) <= 1e-9 * std::max(1.0, std::abs(cfg))) return true;
+bool is_scored(const std::set<EvalKey>& done, int64_t step, double cfg, const std::string& extractor, double churn) {
+  auto same = [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b)); };
+  for (const auto& [s, c, e, ch] : done)
+    if (s == step && e == extractor && same(c, cfg) && same(ch, churn)) return true;
   return false;
 }
 
@@ -232,8 +238,8 @@ int run_run_dir(const po::variables_map& vm) {
     for (const auto& [step, path] : ckpts) {
       for (const double cfg : s.eval.cfg_scales) {
         if (g_stop) break;
-        if (is_scored(done, step, cfg, fx->name()) || failed.count({step, cfg})) continue;
-        const std::string grid = nt::eval_grid_path(dir, step, cfg);
+        if (is_scored(done, step, cfg, fx->name(), s.eval.S_churn) || failed.count({step, cfg})) continue;
+        const std::string grid = nt::eval_grid_path(dir, step, cfg, s.eval.S_churn);
         try {
           auto r = score_one(path, ref, s, *fx, vae, cfg, grid, "eval step " + std::to_string(step));
           if (!sink_open) sink.open(metrics_path);
@@ -351,6 +357,7 @@ int main(int argc, char** argv) {
       ("num-samples", po::value<int64_t>(), "samples to generate (default eval.num_samples)")
       ("seeds", po::value<std::string>(), "seeds, e.g. 0-49999 (default eval.seeds); the first N are used")
       ("steps", po::value<int>(), "Heun steps (default eval.steps)")
+      ("s-churn", po::value<double>(), "EDM S_churn, stochastic sampling (default eval.S_churn)")
       ("cfg-scale", po::value<std::string>(), "guidance scale(s), e.g. 1 or 1,1.5 (default eval.cfg_scales)")
       ("extractor", po::value<std::string>(), "inception | classifier (default eval.extractor)")
       ("extractor-weights", po::value<std::string>(), "the extractor's .safetensors (default eval.extractor_weights)")

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -83,6 +84,7 @@ FeatureAccumulator sample_features(DiT& model, double sigma_data, const DecodeIn
 
   SampleRequest req;
   req.sampler.num_steps = opt.steps;
+  req.sampler.S_churn = opt.S_churn;
   req.guidance = Guidance::cfg_scale(opt.cfg_scale);
   req.sigma_data = sigma_data;
   req.batch_size = opt.batch_size;
@@ -127,7 +129,7 @@ void check_reference(const FeatureStats& ref, const FeatureExtractor& extractor,
 
 nlohmann::json EvalResult::to_json() const {
   return {{"kind", "eval"},           {"step", step},       {"fid", fid},          {"extractor", extractor},
-          {"num_samples", num_samples}, {"cfg_scale", cfg_scale}, {"seconds", seconds}};
+          {"num_samples", num_samples}, {"cfg_scale", cfg_scale}, {"S_churn", S_churn}, {"seconds", seconds}};
 }
 
 EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref, const std::string& ref_path,
@@ -147,6 +149,7 @@ EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref
   r.extractor = extractor.name();
   r.num_samples = acc.count();
   r.cfg_scale = opt.cfg_scale;
+  r.S_churn = opt.S_churn;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -183,9 +186,10 @@ FeatureStats load_reference_stats(const std::string& path) {
   return read_stats_npz(path);
 }
 
-std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale) {
+std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale, double S_churn) {
   char suffix[64] = "";
   if (cfg_scale != 1.0) std::snprintf(suffix, sizeof(suffix), "_cfg%g", cfg_scale);
+  if (S_churn != 0.0) std::snprintf(suffix + std::strlen(suffix), sizeof(suffix) - std::strlen(suffix), "_churn%g", S_churn);
   return (std::filesystem::path(run_dir) / "samples" / ("eval_" + checkpoint_name(step) + suffix + ".png")).string();
 }
 

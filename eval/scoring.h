@@ -67,6 +67,7 @@ struct ScoreOptions {
   int64_t num_samples = 50000;
   std::string seeds = "100000-149999";
   int steps = 40;           // EDM Heun steps
+  double S_churn = 0;       // EDM S_churn (noise from each seed's own generator); 0 = deterministic
   double cfg_scale = 1.0;   // classifier-free guidance; 1 = the conditional model alone
   int batch_size = 64;      // samples per generation/extraction batch (does not change results)
   std::string grid_png;     // when set, rank 0 writes a grid of its first (up to 64) images
@@ -95,8 +96,9 @@ struct EvalResult {
   std::string extractor;
   int64_t num_samples = 0;
   double cfg_scale = 1.0;
+  double S_churn = 0;
   double seconds = 0;  // wall time of loading, sampling, extraction and the distance
-  // {"kind":"eval","step":..,"fid":..,"extractor":..,"num_samples":..,"cfg_scale":..,"seconds":..}
+  // {"kind":"eval","step":..,"fid":..,"extractor":..,"num_samples":..,"cfg_scale":..,"S_churn":..,"seconds":..}
   nlohmann::json to_json() const;
 };
 
@@ -111,9 +113,9 @@ EvalResult score_checkpoint(const std::string& ckpt_dir, const FeatureStats& ref
 
 // Reference statistics from an .npz (mu, sigma); errors say how to make them.
 FeatureStats load_reference_stats(const std::string& path);
-// The PNG grid of an evaluation: <run_dir>/samples/eval_step_XXXXXXXX[_cfgS].png (the suffix
-// when cfg_scale != 1).
-std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale);
+// The PNG grid of an evaluation: <run_dir>/samples/eval_step_XXXXXXXX[_cfgS][_churnC].png (the
+// suffixes when cfg_scale != 1, S_churn != 0).
+std::string eval_grid_path(const std::string& run_dir, int64_t step, double cfg_scale, double S_churn = 0);
 
 // What scoring a checkpoint needs of it: its EMA model on `device`, sigma_data from its
 // config.toml and the decode info from its manifest's "data" record. Throws CheckpointError for

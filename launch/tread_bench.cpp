@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 #include <torch/torch.h>
+#include <sys/resource.h>
 #include <torch/version.h>
 
 #include <chrono>
@@ -44,6 +45,13 @@ double matmul_tflops(const c10::Device& device, int warmup = 3, int reps = 10) {
   sync();
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 2.0 * n * n * n * reps / dt / 1e12;
+}
+
+// The process's peak resident memory so far (getrusage), GB.
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) * 1024 / 1e9;  // ru_maxrss: KiB on Linux
 }
 
 std::string today() {
@@ -100,6 +108,7 @@ int main(int argc, char** argv) {
                      {"mfu", r.tflops / mm},
                      {"matmul_tflops", mm},
                      {"peak_mem_gb", peak_gb >= 0 ? nlohmann::json(peak_gb) : nlohmann::json(nullptr)},
+                     {"peak_rss_gb", peak_rss_gb()},
                      {"device", cuda ? nt::cuda_device_name(0) : std::string("cpu")},
                      {"torch", TORCH_VERSION},
                      {"commit", vm["commit"].as<std::string>()},
@@ -111,13 +120,14 @@ int main(int argc, char** argv) {
                      {"threads", at::get_num_threads()},
                      {"label", vm["label"].as<std::string>()},
                      {"param_dtype", autocast ? cfg.dist.param_dtype : std::string("fp32")},
+                     {"micro_batch", cfg.train.micro_batch},
                      {"recompute", cfg.train.recompute},
                      {"fused_kernels", cfg.train.fused_kernels},
                      {"fused_mlp", cfg.train.fused_mlp},
                      {"loss_first_last", {r.first_loss, r.last_loss}}};
     if (j["device"] == "") j["device"] = r.device;
-    std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB\n", mm, 100 * r.tflops / mm,
-                peak_gb >= 0 ? std::to_string(peak_gb).c_str() : "n/a");
+    std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB, peak resident %.2f GB\n", mm,
+                100 * r.tflops / mm, peak_gb >= 0 ? std::to_string(peak_gb).c_str() : "n/a", peak_rss_gb());
     std::printf("%s\n", j.dump().c_str());
     if (vm.count("jsonl")) {
       std::ofstream out(vm["jsonl"].as<std::string>(), std::ios::app);

@@ -98,6 +98,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.eval.num_samples, b.eval.num_samples);
   EXPECT_EQ(a.eval.seeds, b.eval.seeds);
   EXPECT_EQ(a.eval.steps, b.eval.steps);
+  EXPECT_EQ(a.eval.S_churn, b.eval.S_churn);
   EXPECT_EQ(a.eval.cfg_scales, b.eval.cfg_scales);
   EXPECT_EQ(a.eval.ref_stats, b.eval.ref_stats);
   EXPECT_EQ(a.eval.extractor, b.eval.extractor);
@@ -482,6 +483,7 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
       {"[eval]\nseeds = \"5-3\"",
        "key 'eval.seeds' must be a list of seeds like \"0-63\" or \"1,5,7-9\", got \"5-3\""},
       {"[eval]\nsteps = 0", "key 'eval.steps' must be >= 1, got 0"},
+      {"[eval]\nS_churn = -1.0", "key 'eval.S_churn' must be >= 0 (0 = the deterministic sampler), got -1.0"},
       {"[eval]\ncfg_scales = []", "key 'eval.cfg_scales' must be a non-empty array of numbers, got []"},
       {"[eval]\nextractor = \"clip\"",
        "key 'eval.extractor' must be \"inception\" or \"classifier\", got \"clip\""},
@@ -647,6 +649,7 @@ Config unusual_config() {
   c.train.micro_batch = 24;
   c.eval.cfg_scales = {1.0, 1.5, 4.0, 1e-7};
   c.eval.seeds = "1,5,7-9";
+  c.eval.S_churn = 0.25;
   c.data.paths = {"a b.h5", "c\\d.h5", "x'y.h5"};
   return c;
 }
@@ -674,7 +677,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
         "prefetch_threads", "prefetch_depth", "global_batch", "micro_batch", "steps", "precision", "grad_clip",
         "log_every", "device", "threads", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
-        "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "cfg_scales",
+        "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "S_churn", "cfg_scales",
         "ref_stats", "extractor", "extractor_weights", "vae_weights"})
     EXPECT_NE(text.find(std::string("\n") + k + " = "), std::string::npos) << k;
   EXPECT_NE(text.find("\nlr = 2.5e-5"), std::string::npos) << text;

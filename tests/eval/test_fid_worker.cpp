@@ -226,6 +226,18 @@ TEST(FidWorker, RunDirScoresEachCheckpointOnce) {
   ASSERT_EQ(evals.size(), 4u);
   EXPECT_EQ(evals[2].at("cfg_scale"), 2.0);
   EXPECT_TRUE(fs::exists(run + "/samples/eval_step_00000004_cfg2.png"));
+  // So is stochastic sampling (S_churn, as the reference's eval.S_churn): recorded in the line.
+  for (int i = 0; i < 2; ++i) {  // the second time: already scored
+    auto churn = tool("eval/fid_worker", "--run-dir " + run + " --s-churn 1.5", dir);
+    ASSERT_EQ(churn.rc, 0) << churn.err;
+  }
+  evals = eval_lines(run);
+  ASSERT_EQ(evals.size(), 6u);
+  EXPECT_EQ(evals[4].at("step"), 2);
+  EXPECT_EQ(evals[5].at("S_churn"), 1.5);
+  EXPECT_EQ(evals[1].at("S_churn"), 0.0);
+  EXPECT_NE(evals[5].at("fid").get<double>(), evals[1].at("fid").get<double>());
+  EXPECT_TRUE(fs::exists(run + "/samples/eval_step_00000004_churn1.5.png"));
 
   // --checkpoint: the same FID as the run's line (same settings from the checkpoint's config).
   auto one = tool("eval/fid_worker", "--checkpoint " + run + "/ckpt/" + nt::checkpoint_name(4), dir);
@@ -238,7 +250,7 @@ TEST(FidWorker, RunDirScoresEachCheckpointOnce) {
   // The training lines are untouched.
   std::ifstream in(run + "/metrics.jsonl");
   const size_t lines_after = std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
-  EXPECT_EQ(lines_after, lines_before + 4);
+  EXPECT_EQ(lines_after, lines_before + 6);
 }
 
 TEST(FidWorker, ErrorsExitOneWithAMessage) {

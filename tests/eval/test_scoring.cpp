@@ -278,6 +278,24 @@ TEST(Scoring, StatisticsDoNotDependOnRanksOrBatches) {
   s.seeds = "20-29";
   EXPECT_GT(nt::frechet_distance(a, nt::sample_features(model, 0.5, px, *fx, nullptr, s, kCpu).finalize()), 1e-9);
 
+  // Stochastic sampling (S_churn): other statistics, and still the same whatever the split, each
+  // seed's noise coming from its own generator.
+  auto churn = small_options();
+  churn.S_churn = 2.0;
+  churn.batch_size = 3;
+  const auto stochastic = nt::sample_features(model, 0.5, px, *fx, nullptr, churn, kCpu);
+  EXPECT_GT(nt::frechet_distance(a, stochastic.finalize()), 1e-9);
+  nt::FeatureAccumulator split;
+  for (int r = 0; r < 2; ++r) {
+    auto o = churn;
+    o.eval_rank = r;
+    o.eval_world = 2;
+    auto part = nt::sample_features(model, 0.5, px, *fx, nullptr, o, kCpu);
+    split.add_sums(part.sum(), part.outer(), part.count());
+  }
+  EXPECT_TRUE(torch::equal(split.sum(), stochastic.sum()));
+  EXPECT_TRUE(torch::equal(split.outer(), stochastic.outer()));
+
   auto bad = small_options();
   bad.steps = 1;
   EXPECT_CONTAINS(thrown_message<std::runtime_error>([&] { nt::sample_features(model, 0.5, px, *fx, nullptr, bad, kCpu); }),

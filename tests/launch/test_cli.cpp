@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "test_util.h"
@@ -182,6 +183,43 @@ TEST(Cli, DryRunPrintsSizeAndCost) {
   EXPECT_CONTAINS(r.out, "GFLOP per image");
   EXPECT_CONTAINS(r.out, "10000 samples");
   EXPECT_FALSE(fs::exists(dir + "/runs/cli/ckpt")) << "a dry run trains nothing";
+}
+
+// tread_bench: one JSON record per run with the fields gpu-check's records carry (here on the CPU:
+// no CUDA peak, the resident peak instead), appended to --jsonl; bad inputs are clean errors.
+TEST(Cli, BenchAppendsOneRecordPerRun) {
+  const std::string dir = nt::test::scratch_dir();
+  const std::string cfg = write_config(dir, import_digits(dir));
+  const std::string out = dir + "/bench.jsonl";
+  const std::string common = "--config " + cfg + " --steps 2 --warmup 1 --jsonl " + out + " --commit abc123 ";
+  Result r = tool("launch/tread_bench", common + "--label whole", dir);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  r = tool("launch/tread_bench", common + "--label micro --set train.micro_batch=2", dir);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  std::istringstream lines(read_text(out));
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(records.size(), 2u);
+  for (const auto& j : records) {
+    for (const char* key : {"model", "tread", "batch", "precision", "img_per_s", "tflops", "mfu", "peak_mem_gb",
+                            "peak_rss_gb", "device", "torch", "commit", "date", "micro_batch", "label"})
+      EXPECT_TRUE(j.contains(key)) << key << " in " << j.dump();
+    EXPECT_EQ(j.at("model"), "DiT-S/4");
+    EXPECT_EQ(j.at("batch"), 4);
+    EXPECT_EQ(j.at("precision"), "fp32");
+    EXPECT_EQ(j.at("device"), "cpu");
+    EXPECT_EQ(j.at("commit"), "abc123");
+    EXPECT_TRUE(j.at("peak_mem_gb").is_null());
+    EXPECT_GT(j.at("img_per_s").get<double>(), 0);
+    EXPECT_GT(j.at("mfu").get<double>(), 0);
+    EXPECT_GT(j.at("peak_rss_gb").get<double>(), 0.01);
+  }
+  EXPECT_EQ(records[0].at("micro_batch"), 0);
+  EXPECT_EQ(records[1].at("micro_batch"), 2);
+  EXPECT_EQ(records[1].at("label"), "micro");
+  expect_clean_error(tool("launch/tread_bench", "--config " + cfg + " --set train.micro_batch=3", dir),
+                     {"train.micro_batch = 3 does not divide the 4 images"});
+  expect_clean_error(tool("launch/tread_bench", "--config " + cfg + " --steps 0", dir), {"--steps must be >= 1"});
 }
 
 TEST(Cli, RunFolderAndCheckpointErrors) {

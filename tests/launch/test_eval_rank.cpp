@@ -1,7 +1,7 @@
 // The evaluation ranks under mpiexec, end to end through tread_run: trainer rank 0 publishes
 // checkpoints, the evaluator scores the newest one not yet scored (skipping stale ones) and
 // the final one, writes "kind": "eval" lines and grids, and training never waits for it; two
-// evaluators split the seeds and give the FID of one; a stop signal ends trainers and
+// evaluators split the seeds and give the FID of one, also with stochastic sampling; a stop signal ends trainers and
 // evaluators with exit code 0; bad evaluation settings end the job.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -86,6 +86,22 @@ TEST(EvalRank, TwoEvaluatorsGiveTheFidOfOne) {
   std::cout << "[ eval     ] final FID, 1 evaluator: " << fa << ", 2 evaluators: " << fb << "\n";
   EXPECT_NEAR(fb, fa, 1e-6 * fa);
   EXPECT_EQ(b.back().at("num_samples").get<int64_t>(), 96);
+  EXPECT_EQ(b.back().at("S_churn").get<double>(), 0.0);
+  // Stochastic sampling (eval.S_churn) on two evaluators: recorded in the line, and the FID that
+  // fid_worker gives the same checkpoint alone (its settings from the checkpoint's config).
+  ASSERT_EQ(run(s, 3, "--set run.name=churn --set eval.ranks=2 --set eval.S_churn=0.7", &out), 0) << out;
+  const auto c = metrics(s, "churn", true);
+  ASSERT_FALSE(c.empty());
+  ASSERT_EQ(c.back().at("step").get<int64_t>(), 10);
+  EXPECT_EQ(c.back().at("S_churn").get<double>(), 0.7);
+  const double fc = c.back().at("fid").get<double>();
+  EXPECT_GT(std::abs(fc - fa), 1e-6 * fa) << "S_churn changes the samples";
+  std::string alone;
+  ASSERT_EQ(run_command(exe("eval/fid_worker") + " --checkpoint " + ckpt(s, "churn", 10), &alone), 0) << alone;
+  const std::string last = alone.substr(alone.rfind("fid: "));
+  std::cout << "[ eval     ] final FID with S_churn 0.7, 2 evaluators: " << fc << ", fid_worker alone: " << last << "\n";
+  EXPECT_NEAR(std::stod(last.substr(5)), fc, 1e-6 * fc);
+  EXPECT_TRUE(fs::exists(s.dir + "/runs/churn/samples/eval_step_00000010_churn0.7.png"));
 }
 
 // SIGUSR1 (Slurm's warning before a time limit; mpiexec forwards it) stops the trainers at a

@@ -3,9 +3,9 @@
 // backward a micro-batch at a time and the gradients accumulate. Micro-batches on 1, 2 and 3
 // ranks, with and without resharding, train what one batch on one rank trains, to 1e-5 per tensor
 // (every micro-batch draws the step's randomness for the whole global batch and keeps its rows);
-// a micro-batch of a rank's whole share changes no bit; a run resumes bit for bit, and may change
-// its micro-batch when it resumes; a micro-batch that does not divide a rank's share is refused
-// before anything is written.
+// a micro-batch of a rank's whole share changes no bit, nor does recomputing blocks in backward; a
+// run resumes bit for bit, and may change its micro-batch when it resumes; a micro-batch that does
+// not divide a rank's share is refused before anything is written.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -62,6 +62,9 @@ TEST(MicroBatches, AccumulateToWhatOneBatchTrains) {
       << out;
   EXPECT_CONTAINS(out, "3 micro-batches of 2 images per rank and step");
   expect_close(s, "w2m2", "whole");
+  // Recomputing whole blocks in backward (their parameters gathered again) changes no bit.
+  ASSERT_EQ(run(s, 2, "--set run.name=w2m2r --set train.micro_batch=2 --set train.recompute=blocks", &out), 0) << out;
+  for (const char* kind : kKinds) EXPECT_TRUE(bit_equal(ckpt(s, "w2m2r", 10), ckpt(s, "w2m2", 10), kind)) << kind;
   ASSERT_EQ(run(s, 2, "--set run.name=w2m3 --set train.micro_batch=3 --set dist.reshard_after_forward=false", &out),
             0)
       << out;
