@@ -3,6 +3,7 @@
 //   tread_data inspect FILE...     sizes, attributes, label histogram, per-channel mean/std of x
 //   tread_data validate FILE...    full scan: NaN/Inf values, labels out of range, shapes
 //   tread_data import-npy --latents X.npy|.npz [--labels Y.npy] [--moments] --out X.h5 ...
+//   tread_data import-wds --shards DIR|X.tar... [--match T] --out X.h5 ...  (the reference's shards)
 //   tread_data bench FILE... --batch B --threads T --seconds S   loader throughput
 // Every error goes to stderr with exit code 1. Long imports and scans report progress with an
 // estimate of the time left on stderr (at most once a second).
@@ -27,6 +28,7 @@
 #include "data/prefetch_loader.h"
 #include "data/progress.h"
 #include "data/tool_commands.h"
+#include "data/wds_import.h"
 
 namespace po = boost::program_options;
 
@@ -42,6 +44,7 @@ const char* kUsage =
     "commands:\n"
     "  import-mnist  convert MNIST IDX files to a pixel-space dataset file\n"
     "  import-npy    convert numpy arrays (.npy or .npz) of latents or moments and labels\n"
+    "  import-wds    convert the reference's WebDataset shards (.latent.npy + .cls) of latents\n"
     "  inspect       print sizes, attributes, label histogram and value statistics\n"
     "  validate      scan files completely for bad values, labels and shapes\n"
     "  bench         measure the prefetch loader's throughput on files\n"
@@ -423,6 +426,56 @@ int cmd_import_npy(const std::vector<std::string>& args) {
   return 0;
 }
 
+// ---- import-wds -----------------------------------------------------------------------------
+
+int cmd_import_wds(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tread_data import-wds --shards DIR|X.tar... [--match TEXT] --out X.h5\n"
+      "                             [--num-classes K] [--latent-space S] [--scale-factor F]\n"
+      "                             [--shift-factor F] [--prescaled] [--source TEXT]\n\n"
+      "Converts the WebDataset shards the Python reference (CompVis/tread) trains on into a\n"
+      "dataset file: each sample's <key>.latent.npy (C,H,W) -> a row of /latents (float16 stays\n"
+      "float16, float32 and float64 become float32) and <key>.cls (its class as text) ->\n"
+      "/labels. A folder stands for its .tar files whose names contain --match, sorted; samples\n"
+      "keep the shards' order. Plain (uncompressed) tar files only. --prescaled: the values are\n"
+      "already scale * (z - shift), as the reference's are (its sampler decodes x / 0.18215);\n"
+      "they are stored as z in float32 so that training sees the same values and decoding works:\n"
+      "  tread_data import-wds --shards imagenet256_latents_wds --match ImageNetTrain-train \\\n"
+      "    --out imagenet256.h5 --latent-space sd-vae-ft-ema --scale-factor 0.18215 --prescaled\n"
+      "The file is written contiguous and uncompressed, as OUT.tmp, renamed to OUT when complete.\n\n"
+      "options");
+  nt::WdsImportOptions o;
+  desc.add_options()("help,h", "show this help")(
+      "shards", po::value(&o.shards)->multitoken()->required(), "tar shards and folders of them")(
+      "match", po::value(&o.match)->default_value(""), "a folder's shards: names containing this")(
+      "out", po::value(&o.out)->required(), "output HDF5 file")(
+      "num-classes", po::value(&o.num_classes)->default_value(0),
+      "number of classes (default: the largest label + 1)")(
+      "latent-space", po::value(&o.latent_space)->default_value("unknown"),
+      "what the values are: pixels, sd-vae-ft-ema, ...")(
+      "scale-factor", po::value(&o.scale_factor)->default_value(1.0), "x = scale * (v - shift)")(
+      "shift-factor", po::value(&o.shift_factor)->default_value(0.0), "x = scale * (v - shift)")(
+      "prescaled", po::bool_switch(&o.prescaled), "the shards hold scale * (z - shift): store z")(
+      "source", po::value(&o.source), "free text: where the data came from");
+  po::variables_map vm = parse(args, desc, nullptr);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+  if (o.num_classes < 0) throw UsageError("--num-classes must be positive");
+  if (!std::isfinite(o.scale_factor) || !std::isfinite(o.shift_factor))
+    throw UsageError("--scale-factor and --shift-factor must be finite numbers");
+  nt::WdsImportResult r = nt::import_wds(o);
+  nt::LatentDataset ds({o.out});  // reads back what was written
+  const nt::DatasetInfo& info = ds.info();
+  std::cout << "wrote " << o.out << ": " << info.size << " samples from " << r.shards << " shard(s), "
+            << shape_line(info) << " " << info.dtype << ", " << info.num_classes << " classes"
+            << (r.num_classes_from_labels ? " (the largest label + 1; set --num-classes to override)" : "")
+            << (r.ignored_members ? ", " + std::to_string(r.ignored_members) + " other member(s) ignored" : "") << "\n";
+  return 0;
+}
+
 // ---- bench ----------------------------------------------------------------------------------
 
 int cmd_bench(const std::vector<std::string>& args) {
@@ -522,6 +575,7 @@ int run(int argc, char** argv) {
     if (cmd == "inspect") return cmd_inspect(args);
     if (cmd == "validate") return cmd_validate(args);
     if (cmd == "import-npy") return cmd_import_npy(args);
+    if (cmd == "import-wds") return cmd_import_wds(args);
     if (cmd == "bench") return cmd_bench(args);
     for (const auto& c : nt::tool_commands())
       if (c.name == cmd) return c.run(args);
@@ -537,7 +591,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argc >= 2 ? argv[1] : "";
   const auto extra = nt::tool_commands();
   const bool known = cmd == "import-mnist" || cmd == "inspect" || cmd == "validate" ||
-                     cmd == "import-npy" || cmd == "bench" ||
+                     cmd == "import-npy" || cmd == "import-wds" || cmd == "bench" ||
                      std::any_of(extra.begin(), extra.end(), [&](const nt::ToolCommand& c) { return c.name == cmd; });
   try {
     return run(argc, argv);
