@@ -37,11 +37,17 @@ struct Member {
   int64_t offset = 0, size = 0;
 };
 
-// One sample: the members <key>.latent.npy and <key>.cls of one shard.
+// Where a member's data lie; size -1: not (yet) seen.
+struct Extent {
+  int64_t offset = 0, size = -1;
+};
+
+// One sample: the members <key>.latent.npy and <key>.cls of one shard (kept for every sample of
+// the import: no member names).
 struct Sample {
   size_t shard = 0;
   std::string key;
-  Member latent, cls;
+  Extent latent, cls;
 };
 
 class Shard {
@@ -263,8 +269,8 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
     auto close = [&]() {
       if (!cur) return;
       const std::string where = "shard " + q(shard.path()) + ", sample " + q(cur->key);
-      if (cur->latent.name.empty()) throw DataError(where + " has no .latent.npy member");
-      if (cur->cls.name.empty()) throw DataError(where + " has no .cls member (its class)");
+      if (cur->latent.size < 0) throw DataError(where + " has no .latent.npy member");
+      if (cur->cls.size < 0) throw DataError(where + " has no .cls member (its class)");
       samples.push_back(*cur);
       cur.reset();
     };
@@ -276,14 +282,14 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
       }
       if (cur && cur->key != key) close();
       if (!cur) cur = Sample{s, key, {}, {}};
-      Member* slot = ext == "latent.npy" ? &cur->latent : ext == "cls" ? &cur->cls : nullptr;
+      Extent* slot = ext == "latent.npy" ? &cur->latent : ext == "cls" ? &cur->cls : nullptr;
       if (!slot) {
         ++result.ignored_members;
         continue;
       }
-      if (!slot->name.empty())
+      if (slot->size >= 0)
         throw DataError("shard " + q(shard.path()) + ", sample " + q(key) + " has two ." + ext + " members");
-      *slot = m;
+      *slot = {m.offset, m.size};
     }
     close();
   }
