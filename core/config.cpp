@@ -379,6 +379,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(train, device, "\"auto\", \"cpu\" or \"cuda\"", one_of({"auto", "cpu", "cuda"})),
       NT_FIELD(train, threads, ">= 0 (0 = LibTorch's default)", ge(0)),
       NT_FIELD(train, rank_metrics, "", any),
+      NT_FIELD(train, watchdog_s, ">= 0 (0 = off)", ge(0.0)),
       NT_FIELD(train, recompute, "\"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\"",
                one_of({"none", "norm", "mlp", "norm+mlp", "blocks"})),
       NT_FIELD(train, fused_kernels, "", any),

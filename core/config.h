@@ -72,6 +72,7 @@ struct TrainConfig {
   std::string device = "auto";     // "auto" | "cpu" | "cuda"
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
+  double watchdog_s = 1800;        // no step or checkpoint done for this long: end the job (0 = never)
   std::string recompute = "none";  // "none" | "norm" | "mlp" | "norm+mlp" | "blocks": recomputed in backward
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA

@@ -25,7 +25,9 @@
 #include "dist/sharded_checkpoint.h"
 #include "dist/model_io.h"
 #include "eval/eval_rank.h"
+#include "dist/topology.h"
 #include "launch/stop_signal.h"
+#include "launch/watchdog.h"
 #include "models/autocast.h"
 #include "models/edm.h"
 #include "models/fused_kernels.h"
@@ -503,10 +505,13 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
 
   // Reader threads prefetch this rank's part of the next global batches, in order, from the
   // loader position of the (resumed) state.
+  // A rank that sees no step done for train.watchdog_s seconds ends the job (launch/watchdog.h).
+  Watchdog watchdog(cfg.train.watchdog_s, [](const std::string& message) { abort_job(message); });
   PrefetchLoader loader(data, sampler, s.loader, cfg.data.prefetch_threads, cfg.data.prefetch_depth,
                         [&](int64_t epoch) { return mix_seed(cfg.run.seed, static_cast<uint64_t>(epoch)); },
                         /*pin_memory=*/device.is_cuda());
   while (s.step < cfg.train.steps) {
+    watchdog.progress("in step " + std::to_string(s.step + 1));
     Batch batch = loader.next();
     const at::Tensor x = batch.x.to(device, /*non_blocking=*/true), y = batch.y.to(device, /*non_blocking=*/true);
     s.loader = batch.state;
@@ -547,6 +552,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       t_interval = Clock::now();
     }
     if ((cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last) {
+      watchdog.progress("writing checkpoint " + std::to_string(s.step));
       save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
       last_ckpt = (fs::path(ckpt_root) / checkpoint_name(s.step)).string();
       log_info("checkpoint " + last_ckpt);

@@ -70,6 +70,7 @@ void expect_same(const Config& a, const Config& b) {
 
   EXPECT_EQ(a.train.global_batch, b.train.global_batch);
   EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
+  EXPECT_EQ(a.train.watchdog_s, b.train.watchdog_s);
   EXPECT_EQ(a.train.steps, b.train.steps);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.grad_clip, b.train.grad_clip);
@@ -470,6 +471,7 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'checkpoint.keep_every' must be >= 0 (0 = none kept for good), got -1"},
       {"[checkpoint]\nresume = \"\"",
        "key 'checkpoint.resume' must be \"auto\", \"never\" or a checkpoint folder, got \"\""},
+      {"[train]\nwatchdog_s = -1.0", "key 'train.watchdog_s' must be >= 0 (0 = off), got -1.0"},
       {"[train]\nmicro_batch = -4",
        "key 'train.micro_batch' must be >= 0 (0 = a rank's whole share of the global batch), got -4"},
       {"[train]\nrecompute = \"all\"",
@@ -647,6 +649,7 @@ Config unusual_config() {
   c.ema.decay = 0.99990000000000001;
   c.train.grad_clip = 1e22;
   c.train.micro_batch = 24;
+  c.train.watchdog_s = 90.5;
   c.eval.cfg_scales = {1.0, 1.5, 4.0, 1e-7};
   c.eval.seeds = "1,5,7-9";
   c.eval.S_churn = 0.25;
@@ -675,7 +678,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
         "num_heads", "patch_size", "mlp_ratio", "selection_ratio", "start_layer", "end_layer",
         "x_T", "x_D_last", "P_mean", "P_std", "sigma_data", "class_drop_prob", "paths",
         "prefetch_threads", "prefetch_depth", "global_batch", "micro_batch", "steps", "precision", "grad_clip",
-        "log_every", "device", "threads", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
+        "log_every", "device", "threads", "watchdog_s", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
         "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "S_churn", "cfg_scales",
         "ref_stats", "extractor", "extractor_weights", "vae_weights"})
