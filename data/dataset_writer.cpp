@@ -238,6 +238,15 @@ void DatasetWriter::set_string_attr(const std::string& name, const std::string& 
   }
 }
 
+void DatasetWriter::set_dataset_attributes(int64_t num_classes, double scale_factor, double shift_factor,
+                                           const std::string& latent_space, const std::string& source, TextType type) {
+  set_int_attr("num_classes", num_classes);
+  set_double_attr("scale_factor", scale_factor);
+  set_double_attr("shift_factor", shift_factor);
+  set_string_attr("latent_space", latent_space, type);
+  set_string_attr("source", source, type);
+}
+
 void DatasetWriter::commit() {
   check_open("committing " + q(tmp_));
   {

@@ -58,6 +58,11 @@ class DatasetWriter {
   void set_double_attr(const std::string& name, double value);
   void set_string_attr(const std::string& name, const std::string& value,
                        TextType type = TextType::kVariableUtf8);
+  // The attributes every dataset file carries (docs/data-format.md): num_classes, scale_factor,
+  // shift_factor, and the strings latent_space and source (of `type`).
+  void set_dataset_attributes(int64_t num_classes, double scale_factor, double shift_factor,
+                              const std::string& latent_space, const std::string& source,
+                              TextType type = TextType::kVariableUtf8);
 
   // Closes the file (checked) and renames the temporary file to path(). Nothing may be
   // written afterwards.

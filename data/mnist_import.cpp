@@ -152,11 +152,7 @@ void import_mnist(const std::string& images_idx, const std::string& labels_idx,
   DatasetWriter writer(out_h5, "latents", {n, 1, size, size}, at::kFloat);
   writer.write_rows(0, x);
   writer.write_labels(std::vector<int64_t>(labels.data.begin(), labels.data.end()));
-  writer.set_double_attr("scale_factor", 1.0);
-  writer.set_double_attr("shift_factor", 0.0);
-  writer.set_int_attr("num_classes", 10);
-  writer.set_string_attr("latent_space", "pixels");
-  writer.set_string_attr("source", source);
+  writer.set_dataset_attributes(10, 1.0, 0.0, "pixels", source);
   writer.commit();
 }
 

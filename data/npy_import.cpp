@@ -507,17 +507,14 @@ NpyImportResult import_npy(const NpyImportOptions& o) {
   progress.finish();
 
   writer.write_labels(labels);
-  writer.set_int_attr("num_classes", result.num_classes);
-  writer.set_double_attr("scale_factor", o.scale_factor);
-  writer.set_double_attr("shift_factor", o.shift_factor);
-  writer.set_string_attr("latent_space", o.latent_space, TextType::kFixedUtf8);
   std::string source = o.source;
   if (source.empty()) {
     source = "imported from " + o.latents;
     if (!o.labels.empty() && o.labels != o.latents) source += " and " + o.labels;
     source += " by tread_data import-npy";
   }
-  writer.set_string_attr("source", source, TextType::kFixedUtf8);
+  writer.set_dataset_attributes(result.num_classes, o.scale_factor, o.shift_factor, o.latent_space, source,
+                                TextType::kFixedUtf8);
   writer.commit();
   return result;
 }

@@ -372,7 +372,46 @@ int cmd_validate(const std::vector<std::string>& args) {
   return 0;
 }
 
-// ---- import-npy -----------------------------------------------------------------------------
+// ---- import-npy, import-wds -----------------------------------------------------------------
+
+// The attributes both importers write, as options (into an options struct with the members
+// num_classes, latent_space, scale_factor, shift_factor and source).
+template <class Options>
+void add_attribute_options(po::options_description& desc, Options& o) {
+  desc.add_options()("num-classes", po::value(&o.num_classes)->default_value(0),
+                     "number of classes (default: the largest label + 1)")(
+      "latent-space", po::value(&o.latent_space)->default_value("unknown"),
+      "what the values are: pixels, sd-vae-ft-ema, ...")(
+      "scale-factor", po::value(&o.scale_factor)->default_value(1.0), "x = scale * (v - shift)")(
+      "shift-factor", po::value(&o.shift_factor)->default_value(0.0), "x = scale * (v - shift)")(
+      "source", po::value(&o.source), "free text: where the data came from");
+}
+
+// Parses an importer's arguments: its own options in `desc` and the attribute options; false
+// when --help was asked for (and printed).
+template <class Options>
+bool parse_import(const std::vector<std::string>& args, po::options_description& desc, Options& o) {
+  add_attribute_options(desc, o);
+  po::variables_map vm = parse(args, desc, nullptr);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return false;
+  }
+  po::notify(vm);
+  if (o.num_classes < 0) throw UsageError("--num-classes must be positive");
+  if (!std::isfinite(o.scale_factor) || !std::isfinite(o.shift_factor))
+    throw UsageError("--scale-factor and --shift-factor must be finite numbers");
+  return true;
+}
+
+// "wrote OUT: N samples<what>, /latents [N,C,H,W] dtype, K classes<note>", read back from the file.
+void print_written(const std::string& out, const std::string& what, bool classes_from_labels, const std::string& note) {
+  nt::LatentDataset ds({out});
+  const nt::DatasetInfo& info = ds.info();
+  std::cout << "wrote " << out << ": " << info.size << " samples" << what << ", " << shape_line(info) << " "
+            << info.dtype << ", " << info.num_classes << " classes"
+            << (classes_from_labels ? " (the largest label + 1; set --num-classes to override)" : "") << note << "\n";
+}
 
 int cmd_import_npy(const std::vector<std::string>& args) {
   po::options_description desc(
@@ -397,36 +436,12 @@ int cmd_import_npy(const std::vector<std::string>& args) {
       ".npz array of the labels (default 'labels', else the second array of the --latents "
       ".npz or the first of another)")(
       "moments", po::bool_switch(&o.moments), "the data are moments (mean || logvar)")(
-      "out", po::value(&o.out)->required(), "output HDF5 file")(
-      "num-classes", po::value(&o.num_classes)->default_value(0),
-      "number of classes (default: the largest label + 1)")(
-      "latent-space", po::value(&o.latent_space)->default_value("unknown"),
-      "what the values are: pixels, sd-vae-ft-ema, ...")(
-      "scale-factor", po::value(&o.scale_factor)->default_value(1.0), "x = scale * (v - shift)")(
-      "shift-factor", po::value(&o.shift_factor)->default_value(0.0), "x = scale * (v - shift)")(
-      "source", po::value(&o.source), "free text: where the data came from");
-  po::variables_map vm = parse(args, desc, nullptr);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
-  if (o.num_classes < 0) throw UsageError("--num-classes must be positive");
-  if (!std::isfinite(o.scale_factor) || !std::isfinite(o.shift_factor))
-    throw UsageError("--scale-factor and --shift-factor must be finite numbers");
+      "out", po::value(&o.out)->required(), "output HDF5 file");
+  if (!parse_import(args, desc, o)) return 0;  // --help
   nt::NpyImportResult r = nt::import_npy(o);
-  nt::LatentDataset ds({o.out});  // reads back what was written
-  const nt::DatasetInfo& info = ds.info();
-  std::cout << "wrote " << o.out << ": " << info.size << " samples, " << shape_line(info) << " "
-            << info.dtype << ", " << info.num_classes << " classes"
-            << (r.num_classes_from_labels ? " (the largest label + 1; set --num-classes to "
-                                            "override)"
-                                          : "")
-            << "\n";
+  print_written(o.out, "", r.num_classes_from_labels, "");
   return 0;
 }
-
-// ---- import-wds -----------------------------------------------------------------------------
 
 int cmd_import_wds(const std::vector<std::string>& args) {
   po::options_description desc(
@@ -449,30 +464,11 @@ int cmd_import_wds(const std::vector<std::string>& args) {
       "shards", po::value(&o.shards)->multitoken()->required(), "tar shards and folders of them")(
       "match", po::value(&o.match)->default_value(""), "a folder's shards: names containing this")(
       "out", po::value(&o.out)->required(), "output HDF5 file")(
-      "num-classes", po::value(&o.num_classes)->default_value(0),
-      "number of classes (default: the largest label + 1)")(
-      "latent-space", po::value(&o.latent_space)->default_value("unknown"),
-      "what the values are: pixels, sd-vae-ft-ema, ...")(
-      "scale-factor", po::value(&o.scale_factor)->default_value(1.0), "x = scale * (v - shift)")(
-      "shift-factor", po::value(&o.shift_factor)->default_value(0.0), "x = scale * (v - shift)")(
-      "prescaled", po::bool_switch(&o.prescaled), "the shards hold scale * (z - shift): store z")(
-      "source", po::value(&o.source), "free text: where the data came from");
-  po::variables_map vm = parse(args, desc, nullptr);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
-  if (o.num_classes < 0) throw UsageError("--num-classes must be positive");
-  if (!std::isfinite(o.scale_factor) || !std::isfinite(o.shift_factor))
-    throw UsageError("--scale-factor and --shift-factor must be finite numbers");
+      "prescaled", po::bool_switch(&o.prescaled), "the shards hold scale * (z - shift): store z");
+  if (!parse_import(args, desc, o)) return 0;  // --help
   nt::WdsImportResult r = nt::import_wds(o);
-  nt::LatentDataset ds({o.out});  // reads back what was written
-  const nt::DatasetInfo& info = ds.info();
-  std::cout << "wrote " << o.out << ": " << info.size << " samples from " << r.shards << " shard(s), "
-            << shape_line(info) << " " << info.dtype << ", " << info.num_classes << " classes"
-            << (r.num_classes_from_labels ? " (the largest label + 1; set --num-classes to override)" : "")
-            << (r.ignored_members ? ", " + std::to_string(r.ignored_members) + " other member(s) ignored" : "") << "\n";
+  print_written(o.out, " from " + std::to_string(r.shards) + " shard(s)", r.num_classes_from_labels,
+                r.ignored_members ? ", " + std::to_string(r.ignored_members) + " other member(s) ignored" : "");
   return 0;
 }
 

@@ -369,17 +369,14 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
   progress.finish();
 
   writer.write_labels(labels);
-  writer.set_int_attr("num_classes", result.num_classes);
-  writer.set_double_attr("scale_factor", o.scale_factor);
-  writer.set_double_attr("shift_factor", o.shift_factor);
-  writer.set_string_attr("latent_space", o.latent_space, TextType::kFixedUtf8);
   std::string source = o.source;
   if (source.empty()) {
     source = "imported from " + std::to_string(shards.size()) + " WebDataset shard(s) (" + paths.front() +
              (shards.size() > 1 ? " ... " + paths.back() : std::string()) + ") by tread_data import-wds" +
              (o.prescaled ? ", values divided by the scale factor" : "");
   }
-  writer.set_string_attr("source", source, TextType::kFixedUtf8);
+  writer.set_dataset_attributes(result.num_classes, o.scale_factor, o.shift_factor, o.latent_space, source,
+                                TextType::kFixedUtf8);
   writer.commit();
   return result;
 }

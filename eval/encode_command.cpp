@@ -347,11 +347,7 @@ int run_encode(const std::vector<std::string>& args) {
                        ", ADM center crop to " + std::to_string(size) + "x" + std::to_string(size) +
                        ") with the VAE " + q(weights) + "; " +
                        (moments ? "/moments = mean || logvar" : "/latents = posterior mean");
-  writer.set_int_attr("num_classes", num_classes);
-  writer.set_double_attr("scale_factor", cfg.scale_factor);
-  writer.set_double_attr("shift_factor", 0.0);
-  writer.set_string_attr("latent_space", latent_space);
-  writer.set_string_attr("source", source);
+  writer.set_dataset_attributes(num_classes, cfg.scale_factor, 0.0, latent_space, source);
   if (!list.classes.empty()) {
     std::string class_names;
     for (size_t k = 0; k < list.classes.size(); ++k) class_names += (k ? "\n" : "") + list.classes[k];
