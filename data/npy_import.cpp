@@ -229,6 +229,12 @@ class Literal {
 
 }  // namespace
 
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string t = "(";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + (s.size() == 1 ? ",)" : ")");
+}
+
 NpyHeader parse_npy_header(const std::string& head, const std::string& name) {
   static const char kMagic[] = "\x93NUMPY";
   if (head.size() < 10 || head.compare(0, 6, kMagic, 6) != 0)
@@ -336,12 +342,6 @@ void read_exact(Source& src, void* buf, size_t n) {
 void byteswap(char* p, size_t count, int itemsize) {
   if (itemsize == 1) return;
   for (size_t k = 0; k < count; ++k, p += itemsize) std::reverse(p, p + itemsize);
-}
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "(";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + (s.size() == 1 ? ",)" : ")");
 }
 
 // The array sources for latents and labels, resolving .npz keys.

@@ -48,6 +48,9 @@ struct NpyHeader {
   int64_t data_offset = 0;  // bytes before the data
 };
 
+// A shape as numpy prints it: "(6, 2, 3)", "(24,)".
+std::string shape_text(const std::vector<int64_t>& shape);
+
 // Parses a .npy header from its first bytes (the magic line and the dict); `name` is used in
 // messages. Throws DataError.
 NpyHeader parse_npy_header(const std::string& head, const std::string& name);

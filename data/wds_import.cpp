@@ -238,12 +238,6 @@ int64_t parse_label(const std::string& text, const std::string& where) {
   return std::stoll(t);
 }
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "(";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + (s.size() == 1 ? ",)" : ")");
-}
-
 }  // namespace
 
 WdsImportResult import_wds(const WdsImportOptions& o) {

@@ -102,12 +102,7 @@ bool score_step(const Config& cfg, const fs::path& run_dir, int64_t step, MPI_Co
     return false;
   }
   for (const double scale : cfg.eval.cfg_scales) {
-    ScoreOptions opt;
-    opt.num_samples = cfg.eval.num_samples;
-    opt.seeds = cfg.eval.seeds;
-    opt.steps = cfg.eval.steps;
-    opt.S_churn = cfg.eval.S_churn;
-    opt.cfg_scale = scale;
+    ScoreOptions opt = ScoreOptions::of(cfg.eval, scale);
     opt.eval_rank = rank;
     opt.eval_world = world;
     if (rank == 0) opt.grid_png = eval_grid_path(run_dir.string(), step, scale, cfg.eval.S_churn);

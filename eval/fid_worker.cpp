@@ -118,12 +118,7 @@ nlohmann::json manifest_data(const std::string& ckpt) {
 }
 
 nt::ScoreOptions score_options(const Settings& s, double cfg_scale, const std::string& grid) {
-  nt::ScoreOptions o;
-  o.num_samples = s.eval.num_samples;
-  o.seeds = s.eval.seeds;
-  o.steps = s.eval.steps;
-  o.S_churn = s.eval.S_churn;
-  o.cfg_scale = cfg_scale;
+  nt::ScoreOptions o = nt::ScoreOptions::of(s.eval, cfg_scale);
   o.batch_size = s.batch;
   o.grid_png = grid;
   return o;

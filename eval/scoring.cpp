@@ -71,6 +71,16 @@ std::vector<int64_t> eval_seeds(const std::string& seeds, int64_t num_samples, i
   return std::vector<int64_t>(all.begin() + b0, all.begin() + b1);
 }
 
+ScoreOptions ScoreOptions::of(const EvalConfig& eval, double cfg_scale) {
+  ScoreOptions o;
+  o.num_samples = eval.num_samples;
+  o.seeds = eval.seeds;
+  o.steps = eval.steps;
+  o.S_churn = eval.S_churn;
+  o.cfg_scale = cfg_scale;
+  return o;
+}
+
 FeatureAccumulator sample_features(DiT& model, double sigma_data, const DecodeInfo& info, FeatureExtractor& extractor,
                                    const LatentDecoder* decoder, const ScoreOptions& opt, const c10::Device& device,
                                    const ScoreProgress& progress) {

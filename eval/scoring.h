@@ -63,7 +63,12 @@ at::Tensor samples_to_images01(const at::Tensor& x, const DecodeInfo& info, cons
 // than num_samples seeds or num_samples < 2.
 std::vector<int64_t> eval_seeds(const std::string& seeds, int64_t num_samples, int rank, int world);
 
+struct EvalConfig;  // core/config.h
+
 struct ScoreOptions {
+  // The sampling settings of `eval` (num_samples, seeds, steps, S_churn) at guidance `cfg_scale`.
+  static ScoreOptions of(const EvalConfig& eval, double cfg_scale);
+
   int64_t num_samples = 50000;
   std::string seeds = "100000-149999";
   int steps = 40;           // EDM Heun steps
