@@ -110,12 +110,20 @@ at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_dro
 // ---------------------------------------------------------------------------------------
 // Transformer block
 
+namespace {
+// y = x W^T + b as PyTorch's nn.Linear computes it: at::linear flattens a contiguous input of
+// more than two dims and puts the bias into the product (addmm: on CUDA, the GEMM's epilogue).
+// torch::nn::Linear's own forward (torch::nn::functional::linear) runs a matmul and then a
+// separate bias add over the whole output for such inputs.
+at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x) { return at::linear(x, m->weight, m->bias); }
+}  // namespace
+
 AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(true)));
   proj = register_module("proj", torch::nn::Linear(dim, dim));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(qkv->forward(x)); }
+at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(linear(qkv, x)); }
 
 at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out) {
   const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
@@ -132,7 +140,7 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out) {
   auto attn = at::softmax(at::matmul(q * std::pow(static_cast<double>(hd), -0.5), k.transpose(-2, -1)), -1);
   o = at::matmul(attn, v);  // [N, H, T, hd]
 #endif
-  return proj->forward(o.transpose(1, 2).reshape({N, T, D}));
+  return linear(proj, o.transpose(1, 2).reshape({N, T, D}));  // [N, T, D]
 }
 
 MlpImpl::MlpImpl(int dim, int hidden) {
@@ -142,11 +150,11 @@ MlpImpl::MlpImpl(int dim, int hidden) {
 
 at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute, bool fused) {  // x [N, T, D]
   if (fused) return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, fc2->bias, recompute);
-  return from_hidden(fc1->forward(x), recompute);
+  return from_hidden(linear(fc1, x), recompute);
 }
 
 at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute) {  // h [N, T, hidden]
-  return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : fc2->forward(at::gelu(h, "tanh"));  // [N, T, D]
+  return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : linear(fc2, at::gelu(h, "tanh"));  // [N, T, D]
 }
 
 DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {
@@ -172,7 +180,7 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
   auto& qkv = attn->qkv;
   auto& fc1 = mlp->fc1;
   auto a = attn->attend(norm ? modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused)
-                             : qkv->forward(modulated_norm(x, shift_msa, scale_msa, fused)));
+                             : linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)));
   at::Tensor h, n;  // the stream after attention; the MLP's normalised input
   if (!norm && fused && fused_residual_norm_supports(x, gate_msa, a, shift_mlp, scale_mlp)) {
     // The residual and the MLP's norm in one pass each way (their gradients meet in the kernel).
@@ -205,7 +213,7 @@ at::Tensor FinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c, con
   auto mod = adaLN_modulation->forward(c).chunk(2, 1);  // shift, scale: [N, D]
   const bool norm = opt.recompute == Recompute::blocks || recomputes_norm(opt.recompute), fused = opt.fused_kernels;
   return norm ? modulated_linear(x, mod[0], mod[1], linear->weight, linear->bias, fused)
-              : linear->forward(modulated_norm(x, mod[0], mod[1], fused));
+              : nt::linear(linear, modulated_norm(x, mod[0], mod[1], fused));
 }
 
 // ---------------------------------------------------------------------------------------

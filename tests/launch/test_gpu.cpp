@@ -5,12 +5,13 @@
 //   - bf16 autocast and fp32 loss curves agree over 50 steps;
 //   - gathering the parameters in bf16 (dist.param_dtype) trains what fp32 parameters under
 //     autocast train: autocast rounds the same weights to bf16, and the blocks outside autocast
-//     and the root stay fp32; in micro-batches, the same losses to 2 %;
+//     and the root stay fp32 (the same first loss; the states as close as a rerun's, see
+//     expect_within_rerun_noise); in micro-batches, the same losses to 2 %;
 //   - the fused kernels (train.fused_kernels: LayerNorm + modulate, gated residual) train what LibTorch's ops
 //     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %;
 //   - recomputation (train.recompute = norm+mlp: models/modulated_linear, models/gelu_linear)
-//     trains under bf16 autocast what keeping the activations trains, with LibTorch's ops and
-//     with the fused kernels;
+//     trains under bf16 autocast what keeping the activations trains (as close as a rerun), with
+//     LibTorch's ops and with the fused kernels;
 //   - the MLP with the GELU in its products' cuBLASLt epilogues (train.fused_mlp,
 //     models/gelu_mlp) trains under bf16 autocast what the plain MLP trains: the same losses to
 //     2 %, keeping or recomputing the GELU output (and the norm before it);
@@ -59,6 +60,31 @@ void expect_fp32_close(const std::string& a, const std::string& b, const std::st
     if (std::string(kind) == "param" || std::string(kind) == "ema") {
       EXPECT_LE(key, 1.2e-2) << what << " " << kind;
     }
+  }
+}
+
+// What two configurations that compute the same thing under bf16 autocast can agree to on a GPU.
+// Kernels that add in a nondeterministic order (the attention's backward accumulates dQ with
+// atomics) make two runs of one configuration differ by bf16 roundings, which AdamW turns into
+// visible relative differences of near-zero parameters after a few steps. So `a_again`, the
+// configuration of `a` run again, measures that noise: `b` may differ from `a` by no more than 4
+// times as much (a margin for the maximum of noise), and by at most `tol` where runs repeat
+// exactly. Their first losses (the forward alone, before any update) must agree to 1e-4 (kernels
+// chosen for other operand addresses may round a few bf16 outputs the other way).
+void expect_within_rerun_noise(const RunSetup& s, const std::string& a, const std::string& a_again,
+                               const std::string& b, int step, double tol, const std::string& what) {
+  const auto la = losses(s.dir + "/runs/" + a + "/metrics.jsonl"), lb = losses(s.dir + "/runs/" + b + "/metrics.jsonl");
+  ASSERT_FALSE(la.empty());
+  ASSERT_FALSE(lb.empty());
+  std::cout << "[ gpu      ] " << what << ": first loss " << lb[0] << " vs " << la[0] << "\n";
+  EXPECT_NEAR(lb[0], la[0], 1e-4 * la[0]) << what << ": the forwards differ";
+  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
+    const double d = max_rel_diff(ckpt(s, b, step), ckpt(s, a, step), kind);
+    const double noise = max_rel_diff(ckpt(s, a_again, step), ckpt(s, a, step), kind);
+    std::cout << "[ gpu      ] " << what << ", " << kind << ": max relative difference " << d
+              << (bit_equal(ckpt(s, b, step), ckpt(s, a, step), kind) ? " (bit for bit)" : "") << "; rerun of "
+              << a << ": " << noise << "\n";
+    EXPECT_LE(d, std::max(tol, 4 * noise)) << what << " " << kind;
   }
 }
 
@@ -123,13 +149,10 @@ TEST_F(Gpu, Bf16GatheredParametersTrainWhatAutocastTrains) {
                              " --set checkpoint.every=5";
   ASSERT_EQ(run_single(s, "--set run.name=p32 --set dist.param_dtype=fp32" + common, &out), 0) << out;
   EXPECT_CONTAINS(out, "parameters gathered in fp32");
+  ASSERT_EQ(run_single(s, "--set run.name=p32again --set dist.param_dtype=fp32" + common, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=p16 --set dist.param_dtype=bf16" + common, &out), 0) << out;
   EXPECT_CONTAINS(out, "parameters gathered in bf16");
-  for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
-    const double d = max_rel_diff(ckpt(s, "p16", 5), ckpt(s, "p32", 5), kind);
-    std::cout << "[ gpu      ] param_dtype bf16 vs fp32, " << kind << ": max relative difference " << d << "\n";
-    EXPECT_LE(d, 1e-6) << kind;
-  }
+  expect_within_rerun_noise(s, "p32", "p32again", "p16", 5, 1e-6, "param_dtype bf16 vs fp32");
   // bf16 gathers with micro-batches: bf16 gradients added up in the fp32 shard; the same losses
   // to bf16 rounding.
   ASSERT_EQ(run_single(s, "--set run.name=m16 --set dist.param_dtype=bf16 --set train.micro_batch=3" + common, &out), 0)
@@ -165,15 +188,10 @@ TEST_F(Gpu, RecomputeUnderAutocastTrainsWhatKeepingTrains) {
   for (const std::string fused : {"false", "true"}) {
     const std::string keep = "keep_" + fused, rec = "rec_" + fused, f = " --set train.fused_kernels=" + fused;
     ASSERT_EQ(run_single(s, "--set run.name=" + keep + f + bf16, &out), 0) << out;
+    ASSERT_EQ(run_single(s, "--set run.name=" + keep + "_again" + f + bf16, &out), 0) << out;
     ASSERT_EQ(run_single(s, "--set run.name=" + rec + " --set train.recompute=norm+mlp" + f + bf16, &out), 0) << out;
-    for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
-      double key = 0;
-      const double d = max_rel_diff(ckpt(s, rec, 5), ckpt(s, keep, 5), kind, &key);
-      std::cout << "[ gpu      ] recompute norm+mlp vs none (fused_kernels " << fused << "), " << kind
-                << ": max relative difference " << d << " (key biases " << key << ")"
-                << (bit_equal(ckpt(s, rec, 5), ckpt(s, keep, 5), kind) ? ", bit for bit" : "") << "\n";
-      EXPECT_LE(d, 1e-4) << fused << " " << kind;
-    }
+    expect_within_rerun_noise(s, keep, keep + "_again", rec, 5, 1e-4,
+                              "recompute norm+mlp vs none (fused_kernels " + fused + ")");
   }
 }
 

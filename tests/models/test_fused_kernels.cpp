@@ -119,12 +119,15 @@ TEST_P(FusedCuda, GatedResidualMatchesLibTorchOps) {
              b0 = at::randn({N, T, D}, gen).to(dev), probe = at::randn({N, T, D}, gen).to(dev);
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
     auto run_one = [&](bool fused) {
-      auto x = x0.clone().requires_grad_(true), mod = mod0.to(dtype).requires_grad_(true),
-           branch = b0.to(dtype).requires_grad_(true);
+      // Fresh leaves each run: for fp32, .to(dtype) would hand back mod0 and b0 themselves, which
+      // would then require grad and share their .grad between the two runs.
+      auto x = x0.clone().requires_grad_(true), mod = mod0.to(dtype).clone().requires_grad_(true),
+           branch = b0.to(dtype).clone().requires_grad_(true);
       auto gate = mod.chunk(3, 1)[1];  // [N, D], row stride 3D
       auto out = fused ? nt::fused_gated_residual(x, gate, branch) : at::addcmul(x, gate.unsqueeze(1), branch);
       (out * probe).sum().backward();
-      return std::vector<at::Tensor>{out.detach(), x.grad(), mod.grad().to(at::kFloat), branch.grad().to(at::kFloat)};
+      return std::vector<at::Tensor>{out.detach(), x.grad(), mod.grad().to(at::kFloat).clone(),
+                                     branch.grad().to(at::kFloat).clone()};
     };
     const auto ref = run_one(false), got = run_one(true);
     const char* what[] = {"out", "grad x", "grad gate", "grad branch"};
