@@ -111,12 +111,16 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
 // sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). With
 // kResidual (x is then h = x' + gate * branch): grad x' = gh + the above (gh: h's own gradient;
 // null: 0), grad branch = grad x' * gate (TM), and a third partial sum, of grad x' * branch
-// (grad gate). gate and scale rows are `mod_stride` apart. Rows up to kThreads * kMaxPerThread.
+// (grad gate). gate and scale rows are `mod_stride` apart. Each thread keeps kPerThread columns
+// (rows up to kThreads * kPerThread wide): the launch picks the smallest count that covers the
+// row, so that a block holds no registers for columns it does not have (with room for 16 columns
+// the kernel took 150 registers, three blocks per Hopper SM, and ran at a third of the memory's
+// speed on DiT-XL/2's rows of 1152: 9 columns per thread).
 constexpr int kTileRows = 16;
 constexpr int kMaxPerThread = 16;
 constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
 
-template <typename TM, typename TY, bool kResidual>
+template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     norm_backward_kernel(const float* __restrict__ gh, const TY* __restrict__ gy, const float* __restrict__ x,
                          const float* __restrict__ mean, const float* __restrict__ rstd, const TM* __restrict__ gate,
@@ -129,10 +133,9 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
   const int tile = static_cast<int>(blockIdx.x % tiles);
   const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
   const TM* sc = scale + n * mod_stride;
-  float s1[kMaxPerThread], gv[kMaxPerThread], acc_gate[kMaxPerThread], acc_scale[kMaxPerThread],
-      acc_shift[kMaxPerThread];
+  float s1[kPerThread], gv[kPerThread], acc_gate[kPerThread], acc_scale[kPerThread], acc_shift[kPerThread];
 NT_UNROLL
-  for (int k = 0; k < kMaxPerThread; ++k) {
+  for (int k = 0; k < kPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
     if constexpr (kResidual) gv[k] = d < D ? to_float(gate[n * mod_stride + d]) : 0.f;
@@ -144,27 +147,34 @@ NT_UNROLL
     const float* xr = x + base;
     const float m = mean[row], r = rstd[row];
     float a = 0.f, b = 0.f;
+    // With the residual, the row's h gradient and branch are loaded here too, before the block
+    // sums: the second pass then waits for no memory but this row's gy and x, still in L1.
+    float ghv[kResidual ? kPerThread : 1], brv[kResidual ? kPerThread : 1];
 NT_UNROLL
-    for (int k = 0; k < kMaxPerThread; ++k) {
+    for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float g = to_float(gr[d]) * s1[k];
         a += g;
         b += g * ((xr[d] - m) * r);
       }
+      if constexpr (kResidual) {
+        ghv[k] = d < D && gh ? gh[base + d] : 0.f;
+        brv[k] = d < D ? to_float(branch[base + d]) : 0.f;
+      }
     }
     const float mean_g = block_sum(a, shared) / D;
     const float mean_gx = block_sum(b, shared) / D;
 NT_UNROLL
-    for (int k = 0; k < kMaxPerThread; ++k) {
+    for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
         if constexpr (kResidual) {
-          const float grad = (gh ? gh[base + d] : 0.f) + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+          const float grad = ghv[k] + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
           gx[base + d] = grad;
           g_branch[base + d] = from_float<TM>(grad * gv[k]);
-          acc_gate[k] += grad * to_float(branch[base + d]);
+          acc_gate[k] += grad * brv[k];
         } else {
           gx[base + d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
         }
@@ -175,7 +185,7 @@ NT_UNROLL
   }
   const int64_t base = (n * tiles + tile) * D;
 NT_UNROLL
-  for (int k = 0; k < kMaxPerThread; ++k) {
+  for (int k = 0; k < kPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     if (d < D) {
       if constexpr (kResidual) part_gate[base + d] = acc_gate[k];
@@ -194,6 +204,9 @@ NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict
   const int64_t n = blockIdx.y;
   if (d >= D) return;
   T a = 0, b = 0;
+#ifdef __CUDACC__
+#pragma unroll 4
+#endif
   for (int tile = 0; tile < tiles; ++tile) {
     const int64_t i = (n * tiles + tile) * D + d;
     a += part_a[i];
@@ -240,6 +253,11 @@ NT_GLOBAL void gated_residual_bwd_kernel(const float* __restrict__ grad, const T
   if (d >= D) return;
   const float g = to_float(gate[n * gate_stride + d]);
   float a = 0.f;
+  // Unrolled: the loads of several rows are in flight at once (one row's at a time left each
+  // thread waiting a memory latency per row).
+#ifdef __CUDACC__
+#pragma unroll 8
+#endif
   for (int64_t t = 0; t < T; ++t) {
     const int64_t i = (n * T + t) * D + d;
     const float gr = grad[i];
@@ -276,9 +294,16 @@ void launch_norm_backward(const float* gh, const TY* gy, const float* x, const f
   const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
   float *part_scale = workspace, *part_shift = workspace + part;
   float* part_gate = kResidual ? workspace + 2 * part : nullptr;
-  auto row_kernel = norm_backward_kernel<TM, TY, kResidual>;
-  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gh, gy, x, mean, rstd, gate, branch,
-            scale, mod_stride, gx, g_branch, part_gate, part_scale, part_shift, T, D, tiles);
+  const dim3 rows_grid(static_cast<unsigned>(N * tiles));
+  const int per_thread = (D + kThreads - 1) / kThreads;  // columns per thread; D <= kMaxNormWidth
+  auto row_kernel = per_thread <= 2    ? norm_backward_kernel<TM, TY, kResidual, 2>
+                    : per_thread <= 4  ? norm_backward_kernel<TM, TY, kResidual, 4>
+                    : per_thread <= 6  ? norm_backward_kernel<TM, TY, kResidual, 6>
+                    : per_thread <= 9  ? norm_backward_kernel<TM, TY, kResidual, 9>
+                    : per_thread <= 12 ? norm_backward_kernel<TM, TY, kResidual, 12>
+                                       : norm_backward_kernel<TM, TY, kResidual, kMaxPerThread>;
+  NT_LAUNCH(row_kernel, rows_grid, dim3(kThreads), s, gh, gy, x, mean, rstd, gate, branch, scale, mod_stride, gx,
+            g_branch, part_gate, part_scale, part_shift, T, D, tiles);
   auto sum_kernel = tile_sum_kernel<float>;
   const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N));
   NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_scale, part_shift, g_scale, g_shift, tiles, D);

@@ -205,6 +205,6 @@ TEST_P(Emulated, ResidualNormMatchesLibTorch) {
 }
 
 // Below a warp, between the 128- and 256-thread blocks, above both.
-INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 200, 300));
+INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 300, 1100));  // 2, 4 and 9 columns per thread
 
 }  // namespace
