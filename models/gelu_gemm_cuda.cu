@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -102,6 +103,49 @@ struct CachedAlgo {
   cublasLtMatmulAlgo_t algo;
 };
 
+constexpr int kCandidates = 8;  // the heuristic's best algorithms, timed on first use
+constexpr int kTimedReps = 3;   // launches timed per candidate, after one untimed
+
+// The mean time in ms of kTimedReps launches of `algo` (after one untimed launch) on `stream`,
+// or a negative value when cuBLASLt refuses to launch it. The products write only their outputs
+// (D, and the aux matrix or bias gradient), which the caller's own launch then overwrites.
+float time_algo(cublasLtHandle_t handle, const MatmulDesc& desc, const Layout& A, const Layout& B, const Layout& D,
+                const cublasLtMatmulAlgo_t& algo, const Product& p, void* workspace, cudaStream_t stream) {
+  const float alpha = 1.0f, beta = 0.0f;
+  auto launch = [&] {
+    return cublasLtMatmul(handle, desc.d, &alpha, p.a, A.l, p.b, B.l, &beta, p.d, D.l, p.d, D.l, &algo, workspace,
+                          kWorkspaceBytes, stream);
+  };
+  if (launch() != CUBLAS_STATUS_SUCCESS) return -1.f;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  NT_CUDA_CHECK(cudaEventCreate(&start));
+  NT_CUDA_CHECK(cudaEventCreate(&stop));
+  NT_CUDA_CHECK(cudaEventRecord(start, stream));
+  bool ok = true;
+  for (int i = 0; i < kTimedReps && ok; ++i) ok = launch() == CUBLAS_STATUS_SUCCESS;
+  NT_CUDA_CHECK(cudaEventRecord(stop, stream));
+  NT_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0.f;
+  NT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  NT_CUDA_CHECK(cudaEventDestroy(start));
+  NT_CUDA_CHECK(cudaEventDestroy(stop));
+  return ok ? ms / kTimedReps : -1.f;
+}
+
+const char* epilogue_name(cublasLtEpilogue_t e) {
+  switch (e) {
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "bias+GELU (aux)";
+    case CUBLASLT_EPILOGUE_DGELU_BGRAD: return "GELU'+bias gradient";
+    default: return "plain";
+  }
+}
+
+std::string fmt_ms(float ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.3f ms", ms);
+  return buf;
+}
+
 bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
   if (workspace_bytes < kWorkspaceBytes)
     throw std::runtime_error(where(__FILE__, __LINE__, "gelu gemm: workspace of " + std::to_string(workspace_bytes) +
@@ -111,15 +155,20 @@ bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes,
   thread_local std::map<AlgoKey, CachedAlgo> algos;
   const cublasLtHandle_t handle = handles.get(device);
   const cudaDataType_t type = dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
 
   const ColumnMajorProduct& l = p.l;
+  auto describe = [&](MatmulDesc& desc, cublasLtEpilogue_t epilogue) {
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSA, l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
+    if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
+    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, l.ldd);
+  };
   MatmulDesc desc;
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
-  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, p.epilogue);
-  desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
-  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
-  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, l.ldd);
+  describe(desc, p.epilogue);
   const Layout A(type, l.a_rows, l.a_cols, l.lda);
   const Layout B(type, l.k, l.n, l.ldb);
   const Layout D(type, l.m, l.n, l.ldd);
@@ -129,21 +178,51 @@ bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes,
                     l.transpose_a ? 1 : 0};
   auto it = algos.find(key);
   if (it == algos.end()) {
+    // First use of these shapes on this thread: the heuristic's best candidates are each timed
+    // and the fastest is kept (its first choice may be far from the fastest for an epilogue).
+    // Any failure of the heuristic (not supported, or a layout it rejects) declines: the caller
+    // falls back to LibTorch's ops.
     Preference pref;
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int found = 0;
-    // Any failure here (not supported, or a layout it rejects) declines: the caller falls back.
     const cublasStatus_t rc =
-        cublasLtMatmulAlgoGetHeuristic(handle, desc.d, A.l, B.l, D.l, D.l, pref.p, 1, &result, &found);
+        cublasLtMatmulAlgoGetHeuristic(handle, desc.d, A.l, B.l, D.l, D.l, pref.p, kCandidates, results, &found);
     CachedAlgo c;
-    c.found = rc == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (c.found) c.algo = result.algo;
+    if (rc == CUBLAS_STATUS_SUCCESS && found > 0) {
+      int best = -1;
+      float best_ms = 0.f, first_ms = -1.f;
+      for (int i = 0; i < found; ++i) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        const float ms = time_algo(handle, desc, A, B, D, results[i].algo, p, workspace, s);
+        if (i == 0) first_ms = ms;
+        if (ms >= 0.f && (best < 0 || ms < best_ms)) best = i, best_ms = ms;
+      }
+      if (best >= 0) {
+        c.found = true;
+        c.algo = results[best].algo;
+        // The same product without an epilogue, for comparison in the log.
+        MatmulDesc plain;
+        describe(plain, CUBLASLT_EPILOGUE_DEFAULT);
+        cublasLtMatmulHeuristicResult_t pr{};
+        int pf = 0;
+        float plain_ms = -1.f;
+        if (cublasLtMatmulAlgoGetHeuristic(handle, plain.d, A.l, B.l, D.l, D.l, pref.p, 1, &pr, &pf) ==
+                CUBLAS_STATUS_SUCCESS &&
+            pf > 0)
+          plain_ms = time_algo(handle, plain, A, B, D, pr.algo, p, workspace, s);
+        log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product [" + std::to_string(l.m) + " x " +
+                 std::to_string(l.n) + " x " + std::to_string(l.k) + "]: " + std::to_string(found) +
+                 " algorithms timed, fastest " + fmt_ms(best_ms) + " (candidate " + std::to_string(best) +
+                 "; the heuristic's first " + (first_ms >= 0 ? fmt_ms(first_ms) : std::string("failed")) +
+                 "); without the epilogue " + (plain_ms >= 0 ? fmt_ms(plain_ms) : std::string("n/a")));
+      }
+    }
     it = algos.emplace(key, c).first;
   }
   if (!it->second.found) return false;
   const float alpha = 1.0f, beta = 0.0f;
   NT_CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, p.a, A.l, p.b, B.l, &beta, p.d, D.l, p.d, D.l,
-                                 &it->second.algo, workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream)));
+                                 &it->second.algo, workspace, kWorkspaceBytes, s));
   return true;
 }
 
