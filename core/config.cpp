@@ -384,6 +384,8 @@ const std::vector<Field<Config>>& config_fields() {
                one_of({"none", "norm", "mlp", "norm+mlp", "blocks"})),
       NT_FIELD(train, fused_kernels, "", any),
       NT_FIELD(train, fused_mlp, "", any),
+      NT_FIELD(train, attention, "\"auto\", \"cudnn\", \"flash\", \"efficient\" or \"math\"",
+               one_of({"auto", "cudnn", "flash", "efficient", "math"})),
 
       NT_FIELD(optim, lr, ">= 0", ge(0.0)),
       NT_FIELD(optim, betas, "two numbers in [0, 1)",

@@ -76,6 +76,7 @@ struct TrainConfig {
   std::string recompute = "none";  // "none" | "norm" | "mlp" | "norm+mlp" | "blocks": recomputed in backward
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
+  std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math": the CUDA attention kernel
 };
 
 struct OptimConfig {

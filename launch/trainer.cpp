@@ -28,6 +28,7 @@
 #include "dist/topology.h"
 #include "launch/stop_signal.h"
 #include "launch/watchdog.h"
+#include "models/attention_backend.h"
 #include "models/autocast.h"
 #include "models/edm.h"
 #include "models/fused_kernels.h"
@@ -289,8 +290,15 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 }
 
 // CUDA matrix products: with train.precision = "bf16" TF32 is allowed for what stays fp32, as the
-// reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions).
-void set_cuda_math(const Config& cfg, const c10::Device& device) {
+// reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions). The
+// attention kernels train.attention allows (models/attention_backend.h); a choice that cannot
+// apply is named in the log (rank 0).
+void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
+  if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
+    log_warn("train.attention = \"" + cfg.train.attention + "\": " +
+             (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
+                               : "it chooses CUDA kernels; this run is on " + device.str()) +
+             "; its attention runs as it would with \"auto\"");
   if (!device.is_cuda()) return;
   const bool tf32 = cfg.train.precision == "bf16";
   at::globalContext().setAllowTF32CuBLAS(tf32);
@@ -398,7 +406,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
                    EvalPublisher* publisher, Communicator* device_comm) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg, gpu);
-  set_cuda_math(cfg, device);
+  set_cuda_math(cfg, device, comm ? comm->rank() : 0);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   if (cfg.train.precision == "bf16" && !device.is_cuda())
     log_info("precision bf16 applies to CUDA; this CPU run computes in fp32");
@@ -612,7 +620,7 @@ BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
                       const std::function<void(const std::function<void()>&)>& after) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg);
-  set_cuda_math(cfg, device);
+  set_cuda_math(cfg, device, 0);
   const bool autocast = cfg.train.precision == "bf16" && device.is_cuda();
   const DiTConfig mc = resolve_model(cfg.model);
   TrainState s = make_state(cfg, mc, device, nullptr, nullptr, autocast);

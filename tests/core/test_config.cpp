@@ -476,6 +476,8 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'train.micro_batch' must be >= 0 (0 = a rank's whole share of the global batch), got -4"},
       {"[train]\nrecompute = \"all\"",
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
+      {"[train]\nattention = \"sdpa\"",
+       "key 'train.attention' must be \"auto\", \"cudnn\", \"flash\", \"efficient\" or \"math\", got \"sdpa\""},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",
@@ -678,7 +680,7 @@ TEST(ConfigToToml, ListsEverySectionAndKey) {
         "num_heads", "patch_size", "mlp_ratio", "selection_ratio", "start_layer", "end_layer",
         "x_T", "x_D_last", "P_mean", "P_std", "sigma_data", "class_drop_prob", "paths",
         "prefetch_threads", "prefetch_depth", "global_batch", "micro_batch", "steps", "precision", "grad_clip",
-        "log_every", "device", "threads", "watchdog_s", "recompute", "fused_kernels", "fused_mlp", "lr", "betas", "eps", "weight_decay", "warmup_steps",
+        "log_every", "device", "threads", "watchdog_s", "recompute", "fused_kernels", "fused_mlp", "attention", "lr", "betas", "eps", "weight_decay", "warmup_steps",
         "decay", "every", "keep_last", "keep_every", "resume", "reshard_after_forward",
         "param_dtype", "reduce_dtype", "ranks", "num_samples", "seeds", "S_churn", "cfg_scales",
         "ref_stats", "extractor", "extractor_weights", "vae_weights"})

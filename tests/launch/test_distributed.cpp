@@ -84,7 +84,10 @@ TEST(Distributed, FusedKernelsAndMlpOnTheCpuSaySoAndChangeNothing) {
   ASSERT_EQ(run_single(s, "--set run.name=mlp --set train.fused_mlp=true", &out), 0) << out;
   EXPECT_CONTAINS(out, "train.fused_mlp: the cuBLASLt products serve bf16 compute on CUDA; this run computes in fp32 "
                        "on cpu; each MLP runs LibTorch's ops in one node");
-  for (const char* run : {"fused", "mlp"})
+  ASSERT_EQ(run_single(s, "--set run.name=attn --set train.attention=flash", &out), 0) << out;
+  EXPECT_CONTAINS(out, "train.attention = \"flash\": it chooses CUDA kernels; this run is on cpu; its attention runs as "
+                       "it would with \"auto\"");
+  for (const char* run : {"fused", "mlp", "attn"})
     for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"})
       EXPECT_TRUE(bit_equal(ckpt(s, run, 10), ckpt(s, "ops", 10), kind)) << run << " " << kind;
 }
