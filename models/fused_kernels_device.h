@@ -58,8 +58,11 @@ NT_DEVICE float block_sum(float v, float* shared) {
 // LayerNorm + adaLN modulate forward, a block per row: the row's statistics, then
 // y = modulate(x_hat) in TY. With kResidual the norm's input is first formed as
 // h = x + gate * branch and written (fp32): the gated residual before the norm, inside a DiT
-// block (gate, branch, shift and scale then share the dtype TM).
-template <typename TM, typename TY, bool kResidual>
+// block (gate, branch, shift and scale then share the dtype TM). Each thread keeps its
+// kPerThread columns of the row in registers (d = threadIdx.x + k * kThreads), so the row is read
+// from memory once, all its loads in flight together, and the statistics and y come from
+// registers (chosen by the launch as for the backward below).
+template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     norm_forward_kernel(const float* __restrict__ x, const TM* __restrict__ gate, int64_t gate_stride,
                         const TM* __restrict__ branch, float* h, const TM* __restrict__ shift, int64_t shift_stride,
@@ -67,35 +70,46 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
                         float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t T, int D, float eps) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t row = blockIdx.x, n = row / T;
-  const float* in = x + row * D;  // [D], the norm's input
+  const float* in = x + row * D;  // [D], x's row
+  float v[kPerThread];            // the norm's input
   float s = 0.f;
-  if constexpr (kResidual) {
-    const TM* g = gate + n * gate_stride;  // [D]
-    const TM* br = branch + row * D;
-    float* hr = h + row * D;
-    for (int d = threadIdx.x; d < D; d += kThreads) {
-      const float v = in[d] + to_float(g[d]) * to_float(br[d]);
-      hr[d] = v;  // read back below by this same thread only
-      s += v;
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    v[k] = 0.f;
+    if (d < D) {
+      v[k] = in[d];
+      if constexpr (kResidual) v[k] += to_float(gate[n * gate_stride + d]) * to_float(branch[row * D + d]);
+      s += v[k];
     }
-    in = hr;
-  } else {
-    for (int d = threadIdx.x; d < D; d += kThreads) s += in[d];
+  }
+  if constexpr (kResidual) {
+NT_UNROLL
+    for (int k = 0; k < kPerThread; ++k) {
+      const int d = threadIdx.x + k * kThreads;
+      if (d < D) h[row * D + d] = v[k];
+    }
   }
   const float mean = block_sum(s, shared) / D;
   float q = 0.f;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float c = in[d] - mean;
-    q += c * c;
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    const float c = v[k] - mean;
+    if (d < D) q += c * c;
   }
   const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
   const TM* sh = shift + n * shift_stride;  // [D]
   const TM* sc = scale + n * scale_stride;  // [D]
   TY* yr = y + row * D;                     // [D]
-  for (int d = threadIdx.x; d < D; d += kThreads) {
-    const float x_hat = (in[d] - mean) * rstd;
-    const float s1 = round_to<TM>(1.f + to_float(sc[d]));
-    yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    if (d < D) {
+      const float x_hat = (v[k] - mean) * rstd;
+      const float s1 = round_to<TM>(1.f + to_float(sc[d]));
+      yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
+    }
   }
   if (threadIdx.x == 0) {
     mean_out[row] = mean;
@@ -273,11 +287,22 @@ inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 6
 
 // ---- launches (grid and block of each kernel) ----------------------------------------------
 
+// The instantiation of a row kernel for 2, 4, 6, 9, 12 or 16 columns per thread: the fewest that
+// cover a row of D (<= kMaxNormWidth) with kThreads threads.
+template <typename K>
+K pick_per_thread(int D, K k2, K k4, K k6, K k9, K k12, K k16) {
+  const int per_thread = (D + kThreads - 1) / kThreads;
+  return per_thread <= 2 ? k2 : per_thread <= 4 ? k4 : per_thread <= 6 ? k6 : per_thread <= 9 ? k9 : per_thread <= 12 ? k12 : k16;
+}
+
 template <typename TM, typename TY>
 void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shift_stride, const TM* scale,
                                    int64_t scale_stride, TY* y, float* mean, float* rstd, int64_t rows, int64_t T,
                                    int D, float eps, cudaStream_t s) {
-  auto kernel = norm_forward_kernel<TM, TY, false>;
+  auto kernel = pick_per_thread(D, norm_forward_kernel<TM, TY, false, 2>, norm_forward_kernel<TM, TY, false, 4>,
+                                norm_forward_kernel<TM, TY, false, 6>, norm_forward_kernel<TM, TY, false, 9>,
+                                norm_forward_kernel<TM, TY, false, 12>,
+                                norm_forward_kernel<TM, TY, false, kMaxPerThread>);
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, static_cast<const TM*>(nullptr),
             int64_t{0}, static_cast<const TM*>(nullptr), static_cast<float*>(nullptr), shift, shift_stride, scale,
             scale_stride, y, mean, rstd, T, D, eps);
@@ -295,13 +320,10 @@ void launch_norm_backward(const float* gh, const TY* gy, const float* x, const f
   float *part_scale = workspace, *part_shift = workspace + part;
   float* part_gate = kResidual ? workspace + 2 * part : nullptr;
   const dim3 rows_grid(static_cast<unsigned>(N * tiles));
-  const int per_thread = (D + kThreads - 1) / kThreads;  // columns per thread; D <= kMaxNormWidth
-  auto row_kernel = per_thread <= 2    ? norm_backward_kernel<TM, TY, kResidual, 2>
-                    : per_thread <= 4  ? norm_backward_kernel<TM, TY, kResidual, 4>
-                    : per_thread <= 6  ? norm_backward_kernel<TM, TY, kResidual, 6>
-                    : per_thread <= 9  ? norm_backward_kernel<TM, TY, kResidual, 9>
-                    : per_thread <= 12 ? norm_backward_kernel<TM, TY, kResidual, 12>
-                                       : norm_backward_kernel<TM, TY, kResidual, kMaxPerThread>;
+  auto row_kernel = pick_per_thread(
+      D, norm_backward_kernel<TM, TY, kResidual, 2>, norm_backward_kernel<TM, TY, kResidual, 4>,
+      norm_backward_kernel<TM, TY, kResidual, 6>, norm_backward_kernel<TM, TY, kResidual, 9>,
+      norm_backward_kernel<TM, TY, kResidual, 12>, norm_backward_kernel<TM, TY, kResidual, kMaxPerThread>);
   NT_LAUNCH(row_kernel, rows_grid, dim3(kThreads), s, gh, gy, x, mean, rstd, gate, branch, scale, mod_stride, gx,
             g_branch, part_gate, part_scale, part_shift, T, D, tiles);
   auto sum_kernel = tile_sum_kernel<float>;
@@ -341,7 +363,10 @@ template <typename TM, typename TY>
 void launch_residual_norm_forward(const float* x, const TM* gate, const TM* branch, const TM* shift, const TM* scale,
                                   int64_t mod_stride, float* h, TY* y, float* mean, float* rstd, int64_t rows,
                                   int64_t T, int D, float eps, cudaStream_t s) {
-  auto kernel = norm_forward_kernel<TM, TY, true>;
+  auto kernel = pick_per_thread(D, norm_forward_kernel<TM, TY, true, 2>, norm_forward_kernel<TM, TY, true, 4>,
+                                norm_forward_kernel<TM, TY, true, 6>, norm_forward_kernel<TM, TY, true, 9>,
+                                norm_forward_kernel<TM, TY, true, 12>,
+                                norm_forward_kernel<TM, TY, true, kMaxPerThread>);
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, mod_stride, branch, h, shift,
             mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
 }
