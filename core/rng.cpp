@@ -33,4 +33,11 @@ void set_generator_state(at::Generator& gen, const at::Tensor& state) {
   gen.set_state(state);
 }
 
+at::Tensor to_device_async(const at::Tensor& t, const c10::Device& device) {
+  if (!device.is_cuda() || !t.device().is_cpu()) return t.to(device);
+  // pin_memory copies into the caching host allocator's page-locked memory, which is not reused
+  // before the copy queued from it has run.
+  return t.pin_memory().to(device, t.scalar_type(), /*non_blocking=*/true);
+}
+
 }  // namespace nt

@@ -17,4 +17,11 @@ uint64_t mix_seed(uint64_t a, uint64_t b);
 at::Tensor generator_state(at::Generator& gen);
 void set_generator_state(at::Generator& gen, const at::Tensor& state);
 
+// A draw made on the CPU (a CPU generator drives a CUDA run as it drives a CPU one) moved to
+// `device`: for a CUDA device through pinned memory and an asynchronous copy, so the host does
+// not wait for the work already queued on the GPU (a plain .to(device) from pageable memory
+// synchronises the stream: once per draw, the GPU idled while the host prepared the next step).
+// Other cases: t.to(device).
+at::Tensor to_device_async(const at::Tensor& t, const c10::Device& device);
+
 }  // namespace nt

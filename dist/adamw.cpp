@@ -66,17 +66,17 @@ void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& par
   for (size_t i = 0; i < ema.size(); ++i) ema[i].mul_(decay).add_(params[i], 1 - decay);
 }
 
-double sum_of_squares(const std::vector<at::Tensor>& bufs) {
+at::Tensor sum_of_squares_tensor(const std::vector<at::Tensor>& bufs) {
 #ifdef NT_HAVE_FUSED_ADAMW
-  if (!bufs.empty() && bufs[0].is_cuda()) {  // per-buffer fp32 norms, one host sync
-    auto norms = at::stack(at::_foreach_norm(bufs, 2)).to(at::kDouble);
-    return norms.pow(2).sum().item<double>();
-  }
+  if (!bufs.empty() && bufs[0].is_cuda())  // per-buffer fp32 norms
+    return at::stack(at::_foreach_norm(bufs, 2)).to(at::kDouble).pow(2).sum();
 #endif
-  double s = 0;
-  for (const auto& b : bufs) s += b.to(at::kDouble).pow(2).sum().item<double>();
+  at::Tensor s = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(bufs.empty() ? at::kCPU : bufs[0].device()));
+  for (const auto& b : bufs) s = s + b.to(at::kDouble).pow(2).sum();  // in order, as float64 additions
   return s;
 }
+
+double sum_of_squares(const std::vector<at::Tensor>& bufs) { return sum_of_squares_tensor(bufs).item<double>(); }
 
 void clip_by_norm(std::vector<at::Tensor>& grads, double norm, double max_norm) {
   const double coef = std::min(1.0, max_norm / (norm + 1e-6));

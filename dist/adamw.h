@@ -26,7 +26,9 @@ void adamw_step(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& 
                 const AdamWParams& p);
 // ema = decay * ema + (1 - decay) * param, in place.
 void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& params, double decay);
-// Sum of squares of all buffers, in float64 (all-reduced across ranks by the caller).
+// Sum of squares of all buffers, in float64 (all-reduced across ranks by the caller): as a 0-dim
+// float64 tensor on the buffers' device (no host synchronisation), or read back.
+at::Tensor sum_of_squares_tensor(const std::vector<at::Tensor>& bufs);
 double sum_of_squares(const std::vector<at::Tensor>& bufs);
 // Scales gradients in place by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_.
 void clip_by_norm(std::vector<at::Tensor>& grads, double norm, double max_norm);

@@ -72,7 +72,7 @@ struct TrainState {
   at::Generator gen;                          // the same on every rank: draws for the global batch
   LoaderState loader;
   int64_t step = 0;
-  double last_local_loss = 0;                 // this rank's mean loss of the last step
+  at::Tensor last_local_loss;                 // this rank's mean loss of the last step: [1] float64
   const FlatLayout& layout() const { return sharded->layout(); }
   std::vector<at::Tensor>& params() { return sharded->params(); }
 };
@@ -332,13 +332,21 @@ int64_t micro_batches(const Config& cfg, int world) {
   return rows / m;
 }
 
-// One optimizer step on this rank's rows x [b,C,H,W], y [b] of the global batch; returns (loss,
-// grad_norm). With train.micro_batch m < b the rows go through forward and backward m at a time
-// and the gradients accumulate (each micro-batch's mean loss weighted m / b): every micro-batch
-// draws the step's randomness for the whole global batch from the same generator state and keeps
-// its own rows, so M micro-batches train what one batch trains (to rounding).
-std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const at::Tensor& y,
-                                     bool autocast) {
+// What a step logs: the global batch's mean loss ([1]) and the gradients' global norm (0-dim),
+// float64. On one process without gradient clipping they stay on the compute device, so a step
+// never waits for the GPU (the loop reads them when it logs or checkpoints); with several ranks or
+// clipping they are read on the host within the step (the all-reduce and the clip need them).
+struct StepLog {
+  at::Tensor loss;
+  at::Tensor grad_norm;
+};
+
+// One optimizer step on this rank's rows x [b,C,H,W], y [b] of the global batch. With
+// train.micro_batch m < b the rows go through forward and backward m at a time and the gradients
+// accumulate (each micro-batch's mean loss weighted m / b): every micro-batch draws the step's
+// randomness for the whole global batch from the same generator state and keeps its own rows, so
+// M micro-batches train what one batch trains (to rounding).
+StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const at::Tensor& y, bool autocast) {
   const EDMLossParams lp{cfg.diffusion.P_mean, cfg.diffusion.P_std, cfg.diffusion.sigma_data};
   s.model->train();
   const int64_t b = x.size(0), m = micro_rows(cfg, b), micros = b / m;
@@ -362,16 +370,16 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   }
   if (micros > 1) loss_sum = loss_sum / static_cast<double>(micros);
   auto& grads = s.sharded->grads();
-  double sq = sum_of_squares(grads);
-  s.last_local_loss = loss_sum.item<double>();
+  at::Tensor sq = sum_of_squares_tensor(grads);  // 0-dim float64
+  s.last_local_loss = loss_sum;
   if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
-    auto both = torch::tensor({sq, loss_sum.item<double>()}, torch::kDouble);
+    auto both = torch::tensor({sq.item<double>(), loss_sum.item<double>()}, torch::kDouble);
     s.comm->all_reduce(both);
-    sq = both[0].item<double>();
+    sq = both[0];
     loss_sum = both[1].reshape({1});
   }
-  const double grad_norm = std::sqrt(sq);
-  if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm, cfg.train.grad_clip);
+  const at::Tensor grad_norm = sq.sqrt();
+  if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm.item<double>(), cfg.train.grad_clip);
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
@@ -379,7 +387,7 @@ std::pair<double, double> train_step(const Config& cfg, TrainState& s, const at:
   ema_update(s.ema, s.params(), cfg.ema.decay);
   s.sharded->refresh();
   s.step += 1;
-  return {loss_sum.item<double>() / s.world, grad_norm};
+  return {loss_sum / static_cast<double>(s.world), grad_norm};
 }
 
 double current_lr(const Config& cfg, int64_t step) {
@@ -501,13 +509,22 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     barrier(s);  // rank 0 created the run folder
     rank_metrics.open((run_dir / ("metrics.rank" + std::to_string(rank) + ".jsonl")).string());
   }
-  double rank_loss_sum = 0;
   TrainSummary summary;
   summary.start_step = s.step;
   const auto t_start = Clock::now();
   auto t_interval = Clock::now();
-  double loss_sum = 0, wait_sum = 0, last_norm = 0;
-  int64_t interval_steps = 0;
+  // The interval's losses add up where they were computed (float64, read when the loop logs or
+  // checkpoints: a step does not wait for the GPU to finish the one before).
+  at::Tensor loss_sum, rank_loss_sum, last_norm;
+  double wait_sum = 0;
+  int64_t interval_steps = 0, interval_first = s.step + 1;
+  // A non-finite loss in the interval ends the run before it logs or writes a checkpoint.
+  auto check_finite = [&](double interval_loss) {
+    if (!std::isfinite(interval_loss))
+      throw std::runtime_error("the loss became " + std::to_string(interval_loss) + " at a step from " +
+                               std::to_string(interval_first) + " to " + std::to_string(s.step) +
+                               "; lower optim.lr or set train.grad_clip");
+  };
   std::string last_ckpt;
   const int64_t B = cfg.train.global_batch;
 
@@ -525,13 +542,10 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     s.loader = batch.state;
     wait_sum += batch.wait_seconds;
     const double lr = current_lr(cfg, s.step);
-    auto [loss, norm] = train_step(cfg, s, x, y, autocast);
-    if (!std::isfinite(loss))
-      throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " + std::to_string(s.step) +
-                               "; lower optim.lr or set train.grad_clip");
-    loss_sum += loss;
-    rank_loss_sum += s.last_local_loss;
-    last_norm = norm;
+    const StepLog step_log = train_step(cfg, s, x, y, autocast);
+    loss_sum = interval_steps == 0 ? step_log.loss : loss_sum + step_log.loss;
+    rank_loss_sum = interval_steps == 0 ? s.last_local_loss : rank_loss_sum + s.last_local_loss;
+    last_norm = step_log.grad_norm;
     ++interval_steps;
 
     int signal = stop_requested();
@@ -541,25 +555,32 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       signal = static_cast<int>(flag.item<int64_t>());
     }
     const bool last = s.step == cfg.train.steps || signal != 0;
+    const bool checkpoint_now = (cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last;
+    if (checkpoint_now && !(s.step % cfg.train.log_every == 0 || last))
+      check_finite(loss_sum.item<double>());
     if (s.step % cfg.train.log_every == 0 || last) {
+      const double mean_loss = loss_sum.item<double>() / static_cast<double>(interval_steps);
+      check_finite(mean_loss);
+      const double norm = last_norm.item<double>();
       const double dt = seconds_since(t_interval);
       const double img_s = interval_steps * B / dt;
       const double eta = (cfg.train.steps - s.step) * dt / interval_steps;
-      const double mean_loss = loss_sum / interval_steps;
       log_info("step " + std::to_string(s.step) + "/" + std::to_string(cfg.train.steps) + " loss " + fmt("%.4f", mean_loss) +
                " lr " + fmt("%.3g", lr) + " grad_norm " + fmt("%.3f", norm) + " img/s " + fmt("%.1f", img_s) +
                " data_wait " + fmt("%.1f%%", 100 * wait_sum / dt) + " eta " + human_time(eta));
       metrics.write({{"step", s.step}, {"loss", mean_loss}, {"lr", lr}, {"grad_norm", norm}, {"img_per_s", img_s},
                      {"data_wait_s", wait_sum}, {"data_wait_share", wait_sum / dt}, {"epoch", s.loader.epoch},
                      {"tflops", img_s * cost.train_flops() / 1e12}, {"elapsed_s", seconds_since(t_start)}});
-      rank_metrics.write({{"step", s.step}, {"rank", rank}, {"local_loss", rank_loss_sum / interval_steps},
+      rank_metrics.write({{"step", s.step}, {"rank", rank},
+                          {"local_loss", rank_loss_sum.item<double>() / static_cast<double>(interval_steps)},
                           {"data_wait_s", wait_sum}, {"step_time_s", dt / interval_steps}});
       summary.last_loss = mean_loss;
-      loss_sum = wait_sum = rank_loss_sum = 0;
+      wait_sum = 0;
       interval_steps = 0;
+      interval_first = s.step + 1;
       t_interval = Clock::now();
     }
-    if ((cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last) {
+    if (checkpoint_now) {
       watchdog.progress("writing checkpoint " + std::to_string(s.step));
       save_checkpoint(cfg, config_toml, ckpt_root, s, data.info());
       last_ckpt = (fs::path(ckpt_root) / checkpoint_name(s.step)).string();
@@ -573,7 +594,6 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       break;
     }
   }
-  (void)last_norm;
   if (publisher) publisher->finished(s.step, summary.stopped_by_signal != 0);
   summary.end_step = s.step;
   summary.checkpoint = last_ckpt;
@@ -636,13 +656,17 @@ BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
   sync();
   BenchResult r;
   const auto t0 = Clock::now();
+  at::Tensor first_loss, last_loss;  // read after the timing: a step does not wait for the GPU
   for (int i = 0; i < timed_steps; ++i) {
-    const double loss = train_step(cfg, s, x, y, autocast).first;
-    if (i == 0) r.first_loss = loss;
-    r.last_loss = loss;
+    last_loss = train_step(cfg, s, x, y, autocast).loss;
+    if (i == 0) first_loss = last_loss;
   }
   sync();
   const double dt = seconds_since(t0);
+  if (timed_steps > 0) {
+    r.first_loss = first_loss.item<double>();
+    r.last_loss = last_loss.item<double>();
+  }
   const ModelCost cost = model_cost(mc);
   r.device = device.str();
   r.batch = B;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/rng.h"
 #include "models/autocast.h"
 #include "models/fused_kernels.h"
 #include "models/gelu_linear.h"
@@ -73,9 +74,10 @@ TimestepEmbedderImpl::TimestepEmbedderImpl(int hidden_size, int freq)
 
 at::Tensor TimestepEmbedderImpl::timestep_embedding(const at::Tensor& t, int dim, double max_period) {
   const int half = dim / 2;
-  auto freqs = at::exp(-std::log(max_period) *
-                       at::arange(0, half, at::TensorOptions().dtype(at::kFloat)) / half)
-                   .to(t.device());                          // [half]
+  // On the CPU, then moved, as the reference computes them.
+  const auto freqs = to_device_async(
+      at::exp(-std::log(max_period) * at::arange(0, half, at::TensorOptions().dtype(at::kFloat)) / half),
+      t.device());  // [half]
   auto args = t.unsqueeze(1).to(at::kFloat) * freqs.unsqueeze(0);  // [N, half]
   auto emb = at::cat({at::cos(args), at::sin(args)}, -1);    // [N, 2*half]
   if (dim % 2) emb = at::cat({emb, at::zeros_like(emb.narrow(1, 0, 1))}, -1);
@@ -99,7 +101,7 @@ at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_dro
   } else if (class_drop_prob > 0) {
     auto opts = at::TensorOptions().dtype(at::kFloat).device(labels.device());
     const int64_t n = labels.size(0), rows = slice.rows(n);
-    auto r = slice.take(gen ? at::rand({rows}, *gen, opts.device(gen->device())).to(labels.device())
+    auto r = slice.take(gen ? to_device_async(at::rand({rows}, *gen, opts.device(gen->device())), labels.device())
                             : at::rand({rows}, opts),
                         n);  // [N], drawn on the generator's device
     y = at::where(r < class_drop_prob, at::full_like(labels, num_classes), labels);

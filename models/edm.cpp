@@ -53,12 +53,12 @@ at::Tensor edm_loss(DiT& net, const at::Tensor& x, const at::Tensor& y, const ED
   // Drawn on the generator's device, then moved: a CPU generator gives a CUDA run the draws of a
   // CPU run.
   const auto on_gen = x.options().device(gen.device());
-  auto rnd_normal = slice.take(at::randn({rows, 1, 1, 1}, gen, on_gen).to(x.device()), N);  // [N,1,1,1]
+  auto rnd_normal = slice.take(to_device_async(at::randn({rows, 1, 1, 1}, gen, on_gen), x.device()), N);  // [N,1,1,1]
   auto sigma = (rnd_normal * p.P_std + p.P_mean).exp();
   auto weight = (sigma.pow(2) + sd * sd) / (sigma * sd).pow(2);
   auto noise_shape = x.sizes().vec();
   noise_shape[0] = rows;
-  auto n = slice.take(at::randn(noise_shape, gen, on_gen).to(x.device()), N) * sigma;  // [N,C,H,W]
+  auto n = slice.take(to_device_async(at::randn(noise_shape, gen, on_gen), x.device()), N) * sigma;  // [N,C,H,W]
   ForwardOptions opt;
   opt.class_drop_prob = class_drop_prob;
   opt.gen = &gen;

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "core/rng.h"
+
 namespace nt {
 
 at::Tensor route_keep_ids(const at::Tensor& x, double selection_ratio, at::Generator* gen,
@@ -18,11 +20,11 @@ at::Tensor route_keep_ids(const at::Tensor& x, double selection_ratio, at::Gener
                 " sample generators for a batch of ", N);
     std::vector<at::Tensor> rows;
     rows.reserve(N);
-    for (auto& g : *sample_gens) rows.push_back(at::rand({T}, g, on(g)).to(x.device()));
+    for (auto& g : *sample_gens) rows.push_back(to_device_async(at::rand({T}, g, on(g)), x.device()));
     noise = at::stack(rows);
   } else {
     const int64_t rows = slice.rows(N);
-    noise = slice.take(gen ? at::rand({rows, T}, *gen, on(*gen)).to(x.device())
+    noise = slice.take(gen ? to_device_async(at::rand({rows, T}, *gen, on(*gen)), x.device())
                            : at::rand({rows, T}, x.options().dtype(at::kFloat)),
                        N);
   }
