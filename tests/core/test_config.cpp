@@ -733,6 +733,9 @@ TEST(ConfigFiles, TheModelConfigsSayWhatTheyAre) {
   EXPECT_EQ(txl.model.routes[0].x_D_last, 1.0);
   EXPECT_EQ(txl.train.global_batch, 256);
   EXPECT_EQ(txl.train.precision, "bf16");
+  EXPECT_TRUE(txl.train.fused_kernels);   // what the H200 measurements chose (docs/performance.md)
+  EXPECT_EQ(txl.train.recompute, "mlp");  // the peak-memory target at batch 128 per GPU
+  EXPECT_FALSE(txl.train.fused_mlp);
   EXPECT_EQ(txl.optim.lr, 1e-4);
   EXPECT_EQ(txl.ema.decay, 0.9999);
   EXPECT_EQ(txl.data.paths, (std::vector<std::string>{"latents/imagenet256_sd-vae-ft-ema.h5"}));
