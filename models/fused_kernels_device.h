@@ -3,8 +3,10 @@
 // compiler compiles the very same code for a CPU run in tests (tests/models/cuda_emulation.h
 // provides threadIdx, __syncthreads, __shfl_xor_sync and the launch), so the indexing and the
 // reductions are checked on any machine. LayerNorm + adaLN modulate: one block of kThreads
-// threads per row for the row-wise parts (statistics, y, grad_x); the gated residual: a block
-// per row, grid-stride over rows; one thread per (n, d) for the sums over a sample's T rows.
+// threads per row for the row-wise parts (statistics, y, grad_x; the plain norm's backward a
+// block per 16 rows, its sums over tokens kept per tile); the gated residual's forward: a block
+// per row, grid-stride over rows; the sums over a sample's T rows (grad gate, scale, shift next
+// to a residual): a block per 32 columns of a sample, its 8 warps each every 8th row.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -122,38 +124,33 @@ NT_UNROLL
 //   grad x = rstd * (g - mean(g) - x_hat * mean(g * x_hat));
 // each thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of
 // gy * x_hat (grad scale) and gy (grad shift) in registers and writes them as the tile's partial
-// sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). With
-// kResidual (x is then h = x' + gate * branch): grad x' = gh + the above (gh: h's own gradient;
-// null: 0), grad branch = grad x' * gate (TM), and a third partial sum, of grad x' * branch
-// (grad gate). gate and scale rows are `mod_stride` apart. Each thread keeps kPerThread columns
-// (rows up to kThreads * kPerThread wide): the launch picks the smallest count that covers the
-// row, so that a block holds no registers for columns it does not have (with room for 16 columns
-// the kernel took 150 registers, three blocks per Hopper SM, and ran at a third of the memory's
-// speed on DiT-XL/2's rows of 1152: 9 columns per thread).
+// sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). scale's
+// rows are `mod_stride` apart. Each thread keeps kPerThread columns (rows up to
+// kThreads * kPerThread wide): the launch picks the smallest count that covers the row, so that a
+// block holds no registers for columns it does not have (with room for 16 columns the kernel took
+// 90 registers; 63 with the 9 that DiT-XL/2's rows of 1152 need: 187 -> 113 us per call on the
+// H200). The residual + norm backward goes another way (residual_norm_backward_rows_kernel).
 constexpr int kTileRows = 16;
 constexpr int kMaxPerThread = 16;
 constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
 
-template <typename TM, typename TY, bool kResidual, int kPerThread>
+template <typename TM, typename TY, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
-    norm_backward_kernel(const float* __restrict__ gh, const TY* __restrict__ gy, const float* __restrict__ x,
-                         const float* __restrict__ mean, const float* __restrict__ rstd, const TM* __restrict__ gate,
-                         const TM* __restrict__ branch, const TM* __restrict__ scale, int64_t mod_stride,
-                         float* __restrict__ gx, TM* __restrict__ g_branch, float* __restrict__ part_gate,
-                         float* __restrict__ part_scale, float* __restrict__ part_shift, int64_t T, int D,
-                         int tiles) {
+    norm_backward_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
+                         const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t mod_stride,
+                         float* __restrict__ gx, float* __restrict__ part_scale, float* __restrict__ part_shift,
+                         int64_t T, int D, int tiles) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t n = blockIdx.x / tiles;
   const int tile = static_cast<int>(blockIdx.x % tiles);
   const int64_t t0 = static_cast<int64_t>(tile) * kTileRows, t1 = t0 + kTileRows < T ? t0 + kTileRows : T;
   const TM* sc = scale + n * mod_stride;
-  float s1[kPerThread], gv[kPerThread], acc_gate[kPerThread], acc_scale[kPerThread], acc_shift[kPerThread];
+  float s1[kPerThread], acc_scale[kPerThread], acc_shift[kPerThread];
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     s1[k] = d < D ? round_to<TM>(1.f + to_float(sc[d])) : 0.f;
-    if constexpr (kResidual) gv[k] = d < D ? to_float(gate[n * mod_stride + d]) : 0.f;
-    acc_gate[k] = acc_scale[k] = acc_shift[k] = 0.f;
+    acc_scale[k] = acc_shift[k] = 0.f;
   }
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t row = n * T + t, base = row * D;
@@ -161,9 +158,6 @@ NT_UNROLL
     const float* xr = x + base;
     const float m = mean[row], r = rstd[row];
     float a = 0.f, b = 0.f;
-    // With the residual, the row's h gradient and branch are loaded here too, before the block
-    // sums: the second pass then waits for no memory but this row's gy and x, still in L1.
-    float ghv[kResidual ? kPerThread : 1], brv[kResidual ? kPerThread : 1];
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
@@ -171,10 +165,6 @@ NT_UNROLL
         const float g = to_float(gr[d]) * s1[k];
         a += g;
         b += g * ((xr[d] - m) * r);
-      }
-      if constexpr (kResidual) {
-        ghv[k] = d < D && gh ? gh[base + d] : 0.f;
-        brv[k] = d < D ? to_float(branch[base + d]) : 0.f;
       }
     }
     const float mean_g = block_sum(a, shared) / D;
@@ -184,14 +174,7 @@ NT_UNROLL
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        if constexpr (kResidual) {
-          const float grad = ghv[k] + r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
-          gx[base + d] = grad;
-          g_branch[base + d] = from_float<TM>(grad * gv[k]);
-          acc_gate[k] += grad * brv[k];
-        } else {
-          gx[base + d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
-        }
+        gx[base + d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
@@ -202,11 +185,112 @@ NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     if (d < D) {
-      if constexpr (kResidual) part_gate[base + d] = acc_gate[k];
       part_scale[base + d] = acc_scale[k];
       part_shift[base + d] = acc_shift[k];
     }
   }
+}
+
+// The residual + norm backward, h = x' + gate * branch then the norm of h, in two kernels. Here a
+// block per row, as in the forward (rows independent, all in flight: the one-pass tile kernel
+// above, given h's gradient and branch as well, ran at 1.2 TB/s on the H200 where the plain one
+// runs at 3.3): the row sums of g = gy * s1 and g * x_hat, then
+//   grad x' = gh + rstd * (g - mean(g) - x_hat * mean(g * x_hat))   (gh: h's own gradient; null: 0)
+//   grad branch = grad x' * gate (TM)
+// with the same arithmetic, per element and per row sum, as the tile kernel. The sums over the
+// sample's tokens (grad gate, scale, shift) follow in residual_norm_backward_columns_kernel.
+template <typename TM, typename TY, int kPerThread>
+NT_GLOBAL void NT_BOUNDS(kThreads)
+    residual_norm_backward_rows_kernel(const float* __restrict__ gh, const TY* __restrict__ gy,
+                                       const float* __restrict__ x, const float* __restrict__ mean,
+                                       const float* __restrict__ rstd, const TM* __restrict__ gate,
+                                       const TM* __restrict__ scale, int64_t mod_stride, float* __restrict__ gx,
+                                       TM* __restrict__ g_branch, int64_t T, int D) {
+  NT_SHARED float shared[kThreads / 32];
+  const int64_t row = blockIdx.x, n = row / T, base = row * D;
+  const float m = mean[row], r = rstd[row];
+  float g[kPerThread], x_hat[kPerThread], ghv[kPerThread];
+  float a = 0.f, b = 0.f;
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    g[k] = x_hat[k] = 0.f;
+    ghv[k] = d < D && gh ? gh[base + d] : 0.f;
+    if (d < D) {
+      g[k] = to_float(gy[base + d]) * round_to<TM>(1.f + to_float(scale[n * mod_stride + d]));
+      x_hat[k] = (x[base + d] - m) * r;
+      a += g[k];
+      b += g[k] * x_hat[k];
+    }
+  }
+  const float mean_g = block_sum(a, shared) / D;
+  const float mean_gx = block_sum(b, shared) / D;
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = threadIdx.x + k * kThreads;
+    if (d < D) {
+      const float grad = ghv[k] + r * (g[k] - mean_g - x_hat[k] * mean_gx);
+      gx[base + d] = grad;
+      g_branch[base + d] = from_float<TM>(grad * to_float(gate[n * mod_stride + d]));
+    }
+  }
+}
+
+// Sums over a sample's tokens, a column each: a block of kColumnThreads threads takes
+// kColumnWidth columns of one sample (blockIdx.x: the column chunk, blockIdx.y: the sample); its
+// warps go down every kColumnGroups-th row (t = warp, warp + kColumnGroups, ...), a lane per
+// column, so a warp reads whole 32-column segments of a row and all a sample's rows are in flight
+// across the grid; then the groups' partial sums of a column are added in warp order through
+// shared memory (deterministic). Blocks are 1-D (the CPU emulation's): lane and warp from
+// threadIdx.x.
+constexpr int kColumnThreads = 256;
+constexpr int kColumnWidth = 32;
+constexpr int kColumnGroups = kColumnThreads / kColumnWidth;  // 8
+
+// Adds acc[j] of the kColumnGroups groups for column d and writes it to out[j][n * D + d];
+// shared holds kSums * kColumnThreads floats. Every thread of the block calls it.
+template <int kSums>
+NT_DEVICE void store_column_sums(const float (&acc)[kSums], float* shared, float* const (&out)[kSums], int64_t n,
+                                 int D, int d) {
+  const int lane = threadIdx.x % kColumnWidth, group = threadIdx.x / kColumnWidth;
+  for (int j = 0; j < kSums; ++j) shared[j * kColumnThreads + group * kColumnWidth + lane] = acc[j];
+  __syncthreads();
+  if (group == 0 && d < D) {
+    for (int j = 0; j < kSums; ++j) {
+      float total = 0.f;
+      for (int w = 0; w < kColumnGroups; ++w) total += shared[j * kColumnThreads + w * kColumnWidth + lane];
+      out[j][n * D + d] = total;
+    }
+  }
+}
+
+// grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
+// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it.
+template <typename TM, typename TY>
+NT_GLOBAL void NT_BOUNDS(kColumnThreads)
+    residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
+                                          const float* __restrict__ mean, const float* __restrict__ rstd,
+                                          const float* __restrict__ gx, const TM* __restrict__ branch,
+                                          float* __restrict__ g_gate, float* __restrict__ g_scale,
+                                          float* __restrict__ g_shift, int64_t T, int D) {
+  NT_SHARED float shared[3 * kColumnThreads];
+  const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
+  const int64_t n = blockIdx.y;
+  float acc[3] = {0.f, 0.f, 0.f};  // gate, scale, shift
+  if (d < D) {
+#ifdef __CUDACC__
+#pragma unroll 4
+#endif
+    for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
+      const int64_t row = n * T + t, i = row * D + d;
+      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row];
+      acc[0] += gx[i] * to_float(branch[i]);
+      acc[1] += gyv * x_hat;
+      acc[2] += gyv;
+    }
+  }
+  float* const out[3] = {g_gate, g_scale, g_shift};
+  store_column_sums<3>(acc, shared, out, n, D, d);
 }
 
 // out[n, d] = sum over the sample's tiles of part[n, tile, d], in order; for two buffers at once
@@ -235,10 +319,8 @@ inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRo
 inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
   return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
 }
-// The residual + norm backward's: three partial sums.
-inline int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
-  return 3 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
-}
+// The residual + norm backward's: none (its sums over tokens are one kernel of their own).
+inline int64_t residual_norm_backward_workspace(int64_t /*rows*/, int64_t /*T*/, int /*D*/) { return 0; }
 
 // The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
 // index is one division per row, not two 64-bit divisions per element.
@@ -254,31 +336,33 @@ NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* 
   }
 }
 
-// The gated residual's backward in one pass, one thread per (n, d) going down the sample's T
-// rows: grad branch = grad * gate for each row, and grad gate = the sum over the rows of
-// grad * branch (in order: deterministic). grad is read once.
+// The gated residual's backward in one pass, laid out as the column sums above: grad branch =
+// grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch
+// (each warp every kColumnGroups-th row, the groups added in order: deterministic). grad is read
+// once. (A thread per column going down all T rows ran at 1.6 TB/s on the H200.)
 template <typename TB>
-NT_GLOBAL void gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate,
-                                         int64_t gate_stride, const TB* __restrict__ branch,
-                                         TB* __restrict__ grad_branch, float* __restrict__ grad_gate, int64_t T,
-                                         int D) {
-  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+NT_GLOBAL void NT_BOUNDS(kColumnThreads)
+    gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
+                              const TB* __restrict__ branch, TB* __restrict__ grad_branch,
+                              float* __restrict__ grad_gate, int64_t T, int D) {
+  NT_SHARED float shared[kColumnThreads];
+  const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
   const int64_t n = blockIdx.y;
-  if (d >= D) return;
-  const float g = to_float(gate[n * gate_stride + d]);
-  float a = 0.f;
-  // Unrolled: the loads of several rows are in flight at once (one row's at a time left each
-  // thread waiting a memory latency per row).
+  float acc[1] = {0.f};
+  if (d < D) {
+    const float g = to_float(gate[n * gate_stride + d]);
 #ifdef __CUDACC__
-#pragma unroll 8
+#pragma unroll 4
 #endif
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t i = (n * T + t) * D + d;
-    const float gr = grad[i];
-    grad_branch[i] = from_float<TB>(gr * g);
-    a += gr * to_float(branch[i]);
+    for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
+      const int64_t i = (n * T + t) * D + d;
+      const float gr = grad[i];
+      grad_branch[i] = from_float<TB>(gr * g);
+      acc[0] += gr * to_float(branch[i]);
+    }
   }
-  grad_gate[n * D + d] = a;
+  float* const out[1] = {grad_gate};
+  store_column_sums<1>(acc, shared, out, n, D, d);
 }
 
 // Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
@@ -308,39 +392,28 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
             scale_stride, y, mean, rstd, T, D, eps);
 }
 
-// The norm's backward (norm_backward_kernel, then the tiles' partial sums added up), with or
-// without the residual before it; part_gate and g_gate only with it.
-template <typename TM, typename TY, bool kResidual>
-void launch_norm_backward(const float* gh, const TY* gy, const float* x, const float* mean, const float* rstd,
-                          const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
-                          TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* workspace, int64_t rows,
-                          int64_t T, int D, cudaStream_t s) {
-  const int tiles = norm_backward_tiles(T);
-  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
-  float *part_scale = workspace, *part_shift = workspace + part;
-  float* part_gate = kResidual ? workspace + 2 * part : nullptr;
-  const dim3 rows_grid(static_cast<unsigned>(N * tiles));
-  auto row_kernel = pick_per_thread(
-      D, norm_backward_kernel<TM, TY, kResidual, 2>, norm_backward_kernel<TM, TY, kResidual, 4>,
-      norm_backward_kernel<TM, TY, kResidual, 6>, norm_backward_kernel<TM, TY, kResidual, 9>,
-      norm_backward_kernel<TM, TY, kResidual, 12>, norm_backward_kernel<TM, TY, kResidual, kMaxPerThread>);
-  NT_LAUNCH(row_kernel, rows_grid, dim3(kThreads), s, gh, gy, x, mean, rstd, gate, branch, scale, mod_stride, gx,
-            g_branch, part_gate, part_scale, part_shift, T, D, tiles);
-  auto sum_kernel = tile_sum_kernel<float>;
-  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N));
-  NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_scale, part_shift, g_scale, g_shift, tiles, D);
-  if (kResidual)
-    NT_LAUNCH(sum_kernel, grid, dim3(128), s, part_gate, static_cast<const float*>(nullptr), g_gate,
-              static_cast<float*>(nullptr), tiles, D);
-}
-
+// The norm's backward: norm_backward_kernel, then the tiles' partial sums added up.
 // workspace: norm_backward_workspace(rows, T, D) floats.
 template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
                                     const TM* scale, int64_t scale_stride, float* gx, float* g_scale, float* g_shift,
                                     float* workspace, int64_t rows, int64_t T, int D, cudaStream_t s) {
-  launch_norm_backward<TM, TY, false>(nullptr, gy, x, mean, rstd, nullptr, nullptr, scale, scale_stride, gx, nullptr,
-                                      nullptr, g_scale, g_shift, workspace, rows, T, D, s);
+  const int tiles = norm_backward_tiles(T);
+  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
+  float *part_scale = workspace, *part_shift = workspace + part;
+  auto row_kernel = pick_per_thread(D, norm_backward_kernel<TM, TY, 2>, norm_backward_kernel<TM, TY, 4>,
+                                    norm_backward_kernel<TM, TY, 6>, norm_backward_kernel<TM, TY, 9>,
+                                    norm_backward_kernel<TM, TY, 12>, norm_backward_kernel<TM, TY, kMaxPerThread>);
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
+            scale_stride, gx, part_scale, part_shift, T, D, tiles);
+  auto sum_kernel = tile_sum_kernel<float>;
+  NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
+            part_scale, part_shift, g_scale, g_shift, tiles, D);
+}
+
+// The column kernels' grid: kColumnWidth columns of one sample per block.
+inline dim3 column_grid(int64_t N, int D) {
+  return dim3(static_cast<unsigned>((D + kColumnWidth - 1) / kColumnWidth), static_cast<unsigned>(N));
 }
 
 template <typename TB>
@@ -354,8 +427,8 @@ template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
                                     TB* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D, cudaStream_t s) {
   auto kernel = gated_residual_bwd_kernel<TB>;
-  NT_LAUNCH(kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(rows / T)), dim3(128), s, grad,
-            gate, gate_stride, branch, grad_branch, grad_gate, T, D);
+  NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch,
+            grad_gate, T, D);
 }
 
 
@@ -371,14 +444,22 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
             mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
 }
 
-// gh may be null (h's own gradient is zero); workspace: residual_norm_backward_workspace floats.
+// gh may be null (h's own gradient is zero); workspace: residual_norm_backward_workspace floats
+// (none: unused).
 template <typename TM, typename TY>
 void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
-                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* workspace,
+                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* /*workspace*/,
                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
-  launch_norm_backward<TM, TY, true>(gh, gy, h, mean, rstd, gate, branch, scale, mod_stride, gx, g_branch, g_gate,
-                                     g_scale, g_shift, workspace, rows, T, D, s);
+  auto row_kernel = pick_per_thread(
+      D, residual_norm_backward_rows_kernel<TM, TY, 2>, residual_norm_backward_rows_kernel<TM, TY, 4>,
+      residual_norm_backward_rows_kernel<TM, TY, 6>, residual_norm_backward_rows_kernel<TM, TY, 9>,
+      residual_norm_backward_rows_kernel<TM, TY, 12>, residual_norm_backward_rows_kernel<TM, TY, kMaxPerThread>);
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
+            mod_stride, gx, g_branch, T, D);
+  auto column_kernel = residual_norm_backward_columns_kernel<TM, TY>;
+  NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
+            static_cast<const float*>(gx), branch, g_gate, g_scale, g_shift, T, D);
 }
 
 }  // namespace nt::cuda::device

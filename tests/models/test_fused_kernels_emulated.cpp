@@ -105,7 +105,7 @@ TEST_P(Emulated, ModulatedNormMatchesLibTorch) {
 
 template <typename TB>
 void check_gated_residual(int64_t D) {
-  const int64_t N = 3, T = 5, rows = N * T;
+  const int64_t N = 3, T = 19, rows = N * T;  // T: rows per column group 3 or 2 (8 groups)
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 1);
   const at::Tensor x = at::randn({N, T, D}, gen);
   const at::Tensor mod = at::randn({N, 3 * D}, gen).to(dtype<TB>());
