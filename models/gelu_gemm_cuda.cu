@@ -12,6 +12,7 @@
 
 #include "core/cuda_check.h"
 #include "models/gelu_gemm_cuda.h"
+#include "models/fused_kernels_device.h"  // the bias gradient's column sums
 #include "models/gelu_gemm_layout.h"
 
 // Every cuBLASLt call goes through it: "file:line (rank R): cuBLAS call <call> failed: <status>".
@@ -98,31 +99,50 @@ struct Product {
 };
 
 using AlgoKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
-struct CachedAlgo {
+struct Tuned {
   bool found = false;
   cublasLtMatmulAlgo_t algo;
+  float ms = -1.f;  // its measured time
 };
 
 constexpr int kCandidates = 8;  // the heuristic's best algorithms, timed on first use
 constexpr int kTimedReps = 3;   // launches timed per candidate, after one untimed
 
-// The mean time in ms of kTimedReps launches of `algo` (after one untimed launch) on `stream`,
-// or a negative value when cuBLASLt refuses to launch it. The products write only their outputs
-// (D, and the aux matrix or bias gradient), which the caller's own launch then overwrites.
-float time_algo(cublasLtHandle_t handle, const MatmulDesc& desc, const Layout& A, const Layout& B, const Layout& D,
-                const cublasLtMatmulAlgo_t& algo, const Product& p, void* workspace, cudaStream_t stream) {
+// The descriptors of one product with a given epilogue (DEFAULT: the plain product).
+struct Described {
+  MatmulDesc desc;
+  Layout A, B, D;
+  Described(const Product& p, cudaDataType_t type, cublasLtEpilogue_t epilogue)
+      : A(type, p.l.a_rows, p.l.a_cols, p.l.lda), B(type, p.l.k, p.l.n, p.l.ldb), D(type, p.l.m, p.l.n, p.l.ldd) {
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSA, p.l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
+    if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
+    if (p.bias) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, p.l.ldd);
+  }
+};
+
+cublasStatus_t launch(cublasLtHandle_t handle, const Described& d, const cublasLtMatmulAlgo_t& algo, const Product& p,
+                      void* workspace, cudaStream_t stream) {
   const float alpha = 1.0f, beta = 0.0f;
-  auto launch = [&] {
-    return cublasLtMatmul(handle, desc.d, &alpha, p.a, A.l, p.b, B.l, &beta, p.d, D.l, p.d, D.l, &algo, workspace,
-                          kWorkspaceBytes, stream);
-  };
-  if (launch() != CUBLAS_STATUS_SUCCESS) return -1.f;
+  return cublasLtMatmul(handle, d.desc.d, &alpha, p.a, d.A.l, p.b, d.B.l, &beta, p.d, d.D.l, p.d, d.D.l, &algo,
+                        workspace, kWorkspaceBytes, stream);
+}
+
+// The mean time in ms of kTimedReps calls of `work` (after one untimed) on `stream`; negative
+// when a call reports failure. Products write only their outputs (D, and the aux matrix or bias
+// gradient), which the caller's own launch then overwrites.
+template <typename Work>
+float time_ms(Work work, cudaStream_t stream) {
+  if (!work()) return -1.f;
   cudaEvent_t start = nullptr, stop = nullptr;
   NT_CUDA_CHECK(cudaEventCreate(&start));
   NT_CUDA_CHECK(cudaEventCreate(&stop));
   NT_CUDA_CHECK(cudaEventRecord(start, stream));
   bool ok = true;
-  for (int i = 0; i < kTimedReps && ok; ++i) ok = launch() == CUBLAS_STATUS_SUCCESS;
+  for (int i = 0; i < kTimedReps && ok; ++i) ok = work();
   NT_CUDA_CHECK(cudaEventRecord(stop, stream));
   NT_CUDA_CHECK(cudaEventSynchronize(stop));
   float ms = 0.f;
@@ -136,94 +156,93 @@ const char* epilogue_name(cublasLtEpilogue_t e) {
   switch (e) {
     case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "bias+GELU (aux)";
     case CUBLASLT_EPILOGUE_DGELU_BGRAD: return "GELU'+bias gradient";
+    case CUBLASLT_EPILOGUE_DGELU: return "GELU'";
     default: return "plain";
   }
 }
 
 std::string fmt_ms(float ms) {
+  if (ms < 0) return "n/a";
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.3f ms", ms);
   return buf;
 }
 
-bool run(const Product& p, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+std::string shape(const ColumnMajorProduct& l) {
+  return "[" + std::to_string(l.m) + " x " + std::to_string(l.n) + " x " + std::to_string(l.k) + "]";
+}
+
+cudaDataType_t cuda_type(Dtype dtype) { return dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+AlgoKey key_of(const Product& p, Dtype dtype, int device) {
+  return AlgoKey{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), p.l.m, p.l.n, p.l.k,
+                 alignment(p.a), alignment(p.b), alignment(p.d), alignment(p.bias), alignment(p.aux),
+                 p.l.transpose_a ? 1 : 0};
+}
+
+thread_local Handles handles;  // one cuBLASLt handle per thread and device
+
+// The fastest algorithm for p's shapes, alignments and epilogue, found on their first use on this
+// thread: the heuristic's best candidates are each timed and the fastest kept (its first choice
+// may be far from the fastest for an epilogue); rank 0 logs the timing beside the same product
+// without the epilogue. found = false when the heuristic fails or finds none (not supported, or
+// a layout it rejects): the caller then falls back.
+const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, cudaStream_t s) {
+  thread_local std::map<AlgoKey, Tuned> cache;
+  const AlgoKey key = key_of(p, dtype, device);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  const cublasLtHandle_t handle = handles.get(device);
+  const Described d(p, cuda_type(dtype), p.epilogue);
+  Preference pref;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+  int found = 0;
+  const cublasStatus_t rc =
+      cublasLtMatmulAlgoGetHeuristic(handle, d.desc.d, d.A.l, d.B.l, d.D.l, d.D.l, pref.p, kCandidates, results, &found);
+  Tuned t;
+  if (rc == CUBLAS_STATUS_SUCCESS && found > 0) {
+    int best = -1;
+    float first_ms = -1.f;
+    for (int i = 0; i < found; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      const float ms = time_ms(
+          [&] { return launch(handle, d, results[i].algo, p, workspace, s) == CUBLAS_STATUS_SUCCESS; }, s);
+      if (i == 0) first_ms = ms;
+      if (ms >= 0.f && (best < 0 || ms < t.ms)) best = i, t.ms = ms;
+    }
+    if (best >= 0) {
+      t.found = true;
+      t.algo = results[best].algo;
+      const Described plain(p, cuda_type(dtype), CUBLASLT_EPILOGUE_DEFAULT);
+      cublasLtMatmulHeuristicResult_t pr{};
+      int pf = 0;
+      float plain_ms = -1.f;
+      if (cublasLtMatmulAlgoGetHeuristic(handle, plain.desc.d, plain.A.l, plain.B.l, plain.D.l, plain.D.l, pref.p, 1,
+                                         &pr, &pf) == CUBLAS_STATUS_SUCCESS &&
+          pf > 0)
+        plain_ms = time_ms(
+            [&] { return launch(handle, plain, pr.algo, p, workspace, s) == CUBLAS_STATUS_SUCCESS; }, s);
+      log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product " + shape(p.l) + ": " +
+               std::to_string(found) + " algorithms timed, fastest " + fmt_ms(t.ms) + " (candidate " +
+               std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) + "); without the epilogue " +
+               fmt_ms(plain_ms));
+    }
+  }
+  return cache.emplace(key, t).first->second;
+}
+
+// Runs p with its tuned algorithm; false (nothing done) when there is none.
+bool run(const Product& p, Dtype dtype, void* workspace, int device, cudaStream_t s) {
+  const Tuned& t = tuned(p, dtype, workspace, device, s);
+  if (!t.found) return false;
+  NT_CUBLAS_CHECK(launch(handles.get(device), Described(p, cuda_type(dtype), p.epilogue), t.algo, p, workspace, s));
+  return true;
+}
+
+void check_workspace(size_t workspace_bytes) {
   if (workspace_bytes < kWorkspaceBytes)
     throw std::runtime_error(where(__FILE__, __LINE__, "gelu gemm: workspace of " + std::to_string(workspace_bytes) +
                                                            " bytes, needs " + std::to_string(kWorkspaceBytes)));
-  CudaDeviceScope scope(device);
-  thread_local Handles handles;
-  thread_local std::map<AlgoKey, CachedAlgo> algos;
-  const cublasLtHandle_t handle = handles.get(device);
-  const cudaDataType_t type = dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-
-  const ColumnMajorProduct& l = p.l;
-  auto describe = [&](MatmulDesc& desc, cublasLtEpilogue_t epilogue) {
-    desc.set(CUBLASLT_MATMUL_DESC_TRANSA, l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
-    desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
-    if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
-    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, l.ldd);
-  };
-  MatmulDesc desc;
-  describe(desc, p.epilogue);
-  const Layout A(type, l.a_rows, l.a_cols, l.lda);
-  const Layout B(type, l.k, l.n, l.ldb);
-  const Layout D(type, l.m, l.n, l.ldd);
-
-  const AlgoKey key{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), l.m, l.n, l.k,
-                    alignment(p.a), alignment(p.b), alignment(p.d), alignment(p.bias), alignment(p.aux),
-                    l.transpose_a ? 1 : 0};
-  auto it = algos.find(key);
-  if (it == algos.end()) {
-    // First use of these shapes on this thread: the heuristic's best candidates are each timed
-    // and the fastest is kept (its first choice may be far from the fastest for an epilogue).
-    // Any failure of the heuristic (not supported, or a layout it rejects) declines: the caller
-    // falls back to LibTorch's ops.
-    Preference pref;
-    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
-    int found = 0;
-    const cublasStatus_t rc =
-        cublasLtMatmulAlgoGetHeuristic(handle, desc.d, A.l, B.l, D.l, D.l, pref.p, kCandidates, results, &found);
-    CachedAlgo c;
-    if (rc == CUBLAS_STATUS_SUCCESS && found > 0) {
-      int best = -1;
-      float best_ms = 0.f, first_ms = -1.f;
-      for (int i = 0; i < found; ++i) {
-        if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        const float ms = time_algo(handle, desc, A, B, D, results[i].algo, p, workspace, s);
-        if (i == 0) first_ms = ms;
-        if (ms >= 0.f && (best < 0 || ms < best_ms)) best = i, best_ms = ms;
-      }
-      if (best >= 0) {
-        c.found = true;
-        c.algo = results[best].algo;
-        // The same product without an epilogue, for comparison in the log.
-        MatmulDesc plain;
-        describe(plain, CUBLASLT_EPILOGUE_DEFAULT);
-        cublasLtMatmulHeuristicResult_t pr{};
-        int pf = 0;
-        float plain_ms = -1.f;
-        if (cublasLtMatmulAlgoGetHeuristic(handle, plain.d, A.l, B.l, D.l, D.l, pref.p, 1, &pr, &pf) ==
-                CUBLAS_STATUS_SUCCESS &&
-            pf > 0)
-          plain_ms = time_algo(handle, plain, A, B, D, pr.algo, p, workspace, s);
-        log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product [" + std::to_string(l.m) + " x " +
-                 std::to_string(l.n) + " x " + std::to_string(l.k) + "]: " + std::to_string(found) +
-                 " algorithms timed, fastest " + fmt_ms(best_ms) + " (candidate " + std::to_string(best) +
-                 "; the heuristic's first " + (first_ms >= 0 ? fmt_ms(first_ms) : std::string("failed")) +
-                 "); without the epilogue " + (plain_ms >= 0 ? fmt_ms(plain_ms) : std::string("n/a")));
-      }
-    }
-    it = algos.emplace(key, c).first;
-  }
-  if (!it->second.found) return false;
-  const float alpha = 1.0f, beta = 0.0f;
-  NT_CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, p.a, A.l, p.b, B.l, &beta, p.d, D.l, p.d, D.l,
-                                 &it->second.algo, workspace, kWorkspaceBytes, s));
-  return true;
 }
 
 void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
@@ -232,20 +251,67 @@ void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
                              " x " + std::to_string(K));
 }
 
+// dbias[N] = the column sums of dpre [M, N] (device::launch_column_sums), its partial sums in the
+// workspace (after the product that wrote dpre, on the same stream).
+void bias_gradient(const void* dpre, void* dbias, int64_t M, int64_t N, Dtype dtype, void* workspace, cudaStream_t s) {
+  if (static_cast<size_t>(device::column_sums_workspace(M, static_cast<int>(N))) * sizeof(float) > kWorkspaceBytes)
+    throw std::runtime_error(where(__FILE__, __LINE__, "gemm_dgelu_bgrad: the bias gradient's partial sums of " +
+                                                           std::to_string(N) + " columns exceed the workspace"));
+  float* part = static_cast<float*>(workspace);
+  if (dtype == Dtype::bf16)
+    device::launch_column_sums(static_cast<const __nv_bfloat16*>(dpre), static_cast<__nv_bfloat16*>(dbias), part, M,
+                               static_cast<int>(N), s);
+  else
+    device::launch_column_sums(static_cast<const float*>(dpre), static_cast<float*>(dbias), part, M,
+                               static_cast<int>(N), s);
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
                     int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
   check_sizes("gemm_bias_gelu", M, N, K);
+  check_workspace(workspace_bytes);
+  CudaDeviceScope scope(device);
   const Product p{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias_gelu_layout(M, N, K), w, x, out, bias, pre};
-  return run(p, dtype, workspace, workspace_bytes, device, stream);
+  return run(p, dtype, workspace, device, static_cast<cudaStream_t>(stream));
 }
 
 bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
-                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream,
+                      BiasGradient how) {
   check_sizes("gemm_dgelu_bgrad", M, N, O);
-  const Product p{CUBLASLT_EPILOGUE_DGELU_BGRAD, dgelu_layout(M, N, O), w, dy, dpre, dbias, pre};
-  return run(p, dtype, workspace, workspace_bytes, device, stream);
+  check_workspace(workspace_bytes);
+  CudaDeviceScope scope(device);
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const Product with_bias{CUBLASLT_EPILOGUE_DGELU_BGRAD, dgelu_layout(M, N, O), w, dy, dpre, dbias, pre};
+  const Product without{CUBLASLT_EPILOGUE_DGELU, dgelu_layout(M, N, O), w, dy, dpre, nullptr, pre};
+  auto separately = [&] {
+    if (!run(without, dtype, workspace, device, s)) return false;
+    bias_gradient(dpre, dbias, M, N, dtype, workspace, s);
+    return true;
+  };
+  if (how == BiasGradient::epilogue) return run(with_bias, dtype, workspace, device, s);
+  if (how == BiasGradient::kernel) return separately();
+  // Automatic: on the first call of these shapes on this thread, the two ways are timed.
+  thread_local std::map<AlgoKey, BiasGradient> choice;
+  const AlgoKey key = key_of(with_bias, dtype, device);
+  auto it = choice.find(key);
+  if (it == choice.end()) {
+    const Tuned& a = tuned(with_bias, dtype, workspace, device, s);
+    const Tuned& b = tuned(without, dtype, workspace, device, s);
+    const float sum_ms =
+        b.found ? time_ms([&] { bias_gradient(dpre, dbias, M, N, dtype, workspace, s); return true; }, s) : -1.f;
+    BiasGradient pick = BiasGradient::epilogue;
+    if (!a.found && !b.found) return false;  // decided again next time (cheap: both tunings are cached)
+    if (!a.found || (b.found && b.ms + sum_ms < a.ms)) pick = BiasGradient::kernel;
+    log_info("cuBLASLt GELU' product " + shape(with_bias.l) + ": the bias gradient in the epilogue " + fmt_ms(a.ms) +
+             ", or the GELU' epilogue " + fmt_ms(b.ms) + " and a column-sum kernel " + fmt_ms(sum_ms) + ": takes " +
+             (pick == BiasGradient::kernel ? "the kernel" : "the epilogue"));
+    it = choice.emplace(key, pick).first;
+  }
+  return it->second == BiasGradient::kernel ? separately() : run(with_bias, dtype, workspace, device, s);
 }
 
 size_t gelu_gemm_workspace_bytes() { return kWorkspaceBytes; }

@@ -28,8 +28,16 @@ namespace nt::cuda {
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
                     int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
 
+// How gemm_dgelu_bgrad forms the bias gradient: in cuBLASLt's epilogue (DGELU_BGRAD), or after
+// the product with the GELU-derivative epilogue alone (DGELU) in a column-sum kernel of its own
+// (models/fused_kernels_device.h: column_sums, deterministic), or whichever of the two the first
+// call of given shapes on a thread measures faster (logged by rank 0). On the H200 the product
+// with DGELU_BGRAD took 3.8 times the plain product's time (docs/performance.md).
+enum class BiasGradient { automatic, epilogue, kernel };
+
 bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
-                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
+                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream,
+                      BiasGradient how = BiasGradient::automatic);
 
 // The workspace the products may use (32 MiB, what cuBLAS uses on Hopper).
 size_t gelu_gemm_workspace_bytes();

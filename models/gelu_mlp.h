@@ -2,8 +2,9 @@
 // (`train.fused_mlp`): on CUDA in bf16 (autocast), where the build has cuBLASLt
 // (models/gelu_gemm_cuda.h), fc1's product adds the bias and applies the GELU in its epilogue
 // and writes the GELU's input beside its output, and in backward fc2's input-gradient product
-// applies the GELU's derivative and sums fc1's bias gradient in its epilogue. The separate GELU
-// passes forward and backward and the bias-gradient reduction go. Elsewhere (CPU, fp32, shapes
+// applies the GELU's derivative in its epilogue, with fc1's bias gradient summed in the epilogue
+// too or in a column-sum kernel after it, whichever the first step measures faster
+// (models/gelu_gemm_cuda.h). The separate GELU passes forward and backward go. Elsewhere (CPU, fp32, shapes
 // cuBLASLt declines) the node runs the plain ops: its values and gradients are then those of
 // fc1 -> GELU -> fc2 bit for bit on the CPU (the same ATen calls); through cuBLASLt they agree
 // to bf16 rounding (GELU computed from the fp32 accumulator, not its bf16 rounding).

@@ -2,7 +2,8 @@
 // cuda_emulation.h, against LibTorch's CPU ops as the reference: LayerNorm + adaLN modulate
 // forward (y, mean, 1/std) and backward (grad x and shift by autograd through layer_norm and
 // modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward, and the
-// two together (residual, then the next norm) forward and backward; fp32 and bf16 operands; rows narrower than a
+// two together (residual, then the next norm) forward and backward, a bias gradient's column sums;
+// fp32 and bf16 operands; rows narrower than a
 // warp, between the block sizes and wider than both; adaLN chunks with a row stride. The same
 // code runs on the GPU (tests/models/test_fused_kernels.cpp compares it there).
 #include <gtest/gtest.h>
@@ -201,7 +202,28 @@ TEST_P(Emulated, ResidualNormMatchesLibTorch) {
   const int64_t D = GetParam();
   check_residual_norm<float, float>(D, true);
   check_residual_norm<__nv_bfloat16, __nv_bfloat16>(D, true);  // as under autocast
-  if (D == 200) check_residual_norm<float, float>(D, false);
+  if (D == 300) check_residual_norm<float, float>(D, false);
+}
+
+// A bias gradient's column sums over M rows (column_sums, used by the cuBLASLt MLP's backward):
+// two row splits of 75 rows, 9 or 10 per warp group.
+template <typename T>
+void check_column_sums(int64_t D) {
+  const int64_t M = 150;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 3);
+  const at::Tensor x = at::randn({M, D}, gen).to(dtype<T>());
+  auto out = at::empty({D}, at::TensorOptions().dtype(dtype<T>()));
+  auto workspace = at::empty({dev::column_sums_workspace(M, static_cast<int>(D))});
+  ASSERT_EQ(dev::column_sum_splits(M), 2);
+  dev::launch_column_sums<T>(ptr<T>(x), mut<T>(out), mut<float>(workspace), M, static_cast<int>(D), nullptr);
+  const double e = rel(out.to(at::kFloat), x.to(at::kFloat).sum(0).to(dtype<T>()).to(at::kFloat));
+  std::cout << "[ emulated ] column sums D " << D << " " << name(dtype<T>()) << ": " << e << "\n";
+  EXPECT_LE(e, dtype<T>() == at::kFloat ? 1e-5 : 1e-2);
+}
+
+TEST_P(Emulated, ColumnSumsMatchLibTorch) {
+  check_column_sums<float>(GetParam());
+  check_column_sums<__nv_bfloat16>(GetParam());
 }
 
 // Below a warp, between the 128- and 256-thread blocks, above both.
