@@ -57,6 +57,19 @@ NT_DEVICE float block_sum(float v, float* shared) {
   return total;
 }
 
+// LayerNorm's input gradient, element by element: rstd * (g - mean(g) - x_hat * mean(g * x_hat))
+// for g = gy * (1 + scale); the two row means come from the row's block sums of g and g * x_hat.
+struct RowMeans {
+  float g, g_x_hat;
+};
+NT_DEVICE RowMeans row_means(float sum_g, float sum_g_x_hat, float* shared, int D) {
+  const float g = block_sum(sum_g, shared) / D;
+  return {g, block_sum(sum_g_x_hat, shared) / D};
+}
+NT_DEVICE float norm_input_grad(float rstd, float g, float x_hat, const RowMeans& m) {
+  return rstd * (g - m.g - x_hat * m.g_x_hat);
+}
+
 // LayerNorm + adaLN modulate forward, a block per row: the row's statistics, then
 // y = modulate(x_hat) in TY. With kResidual the norm's input is first formed as
 // h = x + gate * branch and written (fp32): the gated residual before the norm, inside a DiT
@@ -167,14 +180,13 @@ NT_UNROLL
         b += g * ((xr[d] - m) * r);
       }
     }
-    const float mean_g = block_sum(a, shared) / D;
-    const float mean_gx = block_sum(b, shared) / D;
+    const RowMeans means = row_means(a, b, shared, D);
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        gx[base + d] = r * (gyv * s1[k] - mean_g - x_hat * mean_gx);
+        gx[base + d] = norm_input_grad(r, gyv * s1[k], x_hat, means);
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
@@ -223,13 +235,12 @@ NT_UNROLL
       b += g[k] * x_hat[k];
     }
   }
-  const float mean_g = block_sum(a, shared) / D;
-  const float mean_gx = block_sum(b, shared) / D;
+  const RowMeans means = row_means(a, b, shared, D);
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const int d = threadIdx.x + k * kThreads;
     if (d < D) {
-      const float grad = ghv[k] + r * (g[k] - mean_g - x_hat[k] * mean_gx);
+      const float grad = ghv[k] + norm_input_grad(r, g[k], x_hat[k], means);
       gx[base + d] = grad;
       g_branch[base + d] = from_float<TM>(grad * to_float(gate[n * mod_stride + d]));
     }
