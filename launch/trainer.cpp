@@ -518,13 +518,6 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   at::Tensor loss_sum, rank_loss_sum, last_norm;
   double wait_sum = 0;
   int64_t interval_steps = 0, interval_first = s.step + 1;
-  // A non-finite loss in the interval ends the run before it logs or writes a checkpoint.
-  auto check_finite = [&](double interval_loss) {
-    if (!std::isfinite(interval_loss))
-      throw std::runtime_error("the loss became " + std::to_string(interval_loss) + " at a step from " +
-                               std::to_string(interval_first) + " to " + std::to_string(s.step) +
-                               "; lower optim.lr or set train.grad_clip");
-  };
   std::string last_ckpt;
   const int64_t B = cfg.train.global_batch;
 
@@ -555,12 +548,17 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
       signal = static_cast<int>(flag.item<int64_t>());
     }
     const bool last = s.step == cfg.train.steps || signal != 0;
+    const bool log_now = s.step % cfg.train.log_every == 0 || last;
     const bool checkpoint_now = (cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last;
-    if (checkpoint_now && !(s.step % cfg.train.log_every == 0 || last))
-      check_finite(loss_sum.item<double>());
-    if (s.step % cfg.train.log_every == 0 || last) {
-      const double mean_loss = loss_sum.item<double>() / static_cast<double>(interval_steps);
-      check_finite(mean_loss);
+    double mean_loss = 0;  // of the interval so far
+    if (log_now || checkpoint_now) {  // a non-finite loss ends the run before it logs or writes a checkpoint
+      mean_loss = loss_sum.item<double>() / static_cast<double>(interval_steps);
+      if (!std::isfinite(mean_loss))
+        throw std::runtime_error("the loss became " + std::to_string(mean_loss) + " at a step from " +
+                                 std::to_string(interval_first) + " to " + std::to_string(s.step) +
+                                 "; lower optim.lr or set train.grad_clip");
+    }
+    if (log_now) {
       const double norm = last_norm.item<double>();
       const double dt = seconds_since(t_interval);
       const double img_s = interval_steps * B / dt;

@@ -142,13 +142,12 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, h.options()), g_scale = at::empty({N, D}, h.options()),
          g_shift = at::empty({N, D}, h.options());  // fp32
-    auto workspace = at::empty({cuda::residual_norm_backward_workspace(N * T, T, static_cast<int>(D))}, h.options());
     cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
                                  h.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
                                  branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
                                  gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr<float>(),
-                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), workspace.data_ptr<float>(),
-                                 N * T, T, static_cast<int>(D), h.get_device(), nullptr);
+                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), N * T, T, static_cast<int>(D),
+                                 h.get_device(), nullptr);
     const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
     return {gx,
             g_gate.to(gate.scalar_type()),

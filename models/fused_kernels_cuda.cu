@@ -115,8 +115,8 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
-                            int device, void* stream) {
+                            float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
+                            void* stream) {
   check_norm_shape("fused residual norm", rows, T, D);
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
@@ -124,14 +124,11 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
     device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), h, mean, rstd,
                                           static_cast<const TM*>(gate), static_cast<const TM*>(branch),
                                           static_cast<const TM*>(scale), mod_stride, grad_x,
-                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift, workspace,
-                                          rows, T, D, s);
+                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift, rows, T,
+                                          D, s);
   });
 }
 
-int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D) {
-  return device::residual_norm_backward_workspace(rows, T, D);
-}
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream) {

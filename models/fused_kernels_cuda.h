@@ -45,13 +45,12 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
                            float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
                            void* stream);
 
-// workspace: residual_norm_backward_workspace(rows, T, D) floats on the device.
+// grad_h may be null (h's own gradient is zero).
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
-                            int device, void* stream);
-int64_t residual_norm_backward_workspace(int64_t rows, int64_t T, int D);
+                            float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
+                            void* stream);
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream);

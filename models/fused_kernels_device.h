@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #ifdef __CUDACC__
 #define NT_GLOBAL __global__
@@ -330,8 +331,6 @@ inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRo
 inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
   return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
 }
-// The residual + norm backward's: none (its sums over tokens are one kernel of their own).
-inline int64_t residual_norm_backward_workspace(int64_t /*rows*/, int64_t /*T*/, int /*D*/) { return 0; }
 
 // The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
 // index is one division per row, not two 64-bit divisions per element.
@@ -423,21 +422,24 @@ inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 6
 // ---- launches (grid and block of each kernel) ----------------------------------------------
 
 // The instantiation of a row kernel for 2, 4, 6, 9, 12 or 16 columns per thread: the fewest that
-// cover a row of D (<= kMaxNormWidth) with kThreads threads.
-template <typename K>
-K pick_per_thread(int D, K k2, K k4, K k6, K k9, K k12, K k16) {
+// cover a row of D (<= kMaxNormWidth) with kThreads threads. `kernel(std::integral_constant<int,
+// P>{})` gives the kernel for P columns.
+template <typename Kernel>
+auto pick_per_thread(int D, Kernel kernel) {
   const int per_thread = (D + kThreads - 1) / kThreads;
-  return per_thread <= 2 ? k2 : per_thread <= 4 ? k4 : per_thread <= 6 ? k6 : per_thread <= 9 ? k9 : per_thread <= 12 ? k12 : k16;
+  if (per_thread <= 2) return kernel(std::integral_constant<int, 2>{});
+  if (per_thread <= 4) return kernel(std::integral_constant<int, 4>{});
+  if (per_thread <= 6) return kernel(std::integral_constant<int, 6>{});
+  if (per_thread <= 9) return kernel(std::integral_constant<int, 9>{});
+  if (per_thread <= 12) return kernel(std::integral_constant<int, 12>{});
+  return kernel(std::integral_constant<int, kMaxPerThread>{});
 }
 
 template <typename TM, typename TY>
 void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shift_stride, const TM* scale,
                                    int64_t scale_stride, TY* y, float* mean, float* rstd, int64_t rows, int64_t T,
                                    int D, float eps, cudaStream_t s) {
-  auto kernel = pick_per_thread(D, norm_forward_kernel<TM, TY, false, 2>, norm_forward_kernel<TM, TY, false, 4>,
-                                norm_forward_kernel<TM, TY, false, 6>, norm_forward_kernel<TM, TY, false, 9>,
-                                norm_forward_kernel<TM, TY, false, 12>,
-                                norm_forward_kernel<TM, TY, false, kMaxPerThread>);
+  auto kernel = pick_per_thread(D, [](auto p) { return norm_forward_kernel<TM, TY, false, decltype(p)::value>; });
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, static_cast<const TM*>(nullptr),
             int64_t{0}, static_cast<const TM*>(nullptr), static_cast<float*>(nullptr), shift, shift_stride, scale,
             scale_stride, y, mean, rstd, T, D, eps);
@@ -452,9 +454,7 @@ void launch_modulated_norm_backward(const TY* gy, const float* x, const float* m
   const int tiles = norm_backward_tiles(T);
   const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
   float *part_scale = workspace, *part_shift = workspace + part;
-  auto row_kernel = pick_per_thread(D, norm_backward_kernel<TM, TY, 2>, norm_backward_kernel<TM, TY, 4>,
-                                    norm_backward_kernel<TM, TY, 6>, norm_backward_kernel<TM, TY, 9>,
-                                    norm_backward_kernel<TM, TY, 12>, norm_backward_kernel<TM, TY, kMaxPerThread>);
+  auto row_kernel = pick_per_thread(D, [](auto p) { return norm_backward_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
             scale_stride, gx, part_scale, part_shift, T, D, tiles);
   auto sum_kernel = tile_sum_kernel<float>;
@@ -487,25 +487,20 @@ template <typename TM, typename TY>
 void launch_residual_norm_forward(const float* x, const TM* gate, const TM* branch, const TM* shift, const TM* scale,
                                   int64_t mod_stride, float* h, TY* y, float* mean, float* rstd, int64_t rows,
                                   int64_t T, int D, float eps, cudaStream_t s) {
-  auto kernel = pick_per_thread(D, norm_forward_kernel<TM, TY, true, 2>, norm_forward_kernel<TM, TY, true, 4>,
-                                norm_forward_kernel<TM, TY, true, 6>, norm_forward_kernel<TM, TY, true, 9>,
-                                norm_forward_kernel<TM, TY, true, 12>,
-                                norm_forward_kernel<TM, TY, true, kMaxPerThread>);
+  auto kernel = pick_per_thread(D, [](auto p) { return norm_forward_kernel<TM, TY, true, decltype(p)::value>; });
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, mod_stride, branch, h, shift,
             mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
 }
 
-// gh may be null (h's own gradient is zero); workspace: residual_norm_backward_workspace floats
-// (none: unused).
+// gh may be null (h's own gradient is zero). No workspace: the sums over tokens are a kernel of
+// their own.
 template <typename TM, typename TY>
 void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
-                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* /*workspace*/,
-                                   int64_t rows, int64_t T, int D, cudaStream_t s) {
-  auto row_kernel = pick_per_thread(
-      D, residual_norm_backward_rows_kernel<TM, TY, 2>, residual_norm_backward_rows_kernel<TM, TY, 4>,
-      residual_norm_backward_rows_kernel<TM, TY, 6>, residual_norm_backward_rows_kernel<TM, TY, 9>,
-      residual_norm_backward_rows_kernel<TM, TY, 12>, residual_norm_backward_rows_kernel<TM, TY, kMaxPerThread>);
+                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, int64_t rows, int64_t T,
+                                   int D, cudaStream_t s) {
+  auto row_kernel =
+      pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
             mod_stride, gx, g_branch, T, D);
   auto column_kernel = residual_norm_backward_columns_kernel<TM, TY>;

@@ -168,12 +168,10 @@ void check_residual_norm(int64_t D, bool with_gh) {
 
   auto gx = at::empty({N, T, D}), g_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TM>()));
   auto g_gate = at::empty({N, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
-  auto workspace = at::empty({dev::residual_norm_backward_workspace(rows, T, static_cast<int>(D))});
   dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
                                              ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
                                              mut<float>(gx), mut<TM>(g_branch), mut<float>(g_gate), mut<float>(g_scale),
-                                             mut<float>(g_shift), mut<float>(workspace), rows, T, static_cast<int>(D),
-                                             nullptr);
+                                             mut<float>(g_shift), rows, T, static_cast<int>(D), nullptr);
   // Reference gradients: h's own gradient and the norm's output gradient.
   if (with_gh)
     torch::autograd::backward({h_ref, y_ref}, {gh, gy.to(at::kFloat)});
