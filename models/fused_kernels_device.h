@@ -375,46 +375,6 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   store_column_sums<1>(acc, shared, out, n, D, d);
 }
 
-// A bias gradient: out[d] = the sum over the M rows of x[m, d] (x row-major [M, D]), in fp32,
-// written in T. Two kernels, deterministic: column_split_sums_kernel sums each of the grid's
-// row splits (blockIdx.y; rows_per_split rows each) as the column kernels above do, into
-// part [splits, D]; column_total_kernel adds the splits in order.
-template <typename T>
-NT_GLOBAL void NT_BOUNDS(kColumnThreads)
-    column_split_sums_kernel(const T* __restrict__ x, float* __restrict__ part, int64_t M, int D,
-                             int64_t rows_per_split) {
-  NT_SHARED float shared[kColumnThreads];
-  const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
-  const int64_t split = blockIdx.y, t0 = split * rows_per_split;
-  const int64_t t1 = t0 + rows_per_split < M ? t0 + rows_per_split : M;
-  float acc[1] = {0.f};
-  if (d < D) {
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-    for (int64_t t = t0 + threadIdx.x / kColumnWidth; t < t1; t += kColumnGroups) acc[0] += to_float(x[t * D + d]);
-  }
-  float* const out[1] = {part};
-  store_column_sums<1>(acc, shared, out, split, D, d);
-}
-
-template <typename T>
-NT_GLOBAL void column_total_kernel(const float* __restrict__ part, T* __restrict__ out, int splits, int D) {
-  const int d = blockIdx.x * blockDim.x + threadIdx.x;
-  if (d >= D) return;
-  float total = 0.f;
-  for (int k = 0; k < splits; ++k) total += part[static_cast<int64_t>(k) * D + d];
-  out[d] = from_float<T>(total);
-}
-
-// The row splits of column_sums for M rows (up to 16, at least 64 rows each), and the floats of
-// workspace it needs.
-inline int column_sum_splits(int64_t M) {
-  const int64_t s = M / 64;
-  return static_cast<int>(s < 1 ? 1 : s > 16 ? 16 : s);
-}
-inline int64_t column_sums_workspace(int64_t M, int D) { return column_sum_splits(M) * static_cast<int64_t>(D); }
-
 // Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
 constexpr int kRowThreads = 256;
 inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 65536 * 8 ? rows : 65536 * 8); }
@@ -506,18 +466,6 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h
   auto column_kernel = residual_norm_backward_columns_kernel<TM, TY>;
   NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
             static_cast<const float*>(gx), branch, g_gate, g_scale, g_shift, T, D);
-}
-
-// workspace: column_sums_workspace(M, D) floats.
-template <typename T>
-void launch_column_sums(const T* x, T* out, float* workspace, int64_t M, int D, cudaStream_t s) {
-  const int splits = column_sum_splits(M);
-  const int64_t rows_per_split = (M + splits - 1) / splits;
-  auto split_kernel = column_split_sums_kernel<T>;
-  NT_LAUNCH(split_kernel, column_grid(splits, D), dim3(kColumnThreads), s, x, workspace, M, D, rows_per_split);
-  auto total_kernel = column_total_kernel<T>;
-  NT_LAUNCH(total_kernel, dim3(static_cast<unsigned>((D + 255) / 256)), dim3(256), s,
-            static_cast<const float*>(workspace), out, splits, D);
 }
 
 }  // namespace nt::cuda::device

@@ -9,10 +9,11 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "core/cuda_check.h"
 #include "models/gelu_gemm_cuda.h"
-#include "models/fused_kernels_device.h"  // the bias gradient's column sums
+#include "models/gelu_kernels_device.h"  // the GELU's derivative, the column sums, the GELU again
 #include "models/gelu_gemm_layout.h"
 
 // Every cuBLASLt call goes through it: "file:line (rank R): cuBLAS call <call> failed: <status>".
@@ -210,7 +211,13 @@ const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, c
       if (i == 0) first_ms = ms;
       if (ms >= 0.f && (best < 0 || ms < t.ms)) best = i, t.ms = ms;
     }
-    if (best >= 0) {
+    if (best >= 0 && p.epilogue == CUBLASLT_EPILOGUE_DEFAULT) {
+      t.found = true;
+      t.algo = results[best].algo;
+      log_info("cuBLASLt plain product " + shape(p.l) + ": " + std::to_string(found) + " algorithms timed, fastest " +
+               fmt_ms(t.ms) + " (candidate " + std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) +
+               ")");
+    } else if (best >= 0) {
       t.found = true;
       t.algo = results[best].algo;
       const Described plain(p, cuda_type(dtype), CUBLASLT_EPILOGUE_DEFAULT);
@@ -251,20 +258,44 @@ void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
                              " x " + std::to_string(K));
 }
 
-// dbias[N] = the column sums of dpre [M, N] (device::launch_column_sums), its partial sums in the
-// workspace (after the product that wrote dpre, on the same stream).
-void bias_gradient(const void* dpre, void* dbias, int64_t M, int64_t N, Dtype dtype, void* workspace, cudaStream_t s) {
-  if (static_cast<size_t>(device::column_sums_workspace(M, static_cast<int>(N))) * sizeof(float) > kWorkspaceBytes)
+// The own kernel after a product (models/gelu_kernels_device.h): dbias = the column sums of dpre,
+// formed first from g = dpre's contents with `derivative`; act where not null. Its partial sums
+// go in the workspace (after the product on the same stream, which is done with it).
+void gelu_bias_gradient(const void* pre, void* dpre, void* dbias, void* act, int64_t M, int64_t N, bool derivative,
+                        Dtype dtype, void* workspace, cudaStream_t s) {
+  if (static_cast<size_t>(device::gelu_bias_gradient_workspace(M, static_cast<int>(N))) * sizeof(float) >
+      kWorkspaceBytes)
     throw std::runtime_error(where(__FILE__, __LINE__, "gemm_dgelu_bgrad: the bias gradient's partial sums of " +
                                                            std::to_string(N) + " columns exceed the workspace"));
   float* part = static_cast<float*>(workspace);
-  if (dtype == Dtype::bf16)
-    device::launch_column_sums(static_cast<const __nv_bfloat16*>(dpre), static_cast<__nv_bfloat16*>(dbias), part, M,
-                               static_cast<int>(N), s);
-  else
-    device::launch_column_sums(static_cast<const float*>(dpre), static_cast<float*>(dbias), part, M,
-                               static_cast<int>(N), s);
+  if (dtype == Dtype::bf16) {
+    using T = __nv_bfloat16;
+    device::launch_gelu_bias_gradient(static_cast<const T*>(dpre), static_cast<const T*>(pre), static_cast<T*>(dpre),
+                                      static_cast<T*>(act), static_cast<T*>(dbias), part, M, static_cast<int>(N),
+                                      derivative, s);
+  } else {
+    device::launch_gelu_bias_gradient(static_cast<const float*>(dpre), static_cast<const float*>(pre),
+                                      static_cast<float*>(dpre), static_cast<float*>(act), static_cast<float*>(dbias),
+                                      part, M, static_cast<int>(N), derivative, s);
+  }
   NT_CUDA_CHECK(cudaGetLastError());
+}
+
+void gelu(const void* pre, void* act, int64_t n, Dtype dtype, cudaStream_t s) {
+  if (dtype == Dtype::bf16)
+    device::launch_gelu(static_cast<const __nv_bfloat16*>(pre), static_cast<__nv_bfloat16*>(act), n, s);
+  else
+    device::launch_gelu(static_cast<const float*>(pre), static_cast<float*>(act), n, s);
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+const char* way_name(GeluBackward how) {
+  switch (how) {
+    case GeluBackward::epilogue: return "the GELU'+bias-gradient epilogue";
+    case GeluBackward::epilogue_and_sums: return "the GELU' epilogue and column sums";
+    case GeluBackward::product_and_kernel: return "the plain product and our GELU'+sums kernel";
+    default: return "automatic";
+  }
 }
 
 }  // namespace
@@ -278,40 +309,60 @@ bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, v
   return run(p, dtype, workspace, device, static_cast<cudaStream_t>(stream));
 }
 
-bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
-                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream,
-                      BiasGradient how) {
+bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, void* act, int64_t M,
+                      int64_t N, int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device,
+                      void* stream, GeluBackward how) {
   check_sizes("gemm_dgelu_bgrad", M, N, O);
   check_workspace(workspace_bytes);
   CudaDeviceScope scope(device);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const Product with_bias{CUBLASLT_EPILOGUE_DGELU_BGRAD, dgelu_layout(M, N, O), w, dy, dpre, dbias, pre};
-  const Product without{CUBLASLT_EPILOGUE_DGELU, dgelu_layout(M, N, O), w, dy, dpre, nullptr, pre};
-  auto separately = [&] {
-    if (!run(without, dtype, workspace, device, s)) return false;
-    bias_gradient(dpre, dbias, M, N, dtype, workspace, s);
-    return true;
+  const ColumnMajorProduct l = dgelu_layout(M, N, O);
+  const Product with_bias{CUBLASLT_EPILOGUE_DGELU_BGRAD, l, w, dy, dpre, dbias, pre};
+  const Product dgelu{CUBLASLT_EPILOGUE_DGELU, l, w, dy, dpre, nullptr, pre};
+  const Product plain{CUBLASLT_EPILOGUE_DEFAULT, l, w, dy, dpre, nullptr, nullptr};
+  // Each way; false (nothing done) when cuBLASLt declines its product.
+  auto way = [&](GeluBackward h) {
+    switch (h) {
+      case GeluBackward::epilogue:
+        if (!run(with_bias, dtype, workspace, device, s)) return false;
+        if (act) gelu(pre, act, M * N, dtype, s);
+        return true;
+      case GeluBackward::epilogue_and_sums:
+        if (!run(dgelu, dtype, workspace, device, s)) return false;
+        gelu_bias_gradient(pre, dpre, dbias, act, M, N, /*derivative=*/false, dtype, workspace, s);
+        return true;
+      default:
+        if (!run(plain, dtype, workspace, device, s)) return false;
+        gelu_bias_gradient(pre, dpre, dbias, act, M, N, /*derivative=*/true, dtype, workspace, s);
+        return true;
+    }
   };
-  if (how == BiasGradient::epilogue) return run(with_bias, dtype, workspace, device, s);
-  if (how == BiasGradient::kernel) return separately();
-  // Automatic: on the first call of these shapes on this thread, the two ways are timed.
-  thread_local std::map<AlgoKey, BiasGradient> choice;
-  const AlgoKey key = key_of(with_bias, dtype, device);
+  if (how != GeluBackward::automatic) return way(how);
+  // Automatic: on the first call of these shapes on this thread, the ways are timed whole (their
+  // products tuned first, so the timing sees the tuned algorithms), the fastest kept.
+  thread_local std::map<std::tuple<AlgoKey, bool>, GeluBackward> choice;
+  const auto key = std::make_tuple(key_of(with_bias, dtype, device), act != nullptr);
   auto it = choice.find(key);
   if (it == choice.end()) {
-    const Tuned& a = tuned(with_bias, dtype, workspace, device, s);
-    const Tuned& b = tuned(without, dtype, workspace, device, s);
-    const float sum_ms =
-        b.found ? time_ms([&] { bias_gradient(dpre, dbias, M, N, dtype, workspace, s); return true; }, s) : -1.f;
-    BiasGradient pick = BiasGradient::epilogue;
-    if (!a.found && !b.found) return false;  // decided again next time (cheap: both tunings are cached)
-    if (!a.found || (b.found && b.ms + sum_ms < a.ms)) pick = BiasGradient::kernel;
-    log_info("cuBLASLt GELU' product " + shape(with_bias.l) + ": the bias gradient in the epilogue " + fmt_ms(a.ms) +
-             ", or the GELU' epilogue " + fmt_ms(b.ms) + " and a column-sum kernel " + fmt_ms(sum_ms) + ": takes " +
-             (pick == BiasGradient::kernel ? "the kernel" : "the epilogue"));
+    std::string timing;
+    GeluBackward pick = GeluBackward::automatic;
+    float best_ms = -1.f;
+    const std::pair<GeluBackward, const Product*> ways[] = {{GeluBackward::epilogue, &with_bias},
+                                                            {GeluBackward::epilogue_and_sums, &dgelu},
+                                                            {GeluBackward::product_and_kernel, &plain}};
+    for (const auto& candidate : ways) {
+      const GeluBackward h = candidate.first;
+      const float ms =
+          tuned(*candidate.second, dtype, workspace, device, s).found ? time_ms([&] { return way(h); }, s) : -1.f;
+      timing += std::string(timing.empty() ? "" : ", ") + way_name(h) + " " + fmt_ms(ms);
+      if (ms >= 0.f && (best_ms < 0.f || ms < best_ms)) pick = h, best_ms = ms;
+    }
+    if (pick == GeluBackward::automatic) return false;  // decided again next time (the tunings are cached)
+    log_info("cuBLASLt GELU' product " + shape(l) + (act ? " with the GELU again" : "") + ": " + timing + "; takes " +
+             way_name(pick));
     it = choice.emplace(key, pick).first;
   }
-  return it->second == BiasGradient::kernel ? separately() : run(with_bias, dtype, workspace, device, s);
+  return way(it->second);
 }
 
 size_t gelu_gemm_workspace_bytes() { return kWorkspaceBytes; }

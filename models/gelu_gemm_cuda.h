@@ -7,6 +7,7 @@
 //                      out[M, N] = gelu_tanh(pre)                       (one product, no pass)
 //   gemm_dgelu_bgrad:  dpre[M, N] = (dy[M, O] · w[O, N]) * gelu_tanh'(pre[M, N])
 //                      dbias[N] = sum over m of dpre[m, :]              (the bias gradient)
+//                      act[M, N] = gelu_tanh(pre), where act is not null (the GELU again)
 //
 // Every matrix and vector is of `dtype` (bf16 under autocast; fp32 for tests, without TF32).
 // Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
@@ -28,16 +29,24 @@ namespace nt::cuda {
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
                     int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
 
-// How gemm_dgelu_bgrad forms the bias gradient: in cuBLASLt's epilogue (DGELU_BGRAD), or after
-// the product with the GELU-derivative epilogue alone (DGELU) in a column-sum kernel of its own
-// (models/fused_kernels_device.h: column_sums, deterministic), or whichever of the two the first
-// call of given shapes on a thread measures faster (logged by rank 0). On the H200 the product
-// with DGELU_BGRAD took 3.8 times the plain product's time (docs/performance.md).
-enum class BiasGradient { automatic, epilogue, kernel };
+// How gemm_dgelu_bgrad forms its outputs:
+//   epilogue:          the product with cuBLASLt's GELU-derivative + bias-gradient epilogue
+//                      (DGELU_BGRAD);
+//   epilogue_and_sums: the product with the GELU-derivative epilogue alone (DGELU), then the
+//                      bias gradient's column sums in a kernel of our own;
+//   product_and_kernel: the plain product (rounded to dtype, as LibTorch's is), then one kernel of
+//                      our own for the GELU's derivative and the column sums
+//                      (models/gelu_kernels_device.h);
+//   automatic:         whichever of the three the first call of given shapes on a thread
+//                      measures fastest (logged by rank 0).
+// act, where asked for, comes from that kernel in the last two ways and from a GELU kernel of our
+// own after the first. Our column sums add in a fixed order (deterministic). On the H200 the
+// product with DGELU_BGRAD took 3.8 times the plain product's time (docs/performance.md).
+enum class GeluBackward { automatic, epilogue, epilogue_and_sums, product_and_kernel };
 
-bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, int64_t M, int64_t N,
-                      int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream,
-                      BiasGradient how = BiasGradient::automatic);
+bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, void* act, int64_t M,
+                      int64_t N, int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device,
+                      void* stream, GeluBackward how = GeluBackward::automatic);
 
 // The workspace the products may use (32 MiB, what cuBLAS uses on Hopper).
 size_t gelu_gemm_workspace_bytes();

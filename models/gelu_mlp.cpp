@@ -44,16 +44,19 @@ std::vector<at::Tensor> lt_forward(const at::Tensor& xc, const at::Tensor& w1, c
   return {};
 }
 
-// {dpre, dbias} for dy [M, O] bf16 through cuBLASLt; empty when it declines the shapes.
-std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, const at::Tensor& pre) {
+// {dpre, dbias} for dy [M, O] bf16 through cuBLASLt, and with `again` the GELU's output computed
+// again as a third; empty when it declines the shapes.
+std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, const at::Tensor& pre, bool again) {
 #ifdef NT_HAVE_CUBLASLT
   const int64_t M = dy.size(0), O = dy.size(1), H = pre.size(-1);
   const at::Tensor w = w2.to(at::kBFloat16).contiguous();  // [O, H]
-  auto dpre = at::empty({M, H}, dy.options()), dbias = at::empty({H}, dy.options());
+  auto dpre = at::empty({M, H}, dy.options()), dbias = at::empty({H}, dy.options());  // [M, H], [H]
+  auto act = again ? at::empty({M, H}, dy.options()) : at::Tensor();                   // [M, H]
   const auto ws = lt_workspace(dy);
-  if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), w.data_ptr(), pre.data_ptr(), dpre.data_ptr(), dbias.data_ptr(), M, H, O,
-                             cuda::Dtype::bf16, ws.data_ptr(), ws.numel(), dy.get_device(), nullptr))
-    return {dpre, dbias};
+  if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), w.data_ptr(), pre.data_ptr(), dpre.data_ptr(), dbias.data_ptr(),
+                             again ? act.data_ptr() : nullptr, M, H, O, cuda::Dtype::bf16, ws.data_ptr(), ws.numel(),
+                             dy.get_device(), nullptr))
+    return again ? std::vector<at::Tensor>{dpre, dbias, act} : std::vector<at::Tensor>{dpre, dbias};
 #endif
   return {};
 }
@@ -104,13 +107,15 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     const auto dtype_of = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
 
     // fc1's gradient input and bias gradient straight from fc2's product where cuBLASLt serves.
+    // The GELU's output, when not kept and fc2's weight gradient needs it, comes along.
+    at::Tensor act = saved[6];
+    const bool again = !act.defined() && needs(5);
     std::vector<at::Tensor> lt;
     if (need_fc1 && cublaslt_serves(dy, D, H, O) && pre.scalar_type() == at::kBFloat16)
-      lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre);
+      lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre, again);
 
     // fc2: weight and bias gradients (and the GELU output's gradient unless cuBLASLt gave dpre).
-    at::Tensor act = saved[6];
-    if (!act.defined() && needs(5)) act = at::gelu(pre, "tanh");  // [..., H], again
+    if (again) act = !lt.empty() ? lt[2].view(pre.sizes()) : at::gelu(pre, "tanh");  // [..., H], again
     const LinearGrads g2 =
         linear_backward(dy, act, w2, dtype_of("b2_dtype"), need_fc1 && lt.empty(), needs(5), needs(6));
     variable_list out(9);

@@ -2,19 +2,21 @@
 // cuda_emulation.h, against LibTorch's CPU ops as the reference: LayerNorm + adaLN modulate
 // forward (y, mean, 1/std) and backward (grad x and shift by autograd through layer_norm and
 // modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward, and the
-// two together (residual, then the next norm) forward and backward, a bias gradient's column sums;
+// two together (residual, then the next norm) forward and backward, the MLP's GELU kernels;
 // fp32 and bf16 operands; rows narrower than a
 // warp, between the block sizes and wider than both; adaLN chunks with a row stride. The same
 // code runs on the GPU (tests/models/test_fused_kernels.cpp compares it there).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <iostream>
 #include <string>
 #include <type_traits>
 
 #include "cuda_emulation.h"
 #include "models/fused_kernels_device.h"
+#include "models/gelu_kernels_device.h"
 
 namespace {
 
@@ -203,26 +205,61 @@ TEST_P(Emulated, ResidualNormMatchesLibTorch) {
   if (D == 300) check_residual_norm<float, float>(D, false);
 }
 
-// A bias gradient's column sums over M rows (column_sums, used by the cuBLASLt MLP's backward):
-// two row splits of 75 rows, 9 or 10 per warp group.
+// The MLP's GELU kernels (models/gelu_kernels_device.h) for M = 150 rows (two row splits of 75,
+// 9 or 10 per warp), g and dpre one matrix as gemm_dgelu_bgrad passes them: with the derivative,
+// dpre = gelu_backward(g, pre) rounded as LibTorch rounds it, the bias gradient its column sums,
+// act = gelu(pre); without, the column sums of dpre as given (and act); the GELU alone.
 template <typename T>
-void check_column_sums(int64_t D) {
+void check_gelu_kernels(int64_t N) {
   const int64_t M = 150;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 3);
-  const at::Tensor x = at::randn({M, D}, gen).to(dtype<T>());
-  auto out = at::empty({D}, at::TensorOptions().dtype(dtype<T>()));
-  auto workspace = at::empty({dev::column_sums_workspace(M, static_cast<int>(D))});
-  ASSERT_EQ(dev::column_sum_splits(M), 2);
-  dev::launch_column_sums<T>(ptr<T>(x), mut<T>(out), mut<float>(workspace), M, static_cast<int>(D), nullptr);
-  const double e = rel(out.to(at::kFloat), x.to(at::kFloat).sum(0).to(dtype<T>()).to(at::kFloat));
-  std::cout << "[ emulated ] column sums D " << D << " " << name(dtype<T>()) << ": " << e << "\n";
-  EXPECT_LE(e, dtype<T>() == at::kFloat ? 1e-5 : 1e-2);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(N) + 3);
+  const at::Tensor g = at::randn({M, N}, gen).to(dtype<T>()), pre = (at::randn({M, N}, gen) * 2).to(dtype<T>());
+  ASSERT_EQ(dev::gelu_sum_splits(M), 2);
+  auto workspace = at::empty({dev::gelu_bias_gradient_workspace(M, static_cast<int>(N))});
+  const double tol = dtype<T>() == at::kFloat ? 1e-5 : 1e-2;  // bf16 outputs: an ulp is 2^-8
+  const at::Tensor act_ref = at::gelu(pre.to(at::kFloat), "tanh").to(dtype<T>()).to(at::kFloat);
+  const at::Tensor dpre_ref = at::gelu_backward(g.to(at::kFloat), pre.to(at::kFloat), "tanh").to(dtype<T>());
+  for (bool derivative : {true, false}) {
+    at::Tensor dpre = derivative ? g.clone() : dpre_ref.clone();  // the product's output, overwritten in place
+    auto act = at::full({M, N}, std::nan(""), at::TensorOptions().dtype(dtype<T>()));
+    auto dbias = at::full({N}, std::nan(""), at::TensorOptions().dtype(dtype<T>()));
+    dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre), mut<T>(dpre), mut<T>(act), mut<T>(dbias),
+                                      mut<float>(workspace), M, static_cast<int>(N), derivative, nullptr);
+    const at::Tensor bias_ref = dpre_ref.to(at::kFloat).sum(0).to(dtype<T>()).to(at::kFloat);
+    const double ed = rel(dpre.to(at::kFloat), dpre_ref.to(at::kFloat)), eb = rel(dbias.to(at::kFloat), bias_ref),
+                 ea = rel(act.to(at::kFloat), act_ref);
+    std::cout << "[ emulated ] gelu bias gradient N " << N << " " << name(dtype<T>()) << " derivative " << derivative
+              << ": dpre " << ed << ", bias gradient " << eb << ", act " << ea << "\n";
+    EXPECT_LE(ed, tol);
+    EXPECT_LE(eb, tol);
+    EXPECT_LE(ea, tol);
+  }
+  // Without act: nothing written there.
+  auto dpre = g.clone(), dbias = at::empty({N}, at::TensorOptions().dtype(dtype<T>()));
+  dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre), mut<T>(dpre), static_cast<T*>(nullptr), mut<T>(dbias),
+                                    mut<float>(workspace), M, static_cast<int>(N), true, nullptr);
+  EXPECT_LE(rel(dpre.to(at::kFloat), dpre_ref.to(at::kFloat)), tol);
+  // The GELU alone, over an odd count too (the last pair has one element).
+  for (int64_t n : {M * N, M * N - 1}) {
+    auto act = at::full({M * N}, std::nan(""), at::TensorOptions().dtype(dtype<T>()));
+    dev::launch_gelu<T>(ptr<T>(pre), mut<T>(act), n, nullptr);
+    const double e = rel(act.narrow(0, 0, n).to(at::kFloat), act_ref.reshape({-1}).narrow(0, 0, n));
+    EXPECT_LE(e, tol) << n;
+    if (n < M * N) {
+      EXPECT_TRUE(std::isnan(act[n].template item<float>())) << "wrote past the end";
+    }
+  }
 }
 
-TEST_P(Emulated, ColumnSumsMatchLibTorch) {
-  check_column_sums<float>(GetParam());
-  check_column_sums<__nv_bfloat16>(GetParam());
+class EmulatedGelu : public ::testing::TestWithParam<int> {};
+
+TEST_P(EmulatedGelu, MatchesLibTorch) {
+  check_gelu_kernels<float>(GetParam());
+  check_gelu_kernels<__nv_bfloat16>(GetParam());
 }
+
+// Within a block of 64 columns, odd (no paired access), several blocks with the last partial.
+INSTANTIATE_TEST_SUITE_P(Widths, EmulatedGelu, ::testing::Values(20, 75, 300));
 
 // Below a warp, between the 128- and 256-thread blocks, above both.
 INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 300, 1100));  // 2, 4 and 9 columns per thread

@@ -245,17 +245,33 @@ bool check_products(at::ScalarType dtype, double tol) {
   const int64_t O = D;  // fc2: H -> D
   auto dy = torch::randn({M, O}, o), w2 = torch::randn({O, H}, o) * 0.1;
   const auto dpre_ref = at::gelu_backward(dy.to(at::kFloat).mm(w2.to(at::kFloat)), pre.to(at::kFloat), "tanh");
-  // The bias gradient in the epilogue, in the column-sum kernel, and whichever is faster.
-  using nt::cuda::BiasGradient;
-  for (BiasGradient how : {BiasGradient::epilogue, BiasGradient::kernel, BiasGradient::automatic}) {
-    auto dpre = torch::full({M, H}, std::nan(""), o), dbias = torch::full({H}, std::nan(""), o);
-    EXPECT_TRUE(nt::cuda::gemm_dgelu_bgrad(dy.data_ptr(), w2.data_ptr(), pre.data_ptr(), dpre.data_ptr(),
-                                           dbias.data_ptr(), M, H, O, dt, ws.data_ptr(), ws.numel(), 0, nullptr, how));
-    torch::cuda::synchronize();
-    const char* name = how == BiasGradient::epilogue ? "epilogue" : how == BiasGradient::kernel ? "kernel" : "automatic";
-    std::cout << ", dgelu (" << name << ") " << rel(dpre, dpre_ref) << ", bias gradient " << rel(dbias, dpre_ref.sum(0));
-    EXPECT_LE(rel(dpre, dpre_ref), tol) << name;
-    EXPECT_LE(rel(dbias, dpre_ref.sum(0)), tol) << name;
+  const auto act_ref = at::gelu(pre.to(at::kFloat), "tanh");
+  // Each way of forming dpre and the bias gradient, and whichever is fastest; with the GELU's
+  // output again and without. Outputs start as NaN: each must be written.
+  using nt::cuda::GeluBackward;
+  for (bool again : {false, true}) {
+    for (GeluBackward how : {GeluBackward::epilogue, GeluBackward::epilogue_and_sums,
+                             GeluBackward::product_and_kernel, GeluBackward::automatic}) {
+      auto dpre = torch::full({M, H}, std::nan(""), o), dbias = torch::full({H}, std::nan(""), o);
+      auto act = torch::full({M, H}, std::nan(""), o);
+      EXPECT_TRUE(nt::cuda::gemm_dgelu_bgrad(dy.data_ptr(), w2.data_ptr(), pre.data_ptr(), dpre.data_ptr(),
+                                             dbias.data_ptr(), again ? act.data_ptr() : nullptr, M, H, O, dt,
+                                             ws.data_ptr(), ws.numel(), 0, nullptr, how));
+      torch::cuda::synchronize();
+      const char* name = how == GeluBackward::epilogue            ? "epilogue"
+                         : how == GeluBackward::epilogue_and_sums  ? "epilogue and sums"
+                         : how == GeluBackward::product_and_kernel ? "product and kernel"
+                                                                   : "automatic";
+      std::cout << ", dgelu (" << name << (again ? ", GELU again" : "") << ") " << rel(dpre, dpre_ref)
+                << ", bias gradient " << rel(dbias, dpre_ref.sum(0));
+      EXPECT_LE(rel(dpre, dpre_ref), tol) << name;
+      EXPECT_LE(rel(dbias, dpre_ref.sum(0)), tol) << name;
+      if (again) {
+        EXPECT_LE(rel(act, act_ref), tol) << name;
+      } else {
+        EXPECT_TRUE(act.isnan().all().item<bool>()) << name << ": wrote the GELU's output unasked";
+      }
+    }
   }
   std::cout << "\n";
   return true;

@@ -1,0 +1,227 @@
+// The bodies of the MLP's own GELU kernels (models/gelu_gemm_cuda.cu launches them around the
+// cuBLASLt products), compiled by nvcc for the GPU and by the host compiler for the CPU run of
+// tests/models/cuda_emulation.h, like models/fused_kernels_device.h whose helpers they use.
+//
+//   gelu_bias_gradient: for fc1's pre-activation pre [M, N] and the gradient g [M, N] reaching
+//     the GELU's output (fc2's input-gradient product):
+//       dpre = g * gelu_tanh'(pre), rounded to T (in place of g: they may alias),
+//       dbias[n] = sum over the M rows of dpre[m, n] (the rounded values, summed in fp32),
+//       act = gelu_tanh(pre) where asked for (fc2's weight gradient under `recompute = "mlp"`),
+//     in one pass over the matrices. Without the derivative, g is dpre already (cuBLASLt's GELU'
+//     epilogue formed it) and only the sums and act are made.
+//   gelu: act = gelu_tanh(pre) alone.
+//
+// The GELU is PyTorch's "tanh" approximation computed in fp32 in the same order of operations
+// (ATen's GELU kernels): gelu(x) = 0.5 x (1 + tanh(b (x + k x^3))), b = sqrt(2 / pi),
+// k = 0.044715. Layout of the sums: a block of kColumnThreads threads takes kPairColumns columns of
+// a split of the rows, each lane two adjacent columns (one 4- or 8-byte access: a warp reads 128
+// or 256 contiguous bytes of a row), its 8 warps every 8th row; the warps' sums are added in
+// warp order, then the splits in order (column_total_kernel): deterministic.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "models/fused_kernels_device.h"
+
+namespace nt::cuda::device {
+
+constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi) = sqrt(2) * (2 / sqrt(pi)) * 0.5
+constexpr float kGeluKappa = 0.044715f;
+constexpr int kPairColumns = 64;  // columns per block of the sums: two per lane
+constexpr int kGeluRows = 4;      // rows a warp loads at once
+
+NT_DEVICE float gelu_tanh(float x) {
+  const float x_cube = x * x * x;
+  const float inner = kGeluBeta * (x + kGeluKappa * x_cube);
+  return 0.5f * x * (1.f + tanhf(inner));
+}
+
+// dy * d gelu_tanh(x) / dx.
+NT_DEVICE float gelu_tanh_backward(float dy, float x) {
+  const float x_sq = x * x, x_cube = x_sq * x;
+  const float tanh_inner = tanhf(kGeluBeta * (x + kGeluKappa * x_cube));
+  const float left = 0.5f * x, right = 1.f + tanh_inner;
+  const float left_derivative = 0.5f * right;
+  const float right_derivative = 1.f - tanh_inner * tanh_inner;
+  const float inner_derivative = kGeluBeta * (1.f + 3.f * kGeluKappa * x_sq);
+  return dy * (left_derivative + left * right_derivative * inner_derivative);
+}
+
+// Two adjacent elements p[0], p[1] (the second only when width == 2; else 0); with kVector one
+// aligned 2-element access on the GPU.
+template <bool kVector>
+NT_DEVICE void load2(const float* p, int width, float (&v)[2]) {
+#ifdef __CUDACC__
+  if constexpr (kVector) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    v[0] = x.x;
+    v[1] = x.y;
+    return;
+  }
+#endif
+  v[0] = p[0];
+  v[1] = width > 1 ? p[1] : 0.f;
+}
+template <bool kVector>
+NT_DEVICE void load2(const __nv_bfloat16* p, int width, float (&v)[2]) {
+#ifdef __CUDACC__
+  if constexpr (kVector) {
+    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
+    v[0] = __low2float(x);
+    v[1] = __high2float(x);
+    return;
+  }
+#endif
+  v[0] = to_float(p[0]);
+  v[1] = width > 1 ? to_float(p[1]) : 0.f;
+}
+template <bool kVector>
+NT_DEVICE void store2(float* p, int width, const float (&v)[2]) {
+#ifdef __CUDACC__
+  if constexpr (kVector) {
+    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
+    return;
+  }
+#endif
+  p[0] = v[0];
+  if (width > 1) p[1] = v[1];
+}
+template <bool kVector>
+NT_DEVICE void store2(__nv_bfloat16* p, int width, const float (&v)[2]) {
+#ifdef __CUDACC__
+  if constexpr (kVector) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v[0], v[1]);
+    return;
+  }
+#endif
+  p[0] = from_float<__nv_bfloat16>(v[0]);
+  if (width > 1) p[1] = from_float<__nv_bfloat16>(v[1]);
+}
+
+// part[split, n] = the sum over the split's rows of dpre[m, n] (forming dpre first with
+// kDerivative), act written where not null. g and dpre may be the same matrix. kVector: N is
+// even and every matrix 2-element aligned.
+template <typename T, bool kDerivative, bool kVector>
+NT_GLOBAL void NT_BOUNDS(kColumnThreads)
+    gelu_bias_gradient_kernel(const T* g, const T* __restrict__ pre, T* dpre, T* __restrict__ act,
+                              float* __restrict__ part, int64_t M, int N, int64_t rows_per_split) {
+  NT_SHARED float shared[2 * kColumnThreads];
+  const int lane = static_cast<int>(threadIdx.x % 32), group = static_cast<int>(threadIdx.x / 32);
+  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
+  const int64_t t1 = t0 + rows_per_split < M ? t0 + rows_per_split : M;
+  const int width = d + 1 < N ? 2 : d < N ? 1 : 0;  // this lane's columns
+  float acc[2] = {0.f, 0.f};
+  if (width > 0) {
+    // kGeluRows rows at a time, their loads issued together (g and dpre may alias, so the
+    // compiler may not move a row's loads above the previous row's stores itself).
+    for (int64_t t = t0 + group; t < t1; t += kGeluRows * kColumnGroups) {
+      float v[kGeluRows][2], p[kGeluRows][2];
+NT_UNROLL
+      for (int u = 0; u < kGeluRows; ++u) {
+        const int64_t row = t + u * kColumnGroups, i = row * N + d;
+        v[u][0] = v[u][1] = p[u][0] = p[u][1] = 0.f;
+        if (row < t1) {
+          load2<kVector>(g + i, width, v[u]);
+          if (kDerivative || act) load2<kVector>(pre + i, width, p[u]);
+        }
+      }
+NT_UNROLL
+      for (int u = 0; u < kGeluRows; ++u) {
+        const int64_t row = t + u * kColumnGroups, i = row * N + d;
+        if (row >= t1) break;
+        if (kDerivative) {
+          v[u][0] = round_to<T>(gelu_tanh_backward(v[u][0], p[u][0]));
+          v[u][1] = width > 1 ? round_to<T>(gelu_tanh_backward(v[u][1], p[u][1])) : 0.f;
+          store2<kVector>(dpre + i, width, v[u]);
+        }
+        if (act) {
+          const float a[2] = {gelu_tanh(p[u][0]), gelu_tanh(p[u][1])};
+          store2<kVector>(act + i, width, a);
+        }
+        acc[0] += v[u][0];  // row by row, in order
+        acc[1] += v[u][1];
+      }
+    }
+  }
+  for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];
+  __syncthreads();
+  if (group == 0) {
+    for (int k = 0; k < width; ++k) {
+      float total = 0.f;
+      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kPairColumns + 2 * lane + k];
+      part[static_cast<int64_t>(blockIdx.y) * N + d + k] = total;
+    }
+  }
+}
+
+// out[n] = the sum of part[split, n] over the splits, in order, rounded to T.
+template <typename T>
+NT_GLOBAL void column_total_kernel(const float* __restrict__ part, T* __restrict__ out, int splits, int N) {
+  const int d = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (d >= N) return;
+  float total = 0.f;
+  for (int k = 0; k < splits; ++k) total += part[static_cast<int64_t>(k) * N + d];
+  out[d] = from_float<T>(total);
+}
+
+// act[i] = gelu_tanh(pre[i]) for n elements, two per thread, grid-stride.
+template <typename T, bool kVector>
+NT_GLOBAL void gelu_kernel(const T* __restrict__ pre, T* __restrict__ act, int64_t n) {
+  const int64_t pairs = (n + 1) / 2, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < pairs; j += stride) {
+    const int width = 2 * j + 1 < n ? 2 : 1;
+    float p[2];
+    load2<kVector>(pre + 2 * j, width, p);
+    const float a[2] = {gelu_tanh(p[0]), gelu_tanh(p[1])};
+    store2<kVector>(act + 2 * j, width, a);
+  }
+}
+
+// ---- launches --------------------------------------------------------------------------------
+
+// The row splits of gelu_bias_gradient for M rows (up to 64, at least 64 rows each) and the
+// floats of workspace it needs (the splits' partial sums).
+inline int gelu_sum_splits(int64_t M) {
+  const int64_t s = M / 64;
+  return static_cast<int>(s < 1 ? 1 : s > 64 ? 64 : s);
+}
+inline int64_t gelu_bias_gradient_workspace(int64_t M, int N) {
+  return gelu_sum_splits(M) * static_cast<int64_t>(N);
+}
+
+template <typename T>
+bool pair_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (2 * sizeof(T)) == 0;
+}
+
+// g, pre, dpre, act [M, N] row-major; dbias [N]; workspace gelu_bias_gradient_workspace(M, N)
+// floats. Without `derivative`, g is dpre (read only) and pre is read only for act; act may be
+// null (not written).
+template <typename T>
+void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbias, float* workspace, int64_t M,
+                               int N, bool derivative, cudaStream_t s) {
+  const int splits = gelu_sum_splits(M);
+  const int64_t rows_per_split = (M + splits - 1) / splits;
+  const bool vector = N % 2 == 0 && pair_aligned(g) && (!pre || pair_aligned(pre)) && (!dpre || pair_aligned(dpre)) &&
+                      (!act || pair_aligned(act));
+  auto kernel = derivative ? (vector ? gelu_bias_gradient_kernel<T, true, true> : gelu_bias_gradient_kernel<T, true, false>)
+                           : (vector ? gelu_bias_gradient_kernel<T, false, true> : gelu_bias_gradient_kernel<T, false, false>);
+  const dim3 grid(static_cast<unsigned>((N + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(splits));
+  NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
+  auto total_kernel = column_total_kernel<T>;
+  NT_LAUNCH(total_kernel, dim3(static_cast<unsigned>((N + 255) / 256)), dim3(256), s,
+            static_cast<const float*>(workspace), dbias, splits, N);
+}
+
+// pre, act: n elements.
+template <typename T>
+void launch_gelu(const T* pre, T* act, int64_t n, cudaStream_t s) {
+  const int64_t pairs = (n + 1) / 2, blocks = (pairs + kRowThreads - 1) / kRowThreads;
+  const bool vector = n % 2 == 0 && pair_aligned(pre) && pair_aligned(act);
+  auto kernel = vector ? gelu_kernel<T, true> : gelu_kernel<T, false>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < 65536 * 8 ? blocks : 65536 * 8)), dim3(kRowThreads), s, pre,
+            act, n);
+}
+
+}  // namespace nt::cuda::device
