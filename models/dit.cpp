@@ -181,16 +181,26 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
   // inputs (its normalised input is computed again in backward, not kept).
   auto& qkv = attn->qkv;
   auto& fc1 = mlp->fc1;
-  auto a = attn->attend(norm ? modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused)
-                             : linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)));
+  at::Tensor x_res = x;  // x as the residual takes it
+  at::Tensor a;          // the attention branch [N, T, D]
+  if (norm) {
+    a = attn->attend(modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused));
+  } else if (fused && fused_modulated_norm_supports(x, shift_msa, scale_msa)) {
+    // The norm hands x on to the residual: x's two gradients meet in the norm's backward kernel.
+    auto yx = fused_modulated_norm_passing(x, shift_msa, scale_msa, kModulatedNormEps, cuda_autocast_enabled());
+    x_res = yx[1];
+    a = attn->attend(linear(qkv, yx[0]));
+  } else {
+    a = attn->attend(linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)));
+  }
   at::Tensor h, n;  // the stream after attention; the MLP's normalised input
-  if (!norm && fused && fused_residual_norm_supports(x, gate_msa, a, shift_mlp, scale_mlp)) {
+  if (!norm && fused && fused_residual_norm_supports(x_res, gate_msa, a, shift_mlp, scale_mlp)) {
     // The residual and the MLP's norm in one pass each way (their gradients meet in the kernel).
-    auto hn = fused_residual_norm(x, gate_msa, a, shift_mlp, scale_mlp, kModulatedNormEps, cuda_autocast_enabled());
+    auto hn = fused_residual_norm(x_res, gate_msa, a, shift_mlp, scale_mlp, kModulatedNormEps, cuda_autocast_enabled());
     h = hn[0];
     n = hn[1];
   } else {
-    h = gated_residual(x, gate_msa, a, fused);
+    h = gated_residual(x_res, gate_msa, a, fused);
     if (!norm) n = modulated_norm(h, shift_mlp, scale_mlp, fused);
   }
   const bool gelu_again = recomputes_mlp(opt.recompute);

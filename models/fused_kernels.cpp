@@ -43,9 +43,12 @@ at::Tensor rows_of(const at::Tensor& t, int64_t* stride) {
   return r;
 }
 
+// {y} or, with `pass_x`, {y, x'} where x' is x itself (a view: LibTorch's custom functions hand a
+// returned input on as one). x's gradient through x' then reaches this node's backward with the
+// norm's and the kernel adds the two, where autograd would otherwise add them in a pass of its own.
 struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& shift_in,
-                            const at::Tensor& scale_in, double eps, bool bf16_out) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& shift_in,
+                               const at::Tensor& scale_in, double eps, bool bf16_out, bool pass_x) {
     const at::Tensor x = x_in.contiguous();  // [N, T, D] fp32
     const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
     int64_t shift_stride = 0, scale_stride = 0;
@@ -59,24 +62,28 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     ctx->save_for_backward({x, scale, mean, rstd});
     ctx->saved_data["scale_stride"] = scale_stride;
     ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift_in.scalar_type());
-    return y;
+    if (pass_x) return {y, x_in};
+    return {y};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &scale = saved[1], &mean = saved[2], &rstd = saved[3];
     const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
-    const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
-    auto gx = at::empty_like(x);
+    const at::Tensor none;
+    if (!grads[0].defined()) return {grads.size() > 1 ? grads[1] : none, none, none, none, none, none};  // y unused
+    auto gx = at::empty_like(x);  // [N, T, D] fp32
     auto g_scale = at::empty({N, D}, x.options()), g_shift = at::empty({N, D}, x.options());  // fp32
+    const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
+    const at::Tensor g_other = grads.size() > 1 && grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : none;
     auto workspace = at::empty({cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D))}, x.options());
     cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
-                                  dtype_of(scale), gx.data_ptr<float>(), g_scale.data_ptr<float>(),
-                                  g_shift.data_ptr<float>(), workspace.data_ptr<float>(), N * T, T, static_cast<int>(D),
-                                  x.get_device(), nullptr);
+                                  dtype_of(scale), g_other.defined() ? g_other.data_ptr<float>() : nullptr,
+                                  gx.data_ptr<float>(), g_scale.data_ptr<float>(), g_shift.data_ptr<float>(),
+                                  workspace.data_ptr<float>(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
     const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
-    return {gx, g_shift.to(shift_dtype), g_scale.to(scale.scalar_type()), at::Tensor(), at::Tensor()};
+    return {gx, g_shift.to(shift_dtype), g_scale.to(scale.scalar_type()), none, none, none};
   }
 };
 
@@ -184,9 +191,20 @@ at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, co
   if (!fused_modulated_norm_supports(x, shift, scale))
     unsupported("fused_modulated_norm", "fp32 x [N, T, D] and shift, scale [N, D] of one dtype (fp32 or bf16)");
 #ifdef NT_HAVE_CUDA_KERNELS
-  return FusedModulatedNorm::apply(x, shift, scale, eps, bf16_out);
+  return FusedModulatedNorm::apply(x, shift, scale, eps, bf16_out, false)[0];
 #else
   return at::Tensor();
+#endif
+}
+
+std::vector<at::Tensor> fused_modulated_norm_passing(const at::Tensor& x, const at::Tensor& shift,
+                                                     const at::Tensor& scale, double eps, bool bf16_out) {
+  if (!fused_modulated_norm_supports(x, shift, scale))
+    unsupported("fused_modulated_norm_passing", "fp32 x [N, T, D] and shift, scale [N, D] of one dtype (fp32 or bf16)");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedModulatedNorm::apply(x, shift, scale, eps, bf16_out, true);
+#else
+  return {};
 #endif
 }
 

@@ -20,6 +20,12 @@ bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift,
 at::Tensor fused_modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
                                 bool bf16_out);
 
+// fused_modulated_norm that also hands x on: {y, x'} with x' = x (a view of it). Where x goes on
+// through x' as well (the residual stream at a DiT block's start), x's two gradients meet in
+// the norm's backward kernel instead of a separate addition. Supports: as fused_modulated_norm.
+std::vector<at::Tensor> fused_modulated_norm_passing(const at::Tensor& x, const at::Tensor& shift,
+                                                     const at::Tensor& scale, double eps, bool bf16_out);
+
 // x + gate * branch, per sample gate (the gated residual of a DiT block), fp32 out; keeps gate
 // and branch for backward. Supports: CUDA, fp32 x [N, T, D], branch [N, T, D] and gate [N, D] of
 // one dtype (fp32 or bf16), gate with unit stride along D.

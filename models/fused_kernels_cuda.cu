@@ -80,15 +80,16 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
 }
 
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
-                             const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
-                             float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
-                             int device, void* stream) {
+                             const void* scale, int64_t scale_stride, Dtype mod_dtype, const float* grad_x_other,
+                             float* grad_x, float* grad_scale, float* grad_shift, float* workspace, int64_t rows,
+                             int64_t T, int D, int device, void* stream) {
   check_norm_shape("fused modulated norm", rows, T, D);
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_modulated_norm_backward(static_cast<const TY*>(grad_y), x, mean, rstd, static_cast<const TM*>(scale),
-                                           scale_stride, grad_x, grad_scale, grad_shift, workspace, rows, T, D, s);
+                                           scale_stride, grad_x_other, grad_x, grad_scale, grad_shift, workspace,
+                                           rows, T, D, s);
   });
 }
 

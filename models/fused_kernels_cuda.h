@@ -9,7 +9,8 @@
 //   forward:  mean, rstd = LayerNorm statistics of x[r] (biased variance, eps)
 //             y[r, d] = ((x[r, d] - mean) * rstd) * s1(n, d) + shift[n, d],
 //             s1(n, d) = 1 + scale[n, d] rounded to the dtype of scale (as `1 + scale` is)
-//   backward: grad_x[r] = rstd * (g - mean_d(g) - x_hat * mean_d(g * x_hat)), g = grad_y * s1
+//   backward: grad_x[r] = grad_x_other[r] + rstd * (g - mean_d(g) - x_hat * mean_d(g * x_hat)),
+//             g = grad_y * s1 (grad_x_other: x's gradient from its other uses; null: none)
 //             grad_scale[n, d] = sum_t grad_y * x_hat, grad_shift[n, d] = sum_t grad_y (fp32)
 // gated_residual (x + gate * branch), x and out fp32, gate and branch of one dtype:
 //   forward:  out[r, d] = x[r, d] + gate[n, d] * branch[r, d]
@@ -33,9 +34,9 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
 
 // workspace: modulated_norm_backward_workspace(rows, T, D) floats on the device (partial sums).
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
-                             const void* scale, int64_t scale_stride, Dtype mod_dtype, float* grad_x,
-                             float* grad_scale, float* grad_shift, float* workspace, int64_t rows, int64_t T, int D,
-                             int device, void* stream);
+                             const void* scale, int64_t scale_stride, Dtype mod_dtype, const float* grad_x_other,
+                             float* grad_x, float* grad_scale, float* grad_shift, float* workspace, int64_t rows,
+                             int64_t T, int D, int device, void* stream);
 int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D);
 // The widest rows modulated_norm supports (D <= this).
 int modulated_norm_max_width();

@@ -135,7 +135,8 @@ NT_UNROLL
 
 // The norm's backward reads gy and x once: a block takes kTileRows rows of one sample; for each
 // row it forms the row means of g = gy * s1 and g * x_hat (block sums) and writes
-//   grad x = rstd * (g - mean(g) - x_hat * mean(g * x_hat));
+//   grad x = gx_other + rstd * (g - mean(g) - x_hat * mean(g * x_hat))
+// (gx_other: x's gradient from its other uses, null: 0; added as autograd would add the two);
 // each thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of
 // gy * x_hat (grad scale) and gy (grad shift) in registers and writes them as the tile's partial
 // sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). scale's
@@ -152,8 +153,8 @@ template <typename TM, typename TY, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     norm_backward_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
                          const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t mod_stride,
-                         float* __restrict__ gx, float* __restrict__ part_scale, float* __restrict__ part_shift,
-                         int64_t T, int D, int tiles) {
+                         const float* __restrict__ gx_other, float* __restrict__ gx, float* __restrict__ part_scale,
+                         float* __restrict__ part_shift, int64_t T, int D, int tiles) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t n = blockIdx.x / tiles;
   const int tile = static_cast<int>(blockIdx.x % tiles);
@@ -187,7 +188,8 @@ NT_UNROLL
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        gx[base + d] = norm_input_grad(r, gyv * s1[k], x_hat, means);
+        const float other = gx_other ? gx_other[base + d] : 0.f;  // x's gradient from elsewhere
+        gx[base + d] = other + norm_input_grad(r, gyv * s1[k], x_hat, means);
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
@@ -409,14 +411,15 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
 // workspace: norm_backward_workspace(rows, T, D) floats.
 template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
-                                    const TM* scale, int64_t scale_stride, float* gx, float* g_scale, float* g_shift,
-                                    float* workspace, int64_t rows, int64_t T, int D, cudaStream_t s) {
+                                    const TM* scale, int64_t scale_stride, const float* gx_other, float* gx,
+                                    float* g_scale, float* g_shift, float* workspace, int64_t rows, int64_t T, int D,
+                                    cudaStream_t s) {
   const int tiles = norm_backward_tiles(T);
   const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
   float *part_scale = workspace, *part_shift = workspace + part;
   auto row_kernel = pick_per_thread(D, [](auto p) { return norm_backward_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
-            scale_stride, gx, part_scale, part_shift, T, D, tiles);
+            scale_stride, gx_other, gx, part_scale, part_shift, T, D, tiles);
   auto sum_kernel = tile_sum_kernel<float>;
   NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
             part_scale, part_shift, g_scale, g_shift, tiles, D);

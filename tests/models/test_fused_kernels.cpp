@@ -4,7 +4,7 @@
 // fused op against LibTorch's ops as the reference — values and every gradient, fp32 and bf16
 // (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks;
 // rows wider than the kernels support take the composite; the residual and the next norm in one
-// node against the two ops.
+// node against the two ops; the norm that hands its input on against the input used twice.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -66,6 +66,12 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     ADD_FAILURE() << "no error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("fused_gated_residual: needs"), std::string::npos) << e.what();
+  }
+  try {
+    nt::fused_modulated_norm_passing(x, s, s, 1e-6, false);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_modulated_norm_passing: needs"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(nt::fused_residual_norm_supports(x, s, x, s, s));
   try {
@@ -183,6 +189,49 @@ TEST_P(FusedCuda, ResidualNormMatchesLibTorchOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Widths, FusedCuda, ::testing::Values(36, 128, 200, 1152));
+
+// The norm that hands x on, {y, x'}: x' is x's memory, and x's gradient is the norm's plus what
+// reaches x', as with x used twice in LibTorch's ops; with y unused, x's gradient is x''s alone.
+TEST_P(FusedCuda, NormPassingXMatchesLibTorchOps) {
+  const int64_t D = GetParam(), N = 3, T = 37;
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 7);
+  const auto x0 = (at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen)).to(cuda.device());
+  const auto mod0 = (at::randn({N, 2 * D}, gen) * 0.5).to(cuda.device());
+  const auto probe = at::randn({N, T, D}, gen).to(cuda.device()), probe2 = at::randn({N, T, D}, gen).to(cuda.device());
+  for (bool autocast : {false, true}) {
+    at::Tensor grads[2][2];  // [reference, fused][x, mod]
+    for (int fused = 0; fused < 2; ++fused) {
+      auto x = x0.clone().requires_grad_(true), mod = mod0.clone().requires_grad_(true);
+      if (autocast) nt::set_cuda_autocast(true);
+      auto chunks = (autocast ? mod.to(at::kBFloat16) : mod).chunk(2, 1);
+      at::Tensor y, x_on = x;
+      if (fused) {
+        auto yx = nt::fused_modulated_norm_passing(x, chunks[0], chunks[1], nt::kModulatedNormEps, autocast);
+        y = yx[0];
+        x_on = yx[1];
+        EXPECT_EQ(x_on.data_ptr(), x.data_ptr());
+        EXPECT_TRUE(x_on.grad_fn() != nullptr);
+      } else {
+        y = nt::modulated_norm(x, chunks[0], chunks[1], false);
+      }
+      if (autocast) nt::set_cuda_autocast(false);
+      ((y.to(at::kFloat) * probe).sum() + (x_on * probe2).sum()).backward();
+      grads[fused][0] = x.grad();
+      grads[fused][1] = mod.grad();
+    }
+    const double ex = rel(grads[1][0], grads[0][0]), em = rel(grads[1][1], grads[0][1]);
+    std::cout << "[ fused    ] norm passing x, D " << D << (autocast ? " bf16" : " fp32") << ": grad x " << ex
+              << ", grad shift and scale " << em << "\n";
+    EXPECT_LE(ex, autocast ? 2e-2 : 1e-4);
+    EXPECT_LE(em, autocast ? 2e-2 : 1e-4);
+  }
+  auto x = x0.clone().requires_grad_(true);
+  auto chunks = mod0.chunk(2, 1);
+  auto yx = nt::fused_modulated_norm_passing(x, chunks[0], chunks[1], nt::kModulatedNormEps, false);
+  (yx[1] * probe2).sum().backward();
+  EXPECT_TRUE(torch::equal(x.grad(), probe2));
+}
 
 // Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.
 TEST(FusedCudaLimits, WideRowsFallBackToTheComposite) {

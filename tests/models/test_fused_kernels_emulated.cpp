@@ -77,9 +77,17 @@ void check_modulated_norm(int64_t D) {
   auto gx = at::empty({N, T, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
   auto workspace = at::empty({dev::norm_backward_workspace(rows, T, static_cast<int>(D))});
   dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
-                                              ptr<TM>(mod) + D, 2 * D, mut<float>(gx), mut<float>(g_scale),
-                                              mut<float>(g_shift), mut<float>(workspace), rows, T, static_cast<int>(D),
-                                              nullptr);
+                                              ptr<TM>(mod) + D, 2 * D, static_cast<const float*>(nullptr),
+                                              mut<float>(gx), mut<float>(g_scale), mut<float>(g_shift),
+                                              mut<float>(workspace), rows, T, static_cast<int>(D), nullptr);
+  // With x's gradient from elsewhere: added to the norm's, as autograd adds the two (one rounding).
+  const at::Tensor other = at::randn({N, T, D}, gen);
+  auto gx_sum = at::empty({N, T, D});
+  dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
+                                              ptr<TM>(mod) + D, 2 * D, ptr<float>(other), mut<float>(gx_sum),
+                                              mut<float>(at::empty({N, D})), mut<float>(at::empty({N, D})),
+                                              mut<float>(workspace), rows, T, static_cast<int>(D), nullptr);
+  EXPECT_TRUE(at::equal(gx_sum, other + gx)) << "grad x with another gradient added";
   // d y / d scale = x_hat, whatever scale's dtype (autograd through the bf16 rounding of 1 + scale
   // would round this gradient to bf16; the kernel hands it on in fp32 and its caller rounds it).
   const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);
