@@ -20,6 +20,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "models/fused_kernels_device.h"
 
@@ -49,23 +50,15 @@ NT_DEVICE float gelu_tanh_backward(float dy, float x) {
 
 // Two adjacent elements p[0], p[1] (the second only when width == 2; else 0); with kVector one
 // aligned 2-element access on the GPU.
-template <bool kVector>
-NT_DEVICE void load2(const float* p, int width, float (&v)[2]) {
+template <bool kVector, typename T>
+NT_DEVICE void load2(const T* p, int width, float (&v)[2]) {
 #ifdef __CUDACC__
-  if constexpr (kVector) {
+  if constexpr (kVector && std::is_same_v<T, float>) {
     const float2 x = *reinterpret_cast<const float2*>(p);
     v[0] = x.x;
     v[1] = x.y;
     return;
-  }
-#endif
-  v[0] = p[0];
-  v[1] = width > 1 ? p[1] : 0.f;
-}
-template <bool kVector>
-NT_DEVICE void load2(const __nv_bfloat16* p, int width, float (&v)[2]) {
-#ifdef __CUDACC__
-  if constexpr (kVector) {
+  } else if constexpr (kVector) {
     const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
     v[0] = __low2float(x);
     v[1] = __high2float(x);
@@ -75,27 +68,19 @@ NT_DEVICE void load2(const __nv_bfloat16* p, int width, float (&v)[2]) {
   v[0] = to_float(p[0]);
   v[1] = width > 1 ? to_float(p[1]) : 0.f;
 }
-template <bool kVector>
-NT_DEVICE void store2(float* p, int width, const float (&v)[2]) {
+template <bool kVector, typename T>
+NT_DEVICE void store2(T* p, int width, const float (&v)[2]) {
 #ifdef __CUDACC__
-  if constexpr (kVector) {
+  if constexpr (kVector && std::is_same_v<T, float>) {
     *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
     return;
-  }
-#endif
-  p[0] = v[0];
-  if (width > 1) p[1] = v[1];
-}
-template <bool kVector>
-NT_DEVICE void store2(__nv_bfloat16* p, int width, const float (&v)[2]) {
-#ifdef __CUDACC__
-  if constexpr (kVector) {
+  } else if constexpr (kVector) {
     *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v[0], v[1]);
     return;
   }
 #endif
-  p[0] = from_float<__nv_bfloat16>(v[0]);
-  if (width > 1) p[1] = from_float<__nv_bfloat16>(v[1]);
+  p[0] = from_float<T>(v[0]);
+  if (width > 1) p[1] = from_float<T>(v[1]);
 }
 
 // part[split, n] = the sum over the split's rows of dpre[m, n] (forming dpre first with
