@@ -307,15 +307,15 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   store_column_sums<3>(acc, shared, out, n, D, d);
 }
 
-// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order; for two buffers at once
-// (part_b and out_b null: one).
+// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order (fp32), written in T; for
+// two buffers at once (part_b and out_b null: one).
 template <typename T>
-NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict__ part_b, T* __restrict__ out_a,
-                               T* __restrict__ out_b, int tiles, int D) {
+NT_GLOBAL void tile_sum_kernel(const float* __restrict__ part_a, const float* __restrict__ part_b,
+                               T* __restrict__ out_a, T* __restrict__ out_b, int tiles, int D) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t n = blockIdx.y;
   if (d >= D) return;
-  T a = 0, b = 0;
+  float a = 0.f, b = 0.f;
 #ifdef __CUDACC__
 #pragma unroll 4
 #endif
@@ -324,8 +324,8 @@ NT_GLOBAL void tile_sum_kernel(const T* __restrict__ part_a, const T* __restrict
     a += part_a[i];
     if (part_b) b += part_b[i];
   }
-  out_a[n * D + d] = a;
-  if (out_b) out_b[n * D + d] = b;
+  out_a[n * D + d] = from_float<T>(a);
+  if (out_b) out_b[n * D + d] = from_float<T>(b);
 }
 
 // Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).

@@ -185,8 +185,8 @@ thread_local Handles handles;  // one cuBLASLt handle per thread and device
 
 // The fastest algorithm for p's shapes, alignments and epilogue, found on their first use on this
 // thread: the heuristic's best candidates are each timed and the fastest kept (its first choice
-// may be far from the fastest for an epilogue); rank 0 logs the timing beside the same product
-// without the epilogue. found = false when the heuristic fails or finds none (not supported, or
+// may be far from the fastest for an epilogue); rank 0 logs the timing, an epilogue's beside the
+// same product without it. found = false when the heuristic fails or finds none (not supported, or
 // a layout it rejects): the caller then falls back.
 const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, cudaStream_t s) {
   thread_local std::map<AlgoKey, Tuned> cache;
@@ -211,28 +211,25 @@ const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, c
       if (i == 0) first_ms = ms;
       if (ms >= 0.f && (best < 0 || ms < t.ms)) best = i, t.ms = ms;
     }
-    if (best >= 0 && p.epilogue == CUBLASLT_EPILOGUE_DEFAULT) {
+    if (best >= 0) {
       t.found = true;
       t.algo = results[best].algo;
-      log_info("cuBLASLt plain product " + shape(p.l) + ": " + std::to_string(found) + " algorithms timed, fastest " +
-               fmt_ms(t.ms) + " (candidate " + std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) +
-               ")");
-    } else if (best >= 0) {
-      t.found = true;
-      t.algo = results[best].algo;
-      const Described plain(p, cuda_type(dtype), CUBLASLT_EPILOGUE_DEFAULT);
-      cublasLtMatmulHeuristicResult_t pr{};
-      int pf = 0;
-      float plain_ms = -1.f;
-      if (cublasLtMatmulAlgoGetHeuristic(handle, plain.desc.d, plain.A.l, plain.B.l, plain.D.l, plain.D.l, pref.p, 1,
-                                         &pr, &pf) == CUBLAS_STATUS_SUCCESS &&
-          pf > 0)
-        plain_ms = time_ms(
-            [&] { return launch(handle, plain, pr.algo, p, workspace, s) == CUBLAS_STATUS_SUCCESS; }, s);
+      std::string against;  // an epilogue's product is timed against the same product without it
+      if (p.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+        const Described plain(p, cuda_type(dtype), CUBLASLT_EPILOGUE_DEFAULT);
+        cublasLtMatmulHeuristicResult_t pr{};
+        int pf = 0;
+        float plain_ms = -1.f;
+        if (cublasLtMatmulAlgoGetHeuristic(handle, plain.desc.d, plain.A.l, plain.B.l, plain.D.l, plain.D.l, pref.p,
+                                           1, &pr, &pf) == CUBLAS_STATUS_SUCCESS &&
+            pf > 0)
+          plain_ms = time_ms(
+              [&] { return launch(handle, plain, pr.algo, p, workspace, s) == CUBLAS_STATUS_SUCCESS; }, s);
+        against = "; without the epilogue " + fmt_ms(plain_ms);
+      }
       log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product " + shape(p.l) + ": " +
                std::to_string(found) + " algorithms timed, fastest " + fmt_ms(t.ms) + " (candidate " +
-               std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) + "); without the epilogue " +
-               fmt_ms(plain_ms));
+               std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) + ")" + against);
     }
   }
   return cache.emplace(key, t).first->second;

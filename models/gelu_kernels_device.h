@@ -16,7 +16,7 @@
 // k = 0.044715. Layout of the sums: a block of kColumnThreads threads takes kPairColumns columns of
 // a split of the rows, each lane two adjacent columns (one 4- or 8-byte access: a warp reads 128
 // or 256 contiguous bytes of a row), its 8 warps every 8th row; the warps' sums are added in
-// warp order, then the splits in order (column_total_kernel): deterministic.
+// warp order, then the splits in order (tile_sum_kernel): deterministic.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -140,16 +140,6 @@ NT_UNROLL
   }
 }
 
-// out[n] = the sum of part[split, n] over the splits, in order, rounded to T.
-template <typename T>
-NT_GLOBAL void column_total_kernel(const float* __restrict__ part, T* __restrict__ out, int splits, int N) {
-  const int d = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (d >= N) return;
-  float total = 0.f;
-  for (int k = 0; k < splits; ++k) total += part[static_cast<int64_t>(k) * N + d];
-  out[d] = from_float<T>(total);
-}
-
 // act[i] = gelu_tanh(pre[i]) for n elements, two per thread, grid-stride.
 template <typename T, bool kVector>
 NT_GLOBAL void gelu_kernel(const T* __restrict__ pre, T* __restrict__ act, int64_t n) {
@@ -194,9 +184,11 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
                            : (vector ? gelu_bias_gradient_kernel<T, false, true> : gelu_bias_gradient_kernel<T, false, false>);
   const dim3 grid(static_cast<unsigned>((N + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(splits));
   NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
-  auto total_kernel = column_total_kernel<T>;
-  NT_LAUNCH(total_kernel, dim3(static_cast<unsigned>((N + 255) / 256)), dim3(256), s,
-            static_cast<const float*>(workspace), dbias, splits, N);
+  // The splits added in order: the tile sums of one "sample" whose tiles are the splits.
+  auto total_kernel = tile_sum_kernel<T>;
+  NT_LAUNCH(total_kernel, dim3(static_cast<unsigned>((N + 127) / 128)), dim3(128), s,
+            static_cast<const float*>(workspace), static_cast<const float*>(nullptr), dbias, static_cast<T*>(nullptr),
+            splits, N);
 }
 
 // pre, act: n elements.
