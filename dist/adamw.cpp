@@ -5,6 +5,11 @@
 
 #include <cmath>
 
+#include "dist/adamw_math.h"
+#ifdef NT_HAVE_CUDA_KERNELS
+#include "dist/adamw_cuda.h"
+#endif
+
 // LibTorch 2.1+ has the fused multi-tensor AdamW kernel and foreach lerp/norm for CUDA buffers.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
 #define NT_HAVE_FUSED_ADAMW 1
@@ -68,8 +73,14 @@ void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& par
 
 at::Tensor sum_of_squares_tensor(const std::vector<at::Tensor>& bufs) {
 #ifdef NT_HAVE_FUSED_ADAMW
-  if (!bufs.empty() && bufs[0].is_cuda())  // per-buffer fp32 norms
-    return at::stack(at::_foreach_norm(bufs, 2)).to(at::kDouble).pow(2).sum();
+  if (!bufs.empty() && bufs[0].is_cuda()) {  // per-buffer fp32 norms
+    bool fp32 = true;
+    for (const auto& b : bufs) fp32 = fp32 && b.scalar_type() == at::kFloat;
+    if (fp32) return at::stack(at::_foreach_norm(bufs, 2)).to(at::kDouble).pow(2).sum();
+    std::vector<at::Tensor> norms;  // bf16 gradients (adamw_ema_fused's): summed in fp32 as well
+    for (const auto& b : bufs) norms.push_back(at::linalg_vector_norm(b, 2, at::OptionalIntArrayRef{}, false, at::kFloat));
+    return at::stack(norms).to(at::kDouble).pow(2).sum();
+  }
 #endif
   at::Tensor s = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(bufs.empty() ? at::kCPU : bufs[0].device()));
   for (const auto& b : bufs) s = s + b.to(at::kDouble).pow(2).sum();  // in order, as float64 additions
@@ -78,10 +89,92 @@ at::Tensor sum_of_squares_tensor(const std::vector<at::Tensor>& bufs) {
 
 double sum_of_squares(const std::vector<at::Tensor>& bufs) { return sum_of_squares_tensor(bufs).item<double>(); }
 
-void clip_by_norm(std::vector<at::Tensor>& grads, double norm, double max_norm) {
-  const double coef = std::min(1.0, max_norm / (norm + 1e-6));
+double clip_coefficient(double norm, double max_norm) { return std::min(1.0, max_norm / (norm + 1e-6)); }
+
+void clip_by_norm(const std::vector<at::Tensor>& grads, double norm, double max_norm) {
+  const double coef = clip_coefficient(norm, max_norm);
   if (coef < 1.0)
-    for (auto& g : grads) g.mul_(coef);
+    for (const auto& g : grads) g.mul_(coef);
+}
+
+bool adamw_ema_fused_available(bool cuda) {
+#ifdef NT_HAVE_CUDA_KERNELS
+  return true;
+#else
+  return !cuda;
+#endif
+}
+
+namespace {
+
+void check_fused_buffer(const char* what, const at::Tensor& t, const at::Tensor& param, size_t i) {
+  TORCH_CHECK(t.defined() && t.is_contiguous() && t.numel() == param.numel() && t.device() == param.device(),
+              "adamw_ema_fused: ", what, " ", i, " is not a contiguous buffer of parameter buffer ", i,
+              "'s size on its device");
+}
+
+// The CPU form: the kernel's per-element arithmetic in a loop.
+template <typename G>
+void adamw_ema_cpu(float* theta, const G* grad, float* m, float* v, float* ema, c10::BFloat16* copy, int64_t n,
+                   const AdamWEmaConsts& c) {
+  for (int64_t i = 0; i < n; ++i) {
+    adamw_ema_element(theta[i], static_cast<float>(grad[i]), m[i], v[i], ema[i], c);
+    if (copy) copy[i] = c10::BFloat16(theta[i]);  // round to nearest even
+  }
+}
+
+}  // namespace
+
+void adamw_ema_fused(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, AdamWState& s,
+                     const AdamWParams& p, std::vector<at::Tensor>& ema, double decay, double grad_scale,
+                     const std::vector<at::Tensor>& copies) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && ema.size() == n && s.exp_avg.size() == n && s.exp_avg_sq.size() == n &&
+                  (copies.empty() || copies.size() == n),
+              "adamw_ema_fused: ", n, " parameter buffers but ", grads.size(), " gradients, ", ema.size(), " EMA, ",
+              s.exp_avg.size(), " moment and ", copies.size(), " copy buffers");
+  for (size_t i = 0; i < n; ++i) {
+    TORCH_CHECK(params[i].scalar_type() == at::kFloat && params[i].is_contiguous(), "adamw_ema_fused: parameter buffer ",
+                i, " is not a contiguous fp32 buffer");
+    TORCH_CHECK(adamw_ema_fused_available(params[i].is_cuda()),
+                "adamw_ema_fused: CUDA buffers need a build with nvcc (NT_HAVE_CUDA_KERNELS)");
+    check_fused_buffer("gradient", grads[i], params[i], i);
+    TORCH_CHECK(grads[i].scalar_type() == at::kFloat || grads[i].scalar_type() == at::kBFloat16,
+                "adamw_ema_fused: gradient ", i, " is neither fp32 nor bf16");
+    check_fused_buffer("EMA", ema[i], params[i], i);
+    check_fused_buffer("first moment", s.exp_avg[i], params[i], i);
+    check_fused_buffer("second moment", s.exp_avg_sq[i], params[i], i);
+    for (const auto* t : {&ema[i], &s.exp_avg[i], &s.exp_avg_sq[i]})
+      TORCH_CHECK(t->scalar_type() == at::kFloat, "adamw_ema_fused: EMA and moment buffers are fp32");
+    if (!copies.empty() && copies[i].defined()) {
+      check_fused_buffer("copy", copies[i], params[i], i);
+      TORCH_CHECK(copies[i].scalar_type() == at::kBFloat16, "adamw_ema_fused: copy ", i, " is not bf16");
+    }
+  }
+  s.step += 1;
+  const AdamWEmaConsts c =
+      adamw_ema_consts(p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, s.step, grad_scale, decay);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& g = grads[i];
+    const bool bf16 = g.scalar_type() == at::kBFloat16;
+    const at::Tensor copy = copies.empty() ? at::Tensor() : copies[i];
+    float *theta = params[i].data_ptr<float>(), *m = s.exp_avg[i].data_ptr<float>(),
+          *v = s.exp_avg_sq[i].data_ptr<float>(), *e = ema[i].data_ptr<float>();
+    const int64_t numel = params[i].numel();
+    if (params[i].is_cuda()) {
+#ifdef NT_HAVE_CUDA_KERNELS
+      cuda::adamw_ema_update(theta, g.data_ptr(), bf16, m, v, e, copy.defined() ? copy.data_ptr() : nullptr, numel, c,
+                             params[i].get_device(), nullptr);
+#endif
+      continue;
+    }
+    c10::BFloat16* out = copy.defined() ? copy.data_ptr<c10::BFloat16>() : nullptr;
+    if (bf16)
+      adamw_ema_cpu(theta, g.data_ptr<c10::BFloat16>(), m, v, e, out, numel, c);
+    else
+      adamw_ema_cpu(theta, g.data_ptr<float>(), m, v, e, out, numel, c);
+  }
 }
 
 }  // namespace nt

@@ -2,7 +2,8 @@
 // AdamW follows torch.optim.AdamW (decoupled weight decay, bias correction, eps outside sqrt):
 // on the CPU bit for bit (its single-tensor algorithm); on CUDA (LibTorch 2.1+) through the fused
 // multi-tensor kernel, EMA through foreach lerp and norms through foreach norm (fp32 per buffer),
-// the same updates up to rounding.
+// the same updates up to rounding. adamw_ema_fused does AdamW, EMA and the bf16 compute copies
+// in one pass per buffer instead.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -30,7 +31,23 @@ void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& par
 // float64 tensor on the buffers' device (no host synchronisation), or read back.
 at::Tensor sum_of_squares_tensor(const std::vector<at::Tensor>& bufs);
 double sum_of_squares(const std::vector<at::Tensor>& bufs);
-// Scales gradients in place by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_.
-void clip_by_norm(std::vector<at::Tensor>& grads, double norm, double max_norm);
+// min(1, max_norm / (norm + 1e-6)): the factor clip_grad_norm_ scales the gradients by.
+double clip_coefficient(double norm, double max_norm);
+// Scales gradients in place by clip_coefficient(norm, max_norm), as clip_grad_norm_.
+void clip_by_norm(const std::vector<at::Tensor>& grads, double norm, double max_norm);
+
+// adamw_step, then ema_update, then the parameters' compute copies, in one pass over each buffer
+// (dist/adamw_math.h): AdamW as PyTorch's fused CUDA kernel computes it, the EMA as foreach lerp.
+// grads[i]: fp32 or bf16, [numel of params[i]], multiplied by grad_scale first (1, or
+// clip_coefficient: as clip_by_norm would scale fp32 gradients). copies: empty, or per buffer
+// undefined or a bf16 tensor of params[i]'s size that receives bf16(θ) (round to nearest even).
+// On CUDA one kernel per buffer (needs a build with nvcc: adamw_ema_fused_available); on the CPU
+// the same per-element arithmetic in a loop (for tests: adamw_step is the CPU's optimizer).
+// Increments state.step.
+void adamw_ema_fused(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, AdamWState& state,
+                     const AdamWParams& p, std::vector<at::Tensor>& ema, double decay, double grad_scale,
+                     const std::vector<at::Tensor>& copies);
+// Whether adamw_ema_fused runs on buffers of this device type (CUDA: a build with nvcc).
+bool adamw_ema_fused_available(bool cuda);
 
 }  // namespace nt

@@ -113,6 +113,25 @@ void ShardedParams::refresh() {
   for (auto& w : works) w.wait();
 }
 
+bool ShardedParams::updates_in_place() const {
+  if (world_ != 1 || resharder_) return false;  // a communicator of one rank: its collectives are identities
+  for (const auto& g : full_grads_)
+    if (g.scalar_type() != reduce_dtype_ && reduce_dtype_ != at::kFloat) return false;  // a rounding to keep
+  return true;
+}
+
+std::vector<at::Tensor> ShardedParams::compute_copies() const {
+  std::vector<at::Tensor> copies(full_.size());
+  for (size_t u = 0; u < full_.size(); ++u)
+    if (!shares_memory(full_[u], shards_[u])) copies[u] = full_[u];
+  return copies;
+}
+
+void ShardedParams::updated_in_place() {
+  TORCH_CHECK(updates_in_place(), "ShardedParams::updated_in_place: only for W = 1 (see updates_in_place)");
+  release_grad_shards();  // as refresh(); the compute copies were written by the update
+}
+
 std::string ShardedParams::memory_summary() const {
   double shard = 0, grad_shard = 0;  // memory of their own only
   for (size_t u = 0; u < shards_.size(); ++u) {

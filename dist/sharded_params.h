@@ -70,6 +70,19 @@ class ShardedParams {
   // the root now, each block when it next runs). grads() are released (until end_backward()).
   void refresh();
 
+  // One rank (W = 1), gradients reduced in fp32 or in their own dtype: a step's
+  // optimizer may, instead of end_backward() and refresh(), read each unit's gradient as backward
+  // left it (backward_grads()), write the units' compute copies itself (compute_copies()) and
+  // then call updated_in_place() — the values end_backward()'s cast and refresh()'s cast back
+  // would give, without those two passes over the model (dist/adamw.h: adamw_ema_fused). Not
+  // with accumulation over micro-batches (their sum is kept in fp32 by end_backward()).
+  bool updates_in_place() const;
+  // [padded] per unit in its compute dtype (fp32 units: grads() itself).
+  const std::vector<at::Tensor>& backward_grads() const { return full_grads_; }
+  // Per unit: full() where it is a copy of params() in another dtype, else undefined.
+  std::vector<at::Tensor> compute_copies() const;
+  void updated_in_place();
+
   // "parameters X MB, gradients Y MB" per rank (at most, with resharding), for the memory log.
   std::string memory_summary() const;
 

@@ -37,12 +37,14 @@ CommWork reduce_unit_async(Communicator* comm, const at::Tensor& grad_shard, con
               "reduce_unit: accumulating into a gradient shard that holds nothing (released since the last backward)");
   restore_storage(grad_shard);
   torch::NoGradGuard no_grad;
-  const at::Tensor src = full_grad.scalar_type() == reduce_dtype ? full_grad : full_grad.to(reduce_dtype);  // [padded]
-  if (!comm) {
+  const bool same = full_grad.scalar_type() == reduce_dtype;
+  if (!comm) {  // into the fp32 shard in one pass where the cast to reduce_dtype is exact (fp32)
+    const at::Tensor src = same || reduce_dtype == at::kFloat ? full_grad : full_grad.to(reduce_dtype);  // [padded]
     if (accumulate) grad_shard.add_(src);
     else grad_shard.copy_(src);
     return CommWork();
   }
+  const at::Tensor src = same ? full_grad : full_grad.to(reduce_dtype);  // [padded]
   const bool in_place = grad_shard.scalar_type() == reduce_dtype && !accumulate;
   const at::Tensor dst = in_place ? grad_shard : torch::empty({grad_shard.numel()}, src.options());
   auto work = std::make_shared<CommWork>(comm->reduce_scatter_avg_async(dst, src));  // [padded / W]

@@ -351,6 +351,12 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   s.model->train();
   const int64_t b = x.size(0), m = micro_rows(cfg, b), micros = b / m;
   const at::Tensor step_rng = micros > 1 ? generator_state(s.gen) : at::Tensor();
+  // On CUDA with the own kernels and one process, one kernel pass per unit updates the parameters,
+  // the moments, the EMA and the bf16 compute copies from the gradients as backward left them
+  // (dist/adamw.h: adamw_ema_fused) instead of casting them to fp32 shards, the fused AdamW, the
+  // foreach EMA and the casts back.
+  const bool in_place = micros == 1 && cfg.train.fused_kernels && s.sharded->updates_in_place() &&
+                        !s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true);
   at::Tensor loss_sum;  // [1] double, on the compute device (read once, after the last backward)
   for (int64_t i = 0; i < micros; ++i) {
     if (i > 0) set_generator_state(s.gen, step_rng);  // the same draws; each micro-batch keeps its rows
@@ -364,12 +370,12 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
                     .mean();
     if (autocast) set_cuda_autocast(false);
     (micros > 1 ? loss / static_cast<double>(micros) : loss).backward();
-    s.sharded->end_backward();
+    if (!in_place) s.sharded->end_backward();
     const at::Tensor l = loss.detach().to(at::kDouble).reshape({1});
     loss_sum = i == 0 ? l : loss_sum + l;
   }
   if (micros > 1) loss_sum = loss_sum / static_cast<double>(micros);
-  auto& grads = s.sharded->grads();
+  const std::vector<at::Tensor>& grads = in_place ? s.sharded->backward_grads() : s.sharded->grads();
   at::Tensor sq = sum_of_squares_tensor(grads);  // 0-dim float64
   s.last_local_loss = loss_sum;
   if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
@@ -379,13 +385,20 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
     loss_sum = both[1].reshape({1});
   }
   const at::Tensor grad_norm = sq.sqrt();
-  if (cfg.train.grad_clip > 0) clip_by_norm(grads, grad_norm.item<double>(), cfg.train.grad_clip);
+  const double norm = cfg.train.grad_clip > 0 ? grad_norm.item<double>() : 0.0;  // read only to clip
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
-  adamw_step(s.params(), grads, s.opt, ap);
-  ema_update(s.ema, s.params(), cfg.ema.decay);
-  s.sharded->refresh();
+  if (in_place) {
+    const double scale = cfg.train.grad_clip > 0 ? clip_coefficient(norm, cfg.train.grad_clip) : 1.0;
+    adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale, s.sharded->compute_copies());
+    s.sharded->updated_in_place();
+  } else {
+    if (cfg.train.grad_clip > 0) clip_by_norm(grads, norm, cfg.train.grad_clip);
+    adamw_step(s.params(), grads, s.opt, ap);
+    ema_update(s.ema, s.params(), cfg.ema.decay);
+    s.sharded->refresh();
+  }
   s.step += 1;
   return {loss_sum / static_cast<double>(s.world), grad_norm};
 }

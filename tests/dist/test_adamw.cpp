@@ -1,5 +1,7 @@
 // AdamW, EMA and clipping on flat buffers (dist/adamw.h) against LibTorch's own
-// torch::optim::AdamW and torch::nn::utils::clip_grad_norm_.
+// torch::optim::AdamW and torch::nn::utils::clip_grad_norm_; the fused step (adamw_ema_fused)
+// against them on the CPU and against LibTorch's fused CUDA AdamW where a GPU is present; the
+// sharded parameters' update in place against end_backward + update + refresh.
 #include "dist/adamw.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +11,9 @@
 #include <iostream>
 
 #include "core/rng.h"
+#include "dist/sharded_params.h"
+#include "models/dit.h"  // ForwardOptions
+#include "toy_model.h"
 
 namespace {
 
@@ -168,6 +173,213 @@ TEST(ClipByNorm, MatchesClipGradNorm) {
   nt::clip_by_norm(at_limit, 5.0, 5.0);
   EXPECT_LT(at_limit[0][1].item<float>(), 4.f);
   EXPECT_NEAR(at_limit[0][1].item<float>(), 4.f, 1e-5);
+}
+
+std::vector<at::Tensor> clones(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : ts) out.push_back(t.clone());
+  return out;
+}
+
+// Largest |a - b| over all buffers relative to the largest |b|.
+double worst_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto da = a[i].to(at::kDouble), db = b[i].to(at::kDouble);
+    d = std::max(d, ((da - db).abs().max() / db.abs().max().clamp_min(1e-30)).item<double>());
+  }
+  return d;
+}
+
+// One state of the optimizer over random buffers: parameters, their EMA, moments.
+struct FusedCase {
+  std::vector<at::Tensor> params, ema;
+  nt::AdamWState state;
+};
+
+FusedCase fused_case(at::Generator& g) {
+  FusedCase c;
+  c.params = random_buffers(g);
+  c.ema = random_buffers(g);
+  c.state = nt::adamw_init(c.params);
+  return c;
+}
+
+TEST(AdamWEmaFused, MatchesAdamWThenEmaAndCasts) {
+  struct Case {
+    AdamCase adam;
+    double decay;  // 0.9: lerp's small-weight form; 0.3: its other form
+  };
+  for (const Case& k : {Case{{1e-3, 0.9, 0.999, 1e-8, 0.0}, 0.9}, Case{{3e-3, 0.8, 0.95, 1e-6, 0.1}, 0.3},
+                        Case{{1e-2, 0.9, 0.99, 1e-8, 0.01}, 0.9999}}) {
+    const nt::AdamWParams p{k.adam.lr, k.adam.beta1, k.adam.beta2, k.adam.eps, k.adam.weight_decay};
+    auto g = gen(5);
+    FusedCase ours = fused_case(g);
+    FusedCase ref{clones(ours.params), clones(ours.ema), nt::adamw_init(ours.params)};
+    std::vector<at::Tensor> copies;
+    for (const auto& t : ours.params) copies.push_back(at::full(t.sizes(), NAN, t.options().dtype(at::kBFloat16)));
+    for (int step = 1; step <= 10; ++step) {
+      auto grads = random_buffers(g, step % 3 == 0 ? 10.0 : 0.1);
+      const double norm = std::sqrt(nt::sum_of_squares(grads));
+      const double max_norm = step % 4 == 0 ? 0.5 * norm : 0.0;  // every 4th step clipped
+      const double scale = max_norm > 0 ? nt::clip_coefficient(norm, max_norm) : 1.0;
+      nt::adamw_ema_fused(ours.params, grads, ours.state, p, ours.ema, k.decay, scale, copies);
+      auto ref_grads = clones(grads);
+      if (max_norm > 0) nt::clip_by_norm(ref_grads, norm, max_norm);
+      nt::adamw_step(ref.params, ref_grads, ref.state, p);
+      nt::ema_update(ref.ema, ref.params, k.decay);
+      ASSERT_EQ(ours.state.step, step);
+      for (size_t i = 0; i < copies.size(); ++i)
+        ASSERT_TRUE(torch::equal(copies[i], ours.params[i].to(at::kBFloat16))) << "step " << step << " buffer " << i;
+    }
+    // Both are AdamW and the EMA in float32 state; the fused form follows the CUDA kernel's
+    // double-precision hyper-parameter arithmetic, the reference the CPU's single-tensor ops.
+
+    EXPECT_LE(worst_diff(ours.params, ref.params), 1e-6) << "lr " << k.adam.lr;
+    EXPECT_LE(worst_diff(ours.state.exp_avg, ref.state.exp_avg), 1e-6);
+    EXPECT_LE(worst_diff(ours.state.exp_avg_sq, ref.state.exp_avg_sq), 1e-6);
+    EXPECT_LE(worst_diff(ours.ema, ref.ema), 1e-6) << "decay " << k.decay;
+    EXPECT_GT((ours.params[2] - ours.ema[2]).abs().max().item<float>(), 0.f);
+  }
+}
+
+TEST(AdamWEmaFused, Bf16GradientsAreTheirFloatValues) {
+  const nt::AdamWParams p{1e-3, 0.9, 0.999, 1e-8, 0.05};
+  auto g = gen(6);
+  FusedCase a = fused_case(g);
+  FusedCase b{clones(a.params), clones(a.ema), nt::adamw_init(a.params)};
+  for (int step = 0; step < 3; ++step) {
+    std::vector<at::Tensor> bf16, f32;
+    for (const auto& t : random_buffers(g)) {
+      bf16.push_back(t.to(at::kBFloat16));
+      f32.push_back(bf16.back().to(at::kFloat));  // exact
+    }
+    nt::adamw_ema_fused(a.params, bf16, a.state, p, a.ema, 0.99, 0.7, {});
+    nt::adamw_ema_fused(b.params, f32, b.state, p, b.ema, 0.99, 0.7, {});
+  }
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a.params[i], b.params[i])) << i;
+    EXPECT_TRUE(torch::equal(a.ema[i], b.ema[i])) << i;
+    EXPECT_TRUE(torch::equal(a.state.exp_avg_sq[i], b.state.exp_avg_sq[i])) << i;
+  }
+}
+
+TEST(AdamWEmaFused, BadBuffersThrowAndChangeNothing) {
+  const nt::AdamWParams p;
+  auto g = gen(7);
+  FusedCase c = fused_case(g);
+  const auto params0 = clones(c.params), ema0 = clones(c.ema);
+  auto grads = random_buffers(g);
+  auto expect_refused = [&](std::vector<at::Tensor> gr, std::vector<at::Tensor> copies, const std::string& what) {
+    try {
+      nt::adamw_ema_fused(c.params, gr, c.state, p, c.ema, 0.9, 1.0, copies);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("adamw_ema_fused"), std::string::npos) << e.what();
+    }
+  };
+  expect_refused({grads[0], grads[1]}, {}, "two gradients for three buffers");
+  auto short_grad = grads;
+  short_grad[2] = grads[2].narrow(0, 0, 999);
+  expect_refused(short_grad, {}, "a gradient of another size");
+  auto int_grad = grads;
+  int_grad[1] = grads[1].to(at::kInt);
+  expect_refused(int_grad, {}, "an integer gradient");
+  std::vector<at::Tensor> fp32_copies;
+  for (const auto& t : c.params) fp32_copies.push_back(t.clone());
+  expect_refused(grads, fp32_copies, "fp32 copies");
+  for (size_t i = 0; i < c.params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(c.params[i], params0[i])) << i;
+    EXPECT_TRUE(torch::equal(c.ema[i], ema0[i])) << i;
+    EXPECT_EQ(c.state.exp_avg[i].abs().sum().item<float>(), 0.f) << i;
+  }
+  EXPECT_EQ(c.state.step, 0);
+}
+
+// The CUDA kernel against what it replaces on the GPU: LibTorch's fused AdamW, foreach lerp and
+// the cast of the parameters to bf16.
+TEST(AdamWEmaFused, CudaMatchesFusedAdamWForeachLerpAndCast) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nt::adamw_ema_fused_available(true)) GTEST_SKIP() << "built without nvcc";
+  const auto cuda = at::TensorOptions().device(at::kCUDA);
+  const nt::AdamWParams p{3e-3, 0.9, 0.999, 1e-8, 0.1};
+  auto g = gen(8);
+  std::vector<at::Tensor> params, ema;
+  for (int64_t n : {7, 33, 1000, 1 << 20, (1 << 20) + 3}) {  // tails, and more groups than threads
+    params.push_back(at::randn({n}, g).to(at::kCUDA));
+    ema.push_back(at::randn({n}, g).to(at::kCUDA));
+  }
+  FusedCase ours{clones(params), clones(ema), nt::adamw_init(params)};
+  FusedCase ref{clones(params), clones(ema), nt::adamw_init(params)};
+  std::vector<at::Tensor> copies;
+  for (const auto& t : params) copies.push_back(at::empty(t.sizes(), cuda.dtype(at::kBFloat16)));
+  double worst = 0;
+  for (int step = 1; step <= 5; ++step) {
+    std::vector<at::Tensor> grads_bf16, grads;
+    for (const auto& t : params) {
+      grads_bf16.push_back((at::randn(t.sizes(), g) * (step % 2 ? 0.1 : 10.0)).to(cuda.dtype(at::kBFloat16)));
+      grads.push_back(grads_bf16.back().to(at::kFloat));
+    }
+    nt::adamw_ema_fused(ours.params, grads_bf16, ours.state, p, ours.ema, 0.9999, 1.0, copies);
+    nt::adamw_step(ref.params, grads, ref.state, p);  // LibTorch's fused kernel on CUDA (2.1+)
+    nt::ema_update(ref.ema, ref.params, 0.9999);      // foreach lerp
+    for (size_t i = 0; i < copies.size(); ++i)
+      ASSERT_TRUE(torch::equal(copies[i], ours.params[i].to(at::kBFloat16))) << "step " << step << " buffer " << i;
+    worst = std::max({worst, worst_diff(ours.params, ref.params), worst_diff(ours.ema, ref.ema),
+                      worst_diff(ours.state.exp_avg, ref.state.exp_avg),
+                      worst_diff(ours.state.exp_avg_sq, ref.state.exp_avg_sq)});
+  }
+  std::cout << "[ fused    ] largest relative difference to LibTorch's fused AdamW + foreach lerp after 5 steps: "
+            << worst << "\n";
+  EXPECT_LE(worst, 1e-6);
+}
+
+// One process: the update in place (gradients as backward left them, compute copies written by
+// the update) gives what end_backward, the same update on grads() and refresh give, bit for bit.
+TEST(ShardedParamsInPlace, EqualsEndBackwardUpdateRefresh) {
+  for (const auto blocks : {at::kBFloat16, at::kFloat}) {
+    std::vector<std::vector<at::Tensor>> finals;
+    for (const bool in_place : {false, true}) {
+      nt::test::Toy toy = nt::test::make_toy();
+      nt::ShardingOptions opt;
+      opt.param_dtypes = nt::test::toy_dtypes(blocks);
+      nt::ShardedParams sp(*toy, nullptr, opt);
+      ASSERT_TRUE(sp.updates_in_place());
+      auto state = nt::adamw_init(sp.params());
+      auto ema = clones(sp.params());
+      const auto init = clones(sp.params());
+      const nt::AdamWParams p{1e-2, 0.9, 0.999, 1e-8, 0.01};
+      auto data = at::make_generator<at::CPUGeneratorImpl>(78);
+      for (int step = 0; step < 4; ++step) {
+        auto x = at::randn({6, nt::test::kToyIn}, data), target = at::randn({6, nt::test::kToyOut}, data);
+        nt::ForwardOptions hooks;
+        sp.begin_step(hooks);
+        (toy->forward(x, hooks) - target).pow(2).mean().backward();
+        if (in_place) {
+          nt::adamw_ema_fused(sp.params(), sp.backward_grads(), state, p, ema, 0.9, 1.0, sp.compute_copies());
+          sp.updated_in_place();
+        } else {
+          sp.end_backward();
+          nt::adamw_ema_fused(sp.params(), sp.grads(), state, p, ema, 0.9, 1.0, {});
+          sp.refresh();
+        }
+      }
+      EXPECT_FALSE(torch::equal(sp.params()[1], init[1])) << "training should have moved the parameters";
+      std::vector<at::Tensor> out = clones(sp.params());
+      for (const auto& t : sp.full()) out.push_back(t.clone());  // what the model computes with
+      for (const auto& t : ema) out.push_back(t.clone());
+      finals.push_back(out);
+    }
+    ASSERT_EQ(finals[0].size(), finals[1].size());
+    for (size_t i = 0; i < finals[0].size(); ++i)
+      EXPECT_TRUE(torch::equal(finals[0][i], finals[1][i])) << c10::toString(blocks) << " tensor " << i;
+  }
+  // A bf16 reduction of fp32 gradients rounds them: that is end_backward's to do.
+  nt::test::Toy toy = nt::test::make_toy();
+  nt::ShardingOptions opt;
+  opt.reduce_dtype = at::kBFloat16;
+  nt::ShardedParams sp(*toy, nullptr, opt);
+  EXPECT_FALSE(sp.updates_in_place());
 }
 
 }  // namespace
