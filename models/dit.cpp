@@ -27,11 +27,20 @@ at::Tensor add_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
   return a.is_cuda() ? at::addcmul(a, b, c) : a + b * c;
 }
 
+// bias - bias.detach(), an exact zero in branch's dtype that carries bias's history: added to a
+// branch whose product took its bias detached, the bias gets its gradient (grad branch summed
+// over the rows, in branch's dtype) as from the product itself.
+at::Tensor with_bias_history(const at::Tensor& branch, const at::Tensor& bias) {
+  return branch + (bias - bias.detach()).to(branch.scalar_type());
+}
+
 // The gated residual x + gate * branch (x, branch [N, T, D], gate [N, D]): the fused kernel
-// when asked for and it applies, else add_mul.
-at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch, bool fused) {
-  if (fused && fused_gated_residual_supports(x, gate, branch)) return fused_gated_residual(x, gate, branch);
-  return add_mul(x, gate.unsqueeze(1), branch);
+// when asked for and it applies, else add_mul. `bias` (optional): the bias branch's product took
+// detached (see fused_gated_residual), whose gradient comes from here.
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch, bool fused,
+                          const at::Tensor& bias = {}) {
+  if (fused && fused_gated_residual_supports(x, gate, branch)) return fused_gated_residual(x, gate, branch, bias);
+  return add_mul(x, gate.unsqueeze(1), bias.defined() ? with_bias_history(branch, bias) : branch);
 }
 }  // namespace
 
@@ -118,6 +127,10 @@ namespace {
 // torch::nn::Linear's own forward (torch::nn::functional::linear) runs a matmul and then a
 // separate bias add over the whole output for such inputs.
 at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x) { return at::linear(x, m->weight, m->bias); }
+// The same product with the bias detached (its gradient then comes from the residual after it).
+at::Tensor linear_bias_elsewhere(const torch::nn::Linear& m, const at::Tensor& x, bool elsewhere) {
+  return at::linear(x, m->weight, elsewhere ? m->bias.detach() : m->bias);
+}
 }  // namespace
 
 AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
@@ -127,7 +140,7 @@ AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(linear(qkv, x)); }
 
-at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out) {
+at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere) {
   const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
   // q, k, v as strided views of the product: unbind on the token-major layout, then each
   // transposed. Backward then stacks the three gradients straight into qkv's own layout
@@ -142,7 +155,7 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out) {
   auto attn = at::softmax(at::matmul(q * std::pow(static_cast<double>(hd), -0.5), k.transpose(-2, -1)), -1);
   o = at::matmul(attn, v);  // [N, H, T, hd]
 #endif
-  return linear(proj, o.transpose(1, 2).reshape({N, T, D}));  // [N, T, D]
+  return linear_bias_elsewhere(proj, o.transpose(1, 2).reshape({N, T, D}), proj_bias_elsewhere);  // [N, T, D]
 }
 
 MlpImpl::MlpImpl(int dim, int hidden) {
@@ -150,13 +163,16 @@ MlpImpl::MlpImpl(int dim, int hidden) {
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
 }
 
-at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute, bool fused) {  // x [N, T, D]
-  if (fused) return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, fc2->bias, recompute);
-  return from_hidden(linear(fc1, x), recompute);
+at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute, bool fused, bool fc2_bias_elsewhere) {  // x [N, T, D]
+  if (fused)
+    return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, fc2_bias_elsewhere ? fc2->bias.detach() : fc2->bias,
+                    recompute);
+  return from_hidden(linear(fc1, x), recompute, fc2_bias_elsewhere);
 }
 
-at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute) {  // h [N, T, hidden]
-  return recompute ? gelu_linear(h, fc2->weight, fc2->bias) : linear(fc2, at::gelu(h, "tanh"));  // [N, T, D]
+at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute, bool fc2_bias_elsewhere) {  // h [N, T, hidden]
+  if (recompute) return gelu_linear(h, fc2->weight, fc2_bias_elsewhere ? fc2->bias.detach() : fc2->bias);
+  return linear_bias_elsewhere(fc2, at::gelu(h, "tanh"), fc2_bias_elsewhere);  // [N, T, D]
 }
 
 DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {
@@ -174,6 +190,9 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
                          {x, c}, parameters());
   }
   const bool norm = recomputes_norm(opt.recompute), fused = opt.fused_kernels;
+  // With the fused kernels, proj's and fc2's bias gradients come from the residuals' backward
+  // kernels (which form grad branch anyway), not from reductions of their own.
+  const bool bias_elsewhere = fused && x.is_cuda() && fused_kernels_built();
   auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
@@ -184,35 +203,39 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
   at::Tensor x_res = x;  // x as the residual takes it
   at::Tensor a;          // the attention branch [N, T, D]
   if (norm) {
-    a = attn->attend(modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused));
+    a = attn->attend(modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused), bias_elsewhere);
   } else if (fused && fused_modulated_norm_supports(x, shift_msa, scale_msa)) {
     // The norm hands x on to the residual: x's two gradients meet in the norm's backward kernel.
     auto yx = fused_modulated_norm_passing(x, shift_msa, scale_msa, kModulatedNormEps, cuda_autocast_enabled());
     x_res = yx[1];
-    a = attn->attend(linear(qkv, yx[0]));
+    a = attn->attend(linear(qkv, yx[0]), bias_elsewhere);
   } else {
-    a = attn->attend(linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)));
+    a = attn->attend(linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)), bias_elsewhere);
   }
+  const at::Tensor proj_bias = bias_elsewhere ? attn->proj->bias : at::Tensor();
   at::Tensor h, n;  // the stream after attention; the MLP's normalised input
   if (!norm && fused && fused_residual_norm_supports(x_res, gate_msa, a, shift_mlp, scale_mlp)) {
     // The residual and the MLP's norm in one pass each way (their gradients meet in the kernel).
-    auto hn = fused_residual_norm(x_res, gate_msa, a, shift_mlp, scale_mlp, kModulatedNormEps, cuda_autocast_enabled());
+    auto hn = fused_residual_norm(x_res, gate_msa, a, shift_mlp, scale_mlp, kModulatedNormEps, cuda_autocast_enabled(),
+                                  proj_bias);
     h = hn[0];
     n = hn[1];
   } else {
-    h = gated_residual(x_res, gate_msa, a, fused);
+    h = gated_residual(x_res, gate_msa, a, fused, proj_bias);
     if (!norm) n = modulated_norm(h, shift_mlp, scale_mlp, fused);
   }
   const bool gelu_again = recomputes_mlp(opt.recompute);
   auto& fc2 = mlp->fc2;
   at::Tensor f;  // [N, T, D]
   if (!norm)
-    f = mlp->forward(n, gelu_again, opt.fused_mlp);
+    f = mlp->forward(n, gelu_again, opt.fused_mlp, bias_elsewhere);
   else if (opt.fused_mlp)
-    f = modulated_gelu_mlp(h, shift_mlp, scale_mlp, fused, fc1->weight, fc1->bias, fc2->weight, fc2->bias, gelu_again);
+    f = modulated_gelu_mlp(h, shift_mlp, scale_mlp, fused, fc1->weight, fc1->bias, fc2->weight,
+                           bias_elsewhere ? fc2->bias.detach() : fc2->bias, gelu_again);
   else
-    f = mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again);
-  return gated_residual(h, gate_mlp, f, fused);
+    f = mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again,
+                         bias_elsewhere);
+  return gated_residual(h, gate_mlp, f, fused, bias_elsewhere ? fc2->bias : at::Tensor());
 }
 
 FinalLayerImpl::FinalLayerImpl(int hidden_size, int patch_size, int out_channels) : hidden_size(hidden_size) {

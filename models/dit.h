@@ -130,7 +130,9 @@ TORCH_MODULE(PatchEmbed);
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(int dim, int num_heads);
   at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
-  at::Tensor attend(const at::Tensor& qkv_out);  // after the qkv product: [N, T, 3D] -> [N, T, D]
+  // After the qkv product: [N, T, 3D] -> [N, T, D]. `proj_bias_elsewhere`: proj takes its bias
+  // detached (its gradient then comes from the residual the output goes to).
+  at::Tensor attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere = false);
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int num_heads;
 };
@@ -141,8 +143,10 @@ struct MlpImpl : torch::nn::Module {
   MlpImpl(int dim, int hidden);
   // With `recompute`, GELU runs again in backward instead of its output being kept; `fused`:
   // one node, the GELU in the products' epilogues where cuBLASLt serves (models/gelu_mlp.h).
-  at::Tensor forward(const at::Tensor& x, bool recompute = false, bool fused = false);
-  at::Tensor from_hidden(const at::Tensor& h, bool recompute = false);  // after fc1: [N, T, hidden] -> [N, T, D]
+  // `fc2_bias_elsewhere`: fc2 takes its bias detached (its gradient comes from the residual).
+  at::Tensor forward(const at::Tensor& x, bool recompute = false, bool fused = false, bool fc2_bias_elsewhere = false);
+  // After fc1: [N, T, hidden] -> [N, T, D].
+  at::Tensor from_hidden(const at::Tensor& h, bool recompute = false, bool fc2_bias_elsewhere = false);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);

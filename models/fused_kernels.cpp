@@ -87,9 +87,26 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
   }
 };
 
+// The gradient of `bias` (undefined: none asked for) from the kernels' per-sample sums: a
+// [N, D] fp32 workspace and the [D] sum in the branch's dtype, as the product's own bias gradient
+// would be summed; the caller casts it to the bias's dtype.
+struct BiasGrad {
+  at::Tensor part, sum;
+  BiasGrad(bool wanted, const at::Tensor& branch) {
+    if (!wanted) return;
+    part = at::empty({branch.size(0), branch.size(2)}, branch.options().dtype(at::kFloat));
+    sum = at::empty({branch.size(2)}, branch.options());
+  }
+  float* part_ptr() const { return part.defined() ? part.data_ptr<float>() : nullptr; }
+  void* sum_ptr() const { return sum.defined() ? sum.data_ptr() : nullptr; }
+  at::Tensor as(const at::Tensor& bias) const { return sum.defined() ? sum.to(bias.scalar_type()) : at::Tensor(); }
+};
+
+// `bias` (may be undefined): the bias of the product that made branch, which that product used
+// detached; only its gradient comes from here.
 struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& gate_in,
-                            const at::Tensor& branch_in) {
+                            const at::Tensor& branch_in, const at::Tensor& bias) {
     const at::Tensor x = x_in.contiguous(), branch = branch_in.contiguous();  // [N, T, D]
     const int64_t N = x.size(0), T = x.size(1), D = x.size(2);
     int64_t gate_stride = 0;
@@ -98,31 +115,34 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     cuda::gated_residual_forward(x.data_ptr<float>(), gate.data_ptr(), gate_stride, branch.data_ptr(),
                                  dtype_of(branch), out.data_ptr<float>(), N * T, T, static_cast<int>(D),
                                  x.get_device(), nullptr);
-    ctx->save_for_backward({gate, branch});
+    ctx->save_for_backward({gate, branch, bias});
     ctx->saved_data["gate_stride"] = gate_stride;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &gate = saved[0], &branch = saved[1];
+    const at::Tensor &gate = saved[0], &branch = saved[1], &bias = saved[2];
     const int64_t N = branch.size(0), T = branch.size(1), D = branch.size(2);
     const at::Tensor g = grads[0].contiguous();  // [N, T, D] fp32
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, g.options());  // fp32
+    const BiasGrad g_bias(bias.defined() && ctx->needs_input_grad(3), branch);
     cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
                                   branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr<float>(),
-                                  N * T, T, static_cast<int>(D), g.get_device(), nullptr);
-    return {grads[0], g_gate.to(gate.scalar_type()), g_branch};
+                                  g_bias.part_ptr(), g_bias.sum_ptr(), N * T, T, static_cast<int>(D), g.get_device(),
+                                  nullptr);
+    return {grads[0], g_gate.to(gate.scalar_type()), g_branch, g_bias.as(bias)};
   }
 };
 
 // h = x + gate * branch, then n = modulate(LayerNorm(h)): both outputs of one node. h is kept
-// for backward (it is the norm's input) with the statistics, gate, branch and scale.
+// for backward (it is the norm's input) with the statistics, gate, branch and scale. `bias` as
+// FusedGatedResidual's.
 struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& gate,
                                const at::Tensor& branch_in, const at::Tensor& shift, const at::Tensor& scale,
-                               double eps, bool bf16_out) {
+                               double eps, bool bf16_out, const at::Tensor& bias) {
     const at::Tensor x = x_in.contiguous(), branch = branch_in.contiguous();  // [N, T, D]
     const int64_t N = x.size(0), T = x.size(1), D = x.size(2), stride = gate.stride(0);
     auto h = at::empty_like(x);  // fp32
@@ -132,7 +152,7 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
                                 scale.data_ptr(), stride, dtype_of(gate), h.data_ptr<float>(), y.data_ptr(), dtype_of(y),
                                 mean.data_ptr<float>(), rstd.data_ptr<float>(), N * T, T, static_cast<int>(D),
                                 static_cast<float>(eps), x.get_device(), nullptr);
-    ctx->save_for_backward({h, gate, branch, scale, mean, rstd});
+    ctx->save_for_backward({h, gate, branch, scale, mean, rstd, bias});
     ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift.scalar_type());
     return {h, y};
   }
@@ -140,7 +160,7 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &h = saved[0], &gate = saved[1], &branch = saved[2], &scale = saved[3];
-    const at::Tensor &mean = saved[4], &rstd = saved[5];
+    const at::Tensor &mean = saved[4], &rstd = saved[5], &bias = saved[6];
     const int64_t N = h.size(0), T = h.size(1), D = h.size(2);
     const at::Tensor gh = grads[0].defined() ? grads[0].contiguous() : at::Tensor();  // [N, T, D] fp32
     const at::Tensor gy = grads[1].defined() ? grads[1].contiguous()                  // [N, T, D], y's dtype
@@ -149,12 +169,13 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, h.options()), g_scale = at::empty({N, D}, h.options()),
          g_shift = at::empty({N, D}, h.options());  // fp32
+    const BiasGrad g_bias(bias.defined() && ctx->needs_input_grad(7), branch);
     cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
                                  h.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
                                  branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
                                  gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr<float>(),
-                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), N * T, T, static_cast<int>(D),
-                                 h.get_device(), nullptr);
+                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), g_bias.part_ptr(),
+                                 g_bias.sum_ptr(), N * T, T, static_cast<int>(D), h.get_device(), nullptr);
     const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
     return {gx,
             g_gate.to(gate.scalar_type()),
@@ -162,7 +183,8 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
             g_shift.to(shift_dtype),
             g_scale.to(scale.scalar_type()),
             at::Tensor(),
-            at::Tensor()};
+            at::Tensor(),
+            g_bias.as(bias)};
   }
 };
 #endif
@@ -214,12 +236,23 @@ bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, 
          branch.get_device() == x.get_device();
 }
 
-at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch) {
+namespace {
+// An undefined bias, or a [D] one on x's device.
+void check_branch_bias(const char* op, const at::Tensor& bias, const at::Tensor& x) {
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != x.size(2) || bias.device() != x.device()))
+    throw std::runtime_error(std::string(op) + ": the branch's bias must be [" + std::to_string(x.size(2)) +
+                             "] on x's device");
+}
+}  // namespace
+
+at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                const at::Tensor& branch_bias) {
   if (!fused_gated_residual_supports(x, gate, branch))
     unsupported("fused_gated_residual",
                 "fp32 x [N, T, D], gate [N, D] and branch [N, T, D] of one dtype (fp32 or bf16)");
+  check_branch_bias("fused_gated_residual", branch_bias, x);
 #ifdef NT_HAVE_CUDA_KERNELS
-  return FusedGatedResidual::apply(x, gate, branch);
+  return FusedGatedResidual::apply(x, gate, branch, branch_bias);
 #else
   return at::Tensor();
 #endif
@@ -234,12 +267,13 @@ bool fused_residual_norm_supports(const at::Tensor& x, const at::Tensor& gate, c
 
 std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
                                             const at::Tensor& shift, const at::Tensor& scale, double eps,
-                                            bool bf16_out) {
+                                            bool bf16_out, const at::Tensor& branch_bias) {
   if (!fused_residual_norm_supports(x, gate, branch, shift, scale))
     unsupported("fused_residual_norm",
                 "fp32 x [N, T, D], branch [N, T, D] and gate, shift, scale [N, D] of one dtype with one row stride");
+  check_branch_bias("fused_residual_norm", branch_bias, x);
 #ifdef NT_HAVE_CUDA_KERNELS
-  return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out);
+  return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out, branch_bias);
 #else
   return {};
 #endif

@@ -29,18 +29,24 @@ std::vector<at::Tensor> fused_modulated_norm_passing(const at::Tensor& x, const 
 // x + gate * branch, per sample gate (the gated residual of a DiT block), fp32 out; keeps gate
 // and branch for backward. Supports: CUDA, fp32 x [N, T, D], branch [N, T, D] and gate [N, D] of
 // one dtype (fp32 or bf16), gate with unit stride along D.
+// `branch_bias` (optional, [D]): the bias of the product that made branch, where that product
+// took it detached (at::linear(a, W, bias.detach()): the same values, no bias gradient there).
+// Its gradient, the sum of grad branch over all rows rounded to branch's dtype (as the product's
+// own backward sums it), then comes from this op's backward kernel, which forms grad branch
+// anyway, instead of a separate reduction over the whole branch gradient.
 bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
-at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch);
+at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
+                                const at::Tensor& branch_bias = {});
 
 // The two above in a row, as inside a DiT block: {h, n} with h = x + gate * branch (fp32) and
 // n = modulate(LayerNorm(h, eps), shift, scale) (bf16 when `bf16_out`), one pass each way:
 // backward adds h's own gradient to the norm's in the same pass (no separate accumulation of
 // the stream's two gradients). Supports: both ops' conditions, and gate, shift, scale of one
-// dtype and one row stride (chunks of one adaLN output).
+// dtype and one row stride (chunks of one adaLN output). `branch_bias` as fused_gated_residual's.
 bool fused_residual_norm_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
                                   const at::Tensor& shift, const at::Tensor& scale);
 std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch,
                                             const at::Tensor& shift, const at::Tensor& scale, double eps,
-                                            bool bf16_out);
+                                            bool bf16_out, const at::Tensor& branch_bias = {});
 
 }  // namespace nt

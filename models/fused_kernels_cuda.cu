@@ -28,6 +28,13 @@ void check_norm_shape(const char* op, int64_t rows, int64_t T, int D) {
                              std::to_string(device::kMaxNormWidth) + " its backward supports");
 }
 
+// The bias gradient's two buffers come together or not at all.
+void check_bias(const char* op, const float* part, const void* bias) {
+  if ((part == nullptr) != (bias == nullptr))
+    throw std::runtime_error(std::string(op) + " (CUDA): the bias gradient needs both its per-sample workspace and "
+                             "its output");
+}
+
 template <typename T>
 struct Type {
   using type = T;
@@ -116,8 +123,9 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
-                            void* stream) {
+                            float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
+                            int64_t T, int D, int device, void* stream) {
+  check_bias("fused residual norm", grad_bias_part, grad_bias);
   check_norm_shape("fused residual norm", rows, T, D);
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
@@ -125,8 +133,8 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
     device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), h, mean, rstd,
                                           static_cast<const TM*>(gate), static_cast<const TM*>(branch),
                                           static_cast<const TM*>(scale), mod_stride, grad_x,
-                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift, rows, T,
-                                          D, s);
+                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift,
+                                          grad_bias_part, static_cast<TM*>(grad_bias), rows, T, D, s);
   });
 }
 
@@ -142,14 +150,15 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 }
 
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
-                             Dtype dtype, void* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D,
-                             int device, void* stream) {
+                             Dtype dtype, void* grad_branch, float* grad_gate, float* grad_bias_part, void* grad_bias,
+                             int64_t rows, int64_t T, int D, int device, void* stream) {
   check_shape(rows, T, D);
+  check_bias("fused gated residual", grad_bias_part, grad_bias);
   launch_on(device, stream, dtype, [&](auto tb, cudaStream_t s) {
     using TB = typename decltype(tb)::type;
     device::launch_gated_residual_backward(grad, static_cast<const TB*>(gate), gate_stride,
                                            static_cast<const TB*>(branch), static_cast<TB*>(grad_branch), grad_gate,
-                                           rows, T, D, s);
+                                           grad_bias_part, static_cast<TB*>(grad_bias), rows, T, D, s);
   });
 }
 

@@ -15,7 +15,8 @@
 // gated_residual (x + gate * branch), x and out fp32, gate and branch of one dtype:
 //   forward:  out[r, d] = x[r, d] + gate[n, d] * branch[r, d]
 //   backward: grad_branch[r, d] = grad[r, d] * gate[n, d] (branch's dtype),
-//             grad_gate[n, d] = sum_t grad * branch (fp32); grad_x is grad itself
+//             grad_gate[n, d] = sum_t grad * branch (fp32); grad_x is grad itself;
+//             optionally grad_bias[d] = sum_r grad_branch[r, d] (the branch's dtype)
 // residual_norm (gated_residual, then modulated_norm of its output: inside a DiT block), gate,
 // branch, shift and scale of one dtype, rows `mod_stride` apart:
 //   forward:  h = x + gate * branch (fp32), y = modulated_norm(h) with mean, rstd of h
@@ -46,18 +47,22 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
                            float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
                            void* stream);
 
-// grad_h may be null (h's own gradient is zero).
+// grad_h may be null (h's own gradient is zero). grad_bias_part ([N, D] fp32 workspace) and
+// grad_bias ([D], mod_dtype) both null, or both given: grad_bias = the sum over all rows of
+// grad_branch (the gradient of the bias of the product that made the branch), summed per sample
+// over its rows, then over the samples, in order, and rounded to mod_dtype.
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, int64_t rows, int64_t T, int D, int device,
-                            void* stream);
+                            float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
+                            int64_t T, int D, int device, void* stream);
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream);
 
+// grad_bias_part and grad_bias ([D], dtype): as residual_norm_backward's.
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
-                             Dtype dtype, void* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D,
-                             int device, void* stream);
+                             Dtype dtype, void* grad_branch, float* grad_gate, float* grad_bias_part, void* grad_bias,
+                             int64_t rows, int64_t T, int D, int device, void* stream);
 
 }  // namespace nt::cuda

@@ -279,32 +279,43 @@ NT_DEVICE void store_column_sums(const float (&acc)[kSums], float* shared, float
 }
 
 // grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
-// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it.
-template <typename TM, typename TY>
+// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it. With kBias
+// also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
+// wrote): the per-sample part of the gradient of the bias of the product that made the branch.
+template <typename TM, typename TY, bool kBias>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
                                           const float* __restrict__ mean, const float* __restrict__ rstd,
                                           const float* __restrict__ gx, const TM* __restrict__ branch,
-                                          float* __restrict__ g_gate, float* __restrict__ g_scale,
-                                          float* __restrict__ g_shift, int64_t T, int D) {
-  NT_SHARED float shared[3 * kColumnThreads];
+                                          const TM* __restrict__ gate, int64_t mod_stride, float* __restrict__ g_gate,
+                                          float* __restrict__ g_scale, float* __restrict__ g_shift,
+                                          float* __restrict__ g_bias, int64_t T, int D) {
+  constexpr int kSums = kBias ? 4 : 3;
+  NT_SHARED float shared[kSums * kColumnThreads];
   const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
   const int64_t n = blockIdx.y;
-  float acc[3] = {0.f, 0.f, 0.f};  // gate, scale, shift
+  float acc[kSums] = {};  // gate, scale, shift (, bias)
   if (d < D) {
+    const float gt = kBias ? to_float(gate[n * mod_stride + d]) : 0.f;
 #ifdef __CUDACC__
 #pragma unroll 4
 #endif
     for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
       const int64_t row = n * T + t, i = row * D + d;
-      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row];
-      acc[0] += gx[i] * to_float(branch[i]);
+      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row], gxv = gx[i];
+      acc[0] += gxv * to_float(branch[i]);
       acc[1] += gyv * x_hat;
       acc[2] += gyv;
+      if constexpr (kBias) acc[3] += round_to<TM>(gxv * gt);
     }
   }
-  float* const out[3] = {g_gate, g_scale, g_shift};
-  store_column_sums<3>(acc, shared, out, n, D, d);
+  if constexpr (kBias) {
+    float* const out[4] = {g_gate, g_scale, g_shift, g_bias};
+    store_column_sums<4>(acc, shared, out, n, D, d);
+  } else {
+    float* const out[3] = {g_gate, g_scale, g_shift};
+    store_column_sums<3>(acc, shared, out, n, D, d);
+  }
 }
 
 // out[n, d] = sum over the sample's tiles of part[n, tile, d], in order (fp32), written in T; for
@@ -351,16 +362,18 @@ NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* 
 // The gated residual's backward in one pass, laid out as the column sums above: grad branch =
 // grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch
 // (each warp every kColumnGroups-th row, the groups added in order: deterministic). grad is read
-// once. (A thread per column going down all T rows ran at 1.6 TB/s on the H200.)
-template <typename TB>
+// once. (A thread per column going down all T rows ran at 1.6 TB/s on the H200.) With kBias also
+// grad_bias = the sum of grad branch as written (the per-sample part of the branch's bias gradient).
+template <typename TB, bool kBias>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
                               const TB* __restrict__ branch, TB* __restrict__ grad_branch,
-                              float* __restrict__ grad_gate, int64_t T, int D) {
-  NT_SHARED float shared[kColumnThreads];
+                              float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
+  constexpr int kSums = kBias ? 2 : 1;
+  NT_SHARED float shared[kSums * kColumnThreads];
   const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
   const int64_t n = blockIdx.y;
-  float acc[1] = {0.f};
+  float acc[kSums] = {};
   if (d < D) {
     const float g = to_float(gate[n * gate_stride + d]);
 #ifdef __CUDACC__
@@ -369,12 +382,28 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
       const int64_t i = (n * T + t) * D + d;
       const float gr = grad[i];
-      grad_branch[i] = from_float<TB>(gr * g);
+      const TB gb = from_float<TB>(gr * g);
+      grad_branch[i] = gb;
       acc[0] += gr * to_float(branch[i]);
+      if constexpr (kBias) acc[1] += to_float(gb);
     }
   }
-  float* const out[1] = {grad_gate};
-  store_column_sums<1>(acc, shared, out, n, D, d);
+  if constexpr (kBias) {
+    float* const out[2] = {grad_gate, grad_bias};
+    store_column_sums<2>(acc, shared, out, n, D, d);
+  } else {
+    float* const out[1] = {grad_gate};
+    store_column_sums<1>(acc, shared, out, n, D, d);
+  }
+}
+
+// The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, in order,
+// rounded to T (the dtype the branch's product ran in, as its bias gradient's sum is).
+template <typename T>
+void launch_sample_sum(const float* part, T* out, int64_t N, int D, cudaStream_t s) {
+  auto kernel = tile_sum_kernel<T>;
+  NT_LAUNCH(kernel, dim3(static_cast<unsigned>((D + 127) / 128), 1u), dim3(128), s, part,
+            static_cast<const float*>(nullptr), out, static_cast<T*>(nullptr), static_cast<int>(N), D);
 }
 
 // Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
@@ -437,12 +466,21 @@ void launch_gated_residual_forward(const float* x, const TB* gate, int64_t gate_
   NT_LAUNCH(kernel, dim3(row_blocks(rows)), dim3(kRowThreads), s, x, gate, gate_stride, branch, out, rows, T, D);
 }
 
+// grad_bias_part [N, D] fp32 and grad_bias [D] (TB) both null, or both given (the bias gradient).
 template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
-                                    TB* grad_branch, float* grad_gate, int64_t rows, int64_t T, int D, cudaStream_t s) {
-  auto kernel = gated_residual_bwd_kernel<TB>;
-  NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch,
-            grad_gate, T, D);
+                                    TB* grad_branch, float* grad_gate, float* grad_bias_part, TB* grad_bias,
+                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
+  if (grad_bias) {
+    auto kernel = gated_residual_bwd_kernel<TB, true>;
+    NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch,
+              grad_branch, grad_gate, grad_bias_part, T, D);
+    launch_sample_sum(static_cast<const float*>(grad_bias_part), grad_bias, rows / T, D, s);
+  } else {
+    auto kernel = gated_residual_bwd_kernel<TB, false>;
+    NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch,
+              grad_branch, grad_gate, static_cast<float*>(nullptr), T, D);
+  }
 }
 
 
@@ -456,19 +494,28 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
 }
 
 // gh may be null (h's own gradient is zero). No workspace: the sums over tokens are a kernel of
-// their own.
+// their own. g_bias_part [N, D] fp32 and g_bias [D] (TM) both null, or both given (the gradient
+// of the bias of the branch's product, summed as the column kernel's other sums).
 template <typename TM, typename TY>
 void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
-                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, int64_t rows, int64_t T,
-                                   int D, cudaStream_t s) {
+                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* g_bias_part,
+                                   TM* g_bias, int64_t rows, int64_t T, int D, cudaStream_t s) {
   auto row_kernel =
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
             mod_stride, gx, g_branch, T, D);
-  auto column_kernel = residual_norm_backward_columns_kernel<TM, TY>;
-  NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
-            static_cast<const float*>(gx), branch, g_gate, g_scale, g_shift, T, D);
+  if (g_bias) {
+    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, true>;
+    NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
+              static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift, g_bias_part, T, D);
+    launch_sample_sum(static_cast<const float*>(g_bias_part), g_bias, rows / T, D, s);
+  } else {
+    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, false>;
+    NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
+              static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift,
+              static_cast<float*>(nullptr), T, D);
+  }
 }
 
 }  // namespace nt::cuda::device

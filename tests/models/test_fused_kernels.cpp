@@ -4,7 +4,9 @@
 // fused op against LibTorch's ops as the reference — values and every gradient, fp32 and bf16
 // (under autocast), row widths below, at and above the 128-thread block, strided adaLN chunks;
 // rows wider than the kernels support take the composite; the residual and the next norm in one
-// node against the two ops; the norm that hands its input on against the input used twice.
+// node against the two ops; the norm that hands its input on against the input used twice; the
+// bias gradient of the product before a residual, taken by the residual's kernel, against the
+// product's own.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -231,6 +233,52 @@ TEST_P(FusedCuda, NormPassingXMatchesLibTorchOps) {
   auto yx = nt::fused_modulated_norm_passing(x, chunks[0], chunks[1], nt::kModulatedNormEps, false);
   (yx[1] * probe2).sum().backward();
   EXPECT_TRUE(torch::equal(x.grad(), probe2));
+}
+
+// The branch's bias gradient from the residual's kernel (the product took the bias detached)
+// against the product's own (at::linear with the bias), for the gated residual and for the
+// residual + norm node: the bias, weight and input gradients, fp32 and bf16 (under autocast).
+TEST_P(FusedCuda, BranchBiasGradientAsTheProductsOwn) {
+  const int64_t D = GetParam(), N = 3, T = 37, K = 24;
+  const auto dev = torch::Device(torch::kCUDA);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 13);
+  const auto x0 = at::randn({N, T, D}, gen).to(dev), mod0 = (at::randn({N, 3 * D}, gen) * 0.5).to(dev);
+  const auto a0 = at::randn({N, T, K}, gen).to(dev), w0 = (at::randn({D, K}, gen) * 0.2).to(dev),
+             bias0 = at::randn({D}, gen).to(dev);
+  const auto ph = at::randn({N, T, D}, gen).to(dev), pn = at::randn({N, T, D}, gen).to(dev);
+  for (const bool with_norm : {false, true})
+    for (const bool autocast : {false, true}) {
+      auto run_one = [&](bool from_residual) {
+        auto x = x0.clone().requires_grad_(true), mod = mod0.clone().requires_grad_(true);
+        auto a = a0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true),
+             bias = bias0.clone().requires_grad_(true);
+        if (autocast) nt::set_cuda_autocast(true);
+        auto c = (autocast ? mod.to(at::kBFloat16) : mod).chunk(3, 1);  // gate, shift, scale [N, D]
+        const auto branch = at::linear(a, w, from_residual ? bias.detach() : bias);
+        const at::Tensor b = from_residual ? bias : at::Tensor();
+        at::Tensor loss;
+        if (with_norm) {
+          auto hn = nt::fused_residual_norm(x, c[0], branch, c[1], c[2], 1e-6, autocast, b);
+          loss = (hn[0] * ph).sum() + (hn[1].to(at::kFloat) * pn).sum();
+        } else {
+          loss = (nt::fused_gated_residual(x, c[0], branch, b) * ph).sum();
+        }
+        if (autocast) nt::set_cuda_autocast(false);
+        loss.backward();
+        return std::vector<at::Tensor>{bias.grad(), w.grad(), a.grad(), x.grad(), mod.grad()};
+      };
+      const auto ref = run_one(false), got = run_one(true);
+      const char* what[] = {"grad bias", "grad weight", "grad input", "grad x", "grad gate/shift/scale"};
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_TRUE(got[i].defined()) << what[i];
+        const double e = rel(got[i], ref[i]);
+        std::cout << "[ fused    ] branch bias, " << (with_norm ? "residual norm" : "gated residual") << " D " << D
+                  << (autocast ? " bf16 " : " fp32 ") << what[i] << ": " << e << "\n";
+        // bf16: the bias gradient is a bf16 sum in both (one rounding apart at most).
+        EXPECT_LE(e, autocast ? 2e-2 : 1e-5) << what[i];
+      }
+      EXPECT_EQ(got[0].scalar_type(), at::kFloat);
+    }
 }
 
 // Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.

@@ -131,15 +131,27 @@ void check_gated_residual(int64_t D) {
 
   auto grad_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TB>())), grad_gate = at::empty({N, D});
   dev::launch_gated_residual_backward<TB>(ptr<float>(grad), ptr<TB>(mod) + D, 3 * D, ptr<TB>(branch),
-                                          mut<TB>(grad_branch), mut<float>(grad_gate), rows, T, static_cast<int>(D),
-                                          nullptr);
+                                          mut<TB>(grad_branch), mut<float>(grad_gate), nullptr, nullptr, rows, T,
+                                          static_cast<int>(D), nullptr);
   const double eb = rel(grad_branch.to(at::kFloat), (grad * gate_f).to(dtype<TB>()).to(at::kFloat));
   const double eg = rel(grad_gate, (grad * branch_f).sum(1));
+  // Again with the branch's bias gradient: the same grad branch and grad gate, and the bias
+  // gradient = grad branch (as written) summed over all rows, rounded to TB.
+  auto grad_branch2 = at::full({N, T, D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
+  auto grad_gate2 = at::full({N, D}, NAN), bias_part = at::full({N, D}, NAN);
+  auto grad_bias = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
+  dev::launch_gated_residual_backward<TB>(ptr<float>(grad), ptr<TB>(mod) + D, 3 * D, ptr<TB>(branch),
+                                          mut<TB>(grad_branch2), mut<float>(grad_gate2), mut<float>(bias_part),
+                                          mut<TB>(grad_bias), rows, T, static_cast<int>(D), nullptr);
+  EXPECT_TRUE(torch::equal(grad_branch2, grad_branch)) << D;
+  EXPECT_TRUE(torch::equal(grad_gate2, grad_gate)) << D;
+  const double ebias = rel(grad_bias.to(at::kFloat), grad_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TB>()).to(at::kFloat));
   std::cout << "[ emulated ] gated residual D " << D << " " << name(dtype<TB>()) << ": out " << eo << ", grad branch "
-            << eb << ", grad gate " << eg << "\n";
+            << eb << ", grad gate " << eg << ", grad bias " << ebias << "\n";
   EXPECT_LE(eo, 1e-6);
   EXPECT_LE(eb, dtype<TB>() == at::kFloat ? 1e-6 : 1e-2);
   EXPECT_LE(eg, 1e-5);
+  EXPECT_LE(ebias, dtype<TB>() == at::kFloat ? 1e-5 : 1e-2);
 }
 
 TEST_P(Emulated, GatedResidualMatchesLibTorch) {
@@ -181,7 +193,22 @@ void check_residual_norm(int64_t D, bool with_gh) {
   dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
                                              ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
                                              mut<float>(gx), mut<TM>(g_branch), mut<float>(g_gate), mut<float>(g_scale),
-                                             mut<float>(g_shift), rows, T, static_cast<int>(D), nullptr);
+                                             mut<float>(g_shift), nullptr, nullptr, rows, T, static_cast<int>(D),
+                                             nullptr);
+  // Again with the branch's bias gradient: every other output the same, bit for bit.
+  auto gx2 = at::full({N, T, D}, NAN), g_branch2 = at::full({N, T, D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
+  auto g_gate2 = at::full({N, D}, NAN), g_scale2 = at::full({N, D}, NAN), g_shift2 = at::full({N, D}, NAN);
+  auto bias_part = at::full({N, D}, NAN), g_bias = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+                                             ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
+                                             mut<float>(gx2), mut<TM>(g_branch2), mut<float>(g_gate2),
+                                             mut<float>(g_scale2), mut<float>(g_shift2), mut<float>(bias_part),
+                                             mut<TM>(g_bias), rows, T, static_cast<int>(D), nullptr);
+  for (const auto& [a, b] : {std::pair{gx2, gx}, std::pair{g_branch2, g_branch}, std::pair{g_gate2, g_gate},
+                             std::pair{g_scale2, g_scale}, std::pair{g_shift2, g_shift}})
+    EXPECT_TRUE(torch::equal(a, b)) << "D " << D;
+  const double ebias = rel(g_bias.to(at::kFloat), g_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TM>()).to(at::kFloat));
+  EXPECT_LE(ebias, dtype<TM>() == at::kFloat ? 1e-5 : 1e-2) << "grad bias, D " << D;
   // Reference gradients: h's own gradient and the norm's output gradient.
   if (with_gh)
     torch::autograd::backward({h_ref, y_ref}, {gh, gy.to(at::kFloat)});
