@@ -107,10 +107,13 @@ bool adamw_ema_fused_available(bool cuda) {
 
 namespace {
 
-void check_fused_buffer(const char* what, const at::Tensor& t, const at::Tensor& param, size_t i) {
-  TORCH_CHECK(t.defined() && t.is_contiguous() && t.numel() == param.numel() && t.device() == param.device(),
-              "adamw_ema_fused: ", what, " ", i, " is not a contiguous buffer of parameter buffer ", i,
-              "'s size on its device");
+// t: a contiguous `dtype` buffer of param's size on its device.
+void check_fused_buffer(const char* what, const at::Tensor& t, const at::Tensor& param, size_t i,
+                        at::ScalarType dtype) {
+  TORCH_CHECK(t.defined() && t.is_contiguous() && t.numel() == param.numel() && t.device() == param.device() &&
+                  t.scalar_type() == dtype,
+              "adamw_ema_fused: ", what, " ", i, " is not a contiguous ", c10::toString(dtype),
+              " buffer of parameter buffer ", i, "'s size on its device");
 }
 
 // The CPU form: the kernel's per-element arithmetic in a loop.
@@ -134,22 +137,15 @@ void adamw_ema_fused(std::vector<at::Tensor>& params, const std::vector<at::Tens
               "adamw_ema_fused: ", n, " parameter buffers but ", grads.size(), " gradients, ", ema.size(), " EMA, ",
               s.exp_avg.size(), " moment and ", copies.size(), " copy buffers");
   for (size_t i = 0; i < n; ++i) {
-    TORCH_CHECK(params[i].scalar_type() == at::kFloat && params[i].is_contiguous(), "adamw_ema_fused: parameter buffer ",
-                i, " is not a contiguous fp32 buffer");
+    check_fused_buffer("parameter", params[i], params[i], i, at::kFloat);
     TORCH_CHECK(adamw_ema_fused_available(params[i].is_cuda()),
                 "adamw_ema_fused: CUDA buffers need a build with nvcc (NT_HAVE_CUDA_KERNELS)");
-    check_fused_buffer("gradient", grads[i], params[i], i);
-    TORCH_CHECK(grads[i].scalar_type() == at::kFloat || grads[i].scalar_type() == at::kBFloat16,
-                "adamw_ema_fused: gradient ", i, " is neither fp32 nor bf16");
-    check_fused_buffer("EMA", ema[i], params[i], i);
-    check_fused_buffer("first moment", s.exp_avg[i], params[i], i);
-    check_fused_buffer("second moment", s.exp_avg_sq[i], params[i], i);
-    for (const auto* t : {&ema[i], &s.exp_avg[i], &s.exp_avg_sq[i]})
-      TORCH_CHECK(t->scalar_type() == at::kFloat, "adamw_ema_fused: EMA and moment buffers are fp32");
-    if (!copies.empty() && copies[i].defined()) {
-      check_fused_buffer("copy", copies[i], params[i], i);
-      TORCH_CHECK(copies[i].scalar_type() == at::kBFloat16, "adamw_ema_fused: copy ", i, " is not bf16");
-    }
+    const bool bf16_grad = grads[i].defined() && grads[i].scalar_type() == at::kBFloat16;
+    check_fused_buffer("gradient", grads[i], params[i], i, bf16_grad ? at::kBFloat16 : at::kFloat);
+    check_fused_buffer("EMA", ema[i], params[i], i, at::kFloat);
+    check_fused_buffer("first moment", s.exp_avg[i], params[i], i, at::kFloat);
+    check_fused_buffer("second moment", s.exp_avg_sq[i], params[i], i, at::kFloat);
+    if (!copies.empty() && copies[i].defined()) check_fused_buffer("copy", copies[i], params[i], i, at::kBFloat16);
   }
   s.step += 1;
   const AdamWEmaConsts c =

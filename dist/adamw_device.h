@@ -10,9 +10,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "dist/adamw_math.h"
-#include "models/fused_kernels_device.h"  // NT_GLOBAL, NT_BOUNDS, NT_UNROLL, to_float
+#include "models/fused_kernels_device.h"  // NT_GLOBAL, NT_BOUNDS, NT_UNROLL, to_float, from_float
 
 namespace nt::cuda::device {
 
@@ -24,28 +25,20 @@ struct Floats {
   float v[V];
 };
 
-template <int V>
-NT_DEVICE Floats<V> load_floats(const float* p) {
+// V elements from p (fp32 or bf16) as floats: 4 in one 16-byte (fp32) or 8-byte (bf16) load.
+template <int V, typename T>
+NT_DEVICE Floats<V> load_floats(const T* p) {
   Floats<V> r;
-  if constexpr (V == 4) {
+  if constexpr (V == 4 && std::is_same_v<T, float>) {
     const float4 q = *reinterpret_cast<const float4*>(p);
     r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
-  } else {
-    r.v[0] = *p;
-  }
-  return r;
-}
-
-template <int V>
-NT_DEVICE Floats<V> load_floats(const __nv_bfloat16* p) {
-  Floats<V> r;
-  if constexpr (V == 4) {
-    const uint2 q = *reinterpret_cast<const uint2*>(p);  // 4 bf16 in one 8-byte load
-    __nv_bfloat16 h[4];
+  } else if constexpr (V == 4) {
+    const uint2 q = *reinterpret_cast<const uint2*>(p);
+    T h[4];
     memcpy(h, &q, sizeof(q));  // the bits reinterpreted (registers on the GPU)
-    NT_UNROLL for (int k = 0; k < 4; ++k) r.v[k] = __bfloat162float(h[k]);
+    NT_UNROLL for (int k = 0; k < 4; ++k) r.v[k] = to_float(h[k]);
   } else {
-    r.v[0] = __bfloat162float(*p);
+    r.v[0] = to_float(*p);
   }
   return r;
 }
@@ -62,12 +55,12 @@ template <int V>
 NT_DEVICE void store_bf16(__nv_bfloat16* p, const Floats<V>& r) {
   if constexpr (V == 4) {
     __nv_bfloat16 h[4];
-    NT_UNROLL for (int k = 0; k < 4; ++k) h[k] = __float2bfloat16_rn(r.v[k]);
+    NT_UNROLL for (int k = 0; k < 4; ++k) h[k] = from_float<__nv_bfloat16>(r.v[k]);
     uint2 q;
     memcpy(&q, h, sizeof(q));
     *reinterpret_cast<uint2*>(p) = q;  // one 8-byte store
   } else {
-    *p = __float2bfloat16_rn(r.v[0]);
+    *p = from_float<__nv_bfloat16>(r.v[0]);
   }
 }
 

@@ -122,14 +122,15 @@ at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_dro
 // Transformer block
 
 namespace {
+// m's bias, detached where its gradient comes from elsewhere (the residual after m's product).
+at::Tensor bias_of(const torch::nn::Linear& m, bool elsewhere) { return elsewhere ? m->bias.detach() : m->bias; }
 // y = x W^T + b as PyTorch's nn.Linear computes it: at::linear flattens a contiguous input of
 // more than two dims and puts the bias into the product (addmm: on CUDA, the GEMM's epilogue).
 // torch::nn::Linear's own forward (torch::nn::functional::linear) runs a matmul and then a
-// separate bias add over the whole output for such inputs.
-at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x) { return at::linear(x, m->weight, m->bias); }
-// The same product with the bias detached (its gradient then comes from the residual after it).
-at::Tensor linear_bias_elsewhere(const torch::nn::Linear& m, const at::Tensor& x, bool elsewhere) {
-  return at::linear(x, m->weight, elsewhere ? m->bias.detach() : m->bias);
+// separate bias add over the whole output for such inputs. `bias_elsewhere`: b detached (the
+// same values; its gradient then comes from the residual after the product).
+at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x, bool bias_elsewhere = false) {
+  return at::linear(x, m->weight, bias_of(m, bias_elsewhere));
 }
 }  // namespace
 
@@ -155,7 +156,7 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsew
   auto attn = at::softmax(at::matmul(q * std::pow(static_cast<double>(hd), -0.5), k.transpose(-2, -1)), -1);
   o = at::matmul(attn, v);  // [N, H, T, hd]
 #endif
-  return linear_bias_elsewhere(proj, o.transpose(1, 2).reshape({N, T, D}), proj_bias_elsewhere);  // [N, T, D]
+  return linear(proj, o.transpose(1, 2).reshape({N, T, D}), proj_bias_elsewhere);  // [N, T, D]
 }
 
 MlpImpl::MlpImpl(int dim, int hidden) {
@@ -165,14 +166,13 @@ MlpImpl::MlpImpl(int dim, int hidden) {
 
 at::Tensor MlpImpl::forward(const at::Tensor& x, bool recompute, bool fused, bool fc2_bias_elsewhere) {  // x [N, T, D]
   if (fused)
-    return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, fc2_bias_elsewhere ? fc2->bias.detach() : fc2->bias,
-                    recompute);
+    return gelu_mlp(x, fc1->weight, fc1->bias, fc2->weight, bias_of(fc2, fc2_bias_elsewhere), recompute);
   return from_hidden(linear(fc1, x), recompute, fc2_bias_elsewhere);
 }
 
 at::Tensor MlpImpl::from_hidden(const at::Tensor& h, bool recompute, bool fc2_bias_elsewhere) {  // h [N, T, hidden]
-  if (recompute) return gelu_linear(h, fc2->weight, fc2_bias_elsewhere ? fc2->bias.detach() : fc2->bias);
-  return linear_bias_elsewhere(fc2, at::gelu(h, "tanh"), fc2_bias_elsewhere);  // [N, T, D]
+  if (recompute) return gelu_linear(h, fc2->weight, bias_of(fc2, fc2_bias_elsewhere));
+  return linear(fc2, at::gelu(h, "tanh"), fc2_bias_elsewhere);  // [N, T, D]
 }
 
 DiTBlockImpl::DiTBlockImpl(int hidden_size, int num_heads, double mlp_ratio) : hidden_size(hidden_size) {
@@ -231,7 +231,7 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
     f = mlp->forward(n, gelu_again, opt.fused_mlp, bias_elsewhere);
   else if (opt.fused_mlp)
     f = modulated_gelu_mlp(h, shift_mlp, scale_mlp, fused, fc1->weight, fc1->bias, fc2->weight,
-                           bias_elsewhere ? fc2->bias.detach() : fc2->bias, gelu_again);
+                           bias_of(fc2, bias_elsewhere), gelu_again);
   else
     f = mlp->from_hidden(modulated_linear(h, shift_mlp, scale_mlp, fc1->weight, fc1->bias, fused), gelu_again,
                          bias_elsewhere);

@@ -471,16 +471,10 @@ template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
                                     TB* grad_branch, float* grad_gate, float* grad_bias_part, TB* grad_bias,
                                     int64_t rows, int64_t T, int D, cudaStream_t s) {
-  if (grad_bias) {
-    auto kernel = gated_residual_bwd_kernel<TB, true>;
-    NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch,
-              grad_branch, grad_gate, grad_bias_part, T, D);
-    launch_sample_sum(static_cast<const float*>(grad_bias_part), grad_bias, rows / T, D, s);
-  } else {
-    auto kernel = gated_residual_bwd_kernel<TB, false>;
-    NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch,
-              grad_branch, grad_gate, static_cast<float*>(nullptr), T, D);
-  }
+  auto kernel = grad_bias ? gated_residual_bwd_kernel<TB, true> : gated_residual_bwd_kernel<TB, false>;
+  NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch,
+            grad_gate, grad_bias_part, T, D);
+  if (grad_bias) launch_sample_sum(grad_bias_part, grad_bias, rows / T, D, s);
 }
 
 
@@ -505,17 +499,11 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
             mod_stride, gx, g_branch, T, D);
-  if (g_bias) {
-    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, true>;
-    NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
-              static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift, g_bias_part, T, D);
-    launch_sample_sum(static_cast<const float*>(g_bias_part), g_bias, rows / T, D, s);
-  } else {
-    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, false>;
-    NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
-              static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift,
-              static_cast<float*>(nullptr), T, D);
-  }
+  auto column_kernel = g_bias ? residual_norm_backward_columns_kernel<TM, TY, true>
+                              : residual_norm_backward_columns_kernel<TM, TY, false>;
+  NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
+            static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift, g_bias_part, T, D);
+  if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s);
 }
 
 }  // namespace nt::cuda::device
