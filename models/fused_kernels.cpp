@@ -102,8 +102,15 @@ struct BiasGrad {
   at::Tensor as(const at::Tensor& bias) const { return sum.defined() ? sum.to(bias.scalar_type()) : at::Tensor(); }
 };
 
-// `bias` (may be undefined): the bias of the product that made branch, which that product used
-// detached; only its gradient comes from here.
+// Autograd's Function::apply records every tensor argument's device, so an undefined one cannot
+// be passed: no bias travels as an empty stand-in on x's device.
+at::Tensor bias_or_stand_in(const at::Tensor& bias, const at::Tensor& x) {
+  return bias.defined() ? bias : at::empty({0}, x.options());
+}
+bool has_bias(const at::Tensor& bias) { return bias.numel() > 0; }
+
+// `bias` ([D], or the empty stand-in): the bias of the product that made branch, which that
+// product used detached; only its gradient comes from here.
 struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& gate_in,
                             const at::Tensor& branch_in, const at::Tensor& bias) {
@@ -127,7 +134,7 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     const at::Tensor g = grads[0].contiguous();  // [N, T, D] fp32
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, g.options());  // fp32
-    const BiasGrad g_bias(bias.defined() && ctx->needs_input_grad(3), branch);
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(3), branch);
     cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
                                   branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr<float>(),
                                   g_bias.part_ptr(), g_bias.sum_ptr(), N * T, T, static_cast<int>(D), g.get_device(),
@@ -169,7 +176,8 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, h.options()), g_scale = at::empty({N, D}, h.options()),
          g_shift = at::empty({N, D}, h.options());  // fp32
-    const BiasGrad g_bias(bias.defined() && ctx->needs_input_grad(7), branch);
+    // needs_input_grad counts the tensor arguments only: x, gate, branch, shift, scale, bias.
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(5), branch);
     cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
                                  h.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
                                  branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
@@ -252,7 +260,7 @@ at::Tensor fused_gated_residual(const at::Tensor& x, const at::Tensor& gate, con
                 "fp32 x [N, T, D], gate [N, D] and branch [N, T, D] of one dtype (fp32 or bf16)");
   check_branch_bias("fused_gated_residual", branch_bias, x);
 #ifdef NT_HAVE_CUDA_KERNELS
-  return FusedGatedResidual::apply(x, gate, branch, branch_bias);
+  return FusedGatedResidual::apply(x, gate, branch, bias_or_stand_in(branch_bias, x));
 #else
   return at::Tensor();
 #endif
@@ -273,7 +281,7 @@ std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tenso
                 "fp32 x [N, T, D], branch [N, T, D] and gate, shift, scale [N, D] of one dtype with one row stride");
   check_branch_bias("fused_residual_norm", branch_bias, x);
 #ifdef NT_HAVE_CUDA_KERNELS
-  return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out, branch_bias);
+  return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out, bias_or_stand_in(branch_bias, x));
 #else
   return {};
 #endif
