@@ -63,8 +63,9 @@ void adamw_step(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& 
 void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& params, double decay) {
   torch::NoGradGuard no_grad;
 #ifdef NT_HAVE_FUSED_ADAMW
-  if (!ema.empty() && ema[0].is_cuda()) {  // one multi-tensor pass: ema += (1 - decay) (param - ema)
-    at::_foreach_lerp_(ema, params, 1 - decay);
+  if (!ema.empty() && ema[0].is_cuda()) {  // the same two ops, each one multi-tensor pass
+    at::_foreach_mul_(ema, decay);
+    at::_foreach_add_(ema, params, 1 - decay);
     return;
   }
 #endif

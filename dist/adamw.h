@@ -1,9 +1,10 @@
 // AdamW, EMA and global-norm clipping on flat fp32 buffers (one per unit, or a rank's shards).
 // AdamW follows torch.optim.AdamW (decoupled weight decay, bias correction, eps outside sqrt):
 // on the CPU bit for bit (its single-tensor algorithm); on CUDA (LibTorch 2.1+) through the fused
-// multi-tensor kernel, EMA through foreach lerp and norms through foreach norm (fp32 per buffer),
-// the same updates up to rounding. adamw_ema_fused does AdamW, EMA and the bf16 compute copies
-// in one pass per buffer instead.
+// multi-tensor kernel, the EMA's two ops through foreach ops and norms through foreach norm (fp32
+// per buffer), the same updates up to rounding. adamw_ema_fused does AdamW, EMA and the bf16
+// compute copies in one pass per buffer instead (the trainer's optimizer on CUDA where it is built:
+// the same arithmetic whatever the number of ranks).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -25,7 +26,8 @@ AdamWState adamw_init(const std::vector<at::Tensor>& params);
 // One update of every buffer with its gradient (in place); increments state.step.
 void adamw_step(std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, AdamWState& state,
                 const AdamWParams& p);
-// ema = decay * ema + (1 - decay) * param, in place.
+// ema = decay * ema + (1 - decay) * param, in place, as the reference's update_ema:
+// ema.mul_(decay).add_(param, alpha=1 - decay).
 void ema_update(std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& params, double decay);
 // Sum of squares of all buffers, in float64 (all-reduced across ranks by the caller): as a 0-dim
 // float64 tensor on the buffers' device (no host synchronisation), or read back.
@@ -37,7 +39,10 @@ double clip_coefficient(double norm, double max_norm);
 void clip_by_norm(const std::vector<at::Tensor>& grads, double norm, double max_norm);
 
 // adamw_step, then ema_update, then the parameters' compute copies, in one pass over each buffer
-// (dist/adamw_math.h): AdamW as PyTorch's fused CUDA kernel computes it, the EMA as foreach lerp.
+// (dist/adamw_math.h): AdamW with the hyper-parameters in double and the state in float (within
+// 1e-7 of torch.optim.AdamW's algorithm; LibTorch 2.11's fused CUDA kernel differs in v by 1.29e-5
+// of it on an H200, as (1 − float(β2)) differs from (1 − β2) for 0.999), the EMA as ema_update's
+// mul_ and add_.
 // grads[i]: fp32 or bf16, [numel of params[i]], multiplied by grad_scale first (1, or
 // clip_coefficient: as clip_by_norm would scale fp32 gradients). copies: empty, or per buffer
 // undefined or a bf16 tensor of params[i]'s size that receives bf16(θ) (round to nearest even).

@@ -1,6 +1,7 @@
 // One element of the fused optimizer step (dist/adamw.h: adamw_ema_fused): AdamW as PyTorch's
 // fused CUDA AdamW computes it (at::_fused_adamw_: the hyper-parameters in double, the state in
-// float), then the EMA as torch._foreach_lerp_ does (float weight), for the CUDA kernel
+// float), then the EMA as the reference updates it (update_ema: ema.mul_(decay).add_(θ, alpha=
+// 1 − decay), in float with float scalars, the add as one fused multiply-add), for the CUDA kernel
 // (dist/adamw_cuda.cu) and its CPU form alike. No LibTorch, no CUDA headers: nvcc and the host
 // compiler both include it.
 //   g'    = g * grad_scale                                   (clipping: g.mul_(coef) in fp32)
@@ -8,7 +9,7 @@
 //   m     = β1 m + (1 − β1) g'                               (double, stored as float)
 //   v     = β2 v + (1 − β2) g'²                              (double, stored as float)
 //   θ    -= step_size · m / (√v / √(1 − β2^t) + ε)          (step_size = float(lr / (1 − β1^t)))
-//   ema   = lerp(ema, θ, w)                                  (w = float(1 − decay))
+//   ema   = fma(w, θ, ema · d)                               (d = float(decay), w = float(1 − decay))
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -26,6 +27,7 @@ struct AdamWEmaConsts {
   float bias_correction1;       // float(1 − β1^t), as the fused kernel passes it on
   float bias_correction2_sqrt;  // float(√(1 − β2^t))
   float grad_scale;             // 1, or the clipping coefficient
+  float ema_decay;              // float(decay)
   float ema_weight;             // float(1 − decay)
 };
 
@@ -33,10 +35,11 @@ struct AdamWEmaConsts {
 inline AdamWEmaConsts adamw_ema_consts(double lr, double beta1, double beta2, double eps, double weight_decay,
                                        int64_t t, double grad_scale, double ema_decay) {
   const float step = static_cast<float>(t);  // the fused kernel's state_steps are float tensors
-  AdamWEmaConsts c{lr, beta1, beta2, eps, weight_decay, 0.f, 0.f, 0.f, 0.f};
+  AdamWEmaConsts c{lr, beta1, beta2, eps, weight_decay, 0.f, 0.f, 0.f, 0.f, 0.f};
   c.bias_correction1 = static_cast<float>(1 - std::pow(beta1, static_cast<double>(step)));
   c.bias_correction2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(beta2, static_cast<double>(step))));
   c.grad_scale = static_cast<float>(grad_scale);
+  c.ema_decay = static_cast<float>(ema_decay);
   c.ema_weight = static_cast<float>(1 - ema_decay);
   return c;
 }
@@ -51,9 +54,10 @@ NT_HOST_DEVICE inline void adamw_ema_element(float& theta, float g, float& m, fl
   const float step_size = c.lr / c.bias_correction1;
   const float denom = (std::sqrt(v) / c.bias_correction2_sqrt) + c.eps;
   theta -= step_size * m / denom;
-  // lerp(ema, theta, w) in the form ATen picks by the weight's size.
-  const float w = c.ema_weight;
-  ema = std::fabs(w) < 0.5f ? ema + w * (theta - ema) : theta - (theta - ema) * (1.f - w);
+  // mul_ rounds ema · d to float; add_ with alpha computes it + w · θ as one fused multiply-add (the
+  // CUDA kernel and the CPU's vectorised kernel alike).
+  const float decayed = ema * c.ema_decay;
+  ema = std::fma(c.ema_weight, theta, decayed);
 }
 
 }  // namespace nt

@@ -353,8 +353,8 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   const at::Tensor step_rng = micros > 1 ? generator_state(s.gen) : at::Tensor();
   // On CUDA with the own kernels and one process, one kernel pass per unit updates the parameters,
   // the moments, the EMA and the bf16 compute copies from the gradients as backward left them
-  // (dist/adamw.h: adamw_ema_fused) instead of casting them to fp32 shards, the fused AdamW, the
-  // foreach EMA and the casts back.
+  // (dist/adamw.h: adamw_ema_fused) instead of casting them to fp32 shards, updating those and
+  // casting the parameters back (the same values).
   const bool in_place = micros == 1 && cfg.train.fused_kernels && s.sharded->updates_in_place() &&
                         !s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true);
   at::Tensor loss_sum;  // [1] double, on the compute device (read once, after the last backward)
@@ -393,6 +393,12 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
     const double scale = cfg.train.grad_clip > 0 ? clip_coefficient(norm, cfg.train.grad_clip) : 1.0;
     adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale, s.sharded->compute_copies());
     s.sharded->updated_in_place();
+  } else if (!s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true)) {
+    // The same kernel on the fp32 shards' gradients: a step does the same arithmetic on any number
+    // of ranks, with or without micro-batches.
+    const double scale = cfg.train.grad_clip > 0 ? clip_coefficient(norm, cfg.train.grad_clip) : 1.0;
+    adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale, {});
+    s.sharded->refresh();
   } else {
     if (cfg.train.grad_clip > 0) clip_by_norm(grads, norm, cfg.train.grad_clip);
     adamw_step(s.params(), grads, s.opt, ap);

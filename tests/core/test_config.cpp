@@ -735,7 +735,7 @@ TEST(ConfigFiles, TheModelConfigsSayWhatTheyAre) {
   EXPECT_EQ(txl.train.precision, "bf16");
   EXPECT_TRUE(txl.train.fused_kernels);   // what the H200 measurements chose (docs/performance.md)
   EXPECT_EQ(txl.train.recompute, "mlp");  // the peak-memory target at batch 128 per GPU
-  EXPECT_FALSE(txl.train.fused_mlp);
+  EXPECT_TRUE(txl.train.fused_mlp);      // faster on the H200 for both XL models
   EXPECT_EQ(txl.optim.lr, 1e-4);
   EXPECT_EQ(txl.ema.decay, 0.9999);
   EXPECT_EQ(txl.data.paths, (std::vector<std::string>{"latents/imagenet256_sd-vae-ft-ema.h5"}));

@@ -208,7 +208,7 @@ FusedCase fused_case(at::Generator& g) {
 TEST(AdamWEmaFused, MatchesAdamWThenEmaAndCasts) {
   struct Case {
     AdamCase adam;
-    double decay;  // 0.9: lerp's small-weight form; 0.3: its other form
+    double decay;  // the EMA's
   };
   for (const Case& k : {Case{{1e-3, 0.9, 0.999, 1e-8, 0.0}, 0.9}, Case{{3e-3, 0.8, 0.95, 1e-6, 0.1}, 0.3},
                         Case{{1e-2, 0.9, 0.99, 1e-8, 0.01}, 0.9999}}) {
@@ -240,6 +240,28 @@ TEST(AdamWEmaFused, MatchesAdamWThenEmaAndCasts) {
     EXPECT_LE(worst_diff(ours.state.exp_avg_sq, ref.state.exp_avg_sq), 1e-6);
     EXPECT_LE(worst_diff(ours.ema, ref.ema), 1e-6) << "decay " << k.decay;
     EXPECT_GT((ours.params[2] - ours.ema[2]).abs().max().item<float>(), 0.f);
+  }
+}
+
+// The EMA alone (lr 0: θ stays): the reference's update_ema, ema.mul_(decay).add_(θ, alpha=1 −
+// decay), bit for bit, as ema_update does it on this device.
+TEST(AdamWEmaFused, EmaIsTheReferencesMulAndAdd) {
+  nt::AdamWParams p;
+  p.lr = 0;
+  for (const double decay : {0.9999, 0.9, 0.3}) {
+    auto g = gen(9);
+    FusedCase ours = fused_case(g);
+    FusedCase ref{clones(ours.params), clones(ours.ema), nt::adamw_init(ours.params)};
+    for (int step = 1; step <= 3; ++step) {
+      auto grads = random_buffers(g);
+      nt::adamw_ema_fused(ours.params, grads, ours.state, p, ours.ema, decay, 1.0, {});
+      nt::ema_update(ref.ema, ref.params, decay);
+    }
+    for (size_t i = 0; i < ours.ema.size(); ++i) {
+      EXPECT_TRUE(torch::equal(ours.params[i], ref.params[i])) << i;
+      EXPECT_TRUE(torch::equal(ours.ema[i], ref.ema[i])) << "decay " << decay << " buffer " << i << ": "
+                                                         << worst_diff({ours.ema[i]}, {ref.ema[i]});
+    }
   }
 }
 
@@ -297,9 +319,13 @@ TEST(AdamWEmaFused, BadBuffersThrowAndChangeNothing) {
 }
 
 // The CUDA kernel against its CPU form (the same code compiled for the host: equal up to the
-// contractions into fused multiply-adds that nvcc makes) and against what it replaces on the GPU:
-// LibTorch's fused AdamW, foreach lerp and the cast of the parameters to bf16.
-TEST(AdamWEmaFused, CudaMatchesItsCpuFormAndFusedAdamWForeachLerpAndCast) {
+// contractions into fused multiply-adds that nvcc makes; the CPU form is within 1e-6 of
+// torch.optim.AdamW's algorithm, MatchesAdamWThenEmaAndCasts) and against what it replaces on the
+// GPU: LibTorch's fused AdamW, the EMA's foreach ops and the cast of the parameters to bf16.
+// LibTorch 2.11's fused kernel (H200, 2026-11-27) gave v 1.29e-5 (relative) away from both at the
+// first step, as much as (1 − float(β2)) differs from (1 − β2) for β2 = 0.999: that much more is
+// allowed for v there, and for nothing else.
+TEST(AdamWEmaFused, CudaMatchesItsCpuFormAndFusedAdamWAndCast) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   if (!nt::adamw_ema_fused_available(true)) GTEST_SKIP() << "built without nvcc";
   const auto cuda = at::TensorOptions().device(at::kCUDA);
@@ -336,7 +362,7 @@ TEST(AdamWEmaFused, CudaMatchesItsCpuFormAndFusedAdamWForeachLerpAndCast) {
     nt::adamw_ema_fused(ours.params, on_cuda(grads_bf16), ours.state, p, ours.ema, 0.9999, 1.0, copies);
     nt::adamw_ema_fused(cpu.params, grads_bf16, cpu.state, p, cpu.ema, 0.9999, 1.0, {});
     nt::adamw_step(ref.params, grads, ref.state, p);  // LibTorch's fused kernel on CUDA (2.1+)
-    nt::ema_update(ref.ema, ref.params, 0.9999);      // foreach lerp
+    nt::ema_update(ref.ema, ref.params, 0.9999);      // foreach mul_ and add_
     for (size_t i = 0; i < copies.size(); ++i)
       ASSERT_TRUE(torch::equal(copies[i], ours.params[i].to(at::kBFloat16))) << "step " << step << " buffer " << i;
     const std::vector<at::Tensor>* mine[] = {&ours.params, &ours.ema, &ours.state.exp_avg, &ours.state.exp_avg_sq};
@@ -347,12 +373,13 @@ TEST(AdamWEmaFused, CudaMatchesItsCpuFormAndFusedAdamWForeachLerpAndCast) {
       to_cpu[q] = std::max(to_cpu[q], c);
       to_torch[q] = std::max(to_torch[q], t);
       std::cout << "[ fused    ] step " << step << " " << names[q] << ": to the CPU form " << c
-                << ", to LibTorch's fused AdamW + foreach lerp " << t << "\n";
+                << ", to LibTorch's fused AdamW + foreach EMA " << t << "\n";
     }
   }
+  const double beta2_in_float = std::abs((1.0 - static_cast<float>(p.beta2)) - (1.0 - p.beta2)) / (1.0 - p.beta2);
   for (int q = 0; q < 4; ++q) {
     EXPECT_LE(to_cpu[q], 1e-6) << names[q];
-    EXPECT_LE(to_torch[q], 1e-6) << names[q];
+    EXPECT_LE(to_torch[q], 1e-6 + (q == 3 ? beta2_in_float : 0.0)) << names[q];
   }
 }
 

@@ -11,7 +11,8 @@
 //     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %;
 //   - recomputation (train.recompute = norm+mlp: models/modulated_linear, models/gelu_linear)
 //     trains under bf16 autocast what keeping the activations trains (as close as a rerun), with
-//     LibTorch's ops and with the fused kernels;
+//     LibTorch's ops and with the fused kernels (there, as close as the fused kernels are to
+//     LibTorch's ops: the two modes run different kernels);
 //   - the MLP with the GELU in its products' cuBLASLt epilogues (train.fused_mlp,
 //     models/gelu_mlp) trains under bf16 autocast what the plain MLP trains: the same losses to
 //     2 %, keeping or recomputing the GELU output (and the norm before it);
@@ -70,9 +71,13 @@ void expect_fp32_close(const std::string& a, const std::string& b, const std::st
 // configuration of `a` run again, measures that noise: `b` may differ from `a` by no more than 4
 // times as much (a margin for the maximum of noise), and by at most `tol` where runs repeat
 // exactly. Their first losses (the forward alone, before any update) must agree to 1e-4 (kernels
-// chosen for other operand addresses may round a few bf16 outputs the other way).
+// chosen for other operand addresses may round a few bf16 outputs the other way). `other_sums`
+// (optional): a configuration that computes what `a` computes with other kernels, summing in other
+// orders; where `b` necessarily sums in other orders than `a` too, it may differ from `a` as far as
+// `other_sums` does.
 void expect_within_rerun_noise(const RunSetup& s, const std::string& a, const std::string& a_again,
-                               const std::string& b, int step, double tol, const std::string& what) {
+                               const std::string& b, int step, double tol, const std::string& what,
+                               const std::string& other_sums = "") {
   const auto la = losses(s.dir + "/runs/" + a + "/metrics.jsonl"), lb = losses(s.dir + "/runs/" + b + "/metrics.jsonl");
   ASSERT_FALSE(la.empty());
   ASSERT_FALSE(lb.empty());
@@ -81,10 +86,13 @@ void expect_within_rerun_noise(const RunSetup& s, const std::string& a, const st
   for (const char* kind : {"param", "ema", "exp_avg", "exp_avg_sq"}) {
     const double d = max_rel_diff(ckpt(s, b, step), ckpt(s, a, step), kind);
     const double noise = max_rel_diff(ckpt(s, a_again, step), ckpt(s, a, step), kind);
+    const double sums = other_sums.empty() ? 0.0 : max_rel_diff(ckpt(s, other_sums, step), ckpt(s, a, step), kind);
     std::cout << "[ gpu      ] " << what << ", " << kind << ": max relative difference " << d
               << (bit_equal(ckpt(s, b, step), ckpt(s, a, step), kind) ? " (bit for bit)" : "") << "; rerun of "
-              << a << ": " << noise << "\n";
-    EXPECT_LE(d, std::max(tol, 4 * noise)) << what << " " << kind;
+              << a << ": " << noise;
+    if (!other_sums.empty()) std::cout << "; " << other_sums << ": " << sums;
+    std::cout << "\n";
+    EXPECT_LE(d, std::max({tol, 4 * noise, sums})) << what << " " << kind;
   }
 }
 
@@ -190,8 +198,14 @@ TEST_F(Gpu, RecomputeUnderAutocastTrainsWhatKeepingTrains) {
     ASSERT_EQ(run_single(s, "--set run.name=" + keep + f + bf16, &out), 0) << out;
     ASSERT_EQ(run_single(s, "--set run.name=" + keep + "_again" + f + bf16, &out), 0) << out;
     ASSERT_EQ(run_single(s, "--set run.name=" + rec + " --set train.recompute=norm+mlp" + f + bf16, &out), 0) << out;
+    // With the fused kernels the two modes run different kernels: without the recomputation x's
+    // two gradients meet in the norm's backward kernel and the bias gradients come from the
+    // residual-and-norm kernel; with it autograd adds them and the gated residual's kernel sums.
+    // The first H200 run of that (2026-11-27) found 3.4e-4 in the parameters, 1.8e-7 in v. So
+    // they may differ as far as the fused kernels differ from LibTorch's ops (keep_false).
     expect_within_rerun_noise(s, keep, keep + "_again", rec, 5, 1e-4,
-                              "recompute norm+mlp vs none (fused_kernels " + fused + ")");
+                              "recompute norm+mlp vs none (fused_kernels " + fused + ")",
+                              fused == "true" ? "keep_false" : "");
   }
 }
 
