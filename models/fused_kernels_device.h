@@ -144,7 +144,10 @@ NT_UNROLL
 // kThreads * kPerThread wide): the launch picks the smallest count that covers the row, so that a
 // block holds no registers for columns it does not have (with room for 16 columns the kernel took
 // 90 registers; 63 with the 9 that DiT-XL/2's rows of 1152 need: 187 -> 113 us per call on the
-// H200). The residual + norm backward goes another way (residual_norm_backward_rows_kernel).
+// H200). gx_other is loaded with the row's gy and x, before the row sums: loaded after them (as
+// the sums' result is needed anyway) its DRAM latency came on top of each row's, 113 -> 241 us per
+// call for rows of 1152 on the H200. The residual + norm backward goes another way
+// (residual_norm_backward_rows_kernel).
 constexpr int kTileRows = 16;
 constexpr int kMaxPerThread = 16;
 constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
@@ -172,10 +175,11 @@ NT_UNROLL
     const TY* gr = gy + base;
     const float* xr = x + base;
     const float m = mean[row], r = rstd[row];
-    float a = 0.f, b = 0.f;
+    float a = 0.f, b = 0.f, other[kPerThread];  // other: x's gradient from elsewhere
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
+      other[k] = d < D && gx_other ? gx_other[base + d] : 0.f;
       if (d < D) {
         const float g = to_float(gr[d]) * s1[k];
         a += g;
@@ -188,8 +192,7 @@ NT_UNROLL
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        const float other = gx_other ? gx_other[base + d] : 0.f;  // x's gradient from elsewhere
-        gx[base + d] = other + norm_input_grad(r, gyv * s1[k], x_hat, means);
+        gx[base + d] = other[k] + norm_input_grad(r, gyv * s1[k], x_hat, means);
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
