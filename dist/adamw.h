@@ -40,7 +40,7 @@ void clip_by_norm(const std::vector<at::Tensor>& grads, double norm, double max_
 
 // adamw_step, then ema_update, then the parameters' compute copies, in one pass over each buffer
 // (dist/adamw_math.h): AdamW with the hyper-parameters in double and the state in float (within
-// 1e-7 of torch.optim.AdamW's algorithm; LibTorch 2.11's fused CUDA kernel differs in v by 1.29e-5
+// 5e-7 of torch.optim.AdamW's algorithm; LibTorch 2.11's fused CUDA kernel differs in v by 1.29e-5
 // of it on an H200, as (1 − float(β2)) differs from (1 − β2) for 0.999), the EMA as ema_update's
 // mul_ and add_.
 // grads[i]: fp32 or bf16, [numel of params[i]], multiplied by grad_scale first (1, or
