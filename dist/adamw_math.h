@@ -1,6 +1,6 @@
-// One element of the fused optimizer step (dist/adamw.h: adamw_ema_fused): AdamW as PyTorch's
-// fused CUDA AdamW computes it (at::_fused_adamw_: the hyper-parameters in double, the state in
-// float), then the EMA as the reference updates it (update_ema: ema.mul_(decay).add_(θ, alpha=
+// One element of the fused optimizer step (dist/adamw.h: adamw_ema_fused): AdamW in the form of
+// PyTorch's fused CUDA AdamW (at::_fused_adamw_) with the hyper-parameters in double and the state
+// in float (LibTorch 2.11's kernel rounds β2 to float: dist/adamw.h), then the EMA as the reference updates it (update_ema: ema.mul_(decay).add_(θ, alpha=
 // 1 − decay), in float with float scalars, the add as one fused multiply-add), for the CUDA kernel
 // (dist/adamw_cuda.cu) and its CPU form alike. No LibTorch, no CUDA headers: nvcc and the host
 // compiler both include it.

@@ -351,12 +351,12 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   s.model->train();
   const int64_t b = x.size(0), m = micro_rows(cfg, b), micros = b / m;
   const at::Tensor step_rng = micros > 1 ? generator_state(s.gen) : at::Tensor();
-  // On CUDA with the own kernels and one process, one kernel pass per unit updates the parameters,
-  // the moments, the EMA and the bf16 compute copies from the gradients as backward left them
-  // (dist/adamw.h: adamw_ema_fused) instead of casting them to fp32 shards, updating those and
-  // casting the parameters back (the same values).
-  const bool in_place = micros == 1 && cfg.train.fused_kernels && s.sharded->updates_in_place() &&
-                        !s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true);
+  // On CUDA the optimizer's kernel (dist/adamw.h: adamw_ema_fused) wherever it is built: the same
+  // arithmetic on any number of ranks, with or without micro-batches. With the own kernels, one
+  // process and no micro-batches it also reads the gradients as backward left them and writes the
+  // bf16 compute copies, instead of the casts to fp32 shards and back (the same values).
+  const bool fused_update = !s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true);
+  const bool in_place = micros == 1 && cfg.train.fused_kernels && s.sharded->updates_in_place() && fused_update;
   at::Tensor loss_sum;  // [1] double, on the compute device (read once, after the last backward)
   for (int64_t i = 0; i < micros; ++i) {
     if (i > 0) set_generator_state(s.gen, step_rng);  // the same draws; each micro-batch keeps its rows
@@ -389,16 +389,15 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
     ap.lr *= std::min(1.0, static_cast<double>(s.step + 1) / static_cast<double>(cfg.optim.warmup_steps));
-  if (in_place) {
+  if (fused_update) {
     const double scale = cfg.train.grad_clip > 0 ? clip_coefficient(norm, cfg.train.grad_clip) : 1.0;
-    adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale, s.sharded->compute_copies());
-    s.sharded->updated_in_place();
-  } else if (!s.params().empty() && s.params()[0].is_cuda() && adamw_ema_fused_available(true)) {
-    // The same kernel on the fp32 shards' gradients: a step does the same arithmetic on any number
-    // of ranks, with or without micro-batches.
-    const double scale = cfg.train.grad_clip > 0 ? clip_coefficient(norm, cfg.train.grad_clip) : 1.0;
-    adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale, {});
-    s.sharded->refresh();
+    const std::vector<at::Tensor> no_copies;  // not in place: refresh() casts the shards
+    adamw_ema_fused(s.params(), grads, s.opt, ap, s.ema, cfg.ema.decay, scale,
+                    in_place ? s.sharded->compute_copies() : no_copies);
+    if (in_place)
+      s.sharded->updated_in_place();
+    else
+      s.sharded->refresh();
   } else {
     if (cfg.train.grad_clip > 0) clip_by_norm(grads, norm, cfg.train.grad_clip);
     adamw_step(s.params(), grads, s.opt, ap);
