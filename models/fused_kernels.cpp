@@ -13,14 +13,20 @@
 namespace nt {
 namespace {
 
+bool cpu_tensors_for_tests = false;  // fused_kernels_take_cpu_tensors_for_tests
+
+// Where the kernels' launchers can reach the data: CUDA (or, in a test with CPU launchers, CPU).
+bool on_kernel_device(const at::Tensor& t) { return t.is_cuda() || (cpu_tensors_for_tests && t.is_cpu()); }
+
 // A per-sample [N, D] tensor the kernels can read: CUDA, on x's device, fp32 or bf16.
 bool per_sample_ok(const at::Tensor& t, const at::Tensor& x) {
-  return t.is_cuda() && t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(2) &&
+  return on_kernel_device(t) && t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(2) &&
          (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) && t.get_device() == x.get_device();
 }
 
 bool stream_ok(const at::Tensor& x) {  // fp32 x [N, T, D] on CUDA
-  return x.is_cuda() && x.dim() == 3 && x.scalar_type() == at::kFloat && x.size(1) > 0 && x.size(0) <= 65535;
+  return on_kernel_device(x) && x.dim() == 3 && x.scalar_type() == at::kFloat && x.size(1) > 0 &&
+         x.size(0) <= 65535;
 }
 
 [[noreturn]] void unsupported(const char* op, const std::string& what) {
@@ -207,6 +213,8 @@ bool fused_kernels_built() {
 #endif
 }
 
+void fused_kernels_take_cpu_tensors_for_tests(bool on) { cpu_tensors_for_tests = on; }
+
 bool fused_modulated_norm_supports(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
 #ifdef NT_HAVE_CUDA_KERNELS
   return stream_ok(x) && x.size(2) <= cuda::modulated_norm_max_width() && per_sample_ok(shift, x) &&
@@ -239,7 +247,7 @@ std::vector<at::Tensor> fused_modulated_norm_passing(const at::Tensor& x, const 
 }
 
 bool fused_gated_residual_supports(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& branch) {
-  return fused_kernels_built() && stream_ok(x) && per_sample_ok(gate, x) && branch.is_cuda() &&
+  return fused_kernels_built() && stream_ok(x) && per_sample_ok(gate, x) && on_kernel_device(branch) &&
          branch.sizes() == x.sizes() && branch.scalar_type() == gate.scalar_type() &&
          branch.get_device() == x.get_device();
 }

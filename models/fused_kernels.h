@@ -12,6 +12,11 @@ namespace nt {
 // Whether this build has the kernels (nvcc found at configure time).
 bool fused_kernels_built();
 
+// For tests only: the ops also take CPU tensors, for a test program that links launchers running
+// the kernels on the CPU (tests/models/cuda_emulation.h) in place of the CUDA ones, so that the
+// autograd nodes around the kernels run there too. Off unless a test turns it on.
+void fused_kernels_take_cpu_tensors_for_tests(bool on);
+
 // modulate(LayerNorm(x, eps), shift, scale) (models/modulated_norm.h) in one pass, the output in bf16
 // when `bf16_out` (the dtype the next matrix product uses under autocast), else fp32; keeps x and
 // the per-row mean and 1/std for backward. Supports: CUDA, fp32 x [N, T, D] with D <= 2048, shift

@@ -1,0 +1,152 @@
+// The fused ops' autograd nodes (models/fused_kernels.cpp) on the CPU. This program links the
+// kernels' launchers (models/fused_kernels_cuda.cu) compiled for the host over cuda_emulation.h,
+// in place of the CUDA ones in nt_models_cuda, and lets the ops take CPU tensors
+// (fused_kernels_take_cpu_tensors_for_tests): so what wraps the kernels runs in CI too — the
+// arguments Function::apply records, the indices needs_input_grad takes, the gradients' count,
+// order and dtypes, the bias gradient taken from the residuals' kernels. Against LibTorch's ops on
+// the same values: the outputs and every gradient, fp32 and bf16 operands, with and without the
+// branch's bias, the norm that hands x on. (The kernels' arithmetic itself is checked in
+// test_fused_kernels_emulated, and on a GPU in test_fused_kernels.)
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cuda_emulation.h"
+#include "models/fused_kernels.h"
+#include "models/fused_kernels_cuda.cu"  // the launchers, compiled for the CPU
+#include "models/modulated_norm.h"
+
+// The CUDA runtime calls of the launchers (core/cuda_check.h), answered on the CPU: the device of
+// a CPU tensor (-1) is current, and nothing fails.
+cudaError_t cudaGetDevice(int* device) {
+  *device = -1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+const char* cudaGetErrorName(cudaError_t) { return "cudaSuccess"; }
+const char* cudaGetErrorString(cudaError_t) { return "no error"; }
+
+namespace {
+
+// A fresh leaf that requires grad, in dtype dt (never t itself: .to(t's own dtype) returns t).
+at::Tensor leaf(const at::Tensor& t, at::ScalarType dt) { return t.to(dt).detach().clone().requires_grad_(true); }
+
+double rel(const at::Tensor& got, const at::Tensor& want) {
+  return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max().clamp_min(1e-30))
+      .item<double>();
+}
+
+class FusedAutograd : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!nt::fused_kernels_built()) GTEST_SKIP() << "built without nvcc: the ops refuse before any node";
+    // This program's stand-ins for the CUDA runtime would answer LibTorch's own calls as well; on a
+    // machine with a GPU, test_fused_kernels runs the same nodes there.
+    if (torch::cuda::is_available()) GTEST_SKIP() << "a CUDA device: see test_fused_kernels";
+    nt::fused_kernels_take_cpu_tensors_for_tests(true);
+  }
+  void TearDown() override { nt::fused_kernels_take_cpu_tensors_for_tests(false); }
+};
+
+// Outputs and gradients of one run, with their names, against the reference run's.
+void expect_close(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& ref,
+                  const std::vector<std::string>& what, bool bf16, const std::string& op) {
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_TRUE(got[i].defined()) << op << ": " << what[i] << " missing";
+    EXPECT_EQ(got[i].scalar_type(), ref[i].scalar_type()) << op << ": " << what[i];
+    const double e = rel(got[i], ref[i]);
+    std::cout << "[ autograd ] " << op << (bf16 ? " bf16 " : " fp32 ") << what[i] << ": " << e << "\n";
+    EXPECT_LE(e, bf16 ? 2e-2 : 1e-4) << op << (bf16 ? " bf16 " : " fp32 ") << what[i];
+  }
+}
+
+constexpr int64_t N = 2, T = 5, D = 36;  // rows narrower than a block: every lane path runs
+
+// The block's first norm: y = modulate(LayerNorm(x)), alone and handing x on (x used twice).
+TEST_F(FusedAutograd, ModulatedNormAndPassingMatchLibTorchOps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{3});
+  const auto x0 = at::randn({N, T, D}, gen) * 2, mod0 = at::randn({N, 2 * D}, gen) * 0.5;
+  const auto py = at::randn({N, T, D}, gen), px = at::randn({N, T, D}, gen);
+  for (const bool bf16 : {false, true})
+    for (const bool passing : {false, true}) {
+      auto run_one = [&](bool fused) {
+        auto x = leaf(x0, at::kFloat), mod = leaf(mod0, bf16 ? at::kBFloat16 : at::kFloat);
+        auto c = mod.chunk(2, 1);  // shift, scale [N, D]: row stride 2D
+        at::Tensor y, x_on = x;
+        if (!fused) {
+          y = nt::modulated_norm(x, c[0], c[1], false);
+        } else if (passing) {
+          auto yx = nt::fused_modulated_norm_passing(x, c[0], c[1], nt::kModulatedNormEps, bf16);
+          y = yx[0], x_on = yx[1];
+        } else {
+          y = nt::fused_modulated_norm(x, c[0], c[1], nt::kModulatedNormEps, bf16);
+        }
+        at::Tensor loss = (y.to(at::kFloat) * py).sum();
+        if (passing) loss = loss + (x_on * px).sum();
+        loss.backward();
+        return std::vector<at::Tensor>{y.detach().to(at::kFloat), x.grad(), mod.grad()};
+      };
+      expect_close(run_one(true), run_one(false), {"y", "grad x", "grad shift/scale"}, bf16,
+                   passing ? "norm passing x" : "norm");
+    }
+}
+
+// The gated residual h = x + gate * branch and the residual + next norm {h, n}, with the
+// branch's product taking its bias detached and the op giving the bias its gradient, or without.
+TEST_F(FusedAutograd, ResidualsMatchLibTorchOpsWithAndWithoutTheBranchBias) {
+  constexpr int64_t K = 24;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{5});
+  const auto x0 = at::randn({N, T, D}, gen), mod0 = at::randn({N, 3 * D}, gen) * 0.5;
+  const auto a0 = at::randn({N, T, K}, gen), w0 = at::randn({D, K}, gen) * 0.2, bias0 = at::randn({D}, gen);
+  const auto ph = at::randn({N, T, D}, gen), pn = at::randn({N, T, D}, gen);
+  for (const bool with_norm : {false, true})
+    for (const bool bf16 : {false, true})
+      for (const bool with_bias : {false, true}) {
+        const auto dt = bf16 ? at::kBFloat16 : at::kFloat;
+        auto run_one = [&](bool fused) {
+          auto x = leaf(x0, at::kFloat), mod = leaf(mod0, dt), a = leaf(a0, dt), w = leaf(w0, dt),
+               bias = leaf(bias0, dt);
+          auto c = mod.chunk(3, 1);  // gate, shift, scale [N, D]
+          const bool bias_here = fused && with_bias;  // the op, not the product, gives its gradient
+          const auto branch = at::linear(a, w, bias_here ? bias.detach() : bias);  // [N, T, D]
+          const at::Tensor b = bias_here ? bias : at::Tensor();
+          at::Tensor loss;
+          if (with_norm) {
+            std::vector<at::Tensor> hn;
+            if (fused) {
+              hn = nt::fused_residual_norm(x, c[0], branch, c[1], c[2], nt::kModulatedNormEps, bf16, b);
+            } else {
+              const auto h = at::addcmul(x, c[0].unsqueeze(1), branch);
+              hn = {h, nt::modulated_norm(h, c[1], c[2], false)};
+            }
+            loss = (hn[0] * ph).sum() + (hn[1].to(at::kFloat) * pn).sum();
+          } else {
+            const auto h = fused ? nt::fused_gated_residual(x, c[0], branch, b)
+                                 : at::addcmul(x, c[0].unsqueeze(1), branch);
+            loss = (h * ph).sum();
+          }
+          loss.backward();
+          return std::vector<at::Tensor>{loss.detach().reshape({1}), bias.grad(), w.grad(), a.grad(), x.grad(),
+                                         mod.grad()};
+        };
+        expect_close(run_one(true), run_one(false),
+                     {"loss", "grad bias", "grad weight", "grad input", "grad x", "grad gate/shift/scale"}, bf16,
+                     std::string(with_norm ? "residual norm" : "gated residual") +
+                         (with_bias ? " with the bias" : " without the bias"));
+      }
+}
+
+// The test seam is off by default: CPU tensors are refused, as in the trainer.
+TEST(FusedAutogradSeam, CpuTensorsRefusedUnlessATestAsks) {
+  const auto x = at::randn({N, T, D}), mod = at::randn({N, 2 * D});
+  auto c = mod.chunk(2, 1);
+  EXPECT_FALSE(nt::fused_modulated_norm_supports(x, c[0], c[1]));
+  EXPECT_THROW(nt::fused_modulated_norm(x, c[0], c[1], 1e-6, false), std::runtime_error);
+}
+
+}  // namespace
