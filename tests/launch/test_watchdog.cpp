@@ -70,7 +70,12 @@ TEST(Watchdog, AStoppedRankEndsTheJobInsteadOfHangingIt) {
   const std::string text = read_text(log);
   EXPECT_NE(rc, 0) << out << text;
   EXPECT_CONTAINS(out, "ended after");
-  EXPECT_CONTAINS(text, "fatal: no training progress for 4 s (train.watchdog_s) while in step");
+  EXPECT_CONTAINS(text, "fatal: no training progress for 4 s (train.watchdog_s) while ");
+  // In a step, or writing a checkpoint (every 5 steps) where the stop came as one began: on a busy
+  // machine the job may be at step 10 by the time the victim stops.
+  EXPECT_TRUE(text.find("(train.watchdog_s) while in step") != std::string::npos ||
+              text.find("(train.watchdog_s) while writing checkpoint") != std::string::npos)
+      << text;
   EXPECT_CONTAINS(text, "-- ending the whole job");
   // The run resumes from its last checkpoint.
   std::string again;
