@@ -35,7 +35,7 @@ NT_DEVICE Floats<V> load_floats(const T* p) {
   } else if constexpr (V == 4) {
     const uint2 q = *reinterpret_cast<const uint2*>(p);
     T h[4];
-    memcpy(h, &q, sizeof(q));  // the bits reinterpreted (registers on the GPU)
+    memcpy(static_cast<void*>(h), &q, sizeof(q));  // the bits reinterpreted (registers on the GPU)
     NT_UNROLL for (int k = 0; k < 4; ++k) r.v[k] = to_float(h[k]);
   } else {
     r.v[0] = to_float(*p);

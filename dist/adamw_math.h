@@ -1,9 +1,9 @@
 // One element of the fused optimizer step (dist/adamw.h: adamw_ema_fused): AdamW in the form of
 // PyTorch's fused CUDA AdamW (at::_fused_adamw_) with the hyper-parameters in double and the state
-// in float (LibTorch 2.11's kernel rounds β2 to float: dist/adamw.h), then the EMA as the reference updates it (update_ema: ema.mul_(decay).add_(θ, alpha=
-// 1 − decay), in float with float scalars, the add as one fused multiply-add), for the CUDA kernel
-// (dist/adamw_cuda.cu) and its CPU form alike. No LibTorch, no CUDA headers: nvcc and the host
-// compiler both include it.
+// in float (LibTorch 2.11's kernel rounds β2 to float: dist/adamw.h), then the EMA as the
+// reference updates it (update_ema: ema.mul_(decay).add_(θ, alpha=1 − decay), in float with float
+// scalars, the add as one fused multiply-add), for the CUDA kernel (dist/adamw_cuda.cu) and its
+// CPU form alike. No LibTorch, no CUDA headers: nvcc and the host compiler both include it.
 //   g'    = g * grad_scale                                   (clipping: g.mul_(coef) in fp32)
 //   θ    -= lr · λ · θ                                       (decoupled weight decay, double)
 //   m     = β1 m + (1 − β1) g'                               (double, stored as float)

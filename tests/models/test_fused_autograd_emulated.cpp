@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda_emulation.h"
+#include "max_rel_diff.h"
 #include "models/fused_kernels.h"
 #include "models/fused_kernels_cuda.cu"  // the launchers, compiled for the CPU
 #include "models/modulated_norm.h"
@@ -35,10 +36,7 @@ namespace {
 // A fresh leaf that requires grad, in dtype dt (never t itself: .to(t's own dtype) returns t).
 at::Tensor leaf(const at::Tensor& t, at::ScalarType dt) { return t.to(dt).detach().clone().requires_grad_(true); }
 
-double rel(const at::Tensor& got, const at::Tensor& want) {
-  return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max().clamp_min(1e-30))
-      .item<double>();
-}
+constexpr auto* rel = &nt::test::max_rel_diff;  // max_rel_diff.h
 
 class FusedAutograd : public ::testing::Test {
  protected:

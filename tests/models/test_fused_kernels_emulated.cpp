@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "cuda_emulation.h"
+#include "max_rel_diff.h"
 #include "models/fused_kernels_device.h"
 #include "models/gelu_kernels_device.h"
 
@@ -36,10 +37,7 @@ T* mut(const at::Tensor& t) {
   return reinterpret_cast<T*>(t.data_ptr());
 }
 
-double rel(const at::Tensor& got, const at::Tensor& want) {
-  return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max().clamp_min(1e-30))
-      .item<double>();
-}
+constexpr auto* rel = &nt::test::max_rel_diff;  // max_rel_diff.h
 
 const char* name(at::ScalarType t) { return t == at::kFloat ? "fp32" : "bf16"; }
 
@@ -145,7 +143,8 @@ void check_gated_residual(int64_t D) {
                                           mut<TB>(grad_bias), rows, T, static_cast<int>(D), nullptr);
   EXPECT_TRUE(torch::equal(grad_branch2, grad_branch)) << D;
   EXPECT_TRUE(torch::equal(grad_gate2, grad_gate)) << D;
-  const double ebias = rel(grad_bias.to(at::kFloat), grad_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TB>()).to(at::kFloat));
+  const double ebias =
+      rel(grad_bias.to(at::kFloat), grad_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TB>()).to(at::kFloat));
   std::cout << "[ emulated ] gated residual D " << D << " " << name(dtype<TB>()) << ": out " << eo << ", grad branch "
             << eb << ", grad gate " << eg << ", grad bias " << ebias << "\n";
   EXPECT_LE(eo, 1e-6);
@@ -207,7 +206,8 @@ void check_residual_norm(int64_t D, bool with_gh) {
   for (const auto& [a, b] : {std::pair{gx2, gx}, std::pair{g_branch2, g_branch}, std::pair{g_gate2, g_gate},
                              std::pair{g_scale2, g_scale}, std::pair{g_shift2, g_shift}})
     EXPECT_TRUE(torch::equal(a, b)) << "D " << D;
-  const double ebias = rel(g_bias.to(at::kFloat), g_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TM>()).to(at::kFloat));
+  const double ebias =
+      rel(g_bias.to(at::kFloat), g_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TM>()).to(at::kFloat));
   EXPECT_LE(ebias, dtype<TM>() == at::kFloat ? 1e-5 : 1e-2) << "grad bias, D " << D;
   // Reference gradients: h's own gradient and the norm's output gradient.
   if (with_gh)
