@@ -16,7 +16,7 @@
 // k = 0.044715. Layout of the sums: a block of kColumnThreads threads takes kPairColumns columns of
 // a split of the rows, each lane two adjacent columns (one 4- or 8-byte access: a warp reads 128
 // or 256 contiguous bytes of a row), its 8 warps every 8th row; the warps' sums are added in
-// warp order, then the splits in order (tile_sum_kernel): deterministic.
+// warp order, then the splits (row_sum_kernel): deterministic.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -31,22 +31,32 @@ constexpr float kGeluKappa = 0.044715f;
 constexpr int kPairColumns = 64;  // columns per block of the sums: two per lane
 constexpr int kGeluRows = 4;      // rows a warp loads at once
 
-NT_DEVICE float gelu_tanh(float x) {
-  const float x_cube = x * x * x;
-  const float inner = kGeluBeta * (x + kGeluKappa * x_cube);
-  return 0.5f * x * (1.f + tanhf(inner));
+// tanh(b (x + k x^3)), the GELU's inner tanh; x_sq = x * x.
+NT_DEVICE float gelu_tanh_inner(float x, float x_sq) {
+  const float x_cube = x_sq * x;
+  return tanhf(kGeluBeta * (x + kGeluKappa * x_cube));
 }
 
-// dy * d gelu_tanh(x) / dx.
-NT_DEVICE float gelu_tanh_backward(float dy, float x) {
-  const float x_sq = x * x, x_cube = x_sq * x;
-  const float tanh_inner = tanhf(kGeluBeta * (x + kGeluKappa * x_cube));
+NT_DEVICE float gelu_tanh(float x) { return 0.5f * x * (1.f + gelu_tanh_inner(x, x * x)); }
+
+// gelu_tanh(x) and dy * d gelu_tanh(x) / dx from one evaluation of the tanh (the costliest part:
+// the kernel below took about 58 instructions per element when it evaluated it twice), each in the
+// operations and order of its own function, so the same values.
+struct GeluAndGrad {
+  float act, grad;
+};
+NT_DEVICE GeluAndGrad gelu_tanh_and_backward(float dy, float x) {
+  const float x_sq = x * x;
+  const float tanh_inner = gelu_tanh_inner(x, x_sq);
   const float left = 0.5f * x, right = 1.f + tanh_inner;
   const float left_derivative = 0.5f * right;
   const float right_derivative = 1.f - tanh_inner * tanh_inner;
   const float inner_derivative = kGeluBeta * (1.f + 3.f * kGeluKappa * x_sq);
-  return dy * (left_derivative + left * right_derivative * inner_derivative);
+  return {left * right, dy * (left_derivative + left * right_derivative * inner_derivative)};
 }
+
+// dy * d gelu_tanh(x) / dx.
+NT_DEVICE float gelu_tanh_backward(float dy, float x) { return gelu_tanh_and_backward(dy, x).grad; }
 
 // Two adjacent elements p[0], p[1] (the second only when width == 2; else 0); with kVector one
 // aligned 2-element access on the GPU.
@@ -84,9 +94,11 @@ NT_DEVICE void store2(T* p, int width, const float (&v)[2]) {
 }
 
 // part[split, n] = the sum over the split's rows of dpre[m, n] (forming dpre first with
-// kDerivative), act written where not null. g and dpre may be the same matrix. kVector: N is
-// even and every matrix 2-element aligned.
-template <typename T, bool kDerivative, bool kVector>
+// kDerivative), act written with kAct. g and dpre may be the same matrix. kVector: N is even and
+// every matrix 2-element aligned. A lane's second column, where it has none (odd N), and rows
+// past the split compute on zeros (g = 0: dpre = 0, adding nothing) and are not stored: the loop
+// body has no branches but the stores'.
+template <typename T, bool kDerivative, bool kVector, bool kAct>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gelu_bias_gradient_kernel(const T* g, const T* __restrict__ pre, T* dpre, T* __restrict__ act,
                               float* __restrict__ part, int64_t M, int N, int64_t rows_per_split) {
@@ -108,21 +120,28 @@ NT_UNROLL
         v[u][0] = v[u][1] = p[u][0] = p[u][1] = 0.f;
         if (row < t1) {
           load2<kVector>(g + i, width, v[u]);
-          if (kDerivative || act) load2<kVector>(pre + i, width, p[u]);
+          if (kDerivative || kAct) load2<kVector>(pre + i, width, p[u]);
         }
       }
 NT_UNROLL
       for (int u = 0; u < kGeluRows; ++u) {
         const int64_t row = t + u * kColumnGroups, i = row * N + d;
-        if (row >= t1) break;
-        if (kDerivative) {
-          v[u][0] = round_to<T>(gelu_tanh_backward(v[u][0], p[u][0]));
-          v[u][1] = width > 1 ? round_to<T>(gelu_tanh_backward(v[u][1], p[u][1])) : 0.f;
-          store2<kVector>(dpre + i, width, v[u]);
+        float a[2];
+NT_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          if constexpr (kDerivative && kAct) {
+            const GeluAndGrad r = gelu_tanh_and_backward(v[u][c], p[u][c]);
+            a[c] = r.act;
+            v[u][c] = round_to<T>(r.grad);
+          } else if constexpr (kDerivative) {
+            v[u][c] = round_to<T>(gelu_tanh_backward(v[u][c], p[u][c]));
+          } else if constexpr (kAct) {
+            a[c] = gelu_tanh(p[u][c]);
+          }
         }
-        if (act) {
-          const float a[2] = {gelu_tanh(p[u][0]), gelu_tanh(p[u][1])};
-          store2<kVector>(act + i, width, a);
+        if (row < t1) {
+          if constexpr (kDerivative) store2<kVector>(dpre + i, width, v[u]);
+          if constexpr (kAct) store2<kVector>(act + i, width, a);
         }
         acc[0] += v[u][0];  // row by row, in order
         acc[1] += v[u][1];
@@ -180,15 +199,17 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
   const int64_t rows_per_split = (M + splits - 1) / splits;
   const bool vector = N % 2 == 0 && pair_aligned(g) && (!pre || pair_aligned(pre)) && (!dpre || pair_aligned(dpre)) &&
                       (!act || pair_aligned(act));
-  auto kernel = derivative ? (vector ? gelu_bias_gradient_kernel<T, true, true> : gelu_bias_gradient_kernel<T, true, false>)
-                           : (vector ? gelu_bias_gradient_kernel<T, false, true> : gelu_bias_gradient_kernel<T, false, false>);
+  auto pick = [&](auto with_act) {
+    constexpr bool kAct = decltype(with_act)::value;
+    return derivative ? (vector ? gelu_bias_gradient_kernel<T, true, true, kAct>
+                                : gelu_bias_gradient_kernel<T, true, false, kAct>)
+                      : (vector ? gelu_bias_gradient_kernel<T, false, true, kAct>
+                                : gelu_bias_gradient_kernel<T, false, false, kAct>);
+  };
+  auto kernel = act ? pick(std::true_type{}) : pick(std::false_type{});
   const dim3 grid(static_cast<unsigned>((N + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(splits));
   NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
-  // The splits added in order: the tile sums of one "sample" whose tiles are the splits.
-  auto total_kernel = tile_sum_kernel<T>;
-  NT_LAUNCH(total_kernel, dim3(static_cast<unsigned>((N + 127) / 128)), dim3(128), s,
-            static_cast<const float*>(workspace), static_cast<const float*>(nullptr), dbias, static_cast<T*>(nullptr),
-            splits, N);
+  launch_sample_sum(static_cast<const float*>(workspace), dbias, splits, N, s);  // the splits' sums added up
 }
 
 // pre, act: n elements.

@@ -268,6 +268,19 @@ void check_gelu_kernels(int64_t N) {
     EXPECT_LE(ed, tol);
     EXPECT_LE(eb, tol);
     EXPECT_LE(ea, tol);
+    // The kernel's act and dpre are the plain GELU's and derivative's values element by element
+    // (the kernel evaluates the tanh once for both): bit for bit.
+    const at::Tensor pre_f = pre.to(at::kFloat).contiguous(), g_f = g.to(at::kFloat).contiguous();
+    const at::Tensor act_f = act.to(at::kFloat), dpre_f = dpre.to(at::kFloat);
+    int64_t act_differ = 0, dpre_differ = 0;
+    for (int64_t i = 0; i < M * N; ++i) {
+      const float p = pre_f.data_ptr<float>()[i];
+      act_differ += act_f.data_ptr<float>()[i] != dev::round_to<T>(dev::gelu_tanh(p));
+      if (derivative)
+        dpre_differ += dpre_f.data_ptr<float>()[i] != dev::round_to<T>(dev::gelu_tanh_backward(g_f.data_ptr<float>()[i], p));
+    }
+    EXPECT_EQ(act_differ, 0);
+    EXPECT_EQ(dpre_differ, 0);
   }
   // Without act: nothing written there.
   auto dpre = g.clone(), dbias = at::empty({N}, at::TensorOptions().dtype(dtype<T>()));
@@ -282,6 +295,25 @@ void check_gelu_kernels(int64_t N) {
     EXPECT_LE(e, tol) << n;
     if (n < M * N) {
       EXPECT_TRUE(std::isnan(act[n].template item<float>())) << "wrote past the end";
+    }
+  }
+}
+
+// The sums over rows of per-sample (or per-split) parts: rows fewer than, equal to and more than
+// the block's warps (each warp takes every 8th row), columns within one block and over several
+// with the last partial; against the sum in double, in fp32 and rounded to bf16.
+TEST(EmulatedRowSum, AddsEveryRowOfEveryColumn) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (int64_t N : {1, 8, 19, 128}) {
+    for (int D : {5, 32, 75}) {
+      const at::Tensor part = at::randn({N, D}, gen);
+      const at::Tensor ref = part.to(at::kDouble).sum(0);
+      auto out = at::full({D}, std::nan(""));
+      dev::launch_sample_sum<float>(ptr<float>(part), mut<float>(out), N, D, nullptr);
+      EXPECT_LE((out.to(at::kDouble) - ref).abs().max().item<double>(), 1e-5) << "N " << N << " D " << D;
+      auto out_bf16 = at::empty({D}, at::TensorOptions().dtype(at::kBFloat16));
+      dev::launch_sample_sum<__nv_bfloat16>(ptr<float>(part), mut<__nv_bfloat16>(out_bf16), N, D, nullptr);
+      EXPECT_TRUE(out_bf16.to(at::kFloat).equal(out.to(at::kBFloat16).to(at::kFloat))) << "N " << N << " D " << D;
     }
   }
 }
