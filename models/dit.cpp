@@ -141,14 +141,23 @@ AttentionImpl::AttentionImpl(int dim, int num_heads) : num_heads(num_heads) {
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(linear(qkv, x)); }
 
-at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere) {
+at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere, const at::Tensor& qkv_bias) {
   const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
   // q, k, v as strided views of the product: unbind on the token-major layout, then each
   // transposed. Backward then stacks the three gradients straight into qkv's own layout
   // [N, T, 3, H, hd] (one copy; three selects would each fill a zero tensor and add, and unbind
-  // on a permuted [3, N, H, T, hd] would stack, then copy again to undo the permutation).
-  const auto parts = qkv_out.view({N, T, 3, num_heads, hd}).unbind(2);  // 3 x [N, T, H, hd]
-  const auto q = parts[0].transpose(1, 2), k = parts[1].transpose(1, 2), v = parts[2].transpose(1, 2);  // [N, H, T, hd]
+  // on a permuted [3, N, H, T, hd] would stack, then copy again to undo the permutation). With
+  // `qkv_bias` (the product took it detached) the fused op does that stack and forms the bias's
+  // gradient in the same pass; where it does not apply, the bias gets its gradient through the
+  // output as from the product itself.
+  std::vector<at::Tensor> qkv_parts;  // q, k, v [N, H, T, hd]
+  if (qkv_bias.defined() && fused_qkv_split_supports(qkv_out, num_heads)) {
+    qkv_parts = fused_qkv_split(qkv_out, qkv_bias, num_heads);
+  } else {
+    const at::Tensor out = qkv_bias.defined() ? with_bias_history(qkv_out, qkv_bias) : qkv_out;
+    for (const auto& part : out.view({N, T, 3, num_heads, hd}).unbind(2)) qkv_parts.push_back(part.transpose(1, 2));
+  }
+  const at::Tensor &q = qkv_parts[0], &k = qkv_parts[1], &v = qkv_parts[2];
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
   o = at::scaled_dot_product_attention(q, k, v);
@@ -200,17 +209,21 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
   // inputs (its normalised input is computed again in backward, not kept).
   auto& qkv = attn->qkv;
   auto& fc1 = mlp->fc1;
+  // So is qkv's, from the split of its output into q, k, v (fused_qkv_split).
+  const at::Tensor qkv_bias = bias_elsewhere ? qkv->bias : at::Tensor();
   at::Tensor x_res = x;  // x as the residual takes it
   at::Tensor a;          // the attention branch [N, T, D]
   if (norm) {
-    a = attn->attend(modulated_linear(x, shift_msa, scale_msa, qkv->weight, qkv->bias, fused), bias_elsewhere);
+    a = attn->attend(modulated_linear(x, shift_msa, scale_msa, qkv->weight, bias_of(qkv, bias_elsewhere), fused),
+                     bias_elsewhere, qkv_bias);
   } else if (fused && fused_modulated_norm_supports(x, shift_msa, scale_msa)) {
     // The norm hands x on to the residual: x's two gradients meet in the norm's backward kernel.
     auto yx = fused_modulated_norm_passing(x, shift_msa, scale_msa, kModulatedNormEps, cuda_autocast_enabled());
     x_res = yx[1];
-    a = attn->attend(linear(qkv, yx[0]), bias_elsewhere);
+    a = attn->attend(linear(qkv, yx[0], bias_elsewhere), bias_elsewhere, qkv_bias);
   } else {
-    a = attn->attend(linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused)), bias_elsewhere);
+    a = attn->attend(linear(qkv, modulated_norm(x, shift_msa, scale_msa, fused), bias_elsewhere), bias_elsewhere,
+                     qkv_bias);
   }
   const at::Tensor proj_bias = bias_elsewhere ? attn->proj->bias : at::Tensor();
   at::Tensor h, n;  // the stream after attention; the MLP's normalised input

@@ -131,8 +131,9 @@ struct AttentionImpl : torch::nn::Module {
   AttentionImpl(int dim, int num_heads);
   at::Tensor forward(const at::Tensor& x);  // [N, T, D] -> [N, T, D]
   // After the qkv product: [N, T, 3D] -> [N, T, D]. `proj_bias_elsewhere`: proj takes its bias
-  // detached (its gradient then comes from the residual the output goes to).
-  at::Tensor attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere = false);
+  // detached (its gradient then comes from the residual the output goes to). `qkv_bias`: the
+  // qkv product took this bias detached; its gradient comes from the split of qkv_out.
+  at::Tensor attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere = false, const at::Tensor& qkv_bias = {});
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int num_heads;
 };

@@ -201,6 +201,57 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
             g_bias.as(bias)};
   }
 };
+
+// q, k, v [N, H, T, hd] as views of qkv's output [N, T, 3D] (the layout's own unbind, then each
+// transposed); backward stacks their gradients into the output's gradient and, where `bias`
+// (the qkv product's, which that product took detached) asks for one, sums the columns for its
+// gradient, in one kernel.
+struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& qkv_out, const at::Tensor& bias,
+                               int64_t heads) {
+    const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+    const auto parts = qkv_out.view({N, T, 3, heads, D / heads}).unbind(2);  // 3 x [N, T, H, hd]
+    ctx->saved_data["shape"] = std::vector<int64_t>{N, T, D, heads};
+    ctx->saved_data["dtype"] = static_cast<int64_t>(qkv_out.scalar_type());
+    ctx->saved_data["bias_dtype"] = static_cast<int64_t>(bias.scalar_type());
+    ctx->saved_data["has_bias"] = has_bias(bias);
+    ctx->saved_data["device"] = static_cast<int64_t>(qkv_out.get_device());
+    return {parts[0].transpose(1, 2), parts[1].transpose(1, 2), parts[2].transpose(1, 2)};  // [N, H, T, hd]
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const int64_t N = shape[0], T = shape[1], D = shape[2], heads = shape[3];
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const int device = static_cast<int>(ctx->saved_data["device"].toInt());
+    at::Tensor keep[3];  // the gradients as the kernel reads them
+    cuda::QkvGradParts parts{};
+    at::TensorOptions options;
+    for (int p = 0; p < 3; ++p) {
+      if (!grads[p].defined()) continue;  // a part unused: zeros
+      at::Tensor g = grads[p].scalar_type() == dtype ? grads[p] : grads[p].to(dtype);
+      if (g.stride(3) != 1) g = g.contiguous();
+      keep[p] = g;
+      options = g.options();
+      parts.part[p] = g.data_ptr();
+      parts.stride_n[p] = g.stride(0);
+      parts.stride_h[p] = g.stride(1);
+      parts.stride_t[p] = g.stride(2);
+    }
+    const at::Tensor none;
+    if (!keep[0].defined() && !keep[1].defined() && !keep[2].defined()) return {none, none, none};
+    auto g = at::empty({N, T, 3 * D}, options);  // [N, T, 3D]
+    const bool want_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(1);
+    const at::Tensor g_bias = want_bias ? at::empty({3 * D}, options) : none;
+    const at::Tensor workspace =
+        want_bias ? at::empty({cuda::qkv_grad_workspace(N * T, static_cast<int>(D))}, options.dtype(at::kFloat)) : none;
+    cuda::qkv_grad(parts, dtype_of(g), g.data_ptr(), want_bias ? g_bias.data_ptr() : nullptr,
+                   want_bias ? workspace.data_ptr<float>() : nullptr, N * T, T, static_cast<int>(D),
+                   static_cast<int>(heads), device, nullptr);
+    const auto bias_dtype = static_cast<at::ScalarType>(ctx->saved_data["bias_dtype"].toInt());
+    return {g, want_bias ? g_bias.to(bias_dtype) : none, none};
+  }
+};
 #endif
 
 }  // namespace
@@ -290,6 +341,26 @@ std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tenso
   check_branch_bias("fused_residual_norm", branch_bias, x);
 #ifdef NT_HAVE_CUDA_KERNELS
   return FusedResidualNorm::apply(x, gate, branch, shift, scale, eps, bf16_out, bias_or_stand_in(branch_bias, x));
+#else
+  return {};
+#endif
+}
+
+bool fused_qkv_split_supports(const at::Tensor& qkv_out, int64_t heads) {
+  return fused_kernels_built() && on_kernel_device(qkv_out) && qkv_out.dim() == 3 && qkv_out.is_contiguous() &&
+         (qkv_out.scalar_type() == at::kFloat || qkv_out.scalar_type() == at::kBFloat16) && heads > 0 &&
+         qkv_out.size(2) % (3 * heads) == 0 && qkv_out.size(1) > 0 && qkv_out.size(0) <= 65535 &&
+         qkv_out.size(0) * qkv_out.size(1) <= 2147483647LL;
+}
+
+std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
+  if (!fused_qkv_split_supports(qkv_out, heads))
+    unsupported("fused_qkv_split", "a contiguous fp32 or bf16 qkv output [N, T, 3D] with D a multiple of the heads");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
+    throw std::runtime_error("fused_qkv_split: the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
+                             "] on the output's device");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedQkvSplit::apply(qkv_out, bias_or_stand_in(bias, qkv_out), heads);
 #else
   return {};
 #endif

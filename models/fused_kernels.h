@@ -54,4 +54,14 @@ std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tenso
                                             const at::Tensor& shift, const at::Tensor& scale, double eps,
                                             bool bf16_out, const at::Tensor& branch_bias = {});
 
+// The attention's q, k, v [N, H, T, hd] from qkv's output [N, T, 3D] (H = heads, hd = D / H):
+// views, as qkv_out.view({N, T, 3, H, hd}).unbind(2) and each transposed. Backward writes the
+// output's gradient in one pass over the three gradients (autograd would stack them) and, with
+// `bias` ([3D], optional: the qkv product's bias, which that product took detached), the bias's
+// gradient, the column sums of the output's gradient rounded to its dtype (as the product's own
+// backward sums it), instead of a separate reduction that reads the whole gradient again.
+// Supports: CUDA, a contiguous fp32 or bf16 qkv_out with D a multiple of heads.
+bool fused_qkv_split_supports(const at::Tensor& qkv_out, int64_t heads);
+std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads);
+
 }  // namespace nt

@@ -10,6 +10,7 @@
 #include "core/cuda_check.h"
 #include "models/fused_kernels_cuda.h"
 #include "models/fused_kernels_device.h"
+#include "models/qkv_kernels_device.h"
 
 namespace nt::cuda {
 namespace {
@@ -161,5 +162,29 @@ void gated_residual_backward(const float* grad, const void* gate, int64_t gate_s
                                            grad_bias_part, static_cast<TB*>(grad_bias), rows, T, D, s);
   });
 }
+
+void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad_bias, float* workspace, int64_t rows,
+              int64_t T, int D, int heads, int device, void* stream) {
+  check_shape(rows, T, D);
+  if (heads <= 0 || D % heads != 0)
+    throw std::runtime_error("fused qkv split (CUDA): " + std::to_string(D) + " columns per part do not split into " +
+                             std::to_string(heads) + " heads");
+  if ((grad_bias == nullptr) != (workspace == nullptr))
+    throw std::runtime_error("fused qkv split (CUDA): the bias gradient needs both its workspace and its output");
+  launch_on(device, stream, dtype, [&](auto tt, cudaStream_t s) {
+    using TT = typename decltype(tt)::type;
+    device::QkvGrads<TT> in{};
+    for (int p = 0; p < 3; ++p) {
+      in.part[p] = static_cast<const TT*>(parts.part[p]);
+      in.stride_n[p] = parts.stride_n[p];
+      in.stride_h[p] = parts.stride_h[p];
+      in.stride_t[p] = parts.stride_t[p];
+    }
+    device::launch_qkv_grad(in, static_cast<TT*>(grad_qkv), static_cast<TT*>(grad_bias), workspace, rows, T, D,
+                            D / heads, s);
+  });
+}
+
+int64_t qkv_grad_workspace(int64_t rows, int D) { return device::qkv_grad_workspace(rows, D); }
 
 }  // namespace nt::cuda

@@ -22,6 +22,11 @@
 //   forward:  h = x + gate * branch (fp32), y = modulated_norm(h) with mean, rstd of h
 //   backward: grad_x = grad_h + the norm's grad (grad_h null: 0), grad_branch = grad_x * gate,
 //             grad_gate = sum_t grad_x * branch, grad_scale, grad_shift as modulated_norm's
+// qkv_grad (the attention's q, k, v: views of qkv's output [rows, 3D], each [N, H, T, hd] with
+// unit stride along hd): grad_qkv[r, p*D + h*hd + j] = grad_p[n, h, t, j] for the three parts
+// (a null part: zeros), all in `dtype`; optionally grad_bias[c] = the sum over all rows of
+// grad_qkv[r, c] (the qkv bias's gradient), summed within splits of the rows, then over the
+// splits, in order, and rounded to dtype.
 #pragma once
 #include <cstdint>
 
@@ -64,5 +69,16 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
                              Dtype dtype, void* grad_branch, float* grad_gate, float* grad_bias_part, void* grad_bias,
                              int64_t rows, int64_t T, int D, int device, void* stream);
+
+// The three gradients: pointers (null: zeros) and strides along n, h, t in elements.
+struct QkvGradParts {
+  const void* part[3];
+  int64_t stride_n[3], stride_h[3], stride_t[3];
+};
+
+// grad_bias ([3D], dtype) and workspace (qkv_grad_workspace floats) both null or both given.
+void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad_bias, float* workspace, int64_t rows,
+              int64_t T, int D, int heads, int device, void* stream);
+int64_t qkv_grad_workspace(int64_t rows, int D);
 
 }  // namespace nt::cuda

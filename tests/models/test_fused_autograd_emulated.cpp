@@ -139,6 +139,51 @@ TEST_F(FusedAutograd, ResidualsMatchLibTorchOpsWithAndWithoutTheBranchBias) {
       }
 }
 
+// q, k, v split from qkv's output, against the output's own unbind: through the composite
+// attention (gradients with the strides of its products' backward) or with v unused (its
+// gradient missing: zeros), with the product's bias detached and the split giving it its gradient
+// (in the output's dtype, or an fp32 bias that the product used in bf16, as under autocast) or
+// without a bias gradient from the split.
+TEST_F(FusedAutograd, QkvSplitMatchesUnbindWithAndWithoutTheBias) {
+  constexpr int64_t K = 24, H = 3, hd = 4, C = 3 * H * hd;  // C: qkv's output width
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{7});
+  const auto a0 = at::randn({N, T, K}, gen), w0 = at::randn({C, K}, gen) * 0.2, bias0 = at::randn({C}, gen);
+  const auto po = at::randn({N, H, T, hd}, gen), pq = at::randn({N, H, T, hd}, gen);
+  for (const bool bf16 : {false, true})
+    for (const bool fp32_bias : {false, true})
+      for (const bool with_bias : {false, true})
+        for (const bool use_v : {false, true}) {
+          if (fp32_bias && !bf16) continue;
+          const auto dt = bf16 ? at::kBFloat16 : at::kFloat;
+          auto run_one = [&](bool fused) {
+            auto a = leaf(a0, dt), w = leaf(w0, dt), bias = leaf(bias0, fp32_bias ? at::kFloat : dt);
+            const bool bias_here = fused && with_bias;  // the split, not the product, gives its gradient
+            const auto b = bias.to(dt);                 // the bias as the product takes it
+            const auto out = at::linear(a, w, bias_here ? b.detach() : b);  // [N, T, C]
+            std::vector<at::Tensor> qkv;
+            if (fused) {
+              qkv = nt::fused_qkv_split(out, with_bias ? bias : at::Tensor(), H);
+            } else {
+              for (const auto& part : out.view({N, T, 3, H, hd}).unbind(2)) qkv.push_back(part.transpose(1, 2));
+            }
+            at::Tensor loss = (qkv[0].to(at::kFloat) * pq).sum();
+            if (use_v) {
+              const auto att = at::softmax(at::matmul(qkv[0], qkv[1].transpose(-2, -1)).to(at::kFloat), -1);
+              loss = loss + (at::matmul(att.to(dt), qkv[2]).to(at::kFloat) * po).sum();
+            } else {
+              loss = loss + (qkv[1].to(at::kFloat) * po).sum();
+            }
+            loss.backward();
+            return std::vector<at::Tensor>{loss.detach().reshape({1}), qkv[0].detach(), qkv[2].detach(), bias.grad(),
+                                           w.grad(), a.grad()};
+          };
+          expect_close(run_one(true), run_one(false), {"loss", "q", "v", "grad bias", "grad weight", "grad input"},
+                       bf16,
+                       std::string("qkv split") + (with_bias ? " with the bias" : " without the bias") +
+                           (fp32_bias ? " (fp32)" : "") + (use_v ? "" : ", v unused"));
+        }
+}
+
 // The test seam is off by default: CPU tensors are refused, as in the trainer.
 TEST(FusedAutogradSeam, CpuTensorsRefusedUnlessATestAsks) {
   const auto x = at::randn({N, T, D}), mod = at::randn({N, 2 * D});

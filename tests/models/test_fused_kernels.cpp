@@ -6,7 +6,7 @@
 // rows wider than the kernels support take the composite; the residual and the next norm in one
 // node against the two ops; the norm that hands its input on against the input used twice; the
 // bias gradient of the product before a residual, taken by the residual's kernel, against the
-// product's own.
+// product's own; q, k, v split from the qkv product with its bias gradient, against unbind.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -81,6 +81,14 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     ADD_FAILURE() << "no error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("fused_residual_norm: needs"), std::string::npos) << e.what();
+  }
+  const auto qkv_out = torch::randn({2, 5, 36});
+  EXPECT_FALSE(nt::fused_qkv_split_supports(qkv_out, 3));
+  try {
+    nt::fused_qkv_split(qkv_out, {}, 3);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_qkv_split: needs"), std::string::npos) << e.what();
   }
 }
 
@@ -279,6 +287,52 @@ TEST_P(FusedCuda, BranchBiasGradientAsTheProductsOwn) {
       }
       EXPECT_EQ(got[0].scalar_type(), at::kFloat);
     }
+}
+
+// q, k, v split from qkv's output by the fused op (the product's bias detached, its gradient
+// from the split) against the output's own unbind (the bias through the product), through
+// LibTorch's attention (on LibTorch 2: scaled_dot_product_attention, whose kernels hand back the
+// gradients in layouts of their own), fp32 and under autocast.
+TEST_P(FusedCuda, QkvSplitThroughAttentionAsUnbind) {
+  const int64_t D = GetParam(), N = 3, T = 37, K = 24;
+  const int64_t H = D == 36 ? 3 : D == 200 ? 5 : D == 128 ? 4 : 16, hd = D / H;
+  const auto dev = torch::Device(torch::kCUDA);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 17);
+  const auto a0 = at::randn({N, T, K}, gen).to(dev), w0 = (at::randn({3 * D, K}, gen) * 0.2).to(dev),
+             bias0 = at::randn({3 * D}, gen).to(dev), po = at::randn({N, H, T, hd}, gen).to(dev);
+  for (const bool autocast : {false, true}) {
+    auto run_one = [&](bool fused) {
+      auto a = a0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true),
+           bias = bias0.clone().requires_grad_(true);
+      if (autocast) nt::set_cuda_autocast(true);
+      const auto out = at::linear(a, w, fused ? bias.detach() : bias);  // [N, T, 3D]
+      std::vector<at::Tensor> qkv;
+      if (fused) {
+        EXPECT_TRUE(nt::fused_qkv_split_supports(out, H));
+        qkv = nt::fused_qkv_split(out, bias, H);
+      } else {
+        for (const auto& part : out.view({N, T, 3, H, hd}).unbind(2)) qkv.push_back(part.transpose(1, 2));
+      }
+#if TORCH_VERSION_MAJOR >= 2
+      const auto o = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+#else
+      const auto o = at::matmul(at::softmax(at::matmul(qkv[0], qkv[1].transpose(-2, -1)), -1), qkv[2]);
+#endif
+      if (autocast) nt::set_cuda_autocast(false);
+      (o.to(at::kFloat) * po).sum().backward();
+      return std::vector<at::Tensor>{o.detach().to(at::kFloat), bias.grad(), w.grad(), a.grad()};
+    };
+    const auto ref = run_one(false), got = run_one(true);
+    const char* what[] = {"attention output", "grad bias", "grad weight", "grad input"};
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_TRUE(got[i].defined()) << what[i];
+      const double e = rel(got[i], ref[i]);
+      std::cout << "[ fused    ] qkv split D " << D << (autocast ? " bf16 " : " fp32 ") << what[i] << ": " << e << "\n";
+      // The attention's backward may add in no fixed order; bf16: the bias gradient is a bf16 sum in both.
+      EXPECT_LE(e, autocast ? 2e-2 : 1e-5) << what[i];
+    }
+    EXPECT_EQ(got[1].scalar_type(), at::kFloat);
+  }
 }
 
 // Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.

@@ -18,6 +18,7 @@
 #include "max_rel_diff.h"
 #include "models/fused_kernels_device.h"
 #include "models/gelu_kernels_device.h"
+#include "models/qkv_kernels_device.h"
 
 namespace {
 
@@ -316,6 +317,54 @@ TEST(EmulatedRowSum, AddsEveryRowOfEveryColumn) {
       EXPECT_TRUE(out_bf16.to(at::kFloat).equal(out.to(at::kBFloat16).to(at::kFloat))) << "N " << N << " D " << D;
     }
   }
+}
+
+// The qkv gradient: q's gradient laid out [N, H, T, hd] (contiguous), k's [N, T, H, hd] (the
+// views' own layout, as a transposed tensor), v's missing (zeros) or contiguous; hd even (a
+// lane's two columns in one head) and odd (they may straddle heads and parts); 150 rows in two
+// splits of 75, more rows than a warp's 4 x 8 per pass. Against the stack, bit for bit, and the
+// column sums in double.
+template <typename T>
+void check_qkv_grad(int64_t hd, bool with_v) {
+  const int64_t N = 3, Tn = 50, H = 3, D = H * hd, M = N * Tn;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(hd) + (with_v ? 100 : 0));
+  const auto opt = at::TensorOptions().dtype(dtype<T>());
+  const at::Tensor gq = at::randn({N, H, Tn, hd}, gen).to(dtype<T>());                   // contiguous
+  const at::Tensor gk = at::randn({N, Tn, H, hd}, gen).to(dtype<T>()).transpose(1, 2);  // [N, H, T, hd] view
+  const at::Tensor gv = with_v ? at::randn({N, H, Tn, hd}, gen).to(dtype<T>()) : at::zeros({N, H, Tn, hd}, opt);
+  dev::QkvGrads<T> in{};
+  const at::Tensor parts[3] = {gq, gk, gv};
+  for (int p = 0; p < 3; ++p) {
+    in.part[p] = p == 2 && !with_v ? nullptr : ptr<T>(parts[p]);
+    in.stride_n[p] = parts[p].stride(0);
+    in.stride_h[p] = parts[p].stride(1);
+    in.stride_t[p] = parts[p].stride(2);
+  }
+  ASSERT_EQ(dev::gelu_sum_splits(M), 2);
+  auto g = at::full({N, Tn, 3 * D}, std::nan(""), opt), bias = at::full({3 * D}, std::nan(""), opt);
+  auto workspace = at::empty({dev::qkv_grad_workspace(M, static_cast<int>(D))});
+  dev::launch_qkv_grad<T>(in, mut<T>(g), mut<T>(bias), mut<float>(workspace), M, Tn, static_cast<int>(D),
+                          static_cast<int>(hd), nullptr);
+  const at::Tensor ref = at::stack({gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2)}, 2)  // [N, T, 3, H, hd]
+                             .reshape({N, Tn, 3 * D});
+  EXPECT_TRUE(g.equal(ref)) << "hd " << hd << " v " << with_v;
+  const at::Tensor bias_ref = ref.to(at::kDouble).sum(at::IntArrayRef{0, 1});
+  const double tol = dtype<T>() == at::kFloat ? 1e-5 : 4e-2;  // bf16: the sum rounded to 2^-8 relative
+  const double err = (bias.to(at::kDouble) - bias_ref).abs().max().template item<double>();
+  EXPECT_LE(err, tol * (1 + bias_ref.abs().max().template item<double>())) << "hd " << hd << " v " << with_v;
+  // Without the sums: the same gradient, nothing summed.
+  auto g2 = at::full({N, Tn, 3 * D}, std::nan(""), opt);
+  dev::launch_qkv_grad<T>(in, mut<T>(g2), static_cast<T*>(nullptr), static_cast<float*>(nullptr), M, Tn,
+                          static_cast<int>(D), static_cast<int>(hd), nullptr);
+  EXPECT_TRUE(g2.equal(ref));
+}
+
+TEST(EmulatedQkvGrad, StacksTheThreeGradientsAndSumsTheColumns) {
+  for (int64_t hd : {4, 5})
+    for (bool with_v : {true, false}) {
+      check_qkv_grad<float>(hd, with_v);
+      check_qkv_grad<__nv_bfloat16>(hd, with_v);
+    }
 }
 
 class EmulatedGelu : public ::testing::TestWithParam<int> {};
