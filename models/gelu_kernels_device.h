@@ -58,41 +58,6 @@ NT_DEVICE GeluAndGrad gelu_tanh_and_backward(float dy, float x) {
 // dy * d gelu_tanh(x) / dx.
 NT_DEVICE float gelu_tanh_backward(float dy, float x) { return gelu_tanh_and_backward(dy, x).grad; }
 
-// Two adjacent elements p[0], p[1] (the second only when width == 2; else 0); with kVector one
-// aligned 2-element access on the GPU.
-template <bool kVector, typename T>
-NT_DEVICE void load2(const T* p, int width, float (&v)[2]) {
-#ifdef __CUDACC__
-  if constexpr (kVector && std::is_same_v<T, float>) {
-    const float2 x = *reinterpret_cast<const float2*>(p);
-    v[0] = x.x;
-    v[1] = x.y;
-    return;
-  } else if constexpr (kVector) {
-    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
-    v[0] = __low2float(x);
-    v[1] = __high2float(x);
-    return;
-  }
-#endif
-  v[0] = to_float(p[0]);
-  v[1] = width > 1 ? to_float(p[1]) : 0.f;
-}
-template <bool kVector, typename T>
-NT_DEVICE void store2(T* p, int width, const float (&v)[2]) {
-#ifdef __CUDACC__
-  if constexpr (kVector && std::is_same_v<T, float>) {
-    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
-    return;
-  } else if constexpr (kVector) {
-    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v[0], v[1]);
-    return;
-  }
-#endif
-  p[0] = from_float<T>(v[0]);
-  if (width > 1) p[1] = from_float<T>(v[1]);
-}
-
 // part[split, n] = the sum over the split's rows of dpre[m, n] (forming dpre first with
 // kDerivative), act written with kAct. g and dpre may be the same matrix. kVector: N is even and
 // every matrix 2-element aligned. A lane's second column, where it has none (odd N), and rows
@@ -182,11 +147,6 @@ inline int gelu_sum_splits(int64_t M) {
 }
 inline int64_t gelu_bias_gradient_workspace(int64_t M, int N) {
   return gelu_sum_splits(M) * static_cast<int64_t>(N);
-}
-
-template <typename T>
-bool pair_aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (2 * sizeof(T)) == 0;
 }
 
 // g, pre, dpre, act [M, N] row-major; dbias [N]; workspace gelu_bias_gradient_workspace(M, N)

@@ -127,6 +127,14 @@ void check_gated_residual(int64_t D) {
                                          T, static_cast<int>(D), nullptr);
   const at::Tensor gate_f = gate.to(at::kFloat).unsqueeze(1), branch_f = branch.to(at::kFloat);  // exact widenings
   const double eo = rel(out, x + gate_f * branch_f);
+  // A branch one element off 4-element alignment takes the one-element kernel (D here is a
+  // multiple of 4, so the run above took the four-element one): the same values.
+  auto shifted = at::empty({rows * D + 1}, at::TensorOptions().dtype(dtype<TB>()));
+  shifted.narrow(0, 1, rows * D).copy_(branch.reshape({-1}));
+  auto out1 = at::empty({N, T, D});
+  dev::launch_gated_residual_forward<TB>(ptr<float>(x), ptr<TB>(mod) + D, 3 * D, ptr<TB>(shifted) + 1, mut<float>(out1),
+                                         rows, T, static_cast<int>(D), nullptr);
+  EXPECT_TRUE(torch::equal(out1, out)) << D;
 
   auto grad_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TB>())), grad_gate = at::empty({N, D});
   dev::launch_gated_residual_backward<TB>(ptr<float>(grad), ptr<TB>(mod) + D, 3 * D, ptr<TB>(branch),
@@ -144,6 +152,17 @@ void check_gated_residual(int64_t D) {
                                           mut<TB>(grad_bias), rows, T, static_cast<int>(D), nullptr);
   EXPECT_TRUE(torch::equal(grad_branch2, grad_branch)) << D;
   EXPECT_TRUE(torch::equal(grad_gate2, grad_gate)) << D;
+  // The branch one element off alignment: the one-column kernel (the runs above, D even, took the
+  // two-column one), the same values bit for bit.
+  auto grad_branch3 = at::full({N, T, D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
+  auto grad_gate3 = at::full({N, D}, NAN), bias_part3 = at::full({N, D}, NAN);
+  auto grad_bias3 = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
+  dev::launch_gated_residual_backward<TB>(ptr<float>(grad), ptr<TB>(mod) + D, 3 * D, ptr<TB>(shifted) + 1,
+                                          mut<TB>(grad_branch3), mut<float>(grad_gate3), mut<float>(bias_part3),
+                                          mut<TB>(grad_bias3), rows, T, static_cast<int>(D), nullptr);
+  EXPECT_TRUE(torch::equal(grad_branch3, grad_branch)) << D;
+  EXPECT_TRUE(torch::equal(grad_gate3, grad_gate)) << D;
+  EXPECT_TRUE(torch::equal(grad_bias3, grad_bias)) << D;
   const double ebias =
       rel(grad_bias.to(at::kFloat), grad_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TB>()).to(at::kFloat));
   std::cout << "[ emulated ] gated residual D " << D << " " << name(dtype<TB>()) << ": out " << eo << ", grad branch "
