@@ -510,6 +510,42 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   }
 }
 
+// The kernels whose lanes take two adjacent columns each: kPairColumns columns per block of
+// kColumnThreads threads. store_pair_sums adds acc (this lane's two columns' sums) over the
+// block's kColumnGroups warps in warp order and writes the first `width` of them to out[0..).
+// shared holds 2 * kColumnThreads floats; every thread of the block calls it.
+constexpr int kPairColumns = 2 * kColumnWidth;  // 64
+
+// Where a thread of such a kernel works when the grid splits the M rows of `cols` columns
+// (blockIdx.x: the column block, blockIdx.y: the split of rows_per_split rows): its lane and warp,
+// its first column, how many of its two columns exist, and the split's rows [t0, t1).
+struct PairTile {
+  int lane, group, col, width;
+  int64_t t0, t1;
+};
+NT_DEVICE PairTile pair_tile(int64_t M, int cols, int64_t rows_per_split) {
+  PairTile p;
+  p.lane = static_cast<int>(threadIdx.x % kColumnWidth);
+  p.group = static_cast<int>(threadIdx.x / kColumnWidth);
+  p.col = static_cast<int>(blockIdx.x) * kPairColumns + 2 * p.lane;
+  p.width = p.col + 1 < cols ? 2 : p.col < cols ? 1 : 0;
+  p.t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
+  p.t1 = p.t0 + rows_per_split < M ? p.t0 + rows_per_split : M;
+  return p;
+}
+NT_DEVICE void store_pair_sums(const float (&acc)[2], float* shared, int width, float* out) {
+  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
+  for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];
+  __syncthreads();
+  if (group == 0) {
+    for (int k = 0; k < width; ++k) {
+      float total = 0.f;
+      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kPairColumns + 2 * lane + k];
+      out[k] = total;
+    }
+  }
+}
+
 // gated_residual_bwd_kernel two adjacent columns per lane (a block per 64 columns of a sample;
 // one 8-byte load of grad, 4-byte loads of branch and stores of grad branch in bf16), for D even
 // and every row and gate row 2-element aligned: the same values, the sums added in the same order.
@@ -519,10 +555,10 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gated_residual_bwd2_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
                                const TB* __restrict__ branch, TB* __restrict__ grad_branch,
                                float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
-  constexpr int kSums = kBias ? 2 : 1, kWidth = 2 * kColumnWidth;  // columns per block
+  constexpr int kSums = kBias ? 2 : 1;
   NT_SHARED float shared[kSums * 2 * kColumnThreads];
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  const int d = static_cast<int>(blockIdx.x) * kWidth + 2 * lane;  // D even: both columns or neither
+  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;  // D even: both columns or neither
   const int64_t n = blockIdx.y;
   float acc[kSums][2] = {};
   if (d < D) {
@@ -544,18 +580,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
       }
     }
   }
+  float* const out[2] = {grad_gate, grad_bias};
   for (int j = 0; j < kSums; ++j)
-    for (int k = 0; k < 2; ++k) shared[j * 2 * kColumnThreads + group * kWidth + 2 * lane + k] = acc[j][k];
-  __syncthreads();
-  if (group == 0 && d < D) {
-    float* const out[2] = {grad_gate, grad_bias};
-    for (int j = 0; j < kSums; ++j)
-      for (int k = 0; k < 2; ++k) {
-        float total = 0.f;
-        for (int w = 0; w < kColumnGroups; ++w) total += shared[j * 2 * kColumnThreads + w * kWidth + 2 * lane + k];
-        out[j][n * D + d + k] = total;
-      }
-  }
+    store_pair_sums(acc[j], shared + j * 2 * kColumnThreads, d < D ? 2 : 0, out[j] + n * D + d);
 }
 
 // The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, rounded to T
@@ -656,7 +683,7 @@ void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t g
                       pair_aligned(branch) && pair_aligned(grad_branch);
   if (vector) {
     auto kernel = grad_bias ? gated_residual_bwd2_kernel<TB, true> : gated_residual_bwd2_kernel<TB, false>;
-    const dim3 grid(static_cast<unsigned>((D + 2 * kColumnWidth - 1) / (2 * kColumnWidth)),
+    const dim3 grid(static_cast<unsigned>((D + kPairColumns - 1) / kPairColumns),
                     static_cast<unsigned>(rows / T));
     NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch, grad_gate,
               grad_bias_part, T, D);

@@ -28,7 +28,6 @@ namespace nt::cuda::device {
 
 constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi) = sqrt(2) * (2 / sqrt(pi)) * 0.5
 constexpr float kGeluKappa = 0.044715f;
-constexpr int kPairColumns = 64;  // columns per block of the sums: two per lane
 constexpr int kGeluRows = 4;      // rows a warp loads at once
 
 // tanh(b (x + k x^3)), the GELU's inner tanh; x_sq = x * x.
@@ -68,11 +67,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gelu_bias_gradient_kernel(const T* g, const T* __restrict__ pre, T* dpre, T* __restrict__ act,
                               float* __restrict__ part, int64_t M, int N, int64_t rows_per_split) {
   NT_SHARED float shared[2 * kColumnThreads];
-  const int lane = static_cast<int>(threadIdx.x % 32), group = static_cast<int>(threadIdx.x / 32);
-  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
-  const int64_t t1 = t0 + rows_per_split < M ? t0 + rows_per_split : M;
-  const int width = d + 1 < N ? 2 : d < N ? 1 : 0;  // this lane's columns
+  const PairTile tile = pair_tile(M, N, rows_per_split);
+  const int group = tile.group, d = tile.col, width = tile.width;  // width: this lane's columns
+  const int64_t t0 = tile.t0, t1 = tile.t1;
   float acc[2] = {0.f, 0.f};
   if (width > 0) {
     // kGeluRows rows at a time, their loads issued together (g and dpre may alias, so the
@@ -113,15 +110,7 @@ NT_UNROLL
       }
     }
   }
-  for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];
-  __syncthreads();
-  if (group == 0) {
-    for (int k = 0; k < width; ++k) {
-      float total = 0.f;
-      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kPairColumns + 2 * lane + k];
-      part[static_cast<int64_t>(blockIdx.y) * N + d + k] = total;
-    }
-  }
+  store_pair_sums(acc, shared, width, part + static_cast<int64_t>(blockIdx.y) * N + d);
 }
 
 // act[i] = gelu_tanh(pre[i]) for n elements, two per thread, grid-stride.

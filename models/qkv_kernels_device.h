@@ -44,12 +44,10 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     qkv_grad_kernel(QkvGrads<T> in, T* __restrict__ g, float* __restrict__ part_sums, int64_t M, int64_t T_rows,
                     int D, int hd, int64_t rows_per_split) {
   NT_SHARED float shared[2 * kColumnThreads];
-  const int lane = static_cast<int>(threadIdx.x % 32), group = static_cast<int>(threadIdx.x / 32);
   const int C = 3 * D;
-  const int c = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
-  const int64_t t1 = t0 + rows_per_split < M ? t0 + rows_per_split : M;
-  const int width = c + 1 < C ? 2 : c < C ? 1 : 0;  // this lane's columns
+  const PairTile tile = pair_tile(M, C, rows_per_split);
+  const int group = tile.group, c = tile.col, width = tile.width;  // width: this lane's columns
+  const int64_t t0 = tile.t0, t1 = tile.t1;
   float acc[2] = {0.f, 0.f};
   if (width > 0) {
     // Each column's source: its part's pointer, the offset of its head and j, the row strides.
@@ -89,15 +87,7 @@ NT_UNROLL
     }
   }
   if (part_sums == nullptr) return;  // uniform over the block
-  for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];
-  __syncthreads();
-  if (group == 0) {
-    for (int k = 0; k < width; ++k) {
-      float total = 0.f;
-      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kPairColumns + 2 * lane + k];
-      part_sums[static_cast<int64_t>(blockIdx.y) * C + c + k] = total;
-    }
-  }
+  store_pair_sums(acc, shared, width, part_sums + static_cast<int64_t>(blockIdx.y) * C + c);
 }
 
 // ---- launch ----------------------------------------------------------------------------------
