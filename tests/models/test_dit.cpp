@@ -136,3 +136,32 @@ TEST_F(DiTGolden, ForwardWithCfgMixesCondAndNullClass) {
 }
 
 }  // namespace
+
+namespace {
+
+// The attention with qkv's bias handed to attend (its product took it detached, as a block does
+// with the fused kernels on CUDA): on the CPU the fused split does not apply and the bias gets its
+// gradient through the product's output instead. Against the product with its own bias: the same
+// output bit for bit, the same gradients (the bias's summed in another order: to fp32 rounding).
+TEST(Attention, QkvBiasHandedToAttendGetsTheProductsGradient) {
+  torch::manual_seed(5);
+  nt::Attention attn(24, 3);
+  const auto x0 = torch::randn({2, 7, 24}), probe = torch::randn({2, 7, 24});
+  auto run = [&](bool bias_elsewhere) {
+    for (auto& p : attn->parameters()) p.mutable_grad() = at::Tensor();
+    const auto x = x0.clone().requires_grad_(true);
+    auto& qkv = attn->qkv;
+    const auto out = at::linear(x, qkv->weight, bias_elsewhere ? qkv->bias.detach() : qkv->bias);
+    const auto y = attn->attend(out, false, bias_elsewhere ? qkv->bias : at::Tensor());
+    (y * probe).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), qkv->bias.grad().clone(), qkv->weight.grad().clone(), x.grad()};
+  };
+  const auto ref = run(false), got = run(true);
+  EXPECT_TRUE(got[0].equal(ref[0]));
+  ASSERT_TRUE(got[1].defined()) << "the bias got no gradient";
+  EXPECT_TRUE(torch::allclose(got[1], ref[1], 1e-6, 1e-6)) << (got[1] - ref[1]).abs().max().item<double>();
+  EXPECT_TRUE(got[2].equal(ref[2]));
+  EXPECT_TRUE(got[3].equal(ref[3]));
+}
+
+}  // namespace
