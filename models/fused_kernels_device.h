@@ -410,7 +410,8 @@ NT_DEVICE void load4(const float* p, float (&v)[4]) {
 NT_DEVICE void load4(const __nv_bfloat16* p, float (&v)[4]) {
 #ifdef __CUDACC__
   const uint2 a = *reinterpret_cast<const uint2*>(p);
-  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&a.x), hi = *reinterpret_cast<const __nv_bfloat162*>(&a.y);
+  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&a.x);
+  const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&a.y);
   v[0] = __low2float(lo), v[1] = __high2float(lo), v[2] = __low2float(hi), v[3] = __high2float(hi);
 #else
   for (int k = 0; k < 4; ++k) v[k] = to_float(p[k]);
@@ -511,9 +512,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
 }
 
 // The kernels whose lanes take two adjacent columns each: kPairColumns columns per block of
-// kColumnThreads threads. store_pair_sums adds acc (this lane's two columns' sums) over the
-// block's kColumnGroups warps in warp order and writes the first `width` of them to out[0..).
-// shared holds 2 * kColumnThreads floats; every thread of the block calls it.
+// kColumnThreads threads.
 constexpr int kPairColumns = 2 * kColumnWidth;  // 64
 
 // Where a thread of such a kernel works when the grid splits the M rows of `cols` columns
@@ -533,6 +532,9 @@ NT_DEVICE PairTile pair_tile(int64_t M, int cols, int64_t rows_per_split) {
   p.t1 = p.t0 + rows_per_split < M ? p.t0 + rows_per_split : M;
   return p;
 }
+// Adds acc (this lane's two columns' sums) over the block's kColumnGroups warps in warp order and
+// writes the first `width` of them to out[0..). shared holds 2 * kColumnThreads floats; every
+// thread of the block calls it.
 NT_DEVICE void store_pair_sums(const float (&acc)[2], float* shared, int width, float* out) {
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
   for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];

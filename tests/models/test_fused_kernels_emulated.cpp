@@ -296,8 +296,8 @@ void check_gelu_kernels(int64_t N) {
     for (int64_t i = 0; i < M * N; ++i) {
       const float p = pre_f.data_ptr<float>()[i];
       act_differ += act_f.data_ptr<float>()[i] != dev::round_to<T>(dev::gelu_tanh(p));
-      if (derivative)
-        dpre_differ += dpre_f.data_ptr<float>()[i] != dev::round_to<T>(dev::gelu_tanh_backward(g_f.data_ptr<float>()[i], p));
+      const float gv = g_f.data_ptr<float>()[i];
+      if (derivative) dpre_differ += dpre_f.data_ptr<float>()[i] != dev::round_to<T>(dev::gelu_tanh_backward(gv, p));
     }
     EXPECT_EQ(act_differ, 0);
     EXPECT_EQ(dpre_differ, 0);
