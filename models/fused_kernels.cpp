@@ -93,16 +93,19 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
   }
 };
 
-// The gradient of `bias` (undefined: none asked for) from the kernels' per-sample sums: a
-// [N, D] fp32 workspace and the [D] sum in the branch's dtype, as the product's own bias gradient
-// would be summed; the caller casts it to the bias's dtype.
+// The gradient of `bias` (undefined: none asked for) from a kernel's partial sums: an fp32
+// workspace of `part_floats` (a residual's per-sample sums: [N, D]) and the [width] sum in
+// like's dtype, as the product's own bias gradient would be summed; as() casts it to the bias's
+// dtype. A residual's: BiasGrad(wanted, branch).
 struct BiasGrad {
   at::Tensor part, sum;
-  BiasGrad(bool wanted, const at::Tensor& branch) {
+  BiasGrad(bool wanted, const at::Tensor& like, int64_t part_floats, int64_t width) {
     if (!wanted) return;
-    part = at::empty({branch.size(0), branch.size(2)}, branch.options().dtype(at::kFloat));
-    sum = at::empty({branch.size(2)}, branch.options());
+    part = at::empty({part_floats}, like.options().dtype(at::kFloat));
+    sum = at::empty({width}, like.options());
   }
+  BiasGrad(bool wanted, const at::Tensor& branch)
+      : BiasGrad(wanted, branch, branch.size(0) * branch.size(2), branch.size(2)) {}
   float* part_ptr() const { return part.defined() ? part.data_ptr<float>() : nullptr; }
   void* sum_ptr() const { return sum.defined() ? sum.data_ptr() : nullptr; }
   at::Tensor as(const at::Tensor& bias) const { return sum.defined() ? sum.to(bias.scalar_type()) : at::Tensor(); }
@@ -211,45 +214,37 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
                                int64_t heads) {
     const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
     const auto parts = qkv_out.view({N, T, 3, heads, D / heads}).unbind(2);  // 3 x [N, T, H, hd]
+    ctx->save_for_backward({bias});  // [3D] or the empty stand-in: its dtype and whether it is one
     ctx->saved_data["shape"] = std::vector<int64_t>{N, T, D, heads};
     ctx->saved_data["dtype"] = static_cast<int64_t>(qkv_out.scalar_type());
-    ctx->saved_data["bias_dtype"] = static_cast<int64_t>(bias.scalar_type());
-    ctx->saved_data["has_bias"] = has_bias(bias);
-    ctx->saved_data["device"] = static_cast<int64_t>(qkv_out.get_device());
     return {parts[0].transpose(1, 2), parts[1].transpose(1, 2), parts[2].transpose(1, 2)};  // [N, H, T, hd]
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor bias = ctx->get_saved_variables()[0];
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const int64_t N = shape[0], T = shape[1], D = shape[2], heads = shape[3];
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const int device = static_cast<int>(ctx->saved_data["device"].toInt());
-    at::Tensor keep[3];  // the gradients as the kernel reads them
+    at::Tensor keep[3], any;  // the gradients as the kernel reads them; one of them
     cuda::QkvGradParts parts{};
-    at::TensorOptions options;
     for (int p = 0; p < 3; ++p) {
       if (!grads[p].defined()) continue;  // a part unused: zeros
       at::Tensor g = grads[p].scalar_type() == dtype ? grads[p] : grads[p].to(dtype);
       if (g.stride(3) != 1) g = g.contiguous();
-      keep[p] = g;
-      options = g.options();
+      keep[p] = any = g;
       parts.part[p] = g.data_ptr();
       parts.stride_n[p] = g.stride(0);
       parts.stride_h[p] = g.stride(1);
       parts.stride_t[p] = g.stride(2);
     }
     const at::Tensor none;
-    if (!keep[0].defined() && !keep[1].defined() && !keep[2].defined()) return {none, none, none};
-    auto g = at::empty({N, T, 3 * D}, options);  // [N, T, 3D]
-    const bool want_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(1);
-    const at::Tensor g_bias = want_bias ? at::empty({3 * D}, options) : none;
-    const at::Tensor workspace =
-        want_bias ? at::empty({cuda::qkv_grad_workspace(N * T, static_cast<int>(D))}, options.dtype(at::kFloat)) : none;
-    cuda::qkv_grad(parts, dtype_of(g), g.data_ptr(), want_bias ? g_bias.data_ptr() : nullptr,
-                   want_bias ? workspace.data_ptr<float>() : nullptr, N * T, T, static_cast<int>(D),
-                   static_cast<int>(heads), device, nullptr);
-    const auto bias_dtype = static_cast<at::ScalarType>(ctx->saved_data["bias_dtype"].toInt());
-    return {g, want_bias ? g_bias.to(bias_dtype) : none, none};
+    if (!any.defined()) return {none, none, none};
+    auto g = at::empty({N, T, 3 * D}, any.options());  // [N, T, 3D]
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), g,
+                          cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
+    cuda::qkv_grad(parts, dtype_of(g), g.data_ptr(), g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
+                   static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr);
+    return {g, g_bias.as(bias), none};
   }
 };
 #endif

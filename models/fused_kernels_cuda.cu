@@ -29,11 +29,11 @@ void check_norm_shape(const char* op, int64_t rows, int64_t T, int D) {
                              std::to_string(device::kMaxNormWidth) + " its backward supports");
 }
 
-// The bias gradient's two buffers come together or not at all.
+// The bias gradient's two buffers (the partial sums' workspace, the sum) come together or not at all.
 void check_bias(const char* op, const float* part, const void* bias) {
   if ((part == nullptr) != (bias == nullptr))
-    throw std::runtime_error(std::string(op) + " (CUDA): the bias gradient needs both its per-sample workspace and "
-                             "its output");
+    throw std::runtime_error(std::string(op) + " (CUDA): the bias gradient needs both its workspace of partial sums "
+                             "and its output");
 }
 
 template <typename T>
@@ -169,8 +169,7 @@ void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad
   if (heads <= 0 || D % heads != 0)
     throw std::runtime_error("fused qkv split (CUDA): " + std::to_string(D) + " columns per part do not split into " +
                              std::to_string(heads) + " heads");
-  if ((grad_bias == nullptr) != (workspace == nullptr))
-    throw std::runtime_error("fused qkv split (CUDA): the bias gradient needs both its workspace and its output");
+  check_bias("fused qkv split", workspace, grad_bias);
   launch_on(device, stream, dtype, [&](auto tt, cudaStream_t s) {
     using TT = typename decltype(tt)::type;
     device::QkvGrads<TT> in{};

@@ -447,44 +447,6 @@ NT_GLOBAL void gated_residual_fwd4_kernel(const float* __restrict__ x, const TB*
   }
 }
 
-// The gated residual's backward in one pass, laid out as the column sums above: grad branch =
-// grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch
-// (each warp every kColumnGroups-th row, the groups added in order: deterministic). grad is read
-// once. (A thread per column going down all T rows ran at 1.6 TB/s on the H200.) With kBias also
-// grad_bias = the sum of grad branch as written (the per-sample part of the branch's bias gradient).
-template <typename TB, bool kBias>
-NT_GLOBAL void NT_BOUNDS(kColumnThreads)
-    gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
-                              const TB* __restrict__ branch, TB* __restrict__ grad_branch,
-                              float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
-  constexpr int kSums = kBias ? 2 : 1;
-  NT_SHARED float shared[kSums * kColumnThreads];
-  const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
-  const int64_t n = blockIdx.y;
-  float acc[kSums] = {};
-  if (d < D) {
-    const float g = to_float(gate[n * gate_stride + d]);
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-    for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
-      const int64_t i = (n * T + t) * D + d;
-      const float gr = grad[i];
-      const TB gb = from_float<TB>(gr * g);
-      grad_branch[i] = gb;
-      acc[0] += gr * to_float(branch[i]);
-      if constexpr (kBias) acc[1] += to_float(gb);
-    }
-  }
-  if constexpr (kBias) {
-    float* const out[2] = {grad_gate, grad_bias};
-    store_column_sums<2>(acc, shared, out, n, D, d);
-  } else {
-    float* const out[1] = {grad_gate};
-    store_column_sums<1>(acc, shared, out, n, D, d);
-  }
-}
-
 // out[d] = the sum over the N rows of part[n, d] (fp32), rounded to T: a block of kColumnThreads
 // threads per kColumnWidth columns, its kColumnGroups warps each every kColumnGroups-th row in
 // order, the warps' sums added in warp order (deterministic). (tile_sum_kernel's thread per column
@@ -548,35 +510,41 @@ NT_DEVICE void store_pair_sums(const float (&acc)[2], float* shared, int width, 
   }
 }
 
-// gated_residual_bwd_kernel two adjacent columns per lane (a block per 64 columns of a sample;
-// one 8-byte load of grad, 4-byte loads of branch and stores of grad branch in bf16), for D even
-// and every row and gate row 2-element aligned: the same values, the sums added in the same order.
-// (The one-column kernel moved 302 MB per call in 114 us on the H200 for DiT-XL/2's rows: 2.6 TB/s.)
-template <typename TB, bool kBias>
+// The gated residual's backward in one pass, laid out as the pair-column kernels: grad branch =
+// grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch;
+// a block per kPairColumns columns of a sample, each lane two adjacent columns (with kVector one
+// 8-byte load of grad and 4-byte accesses of branch and grad branch in bf16: D even and every row
+// and gate row 2-element aligned; else element by element, for any D), each warp every
+// kColumnGroups-th row, the warps added in order: deterministic. grad is read once. With kBias also
+// grad_bias = the sum of grad branch as written (the per-sample part of the branch's bias
+// gradient). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
+// 1.6 TB/s; a lane per column, each warp every 8th row, 302 MB per call in 114 us, 2.6 TB/s.)
+template <typename TB, bool kBias, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
-    gated_residual_bwd2_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
-                               const TB* __restrict__ branch, TB* __restrict__ grad_branch,
-                               float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
+    gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
+                              const TB* __restrict__ branch, TB* __restrict__ grad_branch,
+                              float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
   constexpr int kSums = kBias ? 2 : 1;
   NT_SHARED float shared[kSums * 2 * kColumnThreads];
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;  // D even: both columns or neither
+  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;
+  const int width = d + 1 < D ? 2 : d < D ? 1 : 0;  // this lane's columns
   const int64_t n = blockIdx.y;
   float acc[kSums][2] = {};
-  if (d < D) {
+  if (width > 0) {
     float g[2];
-    load2<true>(gate + n * gate_stride + d, 2, g);
+    load2<kVector>(gate + n * gate_stride + d, width, g);
 #ifdef __CUDACC__
 #pragma unroll 4
 #endif
     for (int64_t t = group; t < T; t += kColumnGroups) {
       const int64_t i = (n * T + t) * D + d;
       float gr[2], br[2];
-      load2<true>(grad + i, 2, gr);
-      load2<true>(branch + i, 2, br);
+      load2<kVector>(grad + i, width, gr);
+      load2<kVector>(branch + i, width, br);
       const float gb[2] = {round_to<TB>(gr[0] * g[0]), round_to<TB>(gr[1] * g[1])};
-      store2<true>(grad_branch + i, 2, gb);
-      for (int k = 0; k < 2; ++k) {
+      store2<kVector>(grad_branch + i, width, gb);
+      for (int k = 0; k < 2; ++k) {  // a missing second column adds zeros
         acc[0][k] += gr[k] * br[k];
         if constexpr (kBias) acc[1][k] += gb[k];
       }
@@ -584,7 +552,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   }
   float* const out[2] = {grad_gate, grad_bias};
   for (int j = 0; j < kSums; ++j)
-    store_pair_sums(acc[j], shared + j * 2 * kColumnThreads, d < D ? 2 : 0, out[j] + n * D + d);
+    store_pair_sums(acc[j], shared + j * 2 * kColumnThreads, width, out[j] + n * D + d);
 }
 
 // The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, rounded to T
@@ -683,17 +651,14 @@ void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t g
                                     int64_t rows, int64_t T, int D, cudaStream_t s) {
   const bool vector = D % 2 == 0 && gate_stride % 2 == 0 && pair_aligned(grad) && pair_aligned(gate) &&
                       pair_aligned(branch) && pair_aligned(grad_branch);
-  if (vector) {
-    auto kernel = grad_bias ? gated_residual_bwd2_kernel<TB, true> : gated_residual_bwd2_kernel<TB, false>;
-    const dim3 grid(static_cast<unsigned>((D + kPairColumns - 1) / kPairColumns),
-                    static_cast<unsigned>(rows / T));
-    NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch, grad_gate,
-              grad_bias_part, T, D);
-  } else {
-    auto kernel = grad_bias ? gated_residual_bwd_kernel<TB, true> : gated_residual_bwd_kernel<TB, false>;
-    NT_LAUNCH(kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch,
-              grad_gate, grad_bias_part, T, D);
-  }
+  auto pick = [&](auto with_bias) {
+    constexpr bool kBias = decltype(with_bias)::value;
+    return vector ? gated_residual_bwd_kernel<TB, kBias, true> : gated_residual_bwd_kernel<TB, kBias, false>;
+  };
+  auto kernel = grad_bias ? pick(std::true_type{}) : pick(std::false_type{});
+  const dim3 grid(static_cast<unsigned>((D + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(rows / T));
+  NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch, grad_gate,
+            grad_bias_part, T, D);
   if (grad_bias) launch_sample_sum(grad_bias_part, grad_bias, rows / T, D, s);
 }
 

@@ -152,8 +152,8 @@ void check_gated_residual(int64_t D) {
                                           mut<TB>(grad_bias), rows, T, static_cast<int>(D), nullptr);
   EXPECT_TRUE(torch::equal(grad_branch2, grad_branch)) << D;
   EXPECT_TRUE(torch::equal(grad_gate2, grad_gate)) << D;
-  // The branch one element off alignment: the one-column kernel (the runs above, D even, took the
-  // two-column one), the same values bit for bit.
+  // The branch one element off alignment: element-by-element accesses (the runs above, D even,
+  // took the paired ones), the same values bit for bit.
   auto grad_branch3 = at::full({N, T, D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
   auto grad_gate3 = at::full({N, D}, NAN), bias_part3 = at::full({N, D}, NAN);
   auto grad_bias3 = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TB>()));
@@ -176,6 +176,12 @@ void check_gated_residual(int64_t D) {
 TEST_P(Emulated, GatedResidualMatchesLibTorch) {
   check_gated_residual<float>(GetParam());
   check_gated_residual<__nv_bfloat16>(GetParam());
+}
+
+// An odd width: the last lane of the last column block has one column (element-by-element accesses).
+TEST(EmulatedGatedResidual, OddWidthMatchesLibTorch) {
+  check_gated_residual<float>(75);
+  check_gated_residual<__nv_bfloat16>(75);
 }
 
 // h = x + gate * branch, then modulate(LayerNorm(h)), against LibTorch's ops and autograd: the
