@@ -82,7 +82,9 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     auto g_scale = at::empty({N, D}, x.options()), g_shift = at::empty({N, D}, x.options());  // fp32
     const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
     const at::Tensor g_other = grads.size() > 1 && grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : none;
-    auto workspace = at::empty({cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D))}, x.options());
+    // The tiles' partial sums (none with g_other: that kernel pair sums over tokens directly).
+    const int64_t parts = g_other.defined() ? 0 : cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D));
+    auto workspace = at::empty({parts}, x.options());
     cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
                                   dtype_of(scale), g_other.defined() ? g_other.data_ptr<float>() : nullptr,

@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #ifdef __CUDACC__
@@ -135,8 +136,7 @@ NT_UNROLL
 
 // The norm's backward reads gy and x once: a block takes kTileRows rows of one sample; for each
 // row it forms the row means of g = gy * s1 and g * x_hat (block sums) and writes
-//   grad x = gx_other + rstd * (g - mean(g) - x_hat * mean(g * x_hat))
-// (gx_other: x's gradient from its other uses, null: 0; added as autograd would add the two);
+//   grad x = rstd * (g - mean(g) - x_hat * mean(g * x_hat));
 // each thread keeps, for its columns d = threadIdx.x + k * kThreads, the tile's sums of
 // gy * x_hat (grad scale) and gy (grad shift) in registers and writes them as the tile's partial
 // sums, which tile_sum_kernel adds up over the sample's tiles in order (deterministic). scale's
@@ -144,10 +144,10 @@ NT_UNROLL
 // kThreads * kPerThread wide): the launch picks the smallest count that covers the row, so that a
 // block holds no registers for columns it does not have (with room for 16 columns the kernel took
 // 90 registers; 63 with the 9 that DiT-XL/2's rows of 1152 need: 187 -> 113 us per call on the
-// H200). gx_other is loaded with the row's gy and x, before the row sums: loaded after them (as
-// the sums' result is needed anyway) its DRAM latency came on top of each row's, 113 -> 241 us per
-// call for rows of 1152 on the H200. The residual + norm backward goes another way
-// (residual_norm_backward_rows_kernel).
+// H200). With x's gradient from elsewhere to add, the norm's backward goes another way (the
+// residual's kernels without a branch, launch_modulated_norm_backward): with it added here the
+// row's DRAM latency grew, 113 -> 241 us per call for rows of 1152 on the H200 (276.6 with it
+// loaded before the row sums).
 constexpr int kTileRows = 16;
 constexpr int kMaxPerThread = 16;
 constexpr int kMaxNormWidth = kThreads * kMaxPerThread;  // 2048
@@ -156,7 +156,7 @@ template <typename TM, typename TY, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     norm_backward_kernel(const TY* __restrict__ gy, const float* __restrict__ x, const float* __restrict__ mean,
                          const float* __restrict__ rstd, const TM* __restrict__ scale, int64_t mod_stride,
-                         const float* __restrict__ gx_other, float* __restrict__ gx, float* __restrict__ part_scale,
+                         float* __restrict__ gx, float* __restrict__ part_scale,
                          float* __restrict__ part_shift, int64_t T, int D, int tiles) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t n = blockIdx.x / tiles;
@@ -175,11 +175,10 @@ NT_UNROLL
     const TY* gr = gy + base;
     const float* xr = x + base;
     const float m = mean[row], r = rstd[row];
-    float a = 0.f, b = 0.f, other[kPerThread];  // other: x's gradient from elsewhere
+    float a = 0.f, b = 0.f;
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = threadIdx.x + k * kThreads;
-      other[k] = d < D && gx_other ? gx_other[base + d] : 0.f;
       if (d < D) {
         const float g = to_float(gr[d]) * s1[k];
         a += g;
@@ -192,7 +191,7 @@ NT_UNROLL
       const int d = threadIdx.x + k * kThreads;
       if (d < D) {
         const float gyv = to_float(gr[d]), x_hat = (xr[d] - m) * r;
-        gx[base + d] = other[k] + norm_input_grad(r, gyv * s1[k], x_hat, means);
+        gx[base + d] = norm_input_grad(r, gyv * s1[k], x_hat, means);
         acc_scale[k] += gyv * x_hat;
         acc_shift[k] += gyv;
       }
@@ -214,7 +213,7 @@ NT_UNROLL
 // above, given h's gradient and branch as well, ran at 1.2 TB/s on the H200 where the plain one
 // runs at 3.3): the row sums of g = gy * s1 and g * x_hat, then
 //   grad x' = gh + rstd * (g - mean(g) - x_hat * mean(g * x_hat))   (gh: h's own gradient; null: 0)
-//   grad branch = grad x' * gate (TM)
+//   grad branch = grad x' * gate (TM; g_branch null: none, the plain norm's backward with gh added)
 // with the same arithmetic, per element and per row sum, as the tile kernel. The sums over the
 // sample's tokens (grad gate, scale, shift) follow in residual_norm_backward_columns_kernel.
 template <typename TM, typename TY, int kPerThread>
@@ -248,7 +247,7 @@ NT_UNROLL
     if (d < D) {
       const float grad = ghv[k] + norm_input_grad(r, g[k], x_hat[k], means);
       gx[base + d] = grad;
-      g_branch[base + d] = from_float<TM>(grad * to_float(gate[n * mod_stride + d]));
+      if (g_branch) g_branch[base + d] = from_float<TM>(grad * to_float(gate[n * mod_stride + d]));
     }
   }
 }
@@ -285,7 +284,8 @@ NT_DEVICE void store_column_sums(const float (&acc)[kSums], float* shared, float
 // sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it. With kBias
 // also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
 // wrote): the per-sample part of the gradient of the bias of the product that made the branch.
-template <typename TM, typename TY, bool kBias>
+// Without kGate (no branch: the plain norm's backward) only grad scale and grad shift.
+template <typename TM, typename TY, bool kGate, bool kBias>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
                                           const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -293,11 +293,12 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
                                           const TM* __restrict__ gate, int64_t mod_stride, float* __restrict__ g_gate,
                                           float* __restrict__ g_scale, float* __restrict__ g_shift,
                                           float* __restrict__ g_bias, int64_t T, int D) {
-  constexpr int kSums = kBias ? 4 : 3;
+  static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
+  constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
   NT_SHARED float shared[kSums * kColumnThreads];
   const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
   const int64_t n = blockIdx.y;
-  float acc[kSums] = {};  // gate, scale, shift (, bias)
+  float acc[kSums] = {};  // (gate,) scale, shift (, bias)
   if (d < D) {
     const float gt = kBias ? to_float(gate[n * mod_stride + d]) : 0.f;
 #ifdef __CUDACC__
@@ -305,19 +306,22 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
 #endif
     for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
       const int64_t row = n * T + t, i = row * D + d;
-      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row], gxv = gx[i];
-      acc[0] += gxv * to_float(branch[i]);
-      acc[1] += gyv * x_hat;
-      acc[2] += gyv;
-      if constexpr (kBias) acc[3] += round_to<TM>(gxv * gt);
+      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row];
+      if constexpr (kGate) acc[0] += gx[i] * to_float(branch[i]);
+      acc[kScale] += gyv * x_hat;
+      acc[kScale + 1] += gyv;
+      if constexpr (kBias) acc[3] += round_to<TM>(gx[i] * gt);
     }
   }
   if constexpr (kBias) {
     float* const out[4] = {g_gate, g_scale, g_shift, g_bias};
     store_column_sums<4>(acc, shared, out, n, D, d);
-  } else {
+  } else if constexpr (kGate) {
     float* const out[3] = {g_gate, g_scale, g_shift};
     store_column_sums<3>(acc, shared, out, n, D, d);
+  } else {
+    float* const out[2] = {g_scale, g_shift};
+    store_column_sums<2>(acc, shared, out, n, D, d);
   }
 }
 
@@ -362,39 +366,56 @@ NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* 
   }
 }
 
-// Two adjacent elements p[0], p[1] (the second only when width == 2; else 0); with kVector one
-// aligned 2-element access on the GPU.
-template <bool kVector, typename T>
-NT_DEVICE void load2(const T* p, int width, float (&v)[2]) {
+// kCols adjacent elements p[0..kCols) as floats (those from `width` on: 0), and the first `width`
+// of v back; with kVector (then width == kCols and p kCols-element aligned) in aligned accesses of
+// up to 16 bytes on the GPU: one of 4 or 16 bytes for 2 or 8 bf16 elements.
+template <int kCols, typename T>
+struct LaneAccess {
+  static constexpr int kBytes = kCols * static_cast<int>(sizeof(T));
+  static constexpr int kChunk = kBytes < 16 ? kBytes : 16;  // bytes per access
+  static constexpr int kPerChunk = kChunk / static_cast<int>(sizeof(T));
+  using Word = std::conditional_t<kChunk == 4, unsigned, std::conditional_t<kChunk == 8, uint2, uint4>>;
+};
 #ifdef __CUDACC__
-  if constexpr (kVector && std::is_same_v<T, float>) {
-    const float2 x = *reinterpret_cast<const float2*>(p);
-    v[0] = x.x;
-    v[1] = x.y;
-    return;
-  } else if constexpr (kVector) {
-    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(p);
-    v[0] = __low2float(x);
-    v[1] = __high2float(x);
-    return;
-  }
+constexpr bool kVectorAccess = true;
+#else
+constexpr bool kVectorAccess = false;  // the CPU run: element by element, the same values
 #endif
-  v[0] = to_float(p[0]);
-  v[1] = width > 1 ? to_float(p[1]) : 0.f;
+template <int kCols, bool kVector, typename T>
+NT_DEVICE void load_cols(const T* p, int width, float (&v)[kCols]) {
+  if constexpr (kVector && kVectorAccess) {
+    using A = LaneAccess<kCols, T>;
+NT_UNROLL
+    for (int c = 0; c < kCols / A::kPerChunk; ++c) {
+      const typename A::Word w = reinterpret_cast<const typename A::Word*>(p)[c];
+      T e[A::kPerChunk];
+      memcpy(e, &w, sizeof(w));
+NT_UNROLL
+      for (int k = 0; k < A::kPerChunk; ++k) v[c * A::kPerChunk + k] = to_float(e[k]);
+    }
+  } else {
+NT_UNROLL
+    for (int k = 0; k < kCols; ++k) v[k] = k < width ? to_float(p[k]) : 0.f;
+  }
 }
-template <bool kVector, typename T>
-NT_DEVICE void store2(T* p, int width, const float (&v)[2]) {
-#ifdef __CUDACC__
-  if constexpr (kVector && std::is_same_v<T, float>) {
-    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
-    return;
-  } else if constexpr (kVector) {
-    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v[0], v[1]);
-    return;
+template <int kCols, bool kVector, typename T>
+NT_DEVICE void store_cols(T* p, int width, const float (&v)[kCols]) {
+  if constexpr (kVector && kVectorAccess) {
+    using A = LaneAccess<kCols, T>;
+NT_UNROLL
+    for (int c = 0; c < kCols / A::kPerChunk; ++c) {
+      T e[A::kPerChunk];
+NT_UNROLL
+      for (int k = 0; k < A::kPerChunk; ++k) e[k] = from_float<T>(v[c * A::kPerChunk + k]);
+      typename A::Word w;
+      memcpy(&w, e, sizeof(w));
+      reinterpret_cast<typename A::Word*>(p)[c] = w;
+    }
+  } else {
+NT_UNROLL
+    for (int k = 0; k < kCols; ++k)
+      if (k < width) p[k] = from_float<T>(v[k]);
   }
-#endif
-  p[0] = from_float<T>(v[0]);
-  if (width > 1) p[1] = from_float<T>(v[1]);
 }
 
 // Four adjacent elements p[0..3] into floats, and back: on the GPU one 16-byte access for fp32,
@@ -473,46 +494,50 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   }
 }
 
-// The kernels whose lanes take two adjacent columns each: kPairColumns columns per block of
-// kColumnThreads threads.
-constexpr int kPairColumns = 2 * kColumnWidth;  // 64
+// The column kernels whose lanes take kCols adjacent columns each (2, or 8 where rows are 8-element
+// aligned: a warp reads 128 or 512 contiguous bytes of a bf16 row): kCols * kColumnWidth columns
+// per block of kColumnThreads threads.
+template <int kCols>
+constexpr int kLaneBlockColumns = kCols * kColumnWidth;
 
 // Where a thread of such a kernel works when the grid splits the M rows of `cols` columns
 // (blockIdx.x: the column block, blockIdx.y: the split of rows_per_split rows): its lane and warp,
-// its first column, how many of its two columns exist, and the split's rows [t0, t1).
-struct PairTile {
+// its first column, how many of its kCols columns exist, and the split's rows [t0, t1).
+struct ColumnTile {
   int lane, group, col, width;
   int64_t t0, t1;
 };
-NT_DEVICE PairTile pair_tile(int64_t M, int cols, int64_t rows_per_split) {
-  PairTile p;
+template <int kCols>
+NT_DEVICE ColumnTile column_tile(int64_t M, int cols, int64_t rows_per_split) {
+  ColumnTile p;
   p.lane = static_cast<int>(threadIdx.x % kColumnWidth);
   p.group = static_cast<int>(threadIdx.x / kColumnWidth);
-  p.col = static_cast<int>(blockIdx.x) * kPairColumns + 2 * p.lane;
-  p.width = p.col + 1 < cols ? 2 : p.col < cols ? 1 : 0;
+  p.col = static_cast<int>(blockIdx.x) * kLaneBlockColumns<kCols> + kCols * p.lane;
+  p.width = cols - p.col >= kCols ? kCols : cols > p.col ? cols - p.col : 0;
   p.t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
   p.t1 = p.t0 + rows_per_split < M ? p.t0 + rows_per_split : M;
   return p;
 }
-// Adds acc (this lane's two columns' sums) over the block's kColumnGroups warps in warp order and
-// writes the first `width` of them to out[0..). shared holds 2 * kColumnThreads floats; every
-// thread of the block calls it.
-NT_DEVICE void store_pair_sums(const float (&acc)[2], float* shared, int width, float* out) {
+// Adds acc (this lane's kCols columns' sums) over the block's kColumnGroups warps in warp order
+// and writes the first `width` of them to out[0..). shared holds kCols * kColumnThreads floats;
+// every thread of the block calls it. The order of the additions does not depend on kCols.
+template <int kCols>
+NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int width, float* out) {
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  for (int k = 0; k < 2; ++k) shared[group * kPairColumns + 2 * lane + k] = acc[k];
+  for (int k = 0; k < kCols; ++k) shared[group * kLaneBlockColumns<kCols> + kCols * lane + k] = acc[k];
   __syncthreads();
   if (group == 0) {
     for (int k = 0; k < width; ++k) {
       float total = 0.f;
-      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kPairColumns + 2 * lane + k];
+      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kLaneBlockColumns<kCols> + kCols * lane + k];
       out[k] = total;
     }
   }
 }
 
-// The gated residual's backward in one pass, laid out as the pair-column kernels: grad branch =
+// The gated residual's backward in one pass, laid out as the column kernels of two columns a lane: grad branch =
 // grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch;
-// a block per kPairColumns columns of a sample, each lane two adjacent columns (with kVector one
+// a block per kLaneBlockColumns<2> columns of a sample, each lane two adjacent columns (with kVector one
 // 8-byte load of grad and 4-byte accesses of branch and grad branch in bf16: D even and every row
 // and gate row 2-element aligned; else element by element, for any D), each warp every
 // kColumnGroups-th row, the warps added in order: deterministic. grad is read once. With kBias also
@@ -527,23 +552,23 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   constexpr int kSums = kBias ? 2 : 1;
   NT_SHARED float shared[kSums * 2 * kColumnThreads];
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  const int d = static_cast<int>(blockIdx.x) * kPairColumns + 2 * lane;
+  const int d = static_cast<int>(blockIdx.x) * kLaneBlockColumns<2> + 2 * lane;
   const int width = d + 1 < D ? 2 : d < D ? 1 : 0;  // this lane's columns
   const int64_t n = blockIdx.y;
   float acc[kSums][2] = {};
   if (width > 0) {
     float g[2];
-    load2<kVector>(gate + n * gate_stride + d, width, g);
+    load_cols<2, kVector>(gate + n * gate_stride + d, width, g);
 #ifdef __CUDACC__
 #pragma unroll 4
 #endif
     for (int64_t t = group; t < T; t += kColumnGroups) {
       const int64_t i = (n * T + t) * D + d;
       float gr[2], br[2];
-      load2<kVector>(grad + i, width, gr);
-      load2<kVector>(branch + i, width, br);
+      load_cols<2, kVector>(grad + i, width, gr);
+      load_cols<2, kVector>(branch + i, width, br);
       const float gb[2] = {round_to<TB>(gr[0] * g[0]), round_to<TB>(gr[1] * g[1])};
-      store2<kVector>(grad_branch + i, width, gb);
+      store_cols<2, kVector>(grad_branch + i, width, gb);
       for (int k = 0; k < 2; ++k) {  // a missing second column adds zeros
         acc[0][k] += gr[k] * br[k];
         if constexpr (kBias) acc[1][k] += gb[k];
@@ -552,7 +577,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   }
   float* const out[2] = {grad_gate, grad_bias};
   for (int j = 0; j < kSums; ++j)
-    store_pair_sums(acc[j], shared + j * 2 * kColumnThreads, width, out[j] + n * D + d);
+    store_lane_sums<2>(acc[j], shared + j * 2 * kColumnThreads, width, out[j] + n * D + d);
 }
 
 // The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, rounded to T
@@ -564,18 +589,12 @@ void launch_sample_sum(const float* part, T* out, int64_t N, int D, cudaStream_t
             out, N, D);
 }
 
-// Whether p is 2-element aligned (one 8-byte access for fp32, 4 bytes for bf16).
-template <typename T>
-bool pair_aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (2 * sizeof(T)) == 0;
+// Whether p is kN-element aligned (for one access of kN elements: kN = 2, 4: 8 or 16 bytes in
+// fp32, 4 or 8 in bf16; 8 bf16: 16 bytes).
+template <int kN, typename T>
+bool aligned_to(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (kN * sizeof(T)) == 0;
 }
-
-// Whether p is 4-element aligned (one 16-byte access for fp32, 8 bytes for bf16).
-template <typename T>
-bool quad_aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
-}
-
 // Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
 constexpr int kRowThreads = 256;
 inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 65536 * 8 ? rows : 65536 * 8); }
@@ -606,34 +625,48 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
             scale_stride, y, mean, rstd, T, D, eps);
 }
 
-// The norm's backward: norm_backward_kernel, then the tiles' partial sums added up.
+// The column kernels' grid: kColumnWidth columns of one sample per block.
+inline dim3 column_grid(int64_t N, int D) {
+  return dim3(static_cast<unsigned>((D + kColumnWidth - 1) / kColumnWidth), static_cast<unsigned>(N));
+}
+
+// The norm's backward: norm_backward_kernel, then the tiles' partial sums added up; with x's
+// gradient from elsewhere (gx_other) to add, the residual's row kernel (a block per row, gx_other
+// as h's own gradient, no branch) and its column kernel for the sums over tokens.
 // workspace: norm_backward_workspace(rows, T, D) floats.
 template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
                                     const TM* scale, int64_t scale_stride, const float* gx_other, float* gx,
                                     float* g_scale, float* g_shift, float* workspace, int64_t rows, int64_t T, int D,
                                     cudaStream_t s) {
+  const int64_t N = rows / T;
+  if (gx_other) {
+    auto row_kernel =
+        pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
+    NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gx_other, gy, x, mean, rstd,
+              static_cast<const TM*>(nullptr), scale, scale_stride, gx, static_cast<TM*>(nullptr), T, D);
+    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, false, false>;
+    NT_LAUNCH(column_kernel, column_grid(N, D), dim3(kColumnThreads), s, gy, x, mean, rstd,
+              static_cast<const float*>(gx), static_cast<const TM*>(nullptr), static_cast<const TM*>(nullptr),
+              scale_stride, static_cast<float*>(nullptr), g_scale, g_shift, static_cast<float*>(nullptr), T, D);
+    return;
+  }
   const int tiles = norm_backward_tiles(T);
-  const int64_t N = rows / T, part = N * tiles * static_cast<int64_t>(D);
+  const int64_t part = N * tiles * static_cast<int64_t>(D);
   float *part_scale = workspace, *part_shift = workspace + part;
   auto row_kernel = pick_per_thread(D, [](auto p) { return norm_backward_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
-            scale_stride, gx_other, gx, part_scale, part_shift, T, D, tiles);
+            scale_stride, gx, part_scale, part_shift, T, D, tiles);
   auto sum_kernel = tile_sum_kernel<float>;
   NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
             part_scale, part_shift, g_scale, g_shift, tiles, D);
 }
 
-// The column kernels' grid: kColumnWidth columns of one sample per block.
-inline dim3 column_grid(int64_t N, int D) {
-  return dim3(static_cast<unsigned>((D + kColumnWidth - 1) / kColumnWidth), static_cast<unsigned>(N));
-}
-
 template <typename TB>
 void launch_gated_residual_forward(const float* x, const TB* gate, int64_t gate_stride, const TB* branch, float* out,
                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
-  const bool vector = D % 4 == 0 && D / 4 <= 1024 && gate_stride % 4 == 0 && quad_aligned(x) && quad_aligned(gate) &&
-                      quad_aligned(branch) && quad_aligned(out);
+  const bool vector = D % 4 == 0 && D / 4 <= 1024 && gate_stride % 4 == 0 && aligned_to<4>(x) && aligned_to<4>(gate) &&
+                      aligned_to<4>(branch) && aligned_to<4>(out);
   if (vector) {
     auto kernel = gated_residual_fwd4_kernel<TB>;
     const unsigned threads = static_cast<unsigned>((D / 4 + 31) / 32 * 32);
@@ -649,14 +682,15 @@ template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
                                     TB* grad_branch, float* grad_gate, float* grad_bias_part, TB* grad_bias,
                                     int64_t rows, int64_t T, int D, cudaStream_t s) {
-  const bool vector = D % 2 == 0 && gate_stride % 2 == 0 && pair_aligned(grad) && pair_aligned(gate) &&
-                      pair_aligned(branch) && pair_aligned(grad_branch);
+  const bool vector = D % 2 == 0 && gate_stride % 2 == 0 && aligned_to<2>(grad) && aligned_to<2>(gate) &&
+                      aligned_to<2>(branch) && aligned_to<2>(grad_branch);
   auto pick = [&](auto with_bias) {
     constexpr bool kBias = decltype(with_bias)::value;
     return vector ? gated_residual_bwd_kernel<TB, kBias, true> : gated_residual_bwd_kernel<TB, kBias, false>;
   };
   auto kernel = grad_bias ? pick(std::true_type{}) : pick(std::false_type{});
-  const dim3 grid(static_cast<unsigned>((D + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(rows / T));
+  const dim3 grid(static_cast<unsigned>((D + kLaneBlockColumns<2> - 1) / kLaneBlockColumns<2>),
+                  static_cast<unsigned>(rows / T));
   NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch, grad_gate,
             grad_bias_part, T, D);
   if (grad_bias) launch_sample_sum(grad_bias_part, grad_bias, rows / T, D, s);
@@ -684,8 +718,8 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
             mod_stride, gx, g_branch, T, D);
-  auto column_kernel = g_bias ? residual_norm_backward_columns_kernel<TM, TY, true>
-                              : residual_norm_backward_columns_kernel<TM, TY, false>;
+  auto column_kernel = g_bias ? residual_norm_backward_columns_kernel<TM, TY, true, true>
+                              : residual_norm_backward_columns_kernel<TM, TY, true, false>;
   NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
             static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift, g_bias_part, T, D);
   if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s);

@@ -13,10 +13,11 @@
 //
 // The GELU is PyTorch's "tanh" approximation computed in fp32 in the same order of operations
 // (ATen's GELU kernels): gelu(x) = 0.5 x (1 + tanh(b (x + k x^3))), b = sqrt(2 / pi),
-// k = 0.044715. Layout of the sums: a block of kColumnThreads threads takes kPairColumns columns of
-// a split of the rows, each lane two adjacent columns (one 4- or 8-byte access: a warp reads 128
-// or 256 contiguous bytes of a row), its 8 warps every 8th row; the warps' sums are added in
-// warp order, then the splits (row_sum_kernel): deterministic.
+// k = 0.044715. Layout of the sums: a block of kColumnThreads threads takes kLaneBlockColumns<kCols>
+// columns of a split of the rows, each lane kCols adjacent columns (8 where N and the matrices
+// allow: one 16-byte access of bf16, a warp reading 512 contiguous bytes of a row; else 2), its 8
+// warps every 8th row; the warps' sums are added in warp order, then the splits (row_sum_kernel):
+// deterministic, and the same sums for either kCols.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -28,7 +29,10 @@ namespace nt::cuda::device {
 
 constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi) = sqrt(2) * (2 / sqrt(pi)) * 0.5
 constexpr float kGeluKappa = 0.044715f;
-constexpr int kGeluRows = 4;      // rows a warp loads at once
+// Rows a warp loads at once: 4 of 2 columns a lane (16 bytes of bf16 g and pre a lane), 2 of 8
+// (64 bytes).
+template <int kCols>
+constexpr int kGeluRows = kCols >= 8 ? 2 : 4;
 
 // tanh(b (x + k x^3)), the GELU's inner tanh; x_sq = x * x.
 NT_DEVICE float gelu_tanh_inner(float x, float x_sq) {
@@ -58,39 +62,39 @@ NT_DEVICE GeluAndGrad gelu_tanh_and_backward(float dy, float x) {
 NT_DEVICE float gelu_tanh_backward(float dy, float x) { return gelu_tanh_and_backward(dy, x).grad; }
 
 // part[split, n] = the sum over the split's rows of dpre[m, n] (forming dpre first with
-// kDerivative), act written with kAct. g and dpre may be the same matrix. kVector: N is even and
-// every matrix 2-element aligned. A lane's second column, where it has none (odd N), and rows
-// past the split compute on zeros (g = 0: dpre = 0, adding nothing) and are not stored: the loop
-// body has no branches but the stores'.
-template <typename T, bool kDerivative, bool kVector, bool kAct>
+// kDerivative), act written with kAct. g and dpre may be the same matrix. kVector: N is a multiple
+// of kCols and every matrix kCols-element aligned. A lane's columns past N and rows past the split
+// compute on zeros (g = 0: dpre = 0, adding nothing) and are not stored: the loop body has no
+// branches but the stores'.
+template <typename T, int kCols, bool kDerivative, bool kVector, bool kAct>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gelu_bias_gradient_kernel(const T* g, const T* __restrict__ pre, T* dpre, T* __restrict__ act,
                               float* __restrict__ part, int64_t M, int N, int64_t rows_per_split) {
-  NT_SHARED float shared[2 * kColumnThreads];
-  const PairTile tile = pair_tile(M, N, rows_per_split);
+  constexpr int kRows = kGeluRows<kCols>;
+  NT_SHARED float shared[kCols * kColumnThreads];
+  const ColumnTile tile = column_tile<kCols>(M, N, rows_per_split);
   const int group = tile.group, d = tile.col, width = tile.width;  // width: this lane's columns
   const int64_t t0 = tile.t0, t1 = tile.t1;
-  float acc[2] = {0.f, 0.f};
+  float acc[kCols] = {};
   if (width > 0) {
-    // kGeluRows rows at a time, their loads issued together (g and dpre may alias, so the
+    // kRows rows at a time, their loads issued together (g and dpre may alias, so the
     // compiler may not move a row's loads above the previous row's stores itself).
-    for (int64_t t = t0 + group; t < t1; t += kGeluRows * kColumnGroups) {
-      float v[kGeluRows][2], p[kGeluRows][2];
+    for (int64_t t = t0 + group; t < t1; t += kRows * kColumnGroups) {
+      float v[kRows][kCols] = {}, p[kRows][kCols] = {};
 NT_UNROLL
-      for (int u = 0; u < kGeluRows; ++u) {
+      for (int u = 0; u < kRows; ++u) {
         const int64_t row = t + u * kColumnGroups, i = row * N + d;
-        v[u][0] = v[u][1] = p[u][0] = p[u][1] = 0.f;
         if (row < t1) {
-          load2<kVector>(g + i, width, v[u]);
-          if (kDerivative || kAct) load2<kVector>(pre + i, width, p[u]);
+          load_cols<kCols, kVector>(g + i, width, v[u]);
+          if (kDerivative || kAct) load_cols<kCols, kVector>(pre + i, width, p[u]);
         }
       }
 NT_UNROLL
-      for (int u = 0; u < kGeluRows; ++u) {
+      for (int u = 0; u < kRows; ++u) {
         const int64_t row = t + u * kColumnGroups, i = row * N + d;
-        float a[2];
+        float a[kCols];
 NT_UNROLL
-        for (int c = 0; c < 2; ++c) {
+        for (int c = 0; c < kCols; ++c) {
           if constexpr (kDerivative && kAct) {
             const GeluAndGrad r = gelu_tanh_and_backward(v[u][c], p[u][c]);
             a[c] = r.act;
@@ -102,15 +106,15 @@ NT_UNROLL
           }
         }
         if (row < t1) {
-          if constexpr (kDerivative) store2<kVector>(dpre + i, width, v[u]);
-          if constexpr (kAct) store2<kVector>(act + i, width, a);
+          if constexpr (kDerivative) store_cols<kCols, kVector>(dpre + i, width, v[u]);
+          if constexpr (kAct) store_cols<kCols, kVector>(act + i, width, a);
         }
-        acc[0] += v[u][0];  // row by row, in order
-        acc[1] += v[u][1];
+NT_UNROLL
+        for (int c = 0; c < kCols; ++c) acc[c] += v[u][c];  // row by row, in order
       }
     }
   }
-  store_pair_sums(acc, shared, width, part + static_cast<int64_t>(blockIdx.y) * N + d);
+  store_lane_sums<kCols>(acc, shared, width, part + static_cast<int64_t>(blockIdx.y) * N + d);
 }
 
 // act[i] = gelu_tanh(pre[i]) for n elements, two per thread, grid-stride.
@@ -120,9 +124,9 @@ NT_GLOBAL void gelu_kernel(const T* __restrict__ pre, T* __restrict__ act, int64
   for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < pairs; j += stride) {
     const int width = 2 * j + 1 < n ? 2 : 1;
     float p[2];
-    load2<kVector>(pre + 2 * j, width, p);
+    load_cols<2, kVector>(pre + 2 * j, width, p);
     const float a[2] = {gelu_tanh(p[0]), gelu_tanh(p[1])};
-    store2<kVector>(act + 2 * j, width, a);
+    store_cols<2, kVector>(act + 2 * j, width, a);
   }
 }
 
@@ -132,7 +136,7 @@ NT_GLOBAL void gelu_kernel(const T* __restrict__ pre, T* __restrict__ act, int64
 // floats of workspace it needs (the splits' partial sums).
 inline int gelu_sum_splits(int64_t M) {
   const int64_t s = M / 64;
-  return static_cast<int>(s < 1 ? 1 : s > 64 ? 64 : s);
+  return static_cast<int>(s < 1 ? 1 : s > 128 ? 128 : s);
 }
 inline int64_t gelu_bias_gradient_workspace(int64_t M, int N) {
   return gelu_sum_splits(M) * static_cast<int64_t>(N);
@@ -146,18 +150,38 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
                                int N, bool derivative, cudaStream_t s) {
   const int splits = gelu_sum_splits(M);
   const int64_t rows_per_split = (M + splits - 1) / splits;
-  const bool vector = N % 2 == 0 && pair_aligned(g) && (!pre || pair_aligned(pre)) && (!dpre || pair_aligned(dpre)) &&
-                      (!act || pair_aligned(act));
-  auto pick = [&](auto with_act) {
-    constexpr bool kAct = decltype(with_act)::value;
-    return derivative ? (vector ? gelu_bias_gradient_kernel<T, true, true, kAct>
-                                : gelu_bias_gradient_kernel<T, true, false, kAct>)
-                      : (vector ? gelu_bias_gradient_kernel<T, false, true, kAct>
-                                : gelu_bias_gradient_kernel<T, false, false, kAct>);
+  auto aligned = [&](auto cols) {
+    constexpr int kN = decltype(cols)::value;
+    return N % kN == 0 && aligned_to<kN>(g) && (!pre || aligned_to<kN>(pre)) && (!dpre || aligned_to<kN>(dpre)) &&
+           (!act || aligned_to<kN>(act));
   };
-  auto kernel = act ? pick(std::true_type{}) : pick(std::false_type{});
-  const dim3 grid(static_cast<unsigned>((N + kPairColumns - 1) / kPairColumns), static_cast<unsigned>(splits));
-  NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
+  const bool wide = aligned(std::integral_constant<int, 8>{}), vector = aligned(std::integral_constant<int, 2>{});
+  auto launch = [&](auto cols, auto with_vector, auto with_derivative, auto with_act) {
+    constexpr int kCols = decltype(cols)::value;
+    auto kernel = gelu_bias_gradient_kernel<T, kCols, decltype(with_derivative)::value, decltype(with_vector)::value,
+                                            decltype(with_act)::value>;
+    const dim3 grid(static_cast<unsigned>((N + kLaneBlockColumns<kCols> - 1) / kLaneBlockColumns<kCols>),
+                    static_cast<unsigned>(splits));
+    NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
+  };
+  auto with_access = [&](auto with_derivative, auto with_act) {
+    if (wide)
+      launch(std::integral_constant<int, 8>{}, std::true_type{}, with_derivative, with_act);
+    else if (vector)
+      launch(std::integral_constant<int, 2>{}, std::true_type{}, with_derivative, with_act);
+    else
+      launch(std::integral_constant<int, 2>{}, std::false_type{}, with_derivative, with_act);
+  };
+  auto with_act = [&](auto with_derivative) {
+    if (act)
+      with_access(with_derivative, std::true_type{});
+    else
+      with_access(with_derivative, std::false_type{});
+  };
+  if (derivative)
+    with_act(std::true_type{});
+  else
+    with_act(std::false_type{});
   launch_sample_sum(static_cast<const float*>(workspace), dbias, splits, N, s);  // the splits' sums added up
 }
 
@@ -165,7 +189,7 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
 template <typename T>
 void launch_gelu(const T* pre, T* act, int64_t n, cudaStream_t s) {
   const int64_t pairs = (n + 1) / 2, blocks = (pairs + kRowThreads - 1) / kRowThreads;
-  const bool vector = n % 2 == 0 && pair_aligned(pre) && pair_aligned(act);
+  const bool vector = n % 2 == 0 && aligned_to<2>(pre) && aligned_to<2>(act);
   auto kernel = vector ? gelu_kernel<T, true> : gelu_kernel<T, false>;
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks < 65536 * 8 ? blocks : 65536 * 8)), dim3(kRowThreads), s, pre,
             act, n);

@@ -40,6 +40,14 @@ T* mut(const at::Tensor& t) {
 
 constexpr auto* rel = &nt::test::max_rel_diff;  // max_rel_diff.h
 
+// A copy of t whose data starts 2 elements into its storage: 2-element aligned, not 8 (the column
+// kernels then take two columns a lane where they would take 8).
+at::Tensor shifted(const at::Tensor& t) {
+  auto out = at::empty({t.numel() + 2}, t.options()).narrow(0, 2, t.numel()).view(t.sizes());
+  out.copy_(t);
+  return out;
+}
+
 const char* name(at::ScalarType t) { return t == at::kFloat ? "fp32" : "bf16"; }
 
 class Emulated : public ::testing::TestWithParam<int> {};
@@ -81,12 +89,15 @@ void check_modulated_norm(int64_t D) {
                                               mut<float>(workspace), rows, T, static_cast<int>(D), nullptr);
   // With x's gradient from elsewhere: added to the norm's, as autograd adds the two (one rounding).
   const at::Tensor other = at::randn({N, T, D}, gen);
-  auto gx_sum = at::empty({N, T, D});
+  auto gx_sum = at::empty({N, T, D}), g_scale2 = at::empty({N, D}), g_shift2 = at::empty({N, D});
   dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
                                               ptr<TM>(mod) + D, 2 * D, ptr<float>(other), mut<float>(gx_sum),
-                                              mut<float>(at::empty({N, D})), mut<float>(at::empty({N, D})),
-                                              mut<float>(workspace), rows, T, static_cast<int>(D), nullptr);
+                                              mut<float>(g_scale2), mut<float>(g_shift2),
+                                              static_cast<float*>(nullptr), rows, T, static_cast<int>(D), nullptr);
   EXPECT_TRUE(at::equal(gx_sum, other + gx)) << "grad x with another gradient added";
+  // Its sums over tokens (another kernel, another order of the fp32 additions).
+  EXPECT_LE(rel(g_scale2, g_scale), 1e-5);
+  EXPECT_LE(rel(g_shift2, g_shift), 1e-5);
   // d y / d scale = x_hat, whatever scale's dtype (autograd through the bf16 rounding of 1 + scale
   // would round this gradient to bf16; the kernel hands it on in fp32 and its caller rounds it).
   const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);
@@ -308,6 +319,19 @@ void check_gelu_kernels(int64_t N) {
     EXPECT_EQ(act_differ, 0);
     EXPECT_EQ(dpre_differ, 0);
   }
+  // Eight columns a lane (N a multiple of 8) and two give the same bits: dpre, act and the sums.
+  {
+    at::Tensor out[2][3];  // [aligned, shifted][dpre, act, dbias]
+    for (int k = 0; k < 2; ++k) {
+      auto dpre = k == 0 ? g.clone() : shifted(g), pre_k = k == 0 ? pre.clone() : shifted(pre);
+      auto act = k == 0 ? at::empty({M, N}, g.options()) : shifted(at::empty({M, N}, g.options()));
+      auto dbias = at::empty({N}, g.options());
+      dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre_k), mut<T>(dpre), mut<T>(act), mut<T>(dbias),
+                                        mut<float>(workspace), M, static_cast<int>(N), true, nullptr);
+      out[k][0] = dpre, out[k][1] = act, out[k][2] = dbias;
+    }
+    for (int j = 0; j < 3; ++j) EXPECT_TRUE(out[0][j].equal(out[1][j])) << "N " << N << " output " << j;
+  }
   // Without act: nothing written there.
   auto dpre = g.clone(), dbias = at::empty({N}, at::TensorOptions().dtype(dtype<T>()));
   dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre), mut<T>(dpre), static_cast<T*>(nullptr), mut<T>(dbias),
@@ -345,10 +369,10 @@ TEST(EmulatedRowSum, AddsEveryRowOfEveryColumn) {
 }
 
 // The qkv gradient: q's gradient laid out [N, H, T, hd] (contiguous), k's [N, T, H, hd] (the
-// views' own layout, as a transposed tensor), v's missing (zeros) or contiguous; hd even (a
-// lane's two columns in one head) and odd (they may straddle heads and parts); 150 rows in two
-// splits of 75, more rows than a warp's 4 x 8 per pass. Against the stack, bit for bit, and the
-// column sums in double.
+// views' own layout, as a transposed tensor), v's missing (zeros) or contiguous; hd a multiple of
+// 8 (a lane's eight columns in one head), even (two) and odd (they may straddle heads and parts);
+// 150 rows in two splits of 75, more rows than a warp's 4 x 8 per pass. Against the stack, bit
+// for bit, and the column sums in double.
 template <typename T>
 void check_qkv_grad(int64_t hd, bool with_v) {
   const int64_t N = 3, Tn = 50, H = 3, D = H * hd, M = N * Tn;
@@ -377,6 +401,13 @@ void check_qkv_grad(int64_t hd, bool with_v) {
   const double tol = dtype<T>() == at::kFloat ? 1e-5 : 4e-2;  // bf16: the sum rounded to 2^-8 relative
   const double err = (bias.to(at::kDouble) - bias_ref).abs().max().template item<double>();
   EXPECT_LE(err, tol * (1 + bias_ref.abs().max().template item<double>())) << "hd " << hd << " v " << with_v;
+  // Into a gradient 2 elements off 8-element alignment (two columns a lane where hd allows 8): the
+  // same bits, the sums too.
+  auto g_shifted = shifted(at::full({N, Tn, 3 * D}, std::nan(""), opt)), bias2 = at::empty({3 * D}, opt);
+  dev::launch_qkv_grad<T>(in, mut<T>(g_shifted), mut<T>(bias2), mut<float>(workspace), M, Tn, static_cast<int>(D),
+                          static_cast<int>(hd), nullptr);
+  EXPECT_TRUE(g_shifted.equal(g)) << "hd " << hd;
+  EXPECT_TRUE(bias2.equal(bias)) << "hd " << hd;
   // Without the sums: the same gradient, nothing summed.
   auto g2 = at::full({N, Tn, 3 * D}, std::nan(""), opt);
   dev::launch_qkv_grad<T>(in, mut<T>(g2), static_cast<T*>(nullptr), static_cast<float*>(nullptr), M, Tn,
@@ -385,7 +416,7 @@ void check_qkv_grad(int64_t hd, bool with_v) {
 }
 
 TEST(EmulatedQkvGrad, StacksTheThreeGradientsAndSumsTheColumns) {
-  for (int64_t hd : {4, 5})
+  for (int64_t hd : {4, 5, 8})
     for (bool with_v : {true, false}) {
       check_qkv_grad<float>(hd, with_v);
       check_qkv_grad<__nv_bfloat16>(hd, with_v);
@@ -399,8 +430,9 @@ TEST_P(EmulatedGelu, MatchesLibTorch) {
   check_gelu_kernels<__nv_bfloat16>(GetParam());
 }
 
-// Within a block of 64 columns, odd (no paired access), several blocks with the last partial.
-INSTANTIATE_TEST_SUITE_P(Widths, EmulatedGelu, ::testing::Values(20, 75, 300));
+// Within a block of 64 columns, odd (no paired access), several blocks with the last partial; a
+// multiple of 8 (eight columns a lane) over two blocks of 256, the last partial.
+INSTANTIATE_TEST_SUITE_P(Widths, EmulatedGelu, ::testing::Values(20, 75, 300, 264));
 
 // Below a warp, between the 128- and 256-thread blocks, above both.
 INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 300, 1100));  // 2, 4 and 9 columns per thread
