@@ -653,7 +653,7 @@ void dry_run(const Config& cfg) {
 }
 
 BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
-                      const std::function<void(const std::function<void()>&)>& after) {
+                      const std::function<void(const std::function<void(int)>&)>& after) {
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   const c10::Device device = pick_device(cfg);
   set_cuda_math(cfg, device, 0);
@@ -696,8 +696,8 @@ BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
   std::printf("TFLOP/s: %.4f\n", r.tflops);
   std::printf("img/s: %.2f\n", r.img_per_s);
   if (after) {
-    after([&] {
-      train_step(cfg, s, x, y, autocast);
+    after([&](int n) {
+      for (int i = 0; i < n; ++i) train_step(cfg, s, x, y, autocast);
       sync();
     });
   }

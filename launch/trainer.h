@@ -55,9 +55,9 @@ struct BenchResult {
 
 // `--benchmark`: timed full training steps (forward, backward, AdamW, EMA) on random inputs
 // of the model's shape, one process; prints and returns the timings. `after`, when given, is
-// called once after the timed steps with a function that runs one more step (e.g. under a
-// profiler).
+// called once after the timed steps with a function that runs n more steps back to back, as the
+// timed ones run, and then waits for the device (e.g. under a profiler).
 BenchResult benchmark(const Config& cfg, int warmup_steps, int timed_steps,
-                      const std::function<void(const std::function<void()>&)>& after = {});
+                      const std::function<void(const std::function<void(int)>&)>& after = {});
 
 }  // namespace nt

@@ -30,6 +30,12 @@ namespace po = boost::program_options;
 
 namespace {
 
+// Steps the profile holds (scripts/trace-summary --steps; scripts/gpu-check passes it): back to
+// back, as the timed steps run, so that only the first starts on an idle GPU (until the twelfth
+// session each profiled step began after a synchronisation, and the host's preparation of the
+// step showed as 9-10 ms of idle GPU per step).
+constexpr int kProfiledSteps = 3;
+
 // Dense matrix-product rate in TFLOP/s: bf16 8192^3 on CUDA, fp32 2048^3 on the CPU; the mean of
 // `reps` products after `warmup`, timed around a device synchronisation.
 double matmul_tflops(const c10::Device& device, int warmup = 3, int reps = 10) {
@@ -75,7 +81,7 @@ int main(int argc, char** argv) {
       ("jsonl", po::value<std::string>(), "append the result as one JSON object to this file")
       ("label", po::value<std::string>()->default_value(""), "free text stored with the result (what changed)")
       ("commit", po::value<std::string>()->default_value(""), "the commit measured, stored with the result")
-      ("profile", po::value<std::string>(), "after timing, profile 2 more steps into this Chrome trace (CUDA extras)");
+      ("profile", po::value<std::string>(), "after timing, profile 3 more steps, back to back as the timed ones, into this Chrome trace (CUDA extras)");
   try {
     po::variables_map vm;
     if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
@@ -83,11 +89,11 @@ int main(int argc, char** argv) {
     const int steps = vm["steps"].as<int>(), warmup = vm["warmup"].as<int>();
     if (steps < 1 || warmup < 0) throw std::runtime_error("--steps must be >= 1 and --warmup >= 0");
 
-    std::function<void(const std::function<void()>&)> after;
+    std::function<void(const std::function<void(int)>&)> after;
     if (vm.count("profile")) {
       const std::string path = vm["profile"].as<std::string>();
-      after = [path](const std::function<void()>& step) {
-        if (nt::cuda_profile(path, [&] { step(); step(); }))
+      after = [path](const std::function<void(int)>& run_steps) {
+        if (nt::cuda_profile(path, [&] { run_steps(kProfiledSteps); }))
           std::printf("profile: %s\n", path.c_str());
         else
           std::printf("profile: not available in this build (needs a CUDA LibTorch and NT_CUDA_EXTRAS)\n");
