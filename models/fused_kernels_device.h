@@ -252,119 +252,17 @@ NT_UNROLL
   }
 }
 
-// Sums over a sample's tokens, a column each: a block of kColumnThreads threads takes
-// kColumnWidth columns of one sample (blockIdx.x: the column chunk, blockIdx.y: the sample); its
-// warps go down every kColumnGroups-th row (t = warp, warp + kColumnGroups, ...), a lane per
-// column, so a warp reads whole 32-column segments of a row and all a sample's rows are in flight
-// across the grid; then the groups' partial sums of a column are added in warp order through
-// shared memory (deterministic). Blocks are 1-D (the CPU emulation's): lane and warp from
-// threadIdx.x.
+// Sums over a sample's tokens, or over a split of the rows (the column kernels): a block of
+// kColumnThreads threads takes kColumnWidth lanes' columns of one sample or split (blockIdx.x: the
+// column chunk, blockIdx.y: the sample or split), a lane one column or kCols adjacent ones
+// (ColumnTile below); its warps go down every kColumnGroups-th row (t = warp, warp +
+// kColumnGroups, ...), so a warp reads whole segments of a row and all a sample's rows are in
+// flight across the grid; then the warps' partial sums of a column are added in warp order
+// through shared memory (deterministic, the same for any kCols). Blocks are 1-D (the CPU
+// emulation's): lane and warp from threadIdx.x.
 constexpr int kColumnThreads = 256;
 constexpr int kColumnWidth = 32;
 constexpr int kColumnGroups = kColumnThreads / kColumnWidth;  // 8
-
-// Adds acc[j] of the kColumnGroups groups for column d and writes it to out[j][n * D + d];
-// shared holds kSums * kColumnThreads floats. Every thread of the block calls it.
-template <int kSums>
-NT_DEVICE void store_column_sums(const float (&acc)[kSums], float* shared, float* const (&out)[kSums], int64_t n,
-                                 int D, int d) {
-  const int lane = threadIdx.x % kColumnWidth, group = threadIdx.x / kColumnWidth;
-  for (int j = 0; j < kSums; ++j) shared[j * kColumnThreads + group * kColumnWidth + lane] = acc[j];
-  __syncthreads();
-  if (group == 0 && d < D) {
-    for (int j = 0; j < kSums; ++j) {
-      float total = 0.f;
-      for (int w = 0; w < kColumnGroups; ++w) total += shared[j * kColumnThreads + w * kColumnWidth + lane];
-      out[j][n * D + d] = total;
-    }
-  }
-}
-
-// grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
-// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it. With kBias
-// also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
-// wrote): the per-sample part of the gradient of the bias of the product that made the branch.
-// Without kGate (no branch: the plain norm's backward) only grad scale and grad shift.
-template <typename TM, typename TY, bool kGate, bool kBias>
-NT_GLOBAL void NT_BOUNDS(kColumnThreads)
-    residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
-                                          const float* __restrict__ mean, const float* __restrict__ rstd,
-                                          const float* __restrict__ gx, const TM* __restrict__ branch,
-                                          const TM* __restrict__ gate, int64_t mod_stride, float* __restrict__ g_gate,
-                                          float* __restrict__ g_scale, float* __restrict__ g_shift,
-                                          float* __restrict__ g_bias, int64_t T, int D) {
-  static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
-  constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
-  NT_SHARED float shared[kSums * kColumnThreads];
-  const int d = static_cast<int>(blockIdx.x) * kColumnWidth + static_cast<int>(threadIdx.x % kColumnWidth);
-  const int64_t n = blockIdx.y;
-  float acc[kSums] = {};  // (gate,) scale, shift (, bias)
-  if (d < D) {
-    const float gt = kBias ? to_float(gate[n * mod_stride + d]) : 0.f;
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-    for (int64_t t = threadIdx.x / kColumnWidth; t < T; t += kColumnGroups) {
-      const int64_t row = n * T + t, i = row * D + d;
-      const float gyv = to_float(gy[i]), x_hat = (x[i] - mean[row]) * rstd[row];
-      if constexpr (kGate) acc[0] += gx[i] * to_float(branch[i]);
-      acc[kScale] += gyv * x_hat;
-      acc[kScale + 1] += gyv;
-      if constexpr (kBias) acc[3] += round_to<TM>(gx[i] * gt);
-    }
-  }
-  if constexpr (kBias) {
-    float* const out[4] = {g_gate, g_scale, g_shift, g_bias};
-    store_column_sums<4>(acc, shared, out, n, D, d);
-  } else if constexpr (kGate) {
-    float* const out[3] = {g_gate, g_scale, g_shift};
-    store_column_sums<3>(acc, shared, out, n, D, d);
-  } else {
-    float* const out[2] = {g_scale, g_shift};
-    store_column_sums<2>(acc, shared, out, n, D, d);
-  }
-}
-
-// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order (fp32), written in T; for
-// two buffers at once (part_b and out_b null: one).
-template <typename T>
-NT_GLOBAL void tile_sum_kernel(const float* __restrict__ part_a, const float* __restrict__ part_b,
-                               T* __restrict__ out_a, T* __restrict__ out_b, int tiles, int D) {
-  const int d = blockIdx.x * blockDim.x + threadIdx.x;
-  const int64_t n = blockIdx.y;
-  if (d >= D) return;
-  float a = 0.f, b = 0.f;
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int64_t i = (n * tiles + tile) * D + d;
-    a += part_a[i];
-    if (part_b) b += part_b[i];
-  }
-  out_a[n * D + d] = from_float<T>(a);
-  if (out_b) out_b[n * D + d] = from_float<T>(b);
-}
-
-// Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).
-inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRows - 1) / kTileRows); }
-inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
-  return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
-}
-
-// The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
-// index is one division per row, not two 64-bit divisions per element.
-template <typename TB>
-NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* __restrict__ gate, int64_t gate_stride,
-                                          const TB* __restrict__ branch, float* __restrict__ out, int64_t rows,
-                                          int64_t T, int D) {
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const TB* g = gate + (row / T) * gate_stride;  // [D]
-    const int64_t base = row * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x)
-      out[base + d] = x[base + d] + to_float(g[d]) * to_float(branch[base + d]);
-  }
-}
 
 // kCols adjacent elements p[0..kCols) as floats (those from `width` on: 0), and the first `width`
 // of v back; with kVector (then width == kCols and p kCols-element aligned) in aligned accesses of
@@ -415,6 +313,144 @@ NT_UNROLL
 NT_UNROLL
     for (int k = 0; k < kCols; ++k)
       if (k < width) p[k] = from_float<T>(v[k]);
+  }
+}
+
+// The column kernels whose lanes take kCols adjacent columns each (2, or 8 where rows are 8-element
+// aligned: a warp reads 128 or 512 contiguous bytes of a bf16 row): kCols * kColumnWidth columns
+// per block of kColumnThreads threads.
+template <int kCols>
+constexpr int kLaneBlockColumns = kCols * kColumnWidth;
+
+// Where a thread of such a kernel works when the grid splits the M rows of `cols` columns
+// (blockIdx.x: the column block, blockIdx.y: the split of rows_per_split rows): its lane and warp,
+// its first column, how many of its kCols columns exist, and the split's rows [t0, t1).
+struct ColumnTile {
+  int lane, group, col, width;
+  int64_t t0, t1;
+};
+template <int kCols>
+NT_DEVICE ColumnTile column_tile(int64_t M, int cols, int64_t rows_per_split) {
+  ColumnTile p;
+  p.lane = static_cast<int>(threadIdx.x % kColumnWidth);
+  p.group = static_cast<int>(threadIdx.x / kColumnWidth);
+  p.col = static_cast<int>(blockIdx.x) * kLaneBlockColumns<kCols> + kCols * p.lane;
+  p.width = cols - p.col >= kCols ? kCols : cols > p.col ? cols - p.col : 0;
+  p.t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
+  p.t1 = p.t0 + rows_per_split < M ? p.t0 + rows_per_split : M;
+  return p;
+}
+// Adds acc (this lane's kCols columns' sums) over the block's kColumnGroups warps in warp order
+// and writes the first `width` of them to out[0..). shared holds kCols * kColumnThreads floats;
+// every thread of the block calls it. The order of the additions does not depend on kCols.
+template <int kCols>
+NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int width, float* out) {
+  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
+  for (int k = 0; k < kCols; ++k) shared[group * kLaneBlockColumns<kCols> + kCols * lane + k] = acc[k];
+  __syncthreads();
+  if (group == 0) {
+    for (int k = 0; k < width; ++k) {
+      float total = 0.f;
+      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kLaneBlockColumns<kCols> + kCols * lane + k];
+      out[k] = total;
+    }
+  }
+}
+
+// grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
+// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it. With kBias
+// also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
+// wrote): the per-sample part of the gradient of the bias of the product that made the branch.
+// Without kGate (no branch: the plain norm's backward) only grad scale and grad shift. Each lane
+// takes kCols adjacent columns: 4 where D and the rows allow (kVector: one 16-byte access of x and
+// gx, 8 bytes of bf16 gy and branch), else 1 (one column a lane, a warp reading 64 or 128 bytes
+// of a row, ran at 2.3 TB/s on the H200 for the plain norm's sums of DiT-XL/2's rows, 97 us per
+// call); the same sums in the same order either way.
+template <typename TM, typename TY, bool kGate, bool kBias, int kCols, bool kVector>
+NT_GLOBAL void NT_BOUNDS(kColumnThreads)
+    residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
+                                          const float* __restrict__ mean, const float* __restrict__ rstd,
+                                          const float* __restrict__ gx, const TM* __restrict__ branch,
+                                          const TM* __restrict__ gate, int64_t mod_stride, float* __restrict__ g_gate,
+                                          float* __restrict__ g_scale, float* __restrict__ g_shift,
+                                          float* __restrict__ g_bias, int64_t T, int D) {
+  static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
+  constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
+  NT_SHARED float shared[kSums * kCols * kColumnThreads];
+  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
+  const int d = static_cast<int>(blockIdx.x) * kLaneBlockColumns<kCols> + kCols * lane;
+  const int width = D - d >= kCols ? kCols : D > d ? D - d : 0;  // this lane's columns
+  const int64_t n = blockIdx.y;
+  float acc[kSums][kCols] = {};  // (gate,) scale, shift (, bias)
+  if (width > 0) {
+    float gt[kCols] = {};
+    if constexpr (kBias) load_cols<kCols, kVector>(gate + n * mod_stride + d, width, gt);
+#ifdef __CUDACC__
+#pragma unroll 4
+#endif
+    for (int64_t t = group; t < T; t += kColumnGroups) {
+      const int64_t row = n * T + t, i = row * D + d;
+      const float m = mean[row], r = rstd[row];
+      float gyv[kCols], xv[kCols], gxv[kCols] = {}, bv[kCols] = {};  // past width: 0
+      load_cols<kCols, kVector>(gy + i, width, gyv);
+      load_cols<kCols, kVector>(x + i, width, xv);
+      if constexpr (kGate) {
+        load_cols<kCols, kVector>(gx + i, width, gxv);
+        load_cols<kCols, kVector>(branch + i, width, bv);
+      }
+NT_UNROLL
+      for (int k = 0; k < kCols; ++k) {
+        const float x_hat = (xv[k] - m) * r;
+        if constexpr (kGate) acc[0][k] += gxv[k] * bv[k];
+        acc[kScale][k] += gyv[k] * x_hat;
+        acc[kScale + 1][k] += gyv[k];
+        if constexpr (kBias) acc[3][k] += round_to<TM>(gxv[k] * gt[k]);
+      }
+    }
+  }
+  float* const out[4] = {kGate ? g_gate : g_scale, kGate ? g_scale : g_shift, g_shift, g_bias};
+  for (int j = 0; j < kSums; ++j)
+    store_lane_sums<kCols>(acc[j], shared + j * kCols * kColumnThreads, width, out[j] + n * D + d);
+}
+
+// out[n, d] = sum over the sample's tiles of part[n, tile, d], in order (fp32), written in T; for
+// two buffers at once (part_b and out_b null: one).
+template <typename T>
+NT_GLOBAL void tile_sum_kernel(const float* __restrict__ part_a, const float* __restrict__ part_b,
+                               T* __restrict__ out_a, T* __restrict__ out_b, int tiles, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t n = blockIdx.y;
+  if (d >= D) return;
+  float a = 0.f, b = 0.f;
+#ifdef __CUDACC__
+#pragma unroll 4
+#endif
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int64_t i = (n * tiles + tile) * D + d;
+    a += part_a[i];
+    if (part_b) b += part_b[i];
+  }
+  out_a[n * D + d] = from_float<T>(a);
+  if (out_b) out_b[n * D + d] = from_float<T>(b);
+}
+
+// Tiles per sample and the floats of workspace the norm's backward needs (two partial sums).
+inline int norm_backward_tiles(int64_t T) { return static_cast<int>((T + kTileRows - 1) / kTileRows); }
+inline int64_t norm_backward_workspace(int64_t rows, int64_t T, int D) {
+  return 2 * (rows / T) * norm_backward_tiles(T) * static_cast<int64_t>(D);
+}
+
+// The elementwise kernels go row by row (a block per row, grid-stride over rows): the sample
+// index is one division per row, not two 64-bit divisions per element.
+template <typename TB>
+NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* __restrict__ gate, int64_t gate_stride,
+                                          const TB* __restrict__ branch, float* __restrict__ out, int64_t rows,
+                                          int64_t T, int D) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const TB* g = gate + (row / T) * gate_stride;  // [D]
+    const int64_t base = row * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+      out[base + d] = x[base + d] + to_float(g[d]) * to_float(branch[base + d]);
   }
 }
 
@@ -491,47 +527,6 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     float total = 0.f;
     for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kColumnWidth + lane];
     out[d] = from_float<T>(total);
-  }
-}
-
-// The column kernels whose lanes take kCols adjacent columns each (2, or 8 where rows are 8-element
-// aligned: a warp reads 128 or 512 contiguous bytes of a bf16 row): kCols * kColumnWidth columns
-// per block of kColumnThreads threads.
-template <int kCols>
-constexpr int kLaneBlockColumns = kCols * kColumnWidth;
-
-// Where a thread of such a kernel works when the grid splits the M rows of `cols` columns
-// (blockIdx.x: the column block, blockIdx.y: the split of rows_per_split rows): its lane and warp,
-// its first column, how many of its kCols columns exist, and the split's rows [t0, t1).
-struct ColumnTile {
-  int lane, group, col, width;
-  int64_t t0, t1;
-};
-template <int kCols>
-NT_DEVICE ColumnTile column_tile(int64_t M, int cols, int64_t rows_per_split) {
-  ColumnTile p;
-  p.lane = static_cast<int>(threadIdx.x % kColumnWidth);
-  p.group = static_cast<int>(threadIdx.x / kColumnWidth);
-  p.col = static_cast<int>(blockIdx.x) * kLaneBlockColumns<kCols> + kCols * p.lane;
-  p.width = cols - p.col >= kCols ? kCols : cols > p.col ? cols - p.col : 0;
-  p.t0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
-  p.t1 = p.t0 + rows_per_split < M ? p.t0 + rows_per_split : M;
-  return p;
-}
-// Adds acc (this lane's kCols columns' sums) over the block's kColumnGroups warps in warp order
-// and writes the first `width` of them to out[0..). shared holds kCols * kColumnThreads floats;
-// every thread of the block calls it. The order of the additions does not depend on kCols.
-template <int kCols>
-NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int width, float* out) {
-  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  for (int k = 0; k < kCols; ++k) shared[group * kLaneBlockColumns<kCols> + kCols * lane + k] = acc[k];
-  __syncthreads();
-  if (group == 0) {
-    for (int k = 0; k < width; ++k) {
-      float total = 0.f;
-      for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kLaneBlockColumns<kCols> + kCols * lane + k];
-      out[k] = total;
-    }
   }
 }
 
@@ -625,9 +620,21 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
             scale_stride, y, mean, rstd, T, D, eps);
 }
 
-// The column kernels' grid: kColumnWidth columns of one sample per block.
-inline dim3 column_grid(int64_t N, int D) {
-  return dim3(static_cast<unsigned>((D + kColumnWidth - 1) / kColumnWidth), static_cast<unsigned>(N));
+// residual_norm_backward_columns_kernel for N samples: four columns a lane where `wide` (D a
+// multiple of 4, every matrix and gate row 4-element aligned), else one.
+template <typename TM, typename TY, bool kGate, bool kBias>
+void launch_norm_columns(bool wide, const TY* gy, const float* x, const float* mean, const float* rstd,
+                         const float* gx, const TM* branch, const TM* gate, int64_t mod_stride, float* g_gate,
+                         float* g_scale, float* g_shift, float* g_bias, int64_t N, int64_t T, int D, cudaStream_t s) {
+  auto launch = [&](auto kernel, int columns) {
+    const dim3 grid(static_cast<unsigned>((D + columns - 1) / columns), static_cast<unsigned>(N));
+    NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, gy, x, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
+              g_shift, g_bias, T, D);
+  };
+  if (wide)
+    launch(residual_norm_backward_columns_kernel<TM, TY, kGate, kBias, 4, true>, kLaneBlockColumns<4>);
+  else
+    launch(residual_norm_backward_columns_kernel<TM, TY, kGate, kBias, 1, false>, kLaneBlockColumns<1>);
 }
 
 // The norm's backward: norm_backward_kernel, then the tiles' partial sums added up; with x's
@@ -645,10 +652,9 @@ void launch_modulated_norm_backward(const TY* gy, const float* x, const float* m
         pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
     NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gx_other, gy, x, mean, rstd,
               static_cast<const TM*>(nullptr), scale, scale_stride, gx, static_cast<TM*>(nullptr), T, D);
-    auto column_kernel = residual_norm_backward_columns_kernel<TM, TY, false, false>;
-    NT_LAUNCH(column_kernel, column_grid(N, D), dim3(kColumnThreads), s, gy, x, mean, rstd,
-              static_cast<const float*>(gx), static_cast<const TM*>(nullptr), static_cast<const TM*>(nullptr),
-              scale_stride, static_cast<float*>(nullptr), g_scale, g_shift, static_cast<float*>(nullptr), T, D);
+    launch_norm_columns<TM, TY, false, false>(D % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(x), gy, x, mean, rstd,
+                                              nullptr, nullptr, nullptr, scale_stride, nullptr, g_scale, g_shift,
+                                              nullptr, N, T, D, s);
     return;
   }
   const int tiles = norm_backward_tiles(T);
@@ -718,10 +724,14 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
             mod_stride, gx, g_branch, T, D);
-  auto column_kernel = g_bias ? residual_norm_backward_columns_kernel<TM, TY, true, true>
-                              : residual_norm_backward_columns_kernel<TM, TY, true, false>;
-  NT_LAUNCH(column_kernel, column_grid(rows / T, D), dim3(kColumnThreads), s, gy, h, mean, rstd,
-            static_cast<const float*>(gx), branch, gate, mod_stride, g_gate, g_scale, g_shift, g_bias_part, T, D);
+  const bool wide = D % 4 == 0 && mod_stride % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(h) && aligned_to<4>(gx) &&
+                    aligned_to<4>(branch) && aligned_to<4>(gate);
+  if (g_bias)
+    launch_norm_columns<TM, TY, true, true>(wide, gy, h, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
+                                            g_shift, g_bias_part, rows / T, T, D, s);
+  else
+    launch_norm_columns<TM, TY, true, false>(wide, gy, h, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
+                                             g_shift, nullptr, rows / T, T, D, s);
   if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s);
 }
 

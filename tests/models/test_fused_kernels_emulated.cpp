@@ -98,6 +98,16 @@ void check_modulated_norm(int64_t D) {
   // Its sums over tokens (another kernel, another order of the fp32 additions).
   EXPECT_LE(rel(g_scale2, g_scale), 1e-5);
   EXPECT_LE(rel(g_shift2, g_shift), 1e-5);
+  // With gy 2 elements off 4-element alignment (one column a lane instead of four): the same bits.
+  auto gx_sum3 = at::empty({N, T, D}), g_scale3 = at::empty({N, D}), g_shift3 = at::empty({N, D});
+  const at::Tensor gy_shifted = shifted(gy);
+  dev::launch_modulated_norm_backward<TM, TY>(ptr<TY>(gy_shifted), ptr<float>(x), ptr<float>(mean), ptr<float>(rstd),
+                                              ptr<TM>(mod) + D, 2 * D, ptr<float>(other), mut<float>(gx_sum3),
+                                              mut<float>(g_scale3), mut<float>(g_shift3),
+                                              static_cast<float*>(nullptr), rows, T, static_cast<int>(D), nullptr);
+  EXPECT_TRUE(at::equal(gx_sum3, gx_sum));
+  EXPECT_TRUE(at::equal(g_scale3, g_scale2)) << "D " << D;
+  EXPECT_TRUE(at::equal(g_shift3, g_shift2)) << "D " << D;
   // d y / d scale = x_hat, whatever scale's dtype (autograd through the bf16 rounding of 1 + scale
   // would round this gradient to bf16; the kernel hands it on in fp32 and its caller rounds it).
   const at::Tensor g_scale_ref = (gy.to(at::kFloat) * x_hat.detach()).sum(1);
@@ -243,6 +253,21 @@ void check_residual_norm(int64_t D, bool with_gh) {
   for (const auto& [a, b] : {std::pair{gx2, gx}, std::pair{g_branch2, g_branch}, std::pair{g_gate2, g_gate},
                              std::pair{g_scale2, g_scale}, std::pair{g_shift2, g_shift}})
     EXPECT_TRUE(torch::equal(a, b)) << "D " << D;
+  // The branch 2 elements off 4-element alignment: the sums over tokens one column a lane instead
+  // of four, the same bits.
+  auto g_gate3 = at::full({N, D}, NAN), g_scale3 = at::full({N, D}, NAN), g_shift3 = at::full({N, D}, NAN);
+  auto bias_part3 = at::full({N, D}, NAN), g_bias3 = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
+  const at::Tensor branch_shifted = shifted(branch);
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+                                             ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch_shifted), m + 2 * D,
+                                             3 * D, mut<float>(at::empty({N, T, D})),
+                                             mut<TM>(at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TM>()))),
+                                             mut<float>(g_gate3), mut<float>(g_scale3), mut<float>(g_shift3),
+                                             mut<float>(bias_part3), mut<TM>(g_bias3), rows, T, static_cast<int>(D),
+                                             nullptr);
+  for (const auto& [a, b] : {std::pair{g_gate3, g_gate}, std::pair{g_scale3, g_scale}, std::pair{g_shift3, g_shift},
+                             std::pair{bias_part3, bias_part}, std::pair{g_bias3, g_bias}})
+    EXPECT_TRUE(torch::equal(a, b)) << "shifted branch, D " << D;
   const double ebias =
       rel(g_bias.to(at::kFloat), g_branch.to(at::kFloat).sum(at::IntArrayRef{0, 1}).to(dtype<TM>()).to(at::kFloat));
   EXPECT_LE(ebias, dtype<TM>() == at::kFloat ? 1e-5 : 1e-2) << "grad bias, D " << D;
