@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
       ("jsonl", po::value<std::string>(), "append the result as one JSON object to this file")
       ("label", po::value<std::string>()->default_value(""), "free text stored with the result (what changed)")
       ("commit", po::value<std::string>()->default_value(""), "the commit measured, stored with the result")
-      ("profile", po::value<std::string>(), "after timing, profile 3 more steps, back to back as the timed ones, into this Chrome trace (CUDA extras)");
+      ("profile", po::value<std::string>(),
+       "after timing, profile 3 more steps, back to back as the timed ones, into this Chrome trace (CUDA extras)");
   try {
     po::variables_map vm;
     if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help

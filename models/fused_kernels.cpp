@@ -83,7 +83,8 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
     const at::Tensor g_other = grads.size() > 1 && grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : none;
     // The tiles' partial sums (none with g_other: that kernel pair sums over tokens directly).
-    const int64_t parts = g_other.defined() ? 0 : cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D));
+    const int64_t parts =
+        g_other.defined() ? 0 : cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D));
     auto workspace = at::empty({parts}, x.options());
     cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),

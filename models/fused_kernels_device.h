@@ -316,9 +316,10 @@ NT_UNROLL
   }
 }
 
-// The column kernels whose lanes take kCols adjacent columns each (2, or 8 where rows are 8-element
-// aligned: a warp reads 128 or 512 contiguous bytes of a bf16 row): kCols * kColumnWidth columns
-// per block of kColumnThreads threads.
+// The column kernels whose lanes take kCols adjacent columns each (the GELU's and the qkv
+// gradient's: 8 where rows are 8-element aligned, a warp reading 512 contiguous bytes of a bf16
+// row, else 2; the gated residual's backward: 2; the norms' sums over tokens: 4 or 1):
+// kCols * kColumnWidth columns per block of kColumnThreads threads.
 template <int kCols>
 constexpr int kLaneBlockColumns = kCols * kColumnWidth;
 
@@ -377,10 +378,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
   constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
   NT_SHARED float shared[kSums * kCols * kColumnThreads];
-  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  const int d = static_cast<int>(blockIdx.x) * kLaneBlockColumns<kCols> + kCols * lane;
-  const int width = D - d >= kCols ? kCols : D > d ? D - d : 0;  // this lane's columns
   const int64_t n = blockIdx.y;
+  const ColumnTile tile = column_tile<kCols>(gridDim.y * T, D, T);  // the split: the sample's rows
+  const int group = tile.group, d = tile.col, width = tile.width;
   float acc[kSums][kCols] = {};  // (gate,) scale, shift (, bias)
   if (width > 0) {
     float gt[kCols] = {};
@@ -530,11 +530,12 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   }
 }
 
-// The gated residual's backward in one pass, laid out as the column kernels of two columns a lane: grad branch =
-// grad * gate for each element, and grad gate = the sum over the sample's rows of grad * branch;
-// a block per kLaneBlockColumns<2> columns of a sample, each lane two adjacent columns (with kVector one
-// 8-byte load of grad and 4-byte accesses of branch and grad branch in bf16: D even and every row
-// and gate row 2-element aligned; else element by element, for any D), each warp every
+// The gated residual's backward in one pass, laid out as the column kernels (two columns a lane):
+// grad branch = grad * gate for each element, and grad gate = the sum over the sample's rows of
+// grad * branch; a block per kLaneBlockColumns<2> columns of a sample, each lane two adjacent
+// columns (with kVector one 8-byte load of grad and 4-byte accesses of branch and grad branch in
+// bf16: D even and every row and gate row 2-element aligned; else element by element, for any
+// D), each warp every
 // kColumnGroups-th row, the warps added in order: deterministic. grad is read once. With kBias also
 // grad_bias = the sum of grad branch as written (the per-sample part of the branch's bias
 // gradient). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
@@ -546,10 +547,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
                               float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
   constexpr int kSums = kBias ? 2 : 1;
   NT_SHARED float shared[kSums * 2 * kColumnThreads];
-  const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
-  const int d = static_cast<int>(blockIdx.x) * kLaneBlockColumns<2> + 2 * lane;
-  const int width = d + 1 < D ? 2 : d < D ? 1 : 0;  // this lane's columns
   const int64_t n = blockIdx.y;
+  const ColumnTile tile = column_tile<2>(gridDim.y * T, D, T);  // the split: the sample's rows
+  const int group = tile.group, d = tile.col, width = tile.width;
   float acc[kSums][2] = {};
   if (width > 0) {
     float g[2];
