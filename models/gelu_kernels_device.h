@@ -132,7 +132,7 @@ NT_GLOBAL void gelu_kernel(const T* __restrict__ pre, T* __restrict__ act, int64
 
 // ---- launches --------------------------------------------------------------------------------
 
-// The row splits of gelu_bias_gradient for M rows (up to 64, at least 64 rows each) and the
+// The row splits of gelu_bias_gradient for M rows (up to 128, at least 64 rows each) and the
 // floats of workspace it needs (the splits' partial sums).
 inline int gelu_sum_splits(int64_t M) {
   const int64_t s = M / 64;
