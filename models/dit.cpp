@@ -154,8 +154,7 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsew
   if (qkv_bias.defined() && fused_qkv_split_supports(qkv_out, num_heads)) {
     qkv_parts = fused_qkv_split(qkv_out, qkv_bias, num_heads);
   } else {
-    const at::Tensor out = qkv_bias.defined() ? with_bias_history(qkv_out, qkv_bias) : qkv_out;
-    for (const auto& part : out.view({N, T, 3, num_heads, hd}).unbind(2)) qkv_parts.push_back(part.transpose(1, 2));
+    qkv_parts = qkv_views(qkv_bias.defined() ? with_bias_history(qkv_out, qkv_bias) : qkv_out, num_heads);
   }
   const at::Tensor &q = qkv_parts[0], &k = qkv_parts[1], &v = qkv_parts[2];
   at::Tensor o;

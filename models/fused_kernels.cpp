@@ -216,11 +216,10 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& qkv_out, const at::Tensor& bias,
                                int64_t heads) {
     const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
-    const auto parts = qkv_out.view({N, T, 3, heads, D / heads}).unbind(2);  // 3 x [N, T, H, hd]
     ctx->save_for_backward({bias});  // [3D] or the empty stand-in: its dtype and whether it is one
     ctx->saved_data["shape"] = std::vector<int64_t>{N, T, D, heads};
     ctx->saved_data["dtype"] = static_cast<int64_t>(qkv_out.scalar_type());
-    return {parts[0].transpose(1, 2), parts[1].transpose(1, 2), parts[2].transpose(1, 2)};  // [N, H, T, hd]
+    return qkv_views(qkv_out, heads);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -342,6 +341,14 @@ std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tenso
 #else
   return {};
 #endif
+}
+
+std::vector<at::Tensor> qkv_views(const at::Tensor& qkv_out, int64_t heads) {
+  const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+  std::vector<at::Tensor> qkv;
+  for (const auto& part : qkv_out.view({N, T, 3, heads, D / heads}).unbind(2))  // 3 x [N, T, H, hd]
+    qkv.push_back(part.transpose(1, 2));                                        // [N, H, T, hd]
+  return qkv;
 }
 
 bool fused_qkv_split_supports(const at::Tensor& qkv_out, int64_t heads) {

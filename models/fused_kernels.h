@@ -54,8 +54,12 @@ std::vector<at::Tensor> fused_residual_norm(const at::Tensor& x, const at::Tenso
                                             const at::Tensor& shift, const at::Tensor& scale, double eps,
                                             bool bf16_out, const at::Tensor& branch_bias = {});
 
-// The attention's q, k, v [N, H, T, hd] from qkv's output [N, T, 3D] (H = heads, hd = D / H):
-// views, as qkv_out.view({N, T, 3, H, hd}).unbind(2) and each transposed. Backward writes the
+// The attention's q, k, v [N, H, T, hd] as views of qkv's output [N, T, 3D] (H = heads, hd =
+// D / H): the token-major layout's unbind, each transposed. Autograd's backward of them stacks the
+// three gradients into qkv_out's own layout.
+std::vector<at::Tensor> qkv_views(const at::Tensor& qkv_out, int64_t heads);
+
+// The same views from one autograd node (fused_qkv_split). Its backward writes the
 // output's gradient in one pass over the three gradients (autograd would stack them) and, with
 // `bias` ([3D], optional: the qkv product's bias, which that product took detached), the bias's
 // gradient, the column sums of the output's gradient rounded to its dtype (as the product's own

@@ -454,34 +454,6 @@ NT_GLOBAL void gated_residual_fwd_kernel(const float* __restrict__ x, const TB* 
   }
 }
 
-// Four adjacent elements p[0..3] into floats, and back: on the GPU one 16-byte access for fp32,
-// 8 bytes for bf16 (p 4-element aligned).
-NT_DEVICE void load4(const float* p, float (&v)[4]) {
-#ifdef __CUDACC__
-  const float4 a = *reinterpret_cast<const float4*>(p);
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
-#else
-  for (int k = 0; k < 4; ++k) v[k] = p[k];
-#endif
-}
-NT_DEVICE void load4(const __nv_bfloat16* p, float (&v)[4]) {
-#ifdef __CUDACC__
-  const uint2 a = *reinterpret_cast<const uint2*>(p);
-  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&a.x);
-  const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&a.y);
-  v[0] = __low2float(lo), v[1] = __high2float(lo), v[2] = __low2float(hi), v[3] = __high2float(hi);
-#else
-  for (int k = 0; k < 4; ++k) v[k] = to_float(p[k]);
-#endif
-}
-NT_DEVICE void store4(float* p, const float (&v)[4]) {
-#ifdef __CUDACC__
-  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-#else
-  for (int k = 0; k < 4; ++k) p[k] = v[k];
-#endif
-}
-
 // gated_residual_fwd_kernel four elements per thread, each row's D / 4 groups a thread each (a
 // block of them per row, grid-stride over rows), for D a multiple of 4 and every row and gate row
 // 4-element aligned: one 16-byte load of x, one of branch (8 bytes in bf16), one of the gate, one
@@ -496,11 +468,11 @@ NT_GLOBAL void gated_residual_fwd4_kernel(const float* __restrict__ x, const TB*
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t i = row * D + d;
     float xv[4], gv[4], bv[4], ov[4];
-    load4(x + i, xv);
-    load4(gate + (row / T) * gate_stride + d, gv);
-    load4(branch + i, bv);
+    load_cols<4, true>(x + i, 4, xv);
+    load_cols<4, true>(gate + (row / T) * gate_stride + d, 4, gv);
+    load_cols<4, true>(branch + i, 4, bv);
     for (int k = 0; k < 4; ++k) ov[k] = xv[k] + gv[k] * bv[k];
-    store4(out + i, ov);
+    store_cols<4, true>(out + i, 4, ov);
   }
 }
 
@@ -535,10 +507,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
 // grad * branch; a block per kLaneBlockColumns<2> columns of a sample, each lane two adjacent
 // columns (with kVector one 8-byte load of grad and 4-byte accesses of branch and grad branch in
 // bf16: D even and every row and gate row 2-element aligned; else element by element, for any
-// D), each warp every
-// kColumnGroups-th row, the warps added in order: deterministic. grad is read once. With kBias also
-// grad_bias = the sum of grad branch as written (the per-sample part of the branch's bias
-// gradient). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
+// D), each warp every kColumnGroups-th row, the warps added in order: deterministic. grad is read
+// once. With kBias also grad_bias = the sum of grad branch as written (the per-sample part of the
+// branch's bias gradient). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
 // 1.6 TB/s; a lane per column, each warp every 8th row, 302 MB per call in 114 us, 2.6 TB/s.)
 template <typename TB, bool kBias, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
@@ -590,6 +561,22 @@ template <int kN, typename T>
 bool aligned_to(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % (kN * sizeof(T)) == 0;
 }
+// Starts a column kernel with the widest lane access the rows allow (the GELU's and the qkv
+// gradient's): 8 columns a lane where `wide`, 2 in paired accesses where `pair`, else 2 element by
+// element. kernel_for(kCols, kVector) (as std::integral_constant, std::bool_constant) names the
+// kernel; launch(kernel, the columns of a block) starts it.
+template <typename KernelFor, typename Launch>
+void launch_lane_columns(bool wide, bool pair, KernelFor kernel_for, Launch launch) {
+  using Eight = std::integral_constant<int, 8>;
+  using Two = std::integral_constant<int, 2>;
+  if (wide)
+    launch(kernel_for(Eight{}, std::true_type{}), kLaneBlockColumns<8>);
+  else if (pair)
+    launch(kernel_for(Two{}, std::true_type{}), kLaneBlockColumns<2>);
+  else
+    launch(kernel_for(Two{}, std::false_type{}), kLaneBlockColumns<2>);
+}
+
 // Blocks (of kRowThreads threads) for a row-wise elementwise kernel over `rows` rows.
 constexpr int kRowThreads = 256;
 inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 65536 * 8 ? rows : 65536 * 8); }

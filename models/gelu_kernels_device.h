@@ -155,33 +155,20 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
     return N % kN == 0 && aligned_to<kN>(g) && (!pre || aligned_to<kN>(pre)) && (!dpre || aligned_to<kN>(dpre)) &&
            (!act || aligned_to<kN>(act));
   };
-  const bool wide = aligned(std::integral_constant<int, 8>{}), vector = aligned(std::integral_constant<int, 2>{});
-  auto launch = [&](auto cols, auto with_vector, auto with_derivative, auto with_act) {
+  auto kernel_for = [&](auto cols, auto with_vector) {
     constexpr int kCols = decltype(cols)::value;
-    auto kernel = gelu_bias_gradient_kernel<T, kCols, decltype(with_derivative)::value, decltype(with_vector)::value,
-                                            decltype(with_act)::value>;
-    const dim3 grid(static_cast<unsigned>((N + kLaneBlockColumns<kCols> - 1) / kLaneBlockColumns<kCols>),
-                    static_cast<unsigned>(splits));
+    constexpr bool kVector = decltype(with_vector)::value;
+    return derivative ? (act ? gelu_bias_gradient_kernel<T, kCols, true, kVector, true>
+                             : gelu_bias_gradient_kernel<T, kCols, true, kVector, false>)
+                      : (act ? gelu_bias_gradient_kernel<T, kCols, false, kVector, true>
+                             : gelu_bias_gradient_kernel<T, kCols, false, kVector, false>);
+  };
+  auto launch = [&](auto kernel, int columns) {
+    const dim3 grid(static_cast<unsigned>((N + columns - 1) / columns), static_cast<unsigned>(splits));
     NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, g, pre, dpre, act, workspace, M, N, rows_per_split);
   };
-  auto with_access = [&](auto with_derivative, auto with_act) {
-    if (wide)
-      launch(std::integral_constant<int, 8>{}, std::true_type{}, with_derivative, with_act);
-    else if (vector)
-      launch(std::integral_constant<int, 2>{}, std::true_type{}, with_derivative, with_act);
-    else
-      launch(std::integral_constant<int, 2>{}, std::false_type{}, with_derivative, with_act);
-  };
-  auto with_act = [&](auto with_derivative) {
-    if (act)
-      with_access(with_derivative, std::true_type{});
-    else
-      with_access(with_derivative, std::false_type{});
-  };
-  if (derivative)
-    with_act(std::true_type{});
-  else
-    with_act(std::false_type{});
+  launch_lane_columns(aligned(std::integral_constant<int, 8>{}), aligned(std::integral_constant<int, 2>{}), kernel_for,
+                      launch);
   launch_sample_sum(static_cast<const float*>(workspace), dbias, splits, N, s);  // the splits' sums added up
 }
 

@@ -119,12 +119,11 @@ void launch_qkv_grad(const QkvGrads<T>& in, T* g, T* bias, float* workspace, int
     NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, in, g, bias ? workspace : static_cast<float*>(nullptr), M,
               T_rows, D, hd, rows_per_split);
   };
-  if (aligned(std::integral_constant<int, 8>{}))
-    launch(qkv_grad_kernel<T, 8, true>, kLaneBlockColumns<8>);
-  else if (aligned(std::integral_constant<int, 2>{}))
-    launch(qkv_grad_kernel<T, 2, true>, kLaneBlockColumns<2>);
-  else
-    launch(qkv_grad_kernel<T, 2, false>, kLaneBlockColumns<2>);
+  auto kernel_for = [](auto cols, auto with_vector) {
+    return qkv_grad_kernel<T, decltype(cols)::value, decltype(with_vector)::value>;
+  };
+  launch_lane_columns(aligned(std::integral_constant<int, 8>{}), aligned(std::integral_constant<int, 2>{}), kernel_for,
+                      launch);
   if (bias) launch_sample_sum(static_cast<const float*>(workspace), bias, splits, 3 * D, s);  // the splits' sums
 }
 
