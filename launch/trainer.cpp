@@ -33,6 +33,7 @@
 #include "models/edm.h"
 #include "models/fused_kernels.h"
 #include "models/gelu_mlp.h"
+#include "models/product_forms.h"
 #include "models/zoo.h"
 
 namespace fs = std::filesystem;
@@ -292,8 +293,10 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // CUDA matrix products: with train.precision = "bf16" TF32 is allowed for what stays fp32, as the
 // reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions). The
 // attention kernels train.attention allows (models/attention_backend.h); a choice that cannot
-// apply is named in the log (rank 0).
+// apply is named in the log (rank 0). The forms of the linear layers' backward products
+// (train.product_forms, models/product_forms.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
+  time_product_forms(cfg.train.product_forms == "timed");
   if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
     log_warn("train.attention = \"" + cfg.train.attention + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
@@ -336,10 +339,16 @@ int64_t micro_batches(const Config& cfg, int world) {
 // float64. On one process without gradient clipping they stay on the compute device, so a step
 // never waits for the GPU (the loop reads them when it logs or checkpoints); with several ranks or
 // clipping they are read on the host within the step (the all-reduce and the clip need them).
+// Where the step updated in place without clipping, its gradients stay as backward left them
+// until the next step begins: grad_norm is then undefined, and grad_norm_now() computes it from
+// them when the loop logs (the same values; no pass over the gradients in steps that do not log).
 struct StepLog {
   at::Tensor loss;
   at::Tensor grad_norm;
 };
+
+// The last step's gradient norm where it left it undefined (see StepLog).
+at::Tensor grad_norm_now(const TrainState& s) { return sum_of_squares_tensor(s.sharded->backward_grads()).sqrt(); }
 
 // One optimizer step on this rank's rows x [b,C,H,W], y [b] of the global batch. With
 // train.micro_batch m < b the rows go through forward and backward m at a time and the gradients
@@ -376,7 +385,9 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   }
   if (micros > 1) loss_sum = loss_sum / static_cast<double>(micros);
   const std::vector<at::Tensor>& grads = in_place ? s.sharded->backward_grads() : s.sharded->grads();
-  at::Tensor sq = sum_of_squares_tensor(grads);  // 0-dim float64
+  // The norm waits for the loop where the gradients outlive the step (see StepLog).
+  const bool norm_later = in_place && !s.comm && cfg.train.grad_clip <= 0;
+  at::Tensor sq = norm_later ? at::Tensor() : sum_of_squares_tensor(grads);  // 0-dim float64
   s.last_local_loss = loss_sum;
   if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
     auto both = torch::tensor({sq.item<double>(), loss_sum.item<double>()}, torch::kDouble);
@@ -384,7 +395,7 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
     sq = both[0];
     loss_sum = both[1].reshape({1});
   }
-  const at::Tensor grad_norm = sq.sqrt();
+  const at::Tensor grad_norm = norm_later ? at::Tensor() : sq.sqrt();
   const double norm = cfg.train.grad_clip > 0 ? grad_norm.item<double>() : 0.0;  // read only to clip
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
@@ -577,7 +588,7 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
                                  "; lower optim.lr or set train.grad_clip");
     }
     if (log_now) {
-      const double norm = last_norm.item<double>();
+      const double norm = (last_norm.defined() ? last_norm : grad_norm_now(s)).item<double>();
       const double dt = seconds_since(t_interval);
       const double img_s = interval_steps * B / dt;
       const double eta = (cfg.train.steps - s.step) * dt / interval_steps;

@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
                      {"fused_kernels", cfg.train.fused_kernels},
                      {"fused_mlp", cfg.train.fused_mlp},
                      {"attention", cfg.train.attention},
+                     {"product_forms", cfg.train.product_forms},
                      {"loss_first_last", {r.first_loss, r.last_loss}}};
     if (j["device"] == "") j["device"] = r.device;
     std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB, peak resident %.2f GB\n", mm,

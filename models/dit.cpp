@@ -11,6 +11,7 @@
 #include "models/fused_kernels.h"
 #include "models/gelu_linear.h"
 #include "models/gelu_mlp.h"
+#include "models/linear_node.h"
 #include "models/modulated_linear.h"
 #include "models/modulated_norm.h"
 #include "models/recompute.h"
@@ -127,10 +128,11 @@ at::Tensor bias_of(const torch::nn::Linear& m, bool elsewhere) { return elsewher
 // y = x W^T + b as PyTorch's nn.Linear computes it: at::linear flattens a contiguous input of
 // more than two dims and puts the bias into the product (addmm: on CUDA, the GEMM's epilogue).
 // torch::nn::Linear's own forward (torch::nn::functional::linear) runs a matmul and then a
-// separate bias add over the whole output for such inputs. `bias_elsewhere`: b detached (the
-// same values; its gradient then comes from the residual after the product).
+// separate bias add over the whole output for such inputs. On CUDA its backward products take
+// their faster forms (models/linear_node.h). `bias_elsewhere`: b detached (the same values; its
+// gradient then comes from the residual after the product).
 at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x, bool bias_elsewhere = false) {
-  return at::linear(x, m->weight, bias_of(m, bias_elsewhere));
+  return linear_node(x, m->weight, bias_of(m, bias_elsewhere));
 }
 }  // namespace
 
