@@ -11,6 +11,7 @@
 #include "models/fused_kernels_cuda.h"
 #include "models/fused_kernels_device.h"
 #include "models/qkv_kernels_device.h"
+#include "models/transpose_kernels_device.h"
 
 namespace nt::cuda {
 namespace {
@@ -185,5 +186,17 @@ void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad
 }
 
 int64_t qkv_grad_workspace(int64_t rows, int D) { return device::qkv_grad_workspace(rows, D); }
+
+int64_t transpose_max_rows() { return int64_t{65535} * device::kTransposeTile; }
+
+void transpose(const void* in, void* out, int64_t rows, int64_t cols, Dtype dtype, int device, void* stream) {
+  if (rows <= 0 || cols <= 0 || rows > transpose_max_rows() || cols > int64_t{2147483647})
+    throw std::runtime_error("transpose (CUDA): unsupported shape [" + std::to_string(rows) + ", " +
+                             std::to_string(cols) + "]");
+  launch_on(device, stream, dtype, [&](auto tt, cudaStream_t s) {
+    using T = typename decltype(tt)::type;
+    device::launch_transpose(static_cast<const T*>(in), static_cast<T*>(out), rows, cols, s);
+  });
+}
 
 }  // namespace nt::cuda

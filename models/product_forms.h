@@ -2,23 +2,24 @@
 // computed on CUDA in whichever of two forms of the same product runs faster for its shapes:
 //
 //   weight gradient dW [O, H]   direct:      dy^T · a
-//                               transposed:  (a^T · dy)^T, made contiguous: cuBLAS solves the
-//                                            transposed problem [H, O], one copy turns it back
+//                               transposed:  (a^T · dy)^T: cuBLAS solves the transposed problem
+//                                            [H, O], then the project's transpose kernel
 //   input gradient  da [M, H]   direct:      dy · W
-//                               transposed:  dy · (W^T)^T, W^T made contiguous: one copy of the
-//                                            weight, then the product in a forward product's
-//                                            layout (x · W^T, both operands row-major along K)
+//                               transposed:  dy · (W^T)^T: the weight transposed once, then the
+//                                            product in a forward product's layout (x · W^T)
 //
-// cuBLAS picks its kernel by the operands' layouts as well as the shapes, and the kernels differ:
-// in a DiT-XL/2 step on the H200, fc2's weight gradient [1152, 4608] took 579 µs where fc1's, the
-// transposed problem [4608, 1152] with the same operand layouts, took 475; fc1's input gradient
-// (dy · W) took 496 µs where fc2's forward product, the same sizes as x · W^T, took 445
-// (docs/performance.md). The first call of given sizes, dtype and device times both forms on
-// the GPU (one untimed and 3 timed calls each, between device synchronisations) and keeps the
-// faster; rank 0 logs both times. Both forms give the same values up to the products' rounding
-// (their kernels may sum in another order). The CPU, and every device other than CUDA, takes the
-// direct form: the ops autograd runs for linear, bit for bit. So does CUDA after
-// time_product_forms(false) (train.product_forms = "direct": the same kernels in every run).
+// cuBLAS picks its kernel by the operands' layouts as well as the sizes, and the kernels differ:
+// in a DiT-XL/2 step on the H200, fc2's weight gradient [1152, 4608] took 572 µs where fc1's,
+// the transposed problem [4608, 1152] with the same operand layouts, took 475 (docs/performance.md).
+// Products timed alone, between synchronisations, ranked these two the other way round (0.50
+// against 0.53 ms), so the forms are timed inside the training step: on CUDA the first calls of
+// given sizes, dtype and device (after 2 untimed ones) alternate the forms, each between two
+// CUDA events on the stream, read later without waiting; once 3 calls of each have run, the
+// faster mean is kept for good and rank 0 logs both. Both forms give the same values up to the
+// products' rounding (their kernels may sum in another order). The CPU, a build without the
+// project's CUDA kernels (no timer), and CUDA after time_product_forms(false)
+// (train.product_forms = "direct": the same kernels in every run) take the direct form, the ops
+// autograd runs for linear: on the CPU bit for bit.
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -2,7 +2,8 @@
 // cuda_emulation.h, against LibTorch's CPU ops as the reference: LayerNorm + adaLN modulate
 // forward (y, mean, 1/std) and backward (grad x and shift by autograd through layer_norm and
 // modulate, grad scale as sum_t grad * x_hat), the gated residual forward and backward, and the
-// two together (residual, then the next norm) forward and backward, the MLP's GELU kernels;
+// two together (residual, then the next norm) forward and backward, the MLP's GELU kernels, the
+// transpose (models/transpose_kernels_device.h: whole and partial tiles, bit for bit);
 // fp32 and bf16 operands; rows narrower than a
 // warp, between the block sizes and wider than both; adaLN chunks with a row stride. The same
 // code runs on the GPU (tests/models/test_fused_kernels.cpp compares it there).
@@ -19,6 +20,7 @@
 #include "models/fused_kernels_device.h"
 #include "models/gelu_kernels_device.h"
 #include "models/qkv_kernels_device.h"
+#include "models/transpose_kernels_device.h"
 
 namespace {
 
@@ -462,4 +464,21 @@ INSTANTIATE_TEST_SUITE_P(Widths, EmulatedGelu, ::testing::Values(20, 75, 300, 26
 // Below a warp, between the 128- and 256-thread blocks, above both.
 INSTANTIATE_TEST_SUITE_P(Widths, Emulated, ::testing::Values(20, 300, 1100));  // 2, 4 and 9 columns per thread
 
+template <typename T>
+void check_transpose(int64_t rows, int64_t cols) {
+  const at::Tensor in = at::randn({rows, cols}).to(dtype<T>());
+  const at::Tensor out = at::full({cols, rows}, -7.0, in.options());
+  dev::launch_transpose(ptr<T>(in), mut<T>(out), rows, cols, nullptr);
+  EXPECT_TRUE(torch::equal(out, in.t())) << name(dtype<T>()) << " [" << rows << ", " << cols << "]";
+}
+
+// Whole tiles, partial ones on either side, a single row and a single column.
+TEST(EmulatedTranspose, EveryElementToItsPlace) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 32}, {37, 70}, {1, 45}, {45, 1}}) {
+    check_transpose<float>(rows, cols);
+    check_transpose<__nv_bfloat16>(rows, cols);
+  }
+}
+
 }  // namespace
+

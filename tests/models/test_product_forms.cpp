@@ -177,9 +177,29 @@ TEST(ProductForms, CudaAutocastNodeAsAtLinear) {
     EXPECT_LE(max_rel_diff(got.y, want.y), 1e-6);
     EXPECT_LE(max_rel_diff(got.gx, want.gx), 2e-2);
     EXPECT_LE(max_rel_diff(got.gw, want.gw), 2e-2);
-    if (bias_grad) EXPECT_LE(max_rel_diff(got.gb, want.gb), 2e-2);
+    if (bias_grad) {
+      EXPECT_LE(max_rel_diff(got.gb, want.gb), 2e-2);
+    }
     EXPECT_EQ(got.gb.defined(), bias_grad);
   }
 }
 
+// The forms' trials inside a run of calls: whichever form a call takes (they alternate until one
+// is chosen), each call's products equal the CPU's (fp32; LibTorch's default: no TF32), for a
+// weight of bf16-friendly and of odd sizes (the transpose kernel's partial tiles).
+TEST(ProductForms, CudaTrialsGiveTheCpusProductsEveryCall) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(7);
+  for (auto [O, H] : {std::pair<int64_t, int64_t>{96, 160}, {37, 70}}) {
+    const auto dy = torch::randn({300, O}), a = torch::randn({300, H}), w = torch::randn({O, H});
+    const auto want_w = dy.t().mm(a), want_a = dy.mm(w);
+    const auto dyc = dy.cuda(), ac = a.cuda(), wc = w.cuda();
+    for (int call = 0; call < 16; ++call) {
+      EXPECT_LE(max_rel_diff(nt::weight_gradient(dyc, ac).cpu(), want_w), 1e-5) << "call " << call << ", O " << O;
+      EXPECT_LE(max_rel_diff(nt::input_gradient(dyc, wc).cpu(), want_a), 1e-5) << "call " << call << ", O " << O;
+    }
+  }
+}
+
 }  // namespace
+
