@@ -296,7 +296,9 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // apply is named in the log (rank 0). The forms of the linear layers' backward products
 // (train.product_forms, models/product_forms.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
-  time_product_forms(cfg.train.product_forms == "timed");
+  set_product_form_policy(cfg.train.product_forms == "timed" ? FormPolicy::timed
+                          : cfg.train.product_forms == "tall" ? FormPolicy::tall
+                                                              : FormPolicy::direct);
   if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
     log_warn("train.attention = \"" + cfg.train.attention + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")

@@ -17,9 +17,8 @@
 // CUDA events on the stream, read later without waiting; once 3 calls of each have run, the
 // faster mean is kept for good and rank 0 logs both. Both forms give the same values up to the
 // products' rounding (their kernels may sum in another order). The CPU, a build without the
-// project's CUDA kernels (no timer), and CUDA after time_product_forms(false)
-// (train.product_forms = "direct": the same kernels in every run) take the direct form, the ops
-// autograd runs for linear: on the CPU bit for bit.
+// project's CUDA kernels (no timer), and CUDA with the direct policy (train.product_forms =
+// "direct") take the direct form, the ops autograd runs for linear: on the CPU bit for bit.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -35,9 +34,12 @@ at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2);
 // dy2 [M, O], w [O, H] (in dy2's dtype) -> da [M, H], contiguous.
 at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& w);
 
-// Whether CUDA products time their two forms (the default) or take the direct form; set once,
-// before training (the trainer sets it from train.product_forms).
-void time_product_forms(bool on);
+// How CUDA products pick their forms (the trainer sets it from train.product_forms, before
+// training): direct: autograd's form always; tall: the weight gradient as the product whose
+// output has more rows than columns ([H, O] when 256 <= O < H: transposed; fc2's in DiT), the
+// input gradient direct; timed: the trials above.
+enum class FormPolicy { direct, tall, timed };
+void set_product_form_policy(FormPolicy policy);
 
 // For tests only: every call takes `form`, on any device (the CPU included), until reset with
 // std::nullopt; linear_node (models/linear_node.h) then runs its node on the CPU too.

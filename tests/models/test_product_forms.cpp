@@ -5,8 +5,9 @@
 // inputs, with, without and with a detached bias) are at::linear's bit for bit in the direct
 // form and to fp32 rounding in the transposed one; unforced on the CPU the node is at::linear
 // itself; the MLP node (models/gelu_mlp.h) with the transposed forms gives the plain ops'
-// gradients. On a GPU (skipped elsewhere): both forced forms and the timed choice against the
-// CPU in fp32, and the node under bf16 autocast against at::linear under autocast.
+// gradients. On a GPU (skipped elsewhere): both forced forms, the timed trials and the tall
+// policy against the CPU in fp32, and the node under bf16 autocast against at::linear under
+// autocast.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -190,6 +191,7 @@ TEST(ProductForms, CudaAutocastNodeAsAtLinear) {
 TEST(ProductForms, CudaTrialsGiveTheCpusProductsEveryCall) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(7);
+  nt::set_product_form_policy(nt::FormPolicy::timed);
   for (auto [O, H] : {std::pair<int64_t, int64_t>{96, 160}, {37, 70}}) {
     const auto dy = torch::randn({300, O}), a = torch::randn({300, H}), w = torch::randn({O, H});
     const auto want_w = dy.t().mm(a), want_a = dy.mm(w);
@@ -199,6 +201,16 @@ TEST(ProductForms, CudaTrialsGiveTheCpusProductsEveryCall) {
       EXPECT_LE(max_rel_diff(nt::input_gradient(dyc, wc).cpu(), want_a), 1e-5) << "call " << call << ", O " << O;
     }
   }
+  nt::set_product_form_policy(nt::FormPolicy::tall);  // the default
+}
+
+// The tall policy: a wide weight gradient (256 <= O < H) as the transposed problem, the CPU's
+// values.
+TEST(ProductForms, CudaTallWeightGradientAsTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(8);
+  const auto dy = torch::randn({300, 288}), a = torch::randn({300, 1000});
+  EXPECT_LE(max_rel_diff(nt::weight_gradient(dy.cuda(), a.cuda()).cpu(), dy.t().mm(a)), 1e-5);
 }
 
 }  // namespace
