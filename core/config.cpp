@@ -386,7 +386,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(train, fused_mlp, "", any),
       NT_FIELD(train, attention, "\"auto\", \"cudnn\", \"flash\", \"efficient\" or \"math\"",
                one_of({"auto", "cudnn", "flash", "efficient", "math"})),
-      NT_FIELD(train, product_forms, "\"direct\", \"tall\" or \"timed\"", one_of({"direct", "tall", "timed"})),
+      NT_FIELD(train, product_forms, "\"direct\" or \"tall\"", one_of({"direct", "tall"})),
 
       NT_FIELD(optim, lr, ">= 0", ge(0.0)),
       NT_FIELD(optim, betas, "two numbers in [0, 1)",

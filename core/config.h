@@ -77,7 +77,7 @@ struct TrainConfig {
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
   std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math": the CUDA attention kernel
-  std::string product_forms = "tall";  // "direct" | "tall" | "timed": how a linear layer's backward products run on CUDA
+  std::string product_forms = "tall";  // "direct" | "tall": the form of a linear layer's weight gradient on CUDA
 };
 
 struct OptimConfig {

@@ -293,12 +293,10 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // CUDA matrix products: with train.precision = "bf16" TF32 is allowed for what stays fp32, as the
 // reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions). The
 // attention kernels train.attention allows (models/attention_backend.h); a choice that cannot
-// apply is named in the log (rank 0). The forms of the linear layers' backward products
+// apply is named in the log (rank 0). The form of the linear layers' weight-gradient products
 // (train.product_forms, models/product_forms.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
-  set_product_form_policy(cfg.train.product_forms == "timed" ? FormPolicy::timed
-                          : cfg.train.product_forms == "tall" ? FormPolicy::tall
-                                                              : FormPolicy::direct);
+  set_product_form_policy(cfg.train.product_forms == "tall" ? FormPolicy::tall : FormPolicy::direct);
   if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
     log_warn("train.attention = \"" + cfg.train.attention + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")

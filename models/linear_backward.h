@@ -1,8 +1,8 @@
 // The backward of y = linear(a, weight, bias) for an op that keeps `a` itself or computes it
 // again (models/gelu_linear.h, models/modulated_linear.h, models/linear_node.h): the ops autograd
 // runs for linear on a contiguous input (addmm on the rows flattened, the weight transposed, i.e.
-// column-major), so on the CPU the gradients are autograd's bit for bit; on CUDA each product
-// takes the faster of its two forms (models/product_forms.h). Under CUDA autocast the product
+// column-major), so on the CPU the gradients are autograd's bit for bit; on CUDA the weight
+// gradient takes the form models/product_forms.h picks. Under CUDA autocast the product
 // ran in dy's dtype: a and the weight are cast to it (as autocast cast them), and the weight and
 // bias gradients go back to their own dtypes (as autograd does through autocast's casts).
 #pragma once

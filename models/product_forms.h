@@ -1,24 +1,22 @@
-// The two products of a linear layer's backward (y [M, O] = a [M, H] · W^T + b, W [O, H]), each
-// computed on CUDA in whichever of two forms of the same product runs faster for its shapes:
+// A linear layer's weight gradient (y [M, O] = a [M, H] · W^T + b, W [O, H]) in one of two forms
+// of the same product:
 //
-//   weight gradient dW [O, H]   direct:      dy^T · a
-//                               transposed:  (a^T · dy)^T: cuBLAS solves the transposed problem
-//                                            [H, O], then the project's transpose kernel
-//   input gradient  da [M, H]   direct:      dy · W
-//                               transposed:  dy · (W^T)^T: the weight transposed once, then the
-//                                            product in a forward product's layout (x · W^T)
+//   direct:      dW [O, H] = dy^T · a           (autograd's)
+//   transposed:  dW [O, H] = (a^T · dy)^T       cuBLAS solves the transposed problem [H, O], then
+//                                               the project's transpose kernel turns it around
 //
-// cuBLAS picks its kernel by the operands' layouts as well as the sizes, and the kernels differ:
-// in a DiT-XL/2 step on the H200, fc2's weight gradient [1152, 4608] took 572 µs where fc1's,
-// the transposed problem [4608, 1152] with the same operand layouts, took 475 (docs/performance.md).
-// Products timed alone, between synchronisations, ranked these two the other way round (0.50
-// against 0.53 ms), so the forms are timed inside the training step: on CUDA the first calls of
-// given sizes, dtype and device (after 2 untimed ones) alternate the forms, each between two
-// CUDA events on the stream, read later without waiting; once 3 calls of each have run, the
-// faster mean is kept for good and rank 0 logs both. Both forms give the same values up to the
-// products' rounding (their kernels may sum in another order). The CPU, a build without the
-// project's CUDA kernels (no timer), and CUDA with the direct policy (train.product_forms =
-// "direct") take the direct form, the ops autograd runs for linear: on the CPU bit for bit.
+// cuBLAS picks its kernel by the problem's shape and the operands' layouts, and for the same
+// arithmetic the kernels differ: in DiT-XL/2 steps on the H200 the [1152, 4608] weight-gradient
+// problem of fc2 (K = 32768) ran at 572-577 µs per call where the [4608, 1152] problem of fc1,
+// with the same operand layouts, ran at 470-475; fc2's gradient in the transposed form then took
+// 470 + 14 µs (docs/performance.md, fourteenth session). Timing the two forms on their first calls
+// (alone, or inside the first steps) ranked them the other way round, so the choice is a rule:
+// FormPolicy::tall, the default (train.product_forms = "tall"), takes the transposed form where
+// 256 <= O < H (the problem with more rows than columns; fc2's in DiT, not the final layer's 16
+// rows, which ran at 0.03 ms direct against 0.11 transposed). Both forms give the same values up
+// to the products' rounding (the DiT-XL/2 losses of 13 bf16 steps agreed to every printed digit).
+// The CPU, and CUDA with FormPolicy::direct, take the direct form: on the CPU autograd's
+// product, bit for bit.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -31,14 +29,8 @@ enum class ProductForm { direct, transposed };
 // dy2 [M, O], a2 [M, H] -> dW [O, H], contiguous, in dy2's dtype.
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2);
 
-// dy2 [M, O], w [O, H] (in dy2's dtype) -> da [M, H], contiguous.
-at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& w);
-
-// How CUDA products pick their forms (the trainer sets it from train.product_forms, before
-// training): direct: autograd's form always; tall: the weight gradient as the product whose
-// output has more rows than columns ([H, O] when 256 <= O < H: transposed; fc2's in DiT), the
-// input gradient direct; timed: the trials above.
-enum class FormPolicy { direct, tall, timed };
+// How CUDA takes the form (the trainer sets it from train.product_forms before training).
+enum class FormPolicy { direct, tall };
 void set_product_form_policy(FormPolicy policy);
 
 // For tests only: every call takes `form`, on any device (the CPU included), until reset with

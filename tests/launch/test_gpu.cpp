@@ -8,7 +8,9 @@
 //     and the root stay fp32 (the same first loss; the states as close as a rerun's, see
 //     expect_within_rerun_noise); in micro-batches, the same losses to 2 %;
 //   - the fused kernels (train.fused_kernels: LayerNorm + modulate, gated residual) train what LibTorch's ops
-//     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %;
+//     train: to fp32 tolerance after 3 fp32 steps, and the same bf16 losses to 2 %; without
+//     clipping, the gradient norm the fused run logs (computed when it logs, after its update in
+//     place) is the norm LibTorch's ops log (computed within the step), to 1e-4;
 //   - recomputation (train.recompute = norm+mlp: models/modulated_linear, models/gelu_linear)
 //     trains under bf16 autocast what keeping the activations trains (as close as a rerun), with
 //     LibTorch's ops and with the fused kernels (there, as close as the fused kernels are to
@@ -36,16 +38,18 @@ namespace {
 
 using namespace nt::test;
 
-std::vector<double> losses(const std::string& metrics) {
+// A logged quantity ("loss", "grad_norm") of each step record of a run's metrics.
+std::vector<double> logged(const std::string& metrics, const char* key = "loss") {
   std::vector<double> v;
   std::ifstream in(metrics);
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
-    if (j.contains("loss") && !j.contains("kind")) v.push_back(j.at("loss").get<double>());
+    if (j.contains(key) && !j.contains("kind")) v.push_back(j.at(key).get<double>());
   }
   return v;
 }
+std::vector<double> losses(const std::string& metrics) { return logged(metrics); }
 
 // Two checkpoints of 3 fp32 steps that differ only by rounding: every tensor to 1e-4 relative.
 // The key biases' gradients are rounding noise of either sign: AdamW moves them by up to about lr
@@ -179,6 +183,19 @@ TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
   ASSERT_EQ(run_single(s, "--set run.name=fused --set train.fused_kernels=true" + fp32, &out), 0) << out;
   EXPECT_LACKS(out, "train.fused_kernels:");  // no "not applied" warning
   expect_fp32_close(ckpt(s, "fused", 3), ckpt(s, "ops", 3), "fused kernels");
+  // Without clipping the fused run updates in place and computes the logged gradient norm when it
+  // logs, from the gradients the step left; LibTorch's ops compute it within the step.
+  const std::string no_clip = fp32 + " --set train.grad_clip=0";
+  ASSERT_EQ(run_single(s, "--set run.name=ops_nc" + no_clip, &out), 0) << out;
+  ASSERT_EQ(run_single(s, "--set run.name=fused_nc --set train.fused_kernels=true" + no_clip, &out), 0) << out;
+  const auto na = logged(s.dir + "/runs/ops_nc/metrics.jsonl", "grad_norm");
+  const auto nb = logged(s.dir + "/runs/fused_nc/metrics.jsonl", "grad_norm");
+  ASSERT_EQ(na.size(), 3u);
+  ASSERT_EQ(nb.size(), 3u);
+  for (size_t i = 0; i < na.size(); ++i) {
+    std::cout << "[ gpu      ] step " << i + 1 << " grad_norm ops " << na[i] << " fused " << nb[i] << "\n";
+    EXPECT_NEAR(nb[i], na[i], 1e-4 * na[i]) << "step " << i + 1;
+  }
   const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5 --set checkpoint.every=5";
   ASSERT_EQ(run_single(s, "--set run.name=ops16" + bf16, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=fused16 --set train.fused_kernels=true" + bf16, &out), 0) << out;
