@@ -128,9 +128,9 @@ at::Tensor bias_of(const torch::nn::Linear& m, bool elsewhere) { return elsewher
 // y = x W^T + b as PyTorch's nn.Linear computes it: at::linear flattens a contiguous input of
 // more than two dims and puts the bias into the product (addmm: on CUDA, the GEMM's epilogue).
 // torch::nn::Linear's own forward (torch::nn::functional::linear) runs a matmul and then a
-// separate bias add over the whole output for such inputs. On CUDA its backward products take
-// their faster forms (models/linear_node.h). `bias_elsewhere`: b detached (the same values; its
-// gradient then comes from the residual after the product).
+// separate bias add over the whole output for such inputs. On CUDA its weight gradient takes the
+// form models/product_forms.h picks (models/linear_node.h). `bias_elsewhere`: b detached (the
+// same values; its gradient then comes from the residual after the product).
 at::Tensor linear(const torch::nn::Linear& m, const at::Tensor& x, bool bias_elsewhere = false) {
   return linear_node(x, m->weight, bias_of(m, bias_elsewhere));
 }

@@ -1,4 +1,4 @@
-// A linear layer whose backward takes the faster product forms on CUDA (see models/linear_node.h).
+// A linear layer whose backward picks its weight gradient's form on CUDA (see models/linear_node.h).
 #include "models/linear_node.h"
 
 #include <torch/torch.h>

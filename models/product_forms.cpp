@@ -32,11 +32,11 @@ at::Tensor transposed_copy(const at::Tensor& t) {
 
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {
   const int64_t O = dy2.size(1), H = a2.size(1);
-  const bool tall = O < H && O >= 256;  // FormPolicy::tall's rule (see the header)
-  const ProductForm form = forced               ? *forced
-                           : !dy2.is_cuda()     ? ProductForm::direct
-                           : policy == FormPolicy::tall && tall ? ProductForm::transposed
-                                                                : ProductForm::direct;
+  ProductForm form = ProductForm::direct;
+  if (forced)
+    form = *forced;
+  else if (dy2.is_cuda() && policy == FormPolicy::tall && O < H && O >= 256)  // the tall rule (see the header)
+    form = ProductForm::transposed;
   if (form == ProductForm::transposed) return transposed_copy(a2.t().mm(dy2));  // ([H, M] · [M, O])^T
   return dy2.t().mm(a2);                                                         // [O, M] · [M, H]
 }
