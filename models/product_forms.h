@@ -8,7 +8,7 @@
 // cuBLAS picks its kernel by the problem's shape and the operands' layouts, and for the same
 // arithmetic the kernels differ: in DiT-XL/2 steps on the H200 the [1152, 4608] weight-gradient
 // problem of fc2 (K = 32768) ran at 572-577 µs per call where the [4608, 1152] problem of fc1,
-// with the same operand layouts, ran at 470-475; fc2's gradient in the transposed form then took
+// with the same operand layouts, ran at 469-470; fc2's gradient in the transposed form then took
 // 470 + 14 µs (docs/performance.md, fourteenth session). Timing the two forms on their first calls
 // (alone, or inside the first steps) ranked them the other way round, so the choice is a rule:
 // FormPolicy::tall, the default (train.product_forms = "tall"), takes the transposed form where
