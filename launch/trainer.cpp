@@ -336,15 +336,22 @@ int64_t micro_batches(const Config& cfg, int world) {
 }
 
 // What a step logs: the global batch's mean loss ([1]) and the gradients' global norm (0-dim),
-// float64. On one process without gradient clipping they stay on the compute device, so a step
-// never waits for the GPU (the loop reads them when it logs or checkpoints); with several ranks or
-// clipping they are read on the host within the step (the all-reduce and the clip need them).
-// Where the step updated in place without clipping, its gradients stay as backward left them
-// until the next step begins: grad_norm is then undefined, and grad_norm_now() computes it from
-// them when the loop logs (the same values; no pass over the gradients in steps that do not log).
+// float64, on the compute device, read by the loop when it logs or checkpoints: without gradient
+// clipping a step never waits for the GPU. With clipping they are read within the step (the clip
+// needs the norm; with several ranks, after one all-reduce of the squared norm and the loss).
+// Without clipping:
+//   - on one process updating in place, the gradients stay as backward left them until the next
+//     step begins: grad_norm is undefined, and grad_norm_now() computes it from them when the loop
+//     logs (the same values; no pass over the gradients in steps that do not log);
+//   - with several ranks (`ranks_pending`), loss is this rank's own mean loss and local_sq its
+//     squared gradient norm; the loop sums its interval's losses and the last step's local_sq over
+//     the ranks in one all-reduce when it logs or checkpoints (the same values up to the order of
+//     the float64 additions; no step waits for the GPU).
 struct StepLog {
   at::Tensor loss;
   at::Tensor grad_norm;
+  at::Tensor local_sq;
+  bool ranks_pending = false;
 };
 
 // The last step's gradient norm where it left it undefined (see StepLog).
@@ -389,13 +396,14 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   const bool norm_later = in_place && !s.comm && cfg.train.grad_clip <= 0;
   at::Tensor sq = norm_later ? at::Tensor() : sum_of_squares_tensor(grads);  // 0-dim float64
   s.last_local_loss = loss_sum;
-  if (s.comm) {  // one all-reduce for the global squared norm and the logged loss
+  const bool ranks_pending = s.comm && cfg.train.grad_clip <= 0;  // see StepLog
+  if (s.comm && !ranks_pending) {  // one all-reduce for the global squared norm and the logged loss
     auto both = torch::tensor({sq.item<double>(), loss_sum.item<double>()}, torch::kDouble);
     s.comm->all_reduce(both);
     sq = both[0];
     loss_sum = both[1].reshape({1});
   }
-  const at::Tensor grad_norm = norm_later ? at::Tensor() : sq.sqrt();
+  const at::Tensor grad_norm = norm_later || ranks_pending ? at::Tensor() : sq.sqrt();
   const double norm = cfg.train.grad_clip > 0 ? grad_norm.item<double>() : 0.0;  // read only to clip
   AdamWParams ap{cfg.optim.lr, cfg.optim.betas[0], cfg.optim.betas[1], cfg.optim.eps, cfg.optim.weight_decay};
   if (cfg.optim.warmup_steps > 0)
@@ -416,6 +424,7 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
     s.sharded->refresh();
   }
   s.step += 1;
+  if (ranks_pending) return {loss_sum, grad_norm, sq, true};
   return {loss_sum / static_cast<double>(s.world), grad_norm};
 }
 
@@ -544,7 +553,8 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   auto t_interval = Clock::now();
   // The interval's losses add up where they were computed (float64, read when the loop logs or
   // checkpoints: a step does not wait for the GPU to finish the one before).
-  at::Tensor loss_sum, rank_loss_sum, last_norm;
+  at::Tensor loss_sum, rank_loss_sum, last_norm, last_sq;
+  bool ranks_pending = false;  // the steps' StepLog::ranks_pending (the same in every step of a run)
   double wait_sum = 0;
   int64_t interval_steps = 0, interval_first = s.step + 1;
   std::string last_ckpt;
@@ -568,6 +578,8 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     loss_sum = interval_steps == 0 ? step_log.loss : loss_sum + step_log.loss;
     rank_loss_sum = interval_steps == 0 ? s.last_local_loss : rank_loss_sum + s.last_local_loss;
     last_norm = step_log.grad_norm;
+    last_sq = step_log.local_sq;
+    ranks_pending = step_log.ranks_pending;
     ++interval_steps;
 
     int signal = stop_requested();
@@ -579,9 +591,16 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
     const bool last = s.step == cfg.train.steps || signal != 0;
     const bool log_now = s.step % cfg.train.log_every == 0 || last;
     const bool checkpoint_now = (cfg.checkpoint.every > 0 && s.step % cfg.checkpoint.every == 0) || last;
-    double mean_loss = 0;  // of the interval so far
+    double mean_loss = 0;                 // of the interval so far
+    at::Tensor interval_loss = loss_sum;  // the sum of the interval's global mean losses
+    if ((log_now || checkpoint_now) && ranks_pending) {  // every rank: the same steps
+      auto both = torch::tensor({loss_sum.item<double>(), last_sq.item<double>()}, torch::kDouble);
+      comm->all_reduce(both);
+      interval_loss = both[0].reshape({1}) / static_cast<double>(s.world);
+      last_norm = both[1].sqrt();
+    }
     if (log_now || checkpoint_now) {  // a non-finite loss ends the run before it logs or writes a checkpoint
-      mean_loss = loss_sum.item<double>() / static_cast<double>(interval_steps);
+      mean_loss = interval_loss.item<double>() / static_cast<double>(interval_steps);
       if (!std::isfinite(mean_loss))
         throw std::runtime_error("the loss became " + std::to_string(mean_loss) + " at a step from " +
                                  std::to_string(interval_first) + " to " + std::to_string(s.step) +

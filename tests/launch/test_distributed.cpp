@@ -2,8 +2,10 @@
 // W = 1, 2, 3 trainer ranks train the same model (TREAD route, class dropout, clipping, a
 // parameter count not divisible by 2 or 3) to within 1e-5 per tensor; a run stopped on 2 ranks
 // and resumed on 3 ends within 1e-5 of the uninterrupted run, and resumed on 2 bit for bit; the
-// evaluation ranks are the last ones. Every tensor is compared to 1e-5 relative, except the
-// key third of attn.qkv.bias (see run_fixture.h), to 1e-5 absolute.
+// evaluation ranks are the last ones; without clipping, 2 ranks log (summing over the ranks only
+// when they log or checkpoint) the losses and gradient norms 1 rank logs. Every tensor is
+// compared to 1e-5 relative, except the key third of attn.qkv.bias (see run_fixture.h), to 1e-5
+// absolute.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -43,6 +45,40 @@ TEST(Distributed, OneTwoAndThreeRanksTrainTheSameModel) {
   // The check can fail: another seed trains another model.
   ASSERT_EQ(run(s, 1, "--set run.name=other --set run.seed=4", &out), 0) << out;
   EXPECT_GT(max_rel_diff(ckpt(s, "other", 10), ckpt(s, "w1", 10), "param"), 1e-3);
+}
+
+// Without clipping the ranks sum their losses and squared gradient norms only when the loop logs
+// or checkpoints (launch/trainer.cpp, StepLog): intervals of 3 steps with checkpoints every 4, so
+// that a checkpoint's sum falls inside an interval. The logged mean losses and norms of 2 ranks
+// are 1 rank's (to the models' own agreement).
+TEST(Distributed, WithoutClippingTwoRanksLogOneRanksLossesAndNorms) {
+  RunSetup s = make_setup();
+  std::string out;
+  const std::string sets = " --set train.grad_clip=0 --set train.log_every=3 --set checkpoint.every=4";
+  ASSERT_EQ(run(s, 1, "--set run.name=c1" + sets, &out), 0) << out;
+  ASSERT_EQ(run(s, 2, "--set run.name=c2" + sets, &out), 0) << out;
+  auto logged = [&](const std::string& name) {
+    std::vector<nlohmann::json> v;
+    std::ifstream in(s.dir + "/runs/" + name + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (!j.contains("kind")) v.push_back(j);
+    }
+    return v;
+  };
+  const auto one = logged("c1"), two = logged("c2");
+  ASSERT_EQ(one.size(), 4u);  // steps 3, 6, 9, 10
+  ASSERT_EQ(two.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_EQ(two[i].at("step"), one[i].at("step"));
+    for (const char* key : {"loss", "grad_norm"}) {
+      const double a = one[i].at(key).get<double>(), b = two[i].at(key).get<double>();
+      std::cout << "[ dist     ] step " << one[i].at("step") << " " << key << ": 1 rank " << a << ", 2 ranks " << b
+                << "\n";
+      EXPECT_NEAR(b, a, 1e-5 * std::abs(a)) << key << " at step " << one[i].at("step");
+    }
+  }
 }
 
 // dist.reshard_after_forward releases each block's gathered parameters after its forward and
