@@ -109,4 +109,15 @@ std::string ckpt(const RunSetup& s, const std::string& name, int step) {
   return s.dir + "/runs/" + name + "/ckpt/" + nt::checkpoint_name(step);
 }
 
+std::vector<nlohmann::json> metrics(const RunSetup& s, const std::string& name, bool eval) {
+  std::vector<nlohmann::json> v;
+  std::ifstream in(s.dir + "/runs/" + name + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("kind") == eval) v.push_back(j);
+  }
+  return v;
+}
+
 }  // namespace nt::test

@@ -6,6 +6,9 @@
 
 #include <map>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace nt::test {
 
@@ -39,5 +42,8 @@ double max_rel_diff(const std::string& a, const std::string& b, const std::strin
 bool bit_equal(const std::string& a, const std::string& b, const std::string& kind);
 // The folder of run `name`'s checkpoint at `step`.
 std::string ckpt(const RunSetup& s, const std::string& name, int step);
+// The records of run `name`'s metrics.jsonl, in order: its training steps' (eval false) or its
+// evaluations' (eval true: the records with a "kind").
+std::vector<nlohmann::json> metrics(const RunSetup& s, const std::string& name, bool eval = false);
 
 }  // namespace nt::test

@@ -57,17 +57,7 @@ TEST(Distributed, WithoutClippingTwoRanksLogOneRanksLossesAndNorms) {
   const std::string sets = " --set train.grad_clip=0 --set train.log_every=3 --set checkpoint.every=4";
   ASSERT_EQ(run(s, 1, "--set run.name=c1" + sets, &out), 0) << out;
   ASSERT_EQ(run(s, 2, "--set run.name=c2" + sets, &out), 0) << out;
-  auto logged = [&](const std::string& name) {
-    std::vector<nlohmann::json> v;
-    std::ifstream in(s.dir + "/runs/" + name + "/metrics.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-      auto j = nlohmann::json::parse(line);
-      if (!j.contains("kind")) v.push_back(j);
-    }
-    return v;
-  };
-  const auto one = logged("c1"), two = logged("c2");
+  const auto one = metrics(s, "c1"), two = metrics(s, "c2");
   ASSERT_EQ(one.size(), 4u);  // steps 3, 6, 9, 10
   ASSERT_EQ(two.size(), one.size());
   for (size_t i = 0; i < one.size(); ++i) {

@@ -20,17 +20,6 @@ namespace {
 
 using namespace nt::test;
 
-std::vector<nlohmann::json> metrics(const RunSetup& s, const std::string& run, bool eval) {
-  std::vector<nlohmann::json> v;
-  std::ifstream in(s.dir + "/runs/" + run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("kind") == eval) v.push_back(j);
-  }
-  return v;
-}
-
 // Checkpoints every 2 of 10 steps; one evaluation (256 samples, 8 Heun steps) takes far longer
 // than the whole training, so the evaluator falls behind: it must skip to the newest checkpoint
 // and end with the final one, and training must finish long before the first evaluation does.

@@ -38,18 +38,13 @@ namespace {
 
 using namespace nt::test;
 
-// A logged quantity ("loss", "grad_norm") of each step record of a run's metrics.
-std::vector<double> logged(const std::string& metrics, const char* key = "loss") {
+// A logged quantity ("loss", "grad_norm") of each training-step record of run `name`.
+std::vector<double> logged(const RunSetup& s, const std::string& name, const char* key = "loss") {
   std::vector<double> v;
-  std::ifstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains(key) && !j.contains("kind")) v.push_back(j.at(key).get<double>());
-  }
+  for (const auto& j : metrics(s, name))
+    if (j.contains(key)) v.push_back(j.at(key).get<double>());
   return v;
 }
-std::vector<double> losses(const std::string& metrics) { return logged(metrics); }
 
 // Two checkpoints of 3 fp32 steps that differ only by rounding: every tensor to 1e-4 relative.
 // The key biases' gradients are rounding noise of either sign: AdamW moves them by up to about lr
@@ -82,7 +77,7 @@ void expect_fp32_close(const std::string& a, const std::string& b, const std::st
 void expect_within_rerun_noise(const RunSetup& s, const std::string& a, const std::string& a_again,
                                const std::string& b, int step, double tol, const std::string& what,
                                const std::string& other_sums = "") {
-  const auto la = losses(s.dir + "/runs/" + a + "/metrics.jsonl"), lb = losses(s.dir + "/runs/" + b + "/metrics.jsonl");
+  const auto la = logged(s, a), lb = logged(s, b);
   ASSERT_FALSE(la.empty());
   ASSERT_FALSE(lb.empty());
   std::cout << "[ gpu      ] " << what << ": first loss " << lb[0] << " vs " << la[0] << "\n";
@@ -114,7 +109,7 @@ TEST_F(Gpu, CudaStepEqualsCpuStep) {
   ASSERT_EQ(run_single(s, "--set run.name=cpu --set train.device=cpu" + common, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=cuda --set train.device=cuda" + common, &out), 0) << out;
   EXPECT_CONTAINS(out, "device cuda");
-  const auto lc = losses(s.dir + "/runs/cpu/metrics.jsonl"), lg = losses(s.dir + "/runs/cuda/metrics.jsonl");
+  const auto lc = logged(s, "cpu"), lg = logged(s, "cuda");
   ASSERT_EQ(lc.size(), 3u);
   ASSERT_EQ(lg.size(), 3u);
   for (size_t i = 0; i < lc.size(); ++i) {
@@ -135,7 +130,7 @@ TEST_F(Gpu, Bf16AndFp32LossCurvesAgree) {
   const std::string common = " --set train.device=cuda --set train.steps=50 --set checkpoint.every=50";
   ASSERT_EQ(run_single(s, "--set run.name=fp32 --set train.precision=fp32" + common, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=bf16 --set train.precision=bf16" + common, &out), 0) << out;
-  const auto a = losses(s.dir + "/runs/fp32/metrics.jsonl"), b = losses(s.dir + "/runs/bf16/metrics.jsonl");
+  const auto a = logged(s, "fp32"), b = logged(s, "bf16");
   ASSERT_EQ(a.size(), 50u);
   ASSERT_EQ(b.size(), 50u);
   double worst = 0, mean = 0, first_a = 0, last_a = 0, first_b = 0, last_b = 0;
@@ -169,7 +164,7 @@ TEST_F(Gpu, Bf16GatheredParametersTrainWhatAutocastTrains) {
   // to bf16 rounding.
   ASSERT_EQ(run_single(s, "--set run.name=m16 --set dist.param_dtype=bf16 --set train.micro_batch=3" + common, &out), 0)
       << out;
-  const auto a = losses(s.dir + "/runs/p16/metrics.jsonl"), b = losses(s.dir + "/runs/m16/metrics.jsonl");
+  const auto a = logged(s, "p16"), b = logged(s, "m16");
   ASSERT_EQ(a.size(), 5u);
   ASSERT_EQ(b.size(), 5u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "micro-batches, step " << i + 1;
@@ -188,8 +183,8 @@ TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
   const std::string no_clip = fp32 + " --set train.grad_clip=0";
   ASSERT_EQ(run_single(s, "--set run.name=ops_nc" + no_clip, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=fused_nc --set train.fused_kernels=true" + no_clip, &out), 0) << out;
-  const auto na = logged(s.dir + "/runs/ops_nc/metrics.jsonl", "grad_norm");
-  const auto nb = logged(s.dir + "/runs/fused_nc/metrics.jsonl", "grad_norm");
+  const auto na = logged(s, "ops_nc", "grad_norm");
+  const auto nb = logged(s, "fused_nc", "grad_norm");
   ASSERT_EQ(na.size(), 3u);
   ASSERT_EQ(nb.size(), 3u);
   for (size_t i = 0; i < na.size(); ++i) {
@@ -199,7 +194,7 @@ TEST_F(Gpu, FusedKernelsTrainWhatLibTorchOpsTrain) {
   const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5 --set checkpoint.every=5";
   ASSERT_EQ(run_single(s, "--set run.name=ops16" + bf16, &out), 0) << out;
   ASSERT_EQ(run_single(s, "--set run.name=fused16 --set train.fused_kernels=true" + bf16, &out), 0) << out;
-  const auto a = losses(s.dir + "/runs/ops16/metrics.jsonl"), b = losses(s.dir + "/runs/fused16/metrics.jsonl");
+  const auto a = logged(s, "ops16"), b = logged(s, "fused16");
   ASSERT_EQ(a.size(), 5u);
   ASSERT_EQ(b.size(), 5u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.02 * a[i]) << "step " << i + 1;
@@ -233,7 +228,7 @@ TEST_F(Gpu, FusedMlpTrainsWhatThePlainMlpTrains) {
   const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=5"
                            " --set checkpoint.every=5 --set model.hidden_size=64";
   ASSERT_EQ(run_single(s, "--set run.name=mlp_plain" + bf16, &out), 0) << out;
-  const auto a = losses(s.dir + "/runs/mlp_plain/metrics.jsonl");
+  const auto a = logged(s, "mlp_plain");
   ASSERT_EQ(a.size(), 5u);
   for (const std::string r : {"none", "mlp", "norm+mlp"}) {
     ASSERT_EQ(run_single(s, "--set run.name=mlp_" + r + " --set train.fused_mlp=true --set train.recompute=" + r + bf16,
@@ -241,7 +236,7 @@ TEST_F(Gpu, FusedMlpTrainsWhatThePlainMlpTrains) {
               0)
         << out;
     EXPECT_LACKS(out, "train.fused_mlp:");  // no "not applied" warning: this build has cuBLASLt
-    const auto b = losses(s.dir + "/runs/mlp_" + r + "/metrics.jsonl");
+    const auto b = logged(s, "mlp_" + r);
     ASSERT_EQ(b.size(), 5u);
     for (size_t i = 0; i < a.size(); ++i) {
       std::cout << "[ gpu      ] fused_mlp (recompute " << r << ") step " << i + 1 << ": loss " << b[i] << " vs "

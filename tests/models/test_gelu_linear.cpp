@@ -9,11 +9,14 @@
 
 #include <iostream>
 
+#include "equal_or_both_undefined.h"
 #include "models/autocast.h"
 #include "models/gelu_linear.h"
 #include "heap_in_use.h"
 
 namespace {
+
+using nt::test::equal_or_both_undefined;
 
 struct Outcome {
   at::Tensor y, gh, gw, gb;
@@ -31,10 +34,6 @@ Outcome run(const at::Tensor& h0, const at::Tensor& w0, const at::Tensor& b0, co
   if (autocast) nt::set_cuda_autocast(false);
   (y.to(at::kFloat) * probe).sum().backward();
   return {y.detach().to(at::kFloat), h.grad(), w.grad(), b.grad()};
-}
-
-bool equal_or_both_undefined(const at::Tensor& a, const at::Tensor& b) {
-  return a.defined() == b.defined() && (!a.defined() || torch::equal(a, b));
 }
 
 TEST(GeluLinear, SameValuesAndGradientsAsThePlainOpsBitForBit) {

@@ -12,6 +12,7 @@
 
 #include <iostream>
 
+#include "equal_or_both_undefined.h"
 #include "heap_in_use.h"
 #include "models/autocast.h"
 #include "models/gelu_gemm_layout.h"
@@ -22,6 +23,8 @@
 #endif
 
 namespace {
+
+using nt::test::equal_or_both_undefined;
 
 struct Outcome {
   at::Tensor y, gx, gw1, gb1, gw2, gb2;
@@ -48,10 +51,6 @@ Outcome run(const at::Tensor& x0, const Weights& w0, const at::Tensor& probe, bo
   if (autocast) nt::set_cuda_autocast(false);
   (y.to(at::kFloat) * probe).sum().backward();
   return {y.detach().to(at::kFloat), x.grad(), w1.grad(), b1.grad(), w2.grad(), b2.grad()};
-}
-
-bool equal_or_both_undefined(const at::Tensor& a, const at::Tensor& b) {
-  return a.defined() == b.defined() && (!a.defined() || torch::equal(a, b));
 }
 
 TEST(GeluMlp, SameValuesAndGradientsAsThePlainOpsBitForBit) {

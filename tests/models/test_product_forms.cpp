@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "equal_or_both_undefined.h"
 #include "max_rel_diff.h"
 #include "models/autocast.h"
 #include "models/gelu_mlp.h"
@@ -21,6 +22,8 @@
 #include "models/product_forms.h"
 
 namespace {
+
+using nt::test::equal_or_both_undefined;
 
 using nt::ProductForm;
 using nt::test::max_rel_diff;
@@ -63,10 +66,6 @@ Grads run_linear(const at::Tensor& x0, const at::Tensor& w0, const at::Tensor& b
   return {y.detach().to(at::kFloat), x.grad(), w.grad(), b.defined() ? b.grad() : at::Tensor()};
 }
 
-bool same(const at::Tensor& a, const at::Tensor& b) {
-  return a.defined() == b.defined() && (!a.defined() || torch::equal(a, b));
-}
-
 TEST(LinearNode, DirectFormIsAtLinearBitForBitTransposedToRounding) {
   torch::manual_seed(2);
   const auto x3 = torch::randn({3, 7, 16}), w = torch::randn({24, 16}) * 0.2, b = torch::randn({24});
@@ -89,14 +88,14 @@ TEST(LinearNode, DirectFormIsAtLinearBitForBitTransposedToRounding) {
         transposed = run_linear(x, w, bias, probe, true, bias_grad);
       }
       const std::string where = "x " + std::to_string(x.dim()) + "-D, bias case " + std::to_string(bias_case);
-      EXPECT_TRUE(same(direct.y, want.y)) << where;
-      EXPECT_TRUE(same(direct.gx, want.gx)) << where;
-      EXPECT_TRUE(same(direct.gw, want.gw)) << where;
-      EXPECT_TRUE(same(direct.gb, want.gb)) << where;
-      EXPECT_TRUE(same(transposed.y, want.y)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(direct.y, want.y)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(direct.gx, want.gx)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(direct.gw, want.gw)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(direct.gb, want.gb)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(transposed.y, want.y)) << where;
       EXPECT_LE(max_rel_diff(transposed.gx, want.gx), 1e-6) << where;
       EXPECT_LE(max_rel_diff(transposed.gw, want.gw), 1e-6) << where;
-      EXPECT_TRUE(same(transposed.gb, want.gb)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(transposed.gb, want.gb)) << where;
       EXPECT_EQ(direct.gb.defined(), bias_grad) << where;
     }
   }
