@@ -382,6 +382,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(train, watchdog_s, ">= 0 (0 = off)", ge(0.0)),
       NT_FIELD(train, recompute, "\"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\"",
                one_of({"none", "norm", "mlp", "norm+mlp", "blocks"})),
+      NT_FIELD(train, recompute_blocks, ">= -1 (-1 = every block)", ge(-1)),
       NT_FIELD(train, fused_kernels, "", any),
       NT_FIELD(train, fused_mlp, "", any),
       NT_FIELD(train, attention, "\"auto\", \"cudnn\", \"flash\", \"efficient\" or \"math\"",

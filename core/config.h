@@ -74,6 +74,7 @@ struct TrainConfig {
   bool rank_metrics = false;       // every trainer rank also writes metrics.rank<R>.jsonl
   double watchdog_s = 1800;        // no step or checkpoint done for this long: end the job (0 = never)
   std::string recompute = "none";  // "none" | "norm" | "mlp" | "norm+mlp" | "blocks": recomputed in backward
+  int recompute_blocks = -1;  // `recompute` in blocks 0 .. recompute_blocks - 1 only; -1: all
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
   std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math": the CUDA attention kernel

@@ -377,7 +377,8 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
   for (int64_t i = 0; i < micros; ++i) {
     if (i > 0) set_generator_state(s.gen, step_rng);  // the same draws; each micro-batch keeps its rows
     ForwardOptions hooks;
-    hooks.block = {parse_recompute(cfg.train.recompute), cfg.train.fused_kernels, cfg.train.fused_mlp};
+    hooks.block = {parse_recompute(cfg.train.recompute), cfg.train.fused_kernels, cfg.train.fused_mlp,
+                   cfg.train.recompute_blocks};
     s.sharded->begin_step(hooks, /*accumulate=*/i > 0);
     const BatchSlice slice{s.rank * b + i * m, s.world * b};  // this micro-batch's rows of the global batch
     if (autocast) set_cuda_autocast(true);

@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
                      {"param_dtype", autocast ? cfg.dist.param_dtype : std::string("fp32")},
                      {"micro_batch", cfg.train.micro_batch},
                      {"recompute", cfg.train.recompute},
+                     {"recompute_blocks", cfg.train.recompute_blocks},
                      {"fused_kernels", cfg.train.fused_kernels},
                      {"fused_mlp", cfg.train.fused_mlp},
                      {"attention", cfg.train.attention},

@@ -380,12 +380,14 @@ at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t_in, cons
       x = route_start(x, ids_keep);  // [N, K, D]
     }
     if (opt.before_block) opt.before_block(idx);
+    BlockOptions block_opt = opt.block;
+    if (block_opt.recompute_blocks >= 0 && idx >= block_opt.recompute_blocks) block_opt.recompute = Recompute::none;
     if (fp32_next && cuda_autocast_enabled()) {
       set_cuda_autocast_flag(false);
-      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), opt.block);
+      x = block_list[idx]->forward(x.to(at::kFloat), c.to(at::kFloat), block_opt);
       set_cuda_autocast_flag(true);
     } else {
-      x = block_list[idx]->forward(x, c, opt.block);
+      x = block_list[idx]->forward(x, c, block_opt);
     }
     if (opt.after_block) opt.after_block(idx, x);
     fp32_next = false;

@@ -69,6 +69,10 @@ struct BlockOptions {
   // Each MLP as one node with the GELU in its products' cuBLASLt epilogues (models/gelu_mlp.h)
   // where they apply; with `norm` recomputation the node takes the MLP's norm in as well.
   bool fused_mlp = false;
+  // `recompute` applies to the transformer blocks 0 .. recompute_blocks - 1 only (and the final
+  // layer); the later blocks keep every intermediate (Recompute::none). -1: every block. Memory
+  // for compute block by block: e.g. the GELU outputs kept in as many blocks as memory allows.
+  int recompute_blocks = -1;
 };
 
 // How one forward pass routes and conditions.

@@ -122,7 +122,7 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
   });
 }
 
-void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
+void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* x, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
                             float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
@@ -132,7 +132,7 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
-    device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), h, mean, rstd,
+    device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), x, mean, rstd,
                                           static_cast<const TM*>(gate), static_cast<const TM*>(branch),
                                           static_cast<const TM*>(scale), mod_stride, grad_x,
                                           static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift,

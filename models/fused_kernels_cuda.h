@@ -52,11 +52,13 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
                            float* mean, float* rstd, int64_t rows, int64_t T, int D, float eps, int device,
                            void* stream);
 
-// grad_h may be null (h's own gradient is zero). grad_bias_part ([N, D] fp32 workspace) and
-// grad_bias ([D], mod_dtype) both null, or both given: grad_bias = the sum over all rows of
-// grad_branch (the gradient of the bias of the product that made the branch), summed per sample
-// over its rows, then over the samples, in order, and rounded to mod_dtype.
-void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* h, const float* mean,
+// x: the residual's input, as the forward took it (h = x + gate * branch is formed again, bit for
+// bit, not read: no need to keep h). grad_h may be null (h's own gradient is zero).
+// grad_bias_part ([N, D] fp32 workspace) and grad_bias ([D], mod_dtype) both null, or both given:
+// grad_bias = the sum over all rows of grad_branch (the gradient of the bias of the product that
+// made the branch), summed per sample over its rows, then over the samples, in order, and rounded
+// to mod_dtype.
+void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* x, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
                             float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,

@@ -10,6 +10,7 @@
 #pragma once
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -72,6 +73,12 @@ NT_DEVICE float norm_input_grad(float rstd, float g, float x_hat, const RowMeans
   return rstd * (g - m.g - x_hat * m.g_x_hat);
 }
 
+// The gated residual before a DiT block's second norm, h = x + gate * branch, one rounding (a
+// fused multiply-add): the forward writes it, and the backward kernels form it again from x, gate
+// and branch (FusedResidualNorm keeps x, which the block keeps anyway, not h: [N, T, D] fp32 less
+// per block), the same bits on the GPU and in the CPU emulation.
+NT_DEVICE float residual_sum(float x, float gate, float branch) { return fmaf(gate, branch, x); }
+
 // LayerNorm + adaLN modulate forward, a block per row: the row's statistics, then
 // y = modulate(x_hat) in TY. With kResidual the norm's input is first formed as
 // h = x + gate * branch and written (fp32): the gated residual before the norm, inside a DiT
@@ -96,7 +103,7 @@ NT_UNROLL
     v[k] = 0.f;
     if (d < D) {
       v[k] = in[d];
-      if constexpr (kResidual) v[k] += to_float(gate[n * gate_stride + d]) * to_float(branch[row * D + d]);
+      if constexpr (kResidual) v[k] = residual_sum(v[k], to_float(gate[n * gate_stride + d]), to_float(branch[row * D + d]));
       s += v[k];
     }
   }
@@ -211,18 +218,21 @@ NT_UNROLL
 // The residual + norm backward, h = x' + gate * branch then the norm of h, in two kernels. Here a
 // block per row, as in the forward (rows independent, all in flight: the one-pass tile kernel
 // above, given h's gradient and branch as well, ran at 1.2 TB/s on the H200 where the plain one
-// runs at 3.3): the row sums of g = gy * s1 and g * x_hat, then
+// runs at 3.3): h formed again from x', gate and branch (residual_sum), the row sums of
+// g = gy * s1 and g * x_hat, then
 //   grad x' = gh + rstd * (g - mean(g) - x_hat * mean(g * x_hat))   (gh: h's own gradient; null: 0)
-//   grad branch = grad x' * gate (TM; g_branch null: none, the plain norm's backward with gh added)
-// with the same arithmetic, per element and per row sum, as the tile kernel. The sums over the
-// sample's tokens (grad gate, scale, shift) follow in residual_norm_backward_columns_kernel.
+//   grad branch = grad x' * gate (TM)
+// with the same arithmetic, per element and per row sum, as the tile kernel. Without a branch
+// (null, and g_branch null) x is the norm's input itself: the plain norm's backward with gh added.
+// The sums over the sample's tokens (grad gate, scale, shift) follow in
+// residual_norm_backward_columns_kernel.
 template <typename TM, typename TY, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     residual_norm_backward_rows_kernel(const float* __restrict__ gh, const TY* __restrict__ gy,
-                                       const float* __restrict__ x, const float* __restrict__ mean,
-                                       const float* __restrict__ rstd, const TM* __restrict__ gate,
-                                       const TM* __restrict__ scale, int64_t mod_stride, float* __restrict__ gx,
-                                       TM* __restrict__ g_branch, int64_t T, int D) {
+                                       const float* __restrict__ x, const TM* __restrict__ branch,
+                                       const float* __restrict__ mean, const float* __restrict__ rstd,
+                                       const TM* __restrict__ gate, const TM* __restrict__ scale, int64_t mod_stride,
+                                       float* __restrict__ gx, TM* __restrict__ g_branch, int64_t T, int D) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t row = blockIdx.x, n = row / T, base = row * D;
   const float m = mean[row], r = rstd[row];
@@ -235,7 +245,9 @@ NT_UNROLL
     ghv[k] = d < D && gh ? gh[base + d] : 0.f;
     if (d < D) {
       g[k] = to_float(gy[base + d]) * round_to<TM>(1.f + to_float(scale[n * mod_stride + d]));
-      x_hat[k] = (x[base + d] - m) * r;
+      const float h = branch ? residual_sum(x[base + d], to_float(gate[n * mod_stride + d]), to_float(branch[base + d]))
+                             : x[base + d];
+      x_hat[k] = (h - m) * r;
       a += g[k];
       b += g[k] * x_hat[k];
     }
@@ -359,7 +371,8 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
 }
 
 // grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
-// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it. With kBias
+// sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it, and x_hat
+// from h = x' + gate * branch formed again as there (x: x'; without kGate x is h). With kBias
 // also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
 // wrote): the per-sample part of the gradient of the bias of the product that made the branch.
 // Without kGate (no branch: the plain norm's backward) only grad scale and grad shift. Each lane
@@ -384,7 +397,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   float acc[kSums][kCols] = {};  // (gate,) scale, shift (, bias)
   if (width > 0) {
     float gt[kCols] = {};
-    if constexpr (kBias) load_cols<kCols, kVector>(gate + n * mod_stride + d, width, gt);
+    if constexpr (kGate) load_cols<kCols, kVector>(gate + n * mod_stride + d, width, gt);
 #ifdef __CUDACC__
 #pragma unroll 4
 #endif
@@ -400,7 +413,8 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
       }
 NT_UNROLL
       for (int k = 0; k < kCols; ++k) {
-        const float x_hat = (xv[k] - m) * r;
+        const float h = kGate ? residual_sum(xv[k], gt[k], bv[k]) : xv[k];
+        const float x_hat = (h - m) * r;
         if constexpr (kGate) acc[0][k] += gxv[k] * bv[k];
         acc[kScale][k] += gyv[k] * x_hat;
         acc[kScale + 1][k] += gyv[k];
@@ -637,8 +651,9 @@ void launch_modulated_norm_backward(const TY* gy, const float* x, const float* m
   if (gx_other) {
     auto row_kernel =
         pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
-    NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gx_other, gy, x, mean, rstd,
-              static_cast<const TM*>(nullptr), scale, scale_stride, gx, static_cast<TM*>(nullptr), T, D);
+    NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gx_other, gy, x,
+              static_cast<const TM*>(nullptr), mean, rstd, static_cast<const TM*>(nullptr), scale, scale_stride, gx,
+              static_cast<TM*>(nullptr), T, D);
     launch_norm_columns<TM, TY, false, false>(D % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(x), gy, x, mean, rstd,
                                               nullptr, nullptr, nullptr, scale_stride, nullptr, g_scale, g_shift,
                                               nullptr, N, T, D, s);
@@ -699,25 +714,26 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
             mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
 }
 
-// gh may be null (h's own gradient is zero). No workspace: the sums over tokens are a kernel of
-// their own. g_bias_part [N, D] fp32 and g_bias [D] (TM) both null, or both given (the gradient
-// of the bias of the branch's product, summed as the column kernel's other sums).
+// x: the residual's input x' (h = x' + gate * branch is formed again, not read). gh may be null
+// (h's own gradient is zero). No workspace: the sums over tokens are a kernel of their own.
+// g_bias_part [N, D] fp32 and g_bias [D] (TM) both null, or both given (the gradient of the bias
+// of the branch's product, summed as the column kernel's other sums).
 template <typename TM, typename TY>
-void launch_residual_norm_backward(const float* gh, const TY* gy, const float* h, const float* mean, const float* rstd,
+void launch_residual_norm_backward(const float* gh, const TY* gy, const float* x, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
                                    TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* g_bias_part,
                                    TM* g_bias, int64_t rows, int64_t T, int D, cudaStream_t s) {
   auto row_kernel =
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, decltype(p)::value>; });
-  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, h, mean, rstd, gate, scale,
-            mod_stride, gx, g_branch, T, D);
-  const bool wide = D % 4 == 0 && mod_stride % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(h) && aligned_to<4>(gx) &&
+  NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, x, branch, mean, rstd, gate,
+            scale, mod_stride, gx, g_branch, T, D);
+  const bool wide = D % 4 == 0 && mod_stride % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(x) && aligned_to<4>(gx) &&
                     aligned_to<4>(branch) && aligned_to<4>(gate);
   if (g_bias)
-    launch_norm_columns<TM, TY, true, true>(wide, gy, h, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
+    launch_norm_columns<TM, TY, true, true>(wide, gy, x, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
                                             g_shift, g_bias_part, rows / T, T, D, s);
   else
-    launch_norm_columns<TM, TY, true, false>(wide, gy, h, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
+    launch_norm_columns<TM, TY, true, false>(wide, gy, x, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
                                              g_shift, nullptr, rows / T, T, D, s);
   if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s);
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda_emulation.h"
+#include "heap_in_use.h"
 #include "max_rel_diff.h"
 #include "models/fused_kernels.h"
 #include "models/fused_kernels_cuda.cu"  // the launchers, compiled for the CPU
@@ -193,3 +194,22 @@ TEST(FusedAutogradSeam, CpuTensorsRefusedUnlessATestAsks) {
 }
 
 }  // namespace
+
+// What the residual + next norm keeps for backward: x (its input, which the block keeps anyway),
+// not h = x + gate * branch, which its backward forms again. Measured as the heap the forward
+// leaves held with h dropped by the caller: n's output and the row statistics, not h's [N, T, D]
+// fp32 as well (before: both).
+TEST_F(FusedAutograd, ResidualNormKeepsItsInputNotTheResidual) {
+  constexpr int64_t Nb = 2, Tb = 32, Db = 128;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{11});
+  const auto x = leaf(at::randn({Nb, Tb, Db}, gen), at::kFloat), mod = leaf(at::randn({Nb, 3 * Db}, gen), at::kFloat);
+  const auto branch = leaf(at::randn({Nb, Tb, Db}, gen), at::kFloat);
+  const auto c = mod.chunk(3, 1);  // gate, shift, scale [N, D]
+  const double h_bytes = Nb * Tb * Db * 4.0, y_bytes = h_bytes;
+  const double kept = nt::test::heap_kept_by_forward([&] {
+    return nt::fused_residual_norm(x, c[0], branch, c[1], c[2], nt::kModulatedNormEps, false)[1];
+  });
+  std::cout << "[ kept ] " << kept << " bytes; n " << y_bytes << ", h " << h_bytes << "\n";
+  EXPECT_GE(kept, y_bytes);
+  EXPECT_LT(kept, y_bytes + h_bytes / 2);
+}

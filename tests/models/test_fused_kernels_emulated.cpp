@@ -208,7 +208,8 @@ TEST(EmulatedGatedResidual, OddWidthMatchesLibTorch) {
 }
 
 // h = x + gate * branch, then modulate(LayerNorm(h)), against LibTorch's ops and autograd: the
-// gradients of x (h's own gradient gh plus the norm's), branch, gate, shift and scale.
+// gradients of x (h's own gradient gh plus the norm's), branch, gate, shift and scale. Backward
+// takes x, not h, and forms h again.
 template <typename TM, typename TY>
 void check_residual_norm(int64_t D, bool with_gh) {
   const int64_t N = 2, T = 20, rows = N * T;
@@ -238,7 +239,7 @@ void check_residual_norm(int64_t D, bool with_gh) {
 
   auto gx = at::empty({N, T, D}), g_branch = at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TM>()));
   auto g_gate = at::empty({N, D}), g_scale = at::empty({N, D}), g_shift = at::empty({N, D});
-  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(x),
                                              ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
                                              mut<float>(gx), mut<TM>(g_branch), mut<float>(g_gate), mut<float>(g_scale),
                                              mut<float>(g_shift), nullptr, nullptr, rows, T, static_cast<int>(D),
@@ -247,7 +248,7 @@ void check_residual_norm(int64_t D, bool with_gh) {
   auto gx2 = at::full({N, T, D}, NAN), g_branch2 = at::full({N, T, D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
   auto g_gate2 = at::full({N, D}, NAN), g_scale2 = at::full({N, D}, NAN), g_shift2 = at::full({N, D}, NAN);
   auto bias_part = at::full({N, D}, NAN), g_bias = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
-  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(x),
                                              ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch), m + 2 * D, 3 * D,
                                              mut<float>(gx2), mut<TM>(g_branch2), mut<float>(g_gate2),
                                              mut<float>(g_scale2), mut<float>(g_shift2), mut<float>(bias_part),
@@ -260,7 +261,7 @@ void check_residual_norm(int64_t D, bool with_gh) {
   auto g_gate3 = at::full({N, D}, NAN), g_scale3 = at::full({N, D}, NAN), g_shift3 = at::full({N, D}, NAN);
   auto bias_part3 = at::full({N, D}, NAN), g_bias3 = at::full({D}, NAN, at::TensorOptions().dtype(dtype<TM>()));
   const at::Tensor branch_shifted = shifted(branch);
-  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(h),
+  dev::launch_residual_norm_backward<TM, TY>(with_gh ? ptr<float>(gh) : nullptr, ptr<TY>(gy), ptr<float>(x),
                                              ptr<float>(mean), ptr<float>(rstd), m, ptr<TM>(branch_shifted), m + 2 * D,
                                              3 * D, mut<float>(at::empty({N, T, D})),
                                              mut<TM>(at::empty({N, T, D}, at::TensorOptions().dtype(dtype<TM>()))),
