@@ -103,7 +103,8 @@ NT_UNROLL
     v[k] = 0.f;
     if (d < D) {
       v[k] = in[d];
-      if constexpr (kResidual) v[k] = residual_sum(v[k], to_float(gate[n * gate_stride + d]), to_float(branch[row * D + d]));
+      if constexpr (kResidual)
+        v[k] = residual_sum(v[k], to_float(gate[n * gate_stride + d]), to_float(branch[row * D + d]));
       s += v[k];
     }
   }
@@ -224,10 +225,11 @@ NT_UNROLL
 //   grad branch = grad x' * gate (TM)
 // with the same arithmetic, per element and per row sum, as the tile kernel. Without kResidual
 // (branch, gate and g_branch unused) x is the norm's input itself: the plain norm's backward with
-// gh added. A template parameter, not a null test: with the test in the loop the row's loads no
-// longer went out together (H200, DiT-XL/2's rows: 134 -> 205 us per call for the plain norm,
-// 171 -> 247 with the branch). The sums over the sample's tokens (grad gate, scale, shift)
-// follow in residual_norm_backward_columns_kernel.
+// gh added. A template parameter, not a null test: with the test in the loop the plain norm's
+// use slowed too (H200, DiT-XL/2's rows: 134 -> 205 us per call; 131 again as a template
+// parameter). Forming h here costs more than its extra reads predict: 171 us per call when h
+// was read, 252 now (docs/performance.md, fifteenth session). The sums over the sample's tokens
+// (grad gate, scale, shift) follow in residual_norm_backward_columns_kernel.
 template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     residual_norm_backward_rows_kernel(const float* __restrict__ gh, const TY* __restrict__ gy,
