@@ -200,7 +200,7 @@ TEST(FusedAutogradSeam, CpuTensorsRefusedUnlessATestAsks) {
 // leaves held with h dropped by the caller: n's output and the row statistics, not h's [N, T, D]
 // fp32 as well (before: both).
 TEST_F(FusedAutograd, ResidualNormKeepsItsInputNotTheResidual) {
-  constexpr int64_t Nb = 2, Tb = 32, Db = 128;
+  constexpr int64_t Nb = 2, Tb = 64, Db = 256;  // h 128 KB: well above the node's own ~20 KB
   auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{11});
   const auto x = leaf(at::randn({Nb, Tb, Db}, gen), at::kFloat), mod = leaf(at::randn({Nb, 3 * Db}, gen), at::kFloat);
   const auto branch = leaf(at::randn({Nb, Tb, Db}, gen), at::kFloat);
