@@ -79,6 +79,8 @@ struct TrainConfig {
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
   std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math": the CUDA attention kernel
   std::string product_forms = "tall";  // "direct" | "tall": the form of a linear layer's weight gradient on CUDA
+  bool weight_grads_in_place = true;   // CUDA weight-gradient products add into the gradient buffers themselves
+  std::string fp32_attention = "products";  // "products" | "sdpa": CUDA attention on fp32 inputs
 };
 
 struct OptimConfig {

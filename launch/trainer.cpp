@@ -31,8 +31,10 @@
 #include "models/attention_backend.h"
 #include "models/autocast.h"
 #include "models/edm.h"
+#include "models/fp32_attention.h"
 #include "models/fused_kernels.h"
 #include "models/gelu_mlp.h"
+#include "models/linear_backward.h"
 #include "models/product_forms.h"
 #include "models/zoo.h"
 
@@ -294,9 +296,11 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // reference's train.py sets; "fp32" means fp32 (TF32 off, also in cuDNN convolutions). The
 // attention kernels train.attention allows (models/attention_backend.h); a choice that cannot
 // apply is named in the log (rank 0). The form of the linear layers' weight-gradient products
-// (train.product_forms, models/product_forms.h).
+// (train.product_forms, models/product_forms.h); attention on fp32 inputs (train.fp32_attention,
+// models/fp32_attention.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
   set_product_form_policy(cfg.train.product_forms == "tall" ? FormPolicy::tall : FormPolicy::direct);
+  set_fp32_attention_products(cfg.train.fp32_attention == "products");
   if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
     log_warn("train.attention = \"" + cfg.train.attention + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
@@ -386,7 +390,10 @@ StepLog train_step(const Config& cfg, TrainState& s, const at::Tensor& x, const 
                          s.gen, slice, hooks)
                     .mean();
     if (autocast) set_cuda_autocast(false);
-    (micros > 1 ? loss / static_cast<double>(micros) : loss).backward();
+    {
+      const WeightGradsInPlace grads_in_place(cfg.train.weight_grads_in_place);  // models/linear_backward.h
+      (micros > 1 ? loss / static_cast<double>(micros) : loss).backward();
+    }
     if (!in_place) s.sharded->end_backward();
     const at::Tensor l = loss.detach().to(at::kDouble).reshape({1});
     loss_sum = i == 0 ? l : loss_sum + l;

@@ -8,6 +8,7 @@
 
 #include "core/rng.h"
 #include "models/autocast.h"
+#include "models/fp32_attention.h"
 #include "models/fused_kernels.h"
 #include "models/gelu_linear.h"
 #include "models/gelu_mlp.h"
@@ -71,8 +72,20 @@ PatchEmbedImpl::PatchEmbedImpl(int in_channels, int hidden_size, int patch_size)
                                     .bias(true)));
 }
 
-at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) {
+at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) { return x.is_cuda() ? as_product(x) : as_convolution(x); }
+
+at::Tensor PatchEmbedImpl::as_convolution(const at::Tensor& x) {
   return proj->forward(x).flatten(2).transpose(1, 2);  // [N,D,h,w] -> [N, h*w, D]
+}
+
+at::Tensor PatchEmbedImpl::as_product(const at::Tensor& x) {
+  const int64_t N = x.size(0), C = x.size(1), p = proj->weight.size(2), D = proj->weight.size(0);
+  TORCH_CHECK(x.size(2) % p == 0 && x.size(3) % p == 0, "patch embedding: ", x.size(2), "x", x.size(3),
+              " is not a multiple of the patch size ", p);
+  const int64_t h = x.size(2) / p, w = x.size(3) / p;
+  const at::Tensor patches =
+      x.reshape({N, C, h, p, w, p}).permute({0, 2, 4, 1, 3, 5}).reshape({N * h * w, C * p * p});  // [N T, C p p]
+  return at::addmm(proj->bias, patches, proj->weight.reshape({D, C * p * p}).t()).view({N, h * w, D});
 }
 
 TimestepEmbedderImpl::TimestepEmbedderImpl(int hidden_size, int freq)
@@ -161,7 +174,11 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsew
   const at::Tensor &q = qkv_parts[0], &k = qkv_parts[1], &v = qkv_parts[2];
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
-  o = at::scaled_dot_product_attention(q, k, v);
+  // fp32 on CUDA (TREAD's block after a route): products without TF32 (models/fp32_attention.h).
+  if (q.is_cuda() && q.scalar_type() == at::kFloat && fp32_attention_products())
+    o = fp32_attention(q, k, v);
+  else
+    o = at::scaled_dot_product_attention(q, k, v);
 #else
   auto attn = at::softmax(at::matmul(q * std::pow(static_cast<double>(hd), -0.5), k.transpose(-2, -1)), -1);
   o = at::matmul(attn, v);  // [N, H, T, hd]
@@ -203,7 +220,10 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, const
   // With the fused kernels, proj's and fc2's bias gradients come from the residuals' backward
   // kernels (which form grad branch anyway), not from reductions of their own.
   const bool bias_elsewhere = fused && x.is_cuda() && fused_kernels_built();
-  auto mod = adaLN_modulation->forward(c).chunk(6, 1);  // 6 x [N, D]
+  // adaLN's Linear through linear_node (torch::nn::Linear's op on the CPU; on CUDA its weight
+  // gradient may go straight into the gradient buffer, models/linear_backward.h).
+  auto* ada = adaLN_modulation[1]->as<torch::nn::Linear>();
+  auto mod = linear_node(at::silu(c), ada->weight, ada->bias).chunk(6, 1);  // 6 x [N, D]
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &gate_msa = mod[2];
   const auto &shift_mlp = mod[3], &scale_mlp = mod[4], &gate_mlp = mod[5];
   // Gated residuals x + gate * f(x). With `norm`, each branch's first product takes the norm's

@@ -189,13 +189,14 @@ int64_t qkv_grad_workspace(int64_t rows, int D) { return device::qkv_grad_worksp
 
 int64_t transpose_max_rows() { return int64_t{65535} * device::kTransposeTile; }
 
-void transpose(const void* in, void* out, int64_t rows, int64_t cols, Dtype dtype, int device, void* stream) {
+void transpose(const void* in, void* out, int64_t rows, int64_t cols, Dtype dtype, bool accumulate, int device,
+               void* stream) {
   if (rows <= 0 || cols <= 0 || rows > transpose_max_rows() || cols > int64_t{2147483647})
     throw std::runtime_error("transpose (CUDA): unsupported shape [" + std::to_string(rows) + ", " +
                              std::to_string(cols) + "]");
   launch_on(device, stream, dtype, [&](auto tt, cudaStream_t s) {
     using T = typename decltype(tt)::type;
-    device::launch_transpose(static_cast<const T*>(in), static_cast<T*>(out), rows, cols, s);
+    device::launch_transpose(static_cast<const T*>(in), static_cast<T*>(out), rows, cols, accumulate, s);
   });
 }
 

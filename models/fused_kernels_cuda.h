@@ -83,9 +83,10 @@ void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad
               int64_t T, int D, int heads, int device, void* stream);
 int64_t qkv_grad_workspace(int64_t rows, int D);
 
-// out [cols, rows] = in [rows, cols]^T, both contiguous, of `dtype` (models/transpose_kernels_device.h);
-// rows <= transpose_max_rows().
-void transpose(const void* in, void* out, int64_t rows, int64_t cols, Dtype dtype, int device, void* stream);
+// out [cols, rows] = in [rows, cols]^T (accumulate: out += in^T), both contiguous, of `dtype`
+// (models/transpose_kernels_device.h); rows <= transpose_max_rows().
+void transpose(const void* in, void* out, int64_t rows, int64_t cols, Dtype dtype, bool accumulate, int device,
+               void* stream);
 int64_t transpose_max_rows();
 
 }  // namespace nt::cuda

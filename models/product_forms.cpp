@@ -13,32 +13,58 @@ namespace {
 std::optional<ProductForm> forced;  // force_product_form_for_tests
 FormPolicy policy = FormPolicy::tall;  // set_product_form_policy (train.product_forms's default)
 
-// t [R, C] -> t^T [C, R], contiguous: on CUDA through the project's transpose kernel where built.
-at::Tensor transposed_copy(const at::Tensor& t) {
+// The CUDA transpose kernel's dtypes and sizes (models/transpose_kernels_device.h).
+bool transpose_kernel_serves(const at::Tensor& t) {
 #ifdef NT_HAVE_CUDA_KERNELS
   const auto dtype = t.scalar_type();
-  if (t.is_cuda() && t.dim() == 2 && t.is_contiguous() && (dtype == at::kBFloat16 || dtype == at::kFloat) &&
-      t.numel() > 0 && t.size(0) <= cuda::transpose_max_rows()) {
-    auto out = at::empty({t.size(1), t.size(0)}, t.options());
+  return t.is_cuda() && t.dim() == 2 && t.is_contiguous() && (dtype == at::kBFloat16 || dtype == at::kFloat) &&
+         t.numel() > 0 && t.size(0) <= cuda::transpose_max_rows();
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+// out (= or +=) t^T for t [R, C], out [C, R] contiguous: on CUDA through the project's transpose
+// kernel where built, else LibTorch's copy or add of the transposed view.
+void transpose_into(const at::Tensor& t, at::Tensor& out, bool accumulate) {
+#ifdef NT_HAVE_CUDA_KERNELS
+  if (transpose_kernel_serves(t)) {
     cuda::transpose(t.data_ptr(), out.data_ptr(), t.size(0), t.size(1),
-                    dtype == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32, t.get_device(), nullptr);
-    return out;
+                    t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32, accumulate,
+                    t.get_device(), nullptr);
+    return;
   }
 #endif
-  return t.t().contiguous();
+  if (accumulate)
+    out.add_(t.t());
+  else
+    out.copy_(t.t());
+}
+
+ProductForm form_for(const at::Tensor& dy2, const at::Tensor& a2) {
+  if (forced) return *forced;
+  const int64_t O = dy2.size(1), H = a2.size(1);
+  if (dy2.is_cuda() && policy == FormPolicy::tall && O < H && O >= 256) return ProductForm::transposed;  // the tall rule (see the header)
+  return ProductForm::direct;
 }
 
 }  // namespace
 
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {
-  const int64_t O = dy2.size(1), H = a2.size(1);
-  ProductForm form = ProductForm::direct;
-  if (forced)
-    form = *forced;
-  else if (dy2.is_cuda() && policy == FormPolicy::tall && O < H && O >= 256)  // the tall rule (see the header)
-    form = ProductForm::transposed;
-  if (form == ProductForm::transposed) return transposed_copy(a2.t().mm(dy2));  // ([H, M] · [M, O])^T
-  return dy2.t().mm(a2);                                                         // [O, M] · [M, H]
+  if (form_for(dy2, a2) == ProductForm::direct) return dy2.t().mm(a2);  // [O, M] · [M, H]
+  const at::Tensor t = a2.t().mm(dy2);                                   // [H, M] · [M, O]
+  if (!transpose_kernel_serves(t)) return t.t().contiguous();
+  auto out = at::empty({t.size(1), t.size(0)}, t.options());
+  transpose_into(t, out, /*accumulate=*/false);
+  return out;
+}
+
+void add_weight_gradient(const at::Tensor& dy2, const at::Tensor& a2, at::Tensor& grad) {
+  if (form_for(dy2, a2) == ProductForm::direct)
+    grad.addmm_(dy2.t(), a2);  // grad + [O, M] · [M, H], one rounding (cuBLAS's beta = 1)
+  else
+    transpose_into(a2.t().mm(dy2), grad, /*accumulate=*/true);
 }
 
 void set_product_form_policy(FormPolicy p) { policy = p; }

@@ -28,6 +28,10 @@ enum class ProductForm { direct, transposed };
 
 // dy2 [M, O], a2 [M, H] -> dW [O, H], contiguous, in dy2's dtype.
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2);
+// grad [O, H] (contiguous, dy2's dtype) += dW, in the same form: the direct form as one product
+// with beta = 1 (the sum rounded once), the transposed one as its product, then the transpose
+// kernel adding into grad (the sum in fp32, rounded once, as LibTorch's add).
+void add_weight_gradient(const at::Tensor& dy2, const at::Tensor& a2, at::Tensor& grad);
 
 // How CUDA takes the form (the trainer sets it from train.product_forms before training).
 enum class FormPolicy { direct, tall };

@@ -1,6 +1,10 @@
 // The golden files' small DiT (see golden_dit.h).
 #include "golden_dit.h"
 
+#include <torch/torch.h>
+
+#include "core/rng.h"
+
 namespace nt::test {
 
 DiTConfig golden_dit_config() {
@@ -18,6 +22,12 @@ DiTConfig golden_dit_config() {
   r.end_layer = 2;
   cfg.routes = {r};
   return cfg;
+}
+
+void perturb(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  auto gen = make_generator(c10::Device(c10::kCPU), 5);
+  for (auto& p : m.parameters()) p.add_(at::randn(p.sizes(), gen) * 0.02);
 }
 
 }  // namespace nt::test

@@ -164,4 +164,25 @@ TEST(Attention, QkvBiasHandedToAttendGetsTheProductsGradient) {
   EXPECT_TRUE(got[3].equal(ref[3]));
 }
 
+// The patch embedding as one product (CUDA's form) against the convolution (the CPU's): the same
+// tokens, and the same weight and bias gradients, to fp32 rounding; laid out contiguous.
+TEST(PatchEmbed, ProductIsTheConvolution) {
+  torch::manual_seed(6);
+  nt::PatchEmbed embed(3, 20, 2);
+  const auto x = torch::randn({2, 3, 6, 8}), probe = torch::randn({2, 12, 20});
+  auto run = [&](bool product) {
+    for (auto& p : embed->parameters()) p.mutable_grad() = at::Tensor();
+    const auto y = product ? embed->as_product(x) : embed->as_convolution(x);  // [N, T, D]
+    (y * probe).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), embed->proj->weight.grad().clone(), embed->proj->bias.grad().clone()};
+  };
+  const auto conv = run(false), product = run(true);
+  ASSERT_EQ(product[0].sizes(), (std::vector<int64_t>{2, 12, 20}));
+  EXPECT_TRUE(embed->as_product(x).is_contiguous());
+  for (size_t i = 0; i < conv.size(); ++i)
+    EXPECT_TRUE(torch::allclose(product[i], conv[i], 1e-5, 1e-6)) << i << ": "
+                                                                  << (product[i] - conv[i]).abs().max().item<double>();
+  EXPECT_THROW(embed->as_product(torch::randn({1, 3, 5, 8})), c10::Error);
+}
+
 }  // namespace

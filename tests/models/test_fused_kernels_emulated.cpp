@@ -469,11 +469,16 @@ template <typename T>
 void check_transpose(int64_t rows, int64_t cols) {
   const at::Tensor in = at::randn({rows, cols}).to(dtype<T>());
   const at::Tensor out = at::full({cols, rows}, -7.0, in.options());
-  dev::launch_transpose(ptr<T>(in), mut<T>(out), rows, cols, nullptr);
+  dev::launch_transpose(ptr<T>(in), mut<T>(out), rows, cols, /*accumulate=*/false, nullptr);
   EXPECT_TRUE(torch::equal(out, in.t())) << name(dtype<T>()) << " [" << rows << ", " << cols << "]";
+  // Adding into out: the sum in fp32, rounded once to T, as LibTorch's add.
+  const at::Tensor held = at::randn({cols, rows}).to(dtype<T>());
+  const at::Tensor sum = held.clone();
+  dev::launch_transpose(ptr<T>(in), mut<T>(sum), rows, cols, /*accumulate=*/true, nullptr);
+  EXPECT_TRUE(torch::equal(sum, held + in.t())) << name(dtype<T>()) << " [" << rows << ", " << cols << "], adding";
 }
 
-// Whole tiles, partial ones on either side, a single row and a single column.
+// Whole tiles, partial ones on either side, a single row and a single column; written and added.
 TEST(EmulatedTranspose, EveryElementToItsPlace) {
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 32}, {37, 70}, {1, 45}, {45, 1}}) {
     check_transpose<float>(rows, cols);

@@ -83,13 +83,7 @@ TEST(Recompute, NestedAndWithoutGradMode) {
   EXPECT_FALSE(out.requires_grad());
 }
 
-
-// Makes the adaLN-Zero layers non-zero so that every path carries gradient.
-void perturb(torch::nn::Module& m) {
-  torch::NoGradGuard no_grad;
-  auto gen = nt::make_generator(c10::Device(c10::kCPU), 5);
-  for (auto& p : m.parameters()) p.add_(at::randn(p.sizes(), gen) * 0.02);
-}
+using nt::test::perturb;
 
 TEST(Recompute, DiTBlockEveryModeSameValuesAndGradients) {
   torch::manual_seed(3);
