@@ -67,7 +67,6 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
                                  x.get_device(), nullptr);
     ctx->save_for_backward({x, scale, mean, rstd});
     ctx->saved_data["scale_stride"] = scale_stride;
-    ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift_in.scalar_type());
     if (pass_x) return {y, x_in};
     return {y};
   }
@@ -79,7 +78,9 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     const at::Tensor none;
     if (!grads[0].defined()) return {grads.size() > 1 ? grads[1] : none, none, none, none, none, none};  // y unused
     auto gx = at::empty_like(x);  // [N, T, D] fp32
-    auto g_scale = at::empty({N, D}, x.options()), g_shift = at::empty({N, D}, x.options());  // fp32
+    // [N, D] in the dtype of scale and shift (one dtype: fused_modulated_norm_supports); the kernels
+    // sum in fp32 and round once, so no cast follows.
+    auto g_scale = at::empty({N, D}, scale.options()), g_shift = at::empty({N, D}, scale.options());
     const at::Tensor gy = grads[0].contiguous();  // [N, T, D], the output's dtype
     const at::Tensor g_other = grads.size() > 1 && grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : none;
     // The tiles' partial sums (none with g_other: that kernel pair sums over tokens directly).
@@ -89,10 +90,9 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
                                   dtype_of(scale), g_other.defined() ? g_other.data_ptr<float>() : nullptr,
-                                  gx.data_ptr<float>(), g_scale.data_ptr<float>(), g_shift.data_ptr<float>(),
+                                  gx.data_ptr<float>(), g_scale.data_ptr(), g_shift.data_ptr(),
                                   workspace.data_ptr<float>(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
-    const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
-    return {gx, g_shift.to(shift_dtype), g_scale.to(scale.scalar_type()), none, none, none};
+    return {gx, g_shift, g_scale, none, none, none};
   }
 };
 
@@ -145,13 +145,13 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     const int64_t N = branch.size(0), T = branch.size(1), D = branch.size(2);
     const at::Tensor g = grads[0].contiguous();  // [N, T, D] fp32
     auto g_branch = at::empty_like(branch);
-    auto g_gate = at::empty({N, D}, g.options());  // fp32
+    auto g_gate = at::empty({N, D}, gate.options());  // the gate's dtype (summed in fp32, rounded once)
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(3), branch);
     cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
-                                  branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr<float>(),
+                                  branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr(),
                                   g_bias.part_ptr(), g_bias.sum_ptr(), N * T, T, static_cast<int>(D), g.get_device(),
                                   nullptr);
-    return {grads[0], g_gate.to(gate.scalar_type()), g_branch, g_bias.as(bias)};
+    return {grads[0], g_gate, g_branch, g_bias.as(bias)};
   }
 };
 
@@ -174,7 +174,6 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
                                 mean.data_ptr<float>(), rstd.data_ptr<float>(), N * T, T, static_cast<int>(D),
                                 static_cast<float>(eps), x.get_device(), nullptr);
     ctx->save_for_backward({x, gate, branch, scale, mean, rstd, bias});
-    ctx->saved_data["shift_dtype"] = static_cast<int64_t>(shift.scalar_type());
     return {h, y};
   }
 
@@ -188,22 +187,22 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
                                              : at::zeros({N, T, D}, x.options());
     auto gx = at::empty_like(x);
     auto g_branch = at::empty_like(branch);
-    auto g_gate = at::empty({N, D}, x.options()), g_scale = at::empty({N, D}, x.options()),
-         g_shift = at::empty({N, D}, x.options());  // fp32
+    // [N, D] in the mod dtype (the kernels sum in fp32 and round once: no cast after).
+    auto g_gate = at::empty({N, D}, gate.options()), g_scale = at::empty({N, D}, gate.options()),
+         g_shift = at::empty({N, D}, gate.options());
     // needs_input_grad counts the tensor arguments only: x, gate, branch, shift, scale, bias.
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(5), branch);
     cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
                                  x.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
                                  branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
-                                 gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr<float>(),
-                                 g_scale.data_ptr<float>(), g_shift.data_ptr<float>(), g_bias.part_ptr(),
+                                 gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr(),
+                                 g_scale.data_ptr(), g_shift.data_ptr(), g_bias.part_ptr(),
                                  g_bias.sum_ptr(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
-    const auto shift_dtype = static_cast<at::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
     return {gx,
-            g_gate.to(gate.scalar_type()),
+            g_gate,
             g_branch,
-            g_shift.to(shift_dtype),
-            g_scale.to(scale.scalar_type()),
+            g_shift,
+            g_scale,
             at::Tensor(),
             at::Tensor(),
             g_bias.as(bias)};

@@ -90,14 +90,15 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
 
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
                              const void* scale, int64_t scale_stride, Dtype mod_dtype, const float* grad_x_other,
-                             float* grad_x, float* grad_scale, float* grad_shift, float* workspace, int64_t rows,
+                             float* grad_x, void* grad_scale, void* grad_shift, float* workspace, int64_t rows,
                              int64_t T, int D, int device, void* stream) {
   check_norm_shape("fused modulated norm", rows, T, D);
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
     using TM = typename decltype(tm)::type;
     using TY = typename decltype(ty)::type;
     device::launch_modulated_norm_backward(static_cast<const TY*>(grad_y), x, mean, rstd, static_cast<const TM*>(scale),
-                                           scale_stride, grad_x_other, grad_x, grad_scale, grad_shift, workspace,
+                                           scale_stride, grad_x_other, grad_x, static_cast<TM*>(grad_scale),
+                                           static_cast<TM*>(grad_shift), workspace,
                                            rows, T, D, s);
   });
 }
@@ -124,8 +125,8 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
 
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* x, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
-                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
+                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, void* grad_gate,
+                            void* grad_scale, void* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
                             int64_t T, int D, int device, void* stream) {
   check_bias("fused residual norm", grad_bias_part, grad_bias);
   check_norm_shape("fused residual norm", rows, T, D);
@@ -135,7 +136,8 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
     device::launch_residual_norm_backward(grad_h, static_cast<const TY*>(grad_y), x, mean, rstd,
                                           static_cast<const TM*>(gate), static_cast<const TM*>(branch),
                                           static_cast<const TM*>(scale), mod_stride, grad_x,
-                                          static_cast<TM*>(grad_branch), grad_gate, grad_scale, grad_shift,
+                                          static_cast<TM*>(grad_branch), static_cast<TM*>(grad_gate),
+                                          static_cast<TM*>(grad_scale), static_cast<TM*>(grad_shift),
                                           grad_bias_part, static_cast<TM*>(grad_bias), rows, T, D, s);
   });
 }
@@ -152,14 +154,15 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 }
 
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
-                             Dtype dtype, void* grad_branch, float* grad_gate, float* grad_bias_part, void* grad_bias,
+                             Dtype dtype, void* grad_branch, void* grad_gate, float* grad_bias_part, void* grad_bias,
                              int64_t rows, int64_t T, int D, int device, void* stream) {
   check_shape(rows, T, D);
   check_bias("fused gated residual", grad_bias_part, grad_bias);
   launch_on(device, stream, dtype, [&](auto tb, cudaStream_t s) {
     using TB = typename decltype(tb)::type;
     device::launch_gated_residual_backward(grad, static_cast<const TB*>(gate), gate_stride,
-                                           static_cast<const TB*>(branch), static_cast<TB*>(grad_branch), grad_gate,
+                                           static_cast<const TB*>(branch), static_cast<TB*>(grad_branch),
+                                           static_cast<TB*>(grad_gate),
                                            grad_bias_part, static_cast<TB*>(grad_bias), rows, T, D, s);
   });
 }

@@ -11,11 +11,13 @@
 //             s1(n, d) = 1 + scale[n, d] rounded to the dtype of scale (as `1 + scale` is)
 //   backward: grad_x[r] = grad_x_other[r] + rstd * (g - mean_d(g) - x_hat * mean_d(g * x_hat)),
 //             g = grad_y * s1 (grad_x_other: x's gradient from its other uses; null: none)
-//             grad_scale[n, d] = sum_t grad_y * x_hat, grad_shift[n, d] = sum_t grad_y (fp32)
+//             grad_scale[n, d] = sum_t grad_y * x_hat, grad_shift[n, d] = sum_t grad_y (summed in
+//             fp32, written in the dtype of scale and shift)
 // gated_residual (x + gate * branch), x and out fp32, gate and branch of one dtype:
 //   forward:  out[r, d] = x[r, d] + gate[n, d] * branch[r, d]
 //   backward: grad_branch[r, d] = grad[r, d] * gate[n, d] (branch's dtype),
-//             grad_gate[n, d] = sum_t grad * branch (fp32); grad_x is grad itself;
+//             grad_gate[n, d] = sum_t grad * branch (summed in fp32, written in gate's dtype);
+//             grad_x is grad itself;
 //             optionally grad_bias[d] = sum_r grad_branch[r, d] (the branch's dtype)
 // residual_norm (gated_residual, then modulated_norm of its output: inside a DiT block), gate,
 // branch, shift and scale of one dtype, rows `mod_stride` apart:
@@ -41,7 +43,7 @@ void modulated_norm_forward(const float* x, const void* shift, int64_t shift_str
 // workspace: modulated_norm_backward_workspace(rows, T, D) floats on the device (partial sums).
 void modulated_norm_backward(const void* grad_y, Dtype y_dtype, const float* x, const float* mean, const float* rstd,
                              const void* scale, int64_t scale_stride, Dtype mod_dtype, const float* grad_x_other,
-                             float* grad_x, float* grad_scale, float* grad_shift, float* workspace, int64_t rows,
+                             float* grad_x, void* grad_scale, void* grad_shift, float* workspace, int64_t rows,
                              int64_t T, int D, int device, void* stream);
 int64_t modulated_norm_backward_workspace(int64_t rows, int64_t T, int D);
 // The widest rows modulated_norm supports (D <= this).
@@ -60,8 +62,8 @@ void residual_norm_forward(const float* x, const void* gate, const void* branch,
 // to mod_dtype.
 void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dtype, const float* x, const float* mean,
                             const float* rstd, const void* gate, const void* branch, const void* scale,
-                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, float* grad_gate,
-                            float* grad_scale, float* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
+                            int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, void* grad_gate,
+                            void* grad_scale, void* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
                             int64_t T, int D, int device, void* stream);
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
@@ -69,7 +71,7 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 
 // grad_bias_part and grad_bias ([D], dtype): as residual_norm_backward's.
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
-                             Dtype dtype, void* grad_branch, float* grad_gate, float* grad_bias_part, void* grad_bias,
+                             Dtype dtype, void* grad_branch, void* grad_gate, float* grad_bias_part, void* grad_bias,
                              int64_t rows, int64_t T, int D, int device, void* stream);
 
 // The three gradients: pointers (null: zeros) and strides along n, h, t in elements.

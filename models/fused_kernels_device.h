@@ -358,10 +358,12 @@ NT_DEVICE ColumnTile column_tile(int64_t M, int cols, int64_t rows_per_split) {
   return p;
 }
 // Adds acc (this lane's kCols columns' sums) over the block's kColumnGroups warps in warp order
-// and writes the first `width` of them to out[0..). shared holds kCols * kColumnThreads floats;
-// every thread of the block calls it. The order of the additions does not depend on kCols.
-template <int kCols>
-NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int width, float* out) {
+// and writes the first `width` of them to out[0..), rounded to TO (fp32 sums and workspaces stay
+// fp32; a per-sample gradient is written in its parameter's dtype, as the cast after it would
+// round it). shared holds kCols * kColumnThreads floats; every thread of the block calls it. The
+// order of the additions does not depend on kCols.
+template <int kCols, typename TO = float>
+NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int width, TO* out) {
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
   for (int k = 0; k < kCols; ++k) shared[group * kLaneBlockColumns<kCols> + kCols * lane + k] = acc[k];
   __syncthreads();
@@ -369,7 +371,7 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
     for (int k = 0; k < width; ++k) {
       float total = 0.f;
       for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kLaneBlockColumns<kCols> + kCols * lane + k];
-      out[k] = total;
+      out[k] = from_float<TO>(total);
     }
   }
 }
@@ -379,7 +381,9 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
 // from h = x' + gate * branch formed again as there (x: x'; without kGate x is h). With kBias
 // also g_bias = the sum of grad branch (grad x' * gate rounded to TM, the values the rows kernel
 // wrote): the per-sample part of the gradient of the bias of the product that made the branch.
-// Without kGate (no branch: the plain norm's backward) only grad scale and grad shift. Each lane
+// Without kGate (no branch: the plain norm's backward) only grad scale and grad shift. The sums
+// are fp32 and written in TM, rounded once (a cast after them cost a kernel each: 215 per
+// DiT-XL/2 step on the H200, 0.42 ms); g_bias stays an fp32 workspace. Each lane
 // takes kCols adjacent columns: 4 where D and the rows allow (kVector: one 16-byte access of x and
 // gx, 8 bytes of bf16 gy and branch), else 1 (one column a lane, a warp reading 64 or 128 bytes
 // of a row, ran at 2.3 TB/s on the H200 for the plain norm's sums of DiT-XL/2's rows, 97 us per
@@ -389,8 +393,8 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
                                           const float* __restrict__ mean, const float* __restrict__ rstd,
                                           const float* __restrict__ gx, const TM* __restrict__ branch,
-                                          const TM* __restrict__ gate, int64_t mod_stride, float* __restrict__ g_gate,
-                                          float* __restrict__ g_scale, float* __restrict__ g_shift,
+                                          const TM* __restrict__ gate, int64_t mod_stride, TM* __restrict__ g_gate,
+                                          TM* __restrict__ g_scale, TM* __restrict__ g_shift,
                                           float* __restrict__ g_bias, int64_t T, int D) {
   static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
   constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
@@ -426,9 +430,13 @@ NT_UNROLL
       }
     }
   }
-  float* const out[4] = {kGate ? g_gate : g_scale, kGate ? g_scale : g_shift, g_shift, g_bias};
-  for (int j = 0; j < kSums; ++j)
-    store_lane_sums<kCols>(acc[j], shared + j * kCols * kColumnThreads, width, out[j] + n * D + d);
+  auto store = [&](int j, auto* out) {
+    store_lane_sums<kCols>(acc[j], shared + j * kCols * kColumnThreads, width, out + n * D + d);
+  };
+  if constexpr (kGate) store(0, g_gate);
+  store(kScale, g_scale);
+  store(kScale + 1, g_shift);
+  if constexpr (kBias) store(3, g_bias);  // fp32: a workspace
 }
 
 // out[n, d] = sum over the sample's tiles of part[n, tile, d], in order (fp32), written in T; for
@@ -526,14 +534,14 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
 // columns (with kVector one 8-byte load of grad and 4-byte accesses of branch and grad branch in
 // bf16: D even and every row and gate row 2-element aligned; else element by element, for any
 // D), each warp every kColumnGroups-th row, the warps added in order: deterministic. grad is read
-// once. With kBias also grad_bias = the sum of grad branch as written (the per-sample part of the
-// branch's bias gradient). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
+// once. grad gate is summed in fp32 and written in TB. With kBias also grad_bias = the sum of grad
+// branch as written (the per-sample part of the branch's bias gradient, an fp32 workspace). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
 // 1.6 TB/s; a lane per column, each warp every 8th row, 302 MB per call in 114 us, 2.6 TB/s.)
 template <typename TB, bool kBias, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,
                               const TB* __restrict__ branch, TB* __restrict__ grad_branch,
-                              float* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
+                              TB* __restrict__ grad_gate, float* __restrict__ grad_bias, int64_t T, int D) {
   constexpr int kSums = kBias ? 2 : 1;
   NT_SHARED float shared[kSums * 2 * kColumnThreads];
   const int64_t n = blockIdx.y;
@@ -559,9 +567,8 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
       }
     }
   }
-  float* const out[2] = {grad_gate, grad_bias};
-  for (int j = 0; j < kSums; ++j)
-    store_lane_sums<2>(acc[j], shared + j * 2 * kColumnThreads, width, out[j] + n * D + d);
+  store_lane_sums<2>(acc[0], shared, width, grad_gate + n * D + d);
+  if constexpr (kBias) store_lane_sums<2>(acc[1], shared + 2 * kColumnThreads, width, grad_bias + n * D + d);
 }
 
 // The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, rounded to T
@@ -629,8 +636,8 @@ void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shif
 // multiple of 4, every matrix and gate row 4-element aligned), else one.
 template <typename TM, typename TY, bool kGate, bool kBias>
 void launch_norm_columns(bool wide, const TY* gy, const float* x, const float* mean, const float* rstd,
-                         const float* gx, const TM* branch, const TM* gate, int64_t mod_stride, float* g_gate,
-                         float* g_scale, float* g_shift, float* g_bias, int64_t N, int64_t T, int D, cudaStream_t s) {
+                         const float* gx, const TM* branch, const TM* gate, int64_t mod_stride, TM* g_gate,
+                         TM* g_scale, TM* g_shift, float* g_bias, int64_t N, int64_t T, int D, cudaStream_t s) {
   auto launch = [&](auto kernel, int columns) {
     const dim3 grid(static_cast<unsigned>((D + columns - 1) / columns), static_cast<unsigned>(N));
     NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, gy, x, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
@@ -649,7 +656,7 @@ void launch_norm_columns(bool wide, const TY* gy, const float* x, const float* m
 template <typename TM, typename TY>
 void launch_modulated_norm_backward(const TY* gy, const float* x, const float* mean, const float* rstd,
                                     const TM* scale, int64_t scale_stride, const float* gx_other, float* gx,
-                                    float* g_scale, float* g_shift, float* workspace, int64_t rows, int64_t T, int D,
+                                    TM* g_scale, TM* g_shift, float* workspace, int64_t rows, int64_t T, int D,
                                     cudaStream_t s) {
   const int64_t N = rows / T;
   if (gx_other) {
@@ -659,8 +666,8 @@ void launch_modulated_norm_backward(const TY* gy, const float* x, const float* m
               static_cast<const TM*>(nullptr), mean, rstd, static_cast<const TM*>(nullptr), scale, scale_stride, gx,
               static_cast<TM*>(nullptr), T, D);
     launch_norm_columns<TM, TY, false, false>(D % 4 == 0 && aligned_to<4>(gy) && aligned_to<4>(x), gy, x, mean, rstd,
-                                              nullptr, nullptr, nullptr, scale_stride, nullptr, g_scale, g_shift,
-                                              nullptr, N, T, D, s);
+                                              nullptr, nullptr, nullptr, scale_stride, static_cast<TM*>(nullptr),
+                                              g_scale, g_shift, nullptr, N, T, D, s);
     return;
   }
   const int tiles = norm_backward_tiles(T);
@@ -669,7 +676,7 @@ void launch_modulated_norm_backward(const TY* gy, const float* x, const float* m
   auto row_kernel = pick_per_thread(D, [](auto p) { return norm_backward_kernel<TM, TY, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(N * tiles)), dim3(kThreads), s, gy, x, mean, rstd, scale,
             scale_stride, gx, part_scale, part_shift, T, D, tiles);
-  auto sum_kernel = tile_sum_kernel<float>;
+  auto sum_kernel = tile_sum_kernel<TM>;
   NT_LAUNCH(sum_kernel, dim3(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(N)), dim3(128), s,
             part_scale, part_shift, g_scale, g_shift, tiles, D);
 }
@@ -692,7 +699,7 @@ void launch_gated_residual_forward(const float* x, const TB* gate, int64_t gate_
 // grad_bias_part [N, D] fp32 and grad_bias [D] (TB) both null, or both given (the bias gradient).
 template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
-                                    TB* grad_branch, float* grad_gate, float* grad_bias_part, TB* grad_bias,
+                                    TB* grad_branch, TB* grad_gate, float* grad_bias_part, TB* grad_bias,
                                     int64_t rows, int64_t T, int D, cudaStream_t s) {
   const bool vector = D % 2 == 0 && gate_stride % 2 == 0 && aligned_to<2>(grad) && aligned_to<2>(gate) &&
                       aligned_to<2>(branch) && aligned_to<2>(grad_branch);
@@ -725,7 +732,7 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
 template <typename TM, typename TY>
 void launch_residual_norm_backward(const float* gh, const TY* gy, const float* x, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
-                                   TM* g_branch, float* g_gate, float* g_scale, float* g_shift, float* g_bias_part,
+                                   TM* g_branch, TM* g_gate, TM* g_scale, TM* g_shift, float* g_bias_part,
                                    TM* g_bias, int64_t rows, int64_t T, int D, cudaStream_t s) {
   auto row_kernel =
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, true, decltype(p)::value>; });
