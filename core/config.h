@@ -81,6 +81,7 @@ struct TrainConfig {
   std::string product_forms = "tall";  // "direct" | "tall": the form of a linear layer's weight gradient on CUDA
   bool weight_grads_in_place = true;   // CUDA weight-gradient products add into the gradient buffers themselves
   std::string fp32_attention = "products";  // "products" | "sdpa": CUDA attention on fp32 inputs
+  std::string blas = "auto";                // "auto" | "cublas" | "cublaslt": LibTorch's CUDA products
 };
 
 struct OptimConfig {

@@ -30,6 +30,7 @@
 #include "launch/watchdog.h"
 #include "models/attention_backend.h"
 #include "models/autocast.h"
+#include "models/blas_backend.h"
 #include "models/edm.h"
 #include "models/fp32_attention.h"
 #include "models/fused_kernels.h"
@@ -297,7 +298,8 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // attention kernels train.attention allows (models/attention_backend.h); a choice that cannot
 // apply is named in the log (rank 0). The form of the linear layers' weight-gradient products
 // (train.product_forms, models/product_forms.h); attention on fp32 inputs (train.fp32_attention,
-// models/fp32_attention.h).
+// models/fp32_attention.h); the library LibTorch's products go through (train.blas,
+// models/blas_backend.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
   set_product_form_policy(cfg.train.product_forms == "tall" ? FormPolicy::tall : FormPolicy::direct);
   set_fp32_attention_products(cfg.train.fp32_attention == "products");
@@ -306,6 +308,11 @@ void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
                                : "it chooses CUDA kernels; this run is on " + device.str()) +
              "; its attention runs as it would with \"auto\"");
+  if (cfg.train.blas != "auto" && (!device.is_cuda() || !set_blas_backend(cfg.train.blas)) && rank == 0)
+    log_warn("train.blas = \"" + cfg.train.blas + "\": " +
+             (device.is_cuda() ? std::string("this LibTorch (before 2.3) has no BLAS switch")
+                               : "it chooses the CUDA products' library; this run is on " + device.str()) +
+             "; its products run as they would with \"auto\"");
   if (!device.is_cuda()) return;
   const bool tf32 = cfg.train.precision == "bf16";
   at::globalContext().setAllowTF32CuBLAS(tf32);

@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
                      {"product_forms", cfg.train.product_forms},
                      {"weight_grads_in_place", cfg.train.weight_grads_in_place},
                      {"fp32_attention", cfg.train.fp32_attention},
+                     {"blas", cfg.train.blas},
                      {"loss_first_last", {r.first_loss, r.last_loss}}};
     if (j["device"] == "") j["device"] = r.device;
     std::printf("matmul TFLOP/s: %.1f, MFU %.1f%%, peak memory %s GB, peak resident %.2f GB\n", mm,
