@@ -535,8 +535,9 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
 // bf16: D even and every row and gate row 2-element aligned; else element by element, for any
 // D), each warp every kColumnGroups-th row, the warps added in order: deterministic. grad is read
 // once. grad gate is summed in fp32 and written in TB. With kBias also grad_bias = the sum of grad
-// branch as written (the per-sample part of the branch's bias gradient, an fp32 workspace). (On the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at
-// 1.6 TB/s; a lane per column, each warp every 8th row, 302 MB per call in 114 us, 2.6 TB/s.)
+// branch as written (the per-sample part of the branch's bias gradient, an fp32 workspace). (On
+// the H200 for DiT-XL/2's rows: a thread per column going down all T rows ran at 1.6 TB/s; a lane
+// per column, each warp every 8th row, 302 MB per call in 114 us, 2.6 TB/s.)
 template <typename TB, bool kBias, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gated_residual_bwd_kernel(const float* __restrict__ grad, const TB* __restrict__ gate, int64_t gate_stride,

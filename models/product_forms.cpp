@@ -13,26 +13,17 @@ namespace {
 std::optional<ProductForm> forced;  // force_product_form_for_tests
 FormPolicy policy = FormPolicy::tall;  // set_product_form_policy (train.product_forms's default)
 
-// The CUDA transpose kernel's dtypes and sizes (models/transpose_kernels_device.h).
-bool transpose_kernel_serves(const at::Tensor& t) {
-#ifdef NT_HAVE_CUDA_KERNELS
-  const auto dtype = t.scalar_type();
-  return t.is_cuda() && t.dim() == 2 && t.is_contiguous() && (dtype == at::kBFloat16 || dtype == at::kFloat) &&
-         t.numel() > 0 && t.size(0) <= cuda::transpose_max_rows();
-#else
-  (void)t;
-  return false;
-#endif
-}
-
 // out (= or +=) t^T for t [R, C], out [C, R] contiguous: on CUDA through the project's transpose
-// kernel where built, else LibTorch's copy or add of the transposed view.
+// kernel where built and it serves t (its dtypes and sizes), else LibTorch's copy or add of the
+// transposed view.
 void transpose_into(const at::Tensor& t, at::Tensor& out, bool accumulate) {
 #ifdef NT_HAVE_CUDA_KERNELS
-  if (transpose_kernel_serves(t)) {
+  const auto dtype = t.scalar_type();
+  if (t.is_cuda() && t.dim() == 2 && t.is_contiguous() && (dtype == at::kBFloat16 || dtype == at::kFloat) &&
+      t.numel() > 0 && t.size(0) <= cuda::transpose_max_rows()) {
     cuda::transpose(t.data_ptr(), out.data_ptr(), t.size(0), t.size(1),
-                    t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32, accumulate,
-                    t.get_device(), nullptr);
+                    dtype == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32, accumulate, t.get_device(),
+                    nullptr);
     return;
   }
 #endif
@@ -54,7 +45,6 @@ ProductForm form_for(const at::Tensor& dy2, const at::Tensor& a2) {
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {
   if (form_for(dy2, a2) == ProductForm::direct) return dy2.t().mm(a2);  // [O, M] · [M, H]
   const at::Tensor t = a2.t().mm(dy2);                                   // [H, M] · [M, O]
-  if (!transpose_kernel_serves(t)) return t.t().contiguous();
   auto out = at::empty({t.size(1), t.size(0)}, t.options());
   transpose_into(t, out, /*accumulate=*/false);
   return out;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "equal_or_both_undefined.h"
+#include "forced_product_form.h"
 #include "max_rel_diff.h"
 #include "models/autocast.h"
 #include "models/gelu_mlp.h"
@@ -26,13 +27,8 @@ namespace {
 using nt::test::equal_or_both_undefined;
 
 using nt::ProductForm;
+using Forced = nt::test::ForcedProductForm;
 using nt::test::max_rel_diff;
-
-// Forces a form for one scope.
-struct Forced {
-  explicit Forced(std::optional<ProductForm> f) { nt::force_product_form_for_tests(f); }
-  ~Forced() { nt::force_product_form_for_tests(std::nullopt); }
-};
 
 TEST(ProductForms, TransposedFormGivesTheDirectOne) {
   torch::manual_seed(1);

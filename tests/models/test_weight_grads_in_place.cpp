@@ -16,6 +16,7 @@
 #include <string>
 
 #include "core/rng.h"
+#include "forced_product_form.h"
 #include "golden_dit.h"
 #include "max_rel_diff.h"
 #include "models/autocast.h"
@@ -27,12 +28,8 @@
 namespace {
 
 using nt::ProductForm;
+using Forced = nt::test::ForcedProductForm;
 using nt::test::max_rel_diff;
-
-struct Forced {
-  explicit Forced(std::optional<ProductForm> f) { nt::force_product_form_for_tests(f); }
-  ~Forced() { nt::force_product_form_for_tests(std::nullopt); }
-};
 
 struct Linear {
   at::Tensor w, b;
