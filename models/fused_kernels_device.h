@@ -79,66 +79,97 @@ NT_DEVICE float norm_input_grad(float rstd, float g, float x_hat, const RowMeans
 // per block), the same bits on the GPU and in the CPU emulation.
 NT_DEVICE float residual_sum(float x, float gate, float branch) { return fmaf(gate, branch, x); }
 
-// LayerNorm + adaLN modulate forward, a block per row: the row's statistics, then
-// y = modulate(x_hat) in TY. With kResidual the norm's input is first formed as
-// h = x + gate * branch and written (fp32): the gated residual before the norm, inside a DiT
-// block (gate, branch, shift and scale then share the dtype TM). Each thread keeps its
-// kPerThread columns of the row in registers (d = threadIdx.x + k * kThreads), so the row is read
-// from memory once, all its loads in flight together, and the statistics and y come from
-// registers (chosen by the launch as for the backward below).
+// LayerNorm + adaLN modulate forward: the row's statistics, then y = modulate(x_hat) in TY. With
+// kResidual the norm's input is first formed as h = x + gate * branch and written (fp32): the
+// gated residual before the norm, inside a DiT block (gate, branch, shift and scale then share the
+// dtype TM). Each thread keeps its kPerThread columns of the row in registers
+// (d = threadIdx.x + k * kThreads), so the row is read from memory once and the statistics and y
+// come from registers (kPerThread chosen by the launch as for the backward below). A block takes
+// kNormRows consecutive rows, one after another, and issues the next row's loads before the
+// current row's statistics, so that they are in flight while it waits on its block sums; the
+// sample's shift and scale (L2 hits, shared by the sample's rows) are loaded with them. (A block
+// per row kept its loads in flight for about half of its life: 82 us per call for DiT-XL/2's
+// rows without the residual on the H200, 2.8 TB/s, 135 us with it, 3.4 TB/s.)
+constexpr int kNormRows = 4;
+
+// A row's loads for norm_forward_kernel: this thread's columns of x and, with kResidual, of gate
+// (the sample's) and branch ([kPerThread] each; zeros past the row's end).
+template <int kPerThread>
+struct NormRowLoads {
+  float x[kPerThread], gate[kPerThread], branch[kPerThread];
+};
+template <bool kResidual, typename TM, int kPerThread>
+NT_DEVICE void load_norm_row(NormRowLoads<kPerThread>& l, const float* x, const TM* gate,
+                             int64_t gate_stride, const TM* branch, int64_t row, int64_t n, int D) {
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+    l.x[k] = l.gate[k] = l.branch[k] = 0.f;
+    if (d < D) {
+      l.x[k] = x[row * D + d];
+      if constexpr (kResidual) {
+        l.gate[k] = to_float(gate[n * gate_stride + d]);
+        l.branch[k] = to_float(branch[row * D + d]);
+      }
+    }
+  }
+}
+
 template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     norm_forward_kernel(const float* __restrict__ x, const TM* __restrict__ gate, int64_t gate_stride,
                         const TM* __restrict__ branch, float* h, const TM* __restrict__ shift, int64_t shift_stride,
                         const TM* __restrict__ scale, int64_t scale_stride, TY* __restrict__ y,
-                        float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t T, int D, float eps) {
+                        float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows, int64_t T, int D,
+                        float eps) {
   NT_SHARED float shared[kThreads / 32];
-  const int64_t row = blockIdx.x, n = row / T;
-  const float* in = x + row * D;  // [D], x's row
-  float v[kPerThread];            // the norm's input
-  float s = 0.f;
-NT_UNROLL
-  for (int k = 0; k < kPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    v[k] = 0.f;
-    if (d < D) {
-      v[k] = in[d];
-      if constexpr (kResidual)
-        v[k] = residual_sum(v[k], to_float(gate[n * gate_stride + d]), to_float(branch[row * D + d]));
-      s += v[k];
-    }
-  }
-  if constexpr (kResidual) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kNormRows;
+  NormRowLoads<kPerThread> next;
+  load_norm_row<kResidual>(next, x, gate, gate_stride, branch, first, first / T, D);  // the launch has first < rows
+  for (int i = 0; i < kNormRows; ++i) {
+    const int64_t row = first + i, n = row / T;
+    if (row >= rows) return;  // uniform over the block
+    float v[kPerThread];      // the norm's input
+    float s = 0.f;
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
-      const int d = threadIdx.x + k * kThreads;
-      if (d < D) h[row * D + d] = v[k];
+      const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+      v[k] = kResidual ? residual_sum(next.x[k], next.gate[k], next.branch[k]) : next.x[k];
+      if (d < D) s += v[k];
     }
-  }
-  const float mean = block_sum(s, shared) / D;
-  float q = 0.f;
+    if constexpr (kResidual) {
 NT_UNROLL
-  for (int k = 0; k < kPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    const float c = v[k] - mean;
-    if (d < D) q += c * c;
-  }
-  const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
-  const TM* sh = shift + n * shift_stride;  // [D]
-  const TM* sc = scale + n * scale_stride;  // [D]
-  TY* yr = y + row * D;                     // [D]
-NT_UNROLL
-  for (int k = 0; k < kPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    if (d < D) {
-      const float x_hat = (v[k] - mean) * rstd;
-      const float s1 = round_to<TM>(1.f + to_float(sc[d]));
-      yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
+      for (int k = 0; k < kPerThread; ++k) {
+        const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+        if (d < D) h[row * D + d] = v[k];
+      }
     }
-  }
-  if (threadIdx.x == 0) {
-    mean_out[row] = mean;
-    rstd_out[row] = rstd;
+    if (i + 1 < kNormRows && row + 1 < rows) load_norm_row<kResidual>(next, x, gate, gate_stride, branch, row + 1, (row + 1) / T, D);
+    const float mean = block_sum(s, shared) / D;
+    float q = 0.f;
+NT_UNROLL
+    for (int k = 0; k < kPerThread; ++k) {
+      const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+      const float c = v[k] - mean;
+      if (d < D) q += c * c;
+    }
+    const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
+    const TM* sh = shift + n * shift_stride;  // [D]
+    const TM* sc = scale + n * scale_stride;  // [D]
+    TY* yr = y + row * D;                     // [D]
+NT_UNROLL
+    for (int k = 0; k < kPerThread; ++k) {
+      const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+      if (d < D) {
+        const float x_hat = (v[k] - mean) * rstd;
+        const float s1 = round_to<TM>(1.f + to_float(sc[d]));
+        yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
+      }
+    }
+    if (threadIdx.x == 0) {
+      mean_out[row] = mean;
+      rstd_out[row] = rstd;
+    }
   }
 }
 
@@ -216,6 +247,17 @@ NT_UNROLL
   }
 }
 
+// Column k of this thread in a row of D (d = threadIdx.x + k * kThreads), clamped to the row: a
+// column past the row's end reads the last one again and its value is not used. The row kernels
+// load through it so that their loads carry no branch: with an `if (d < D)` around each column's
+// loads and arithmetic, nvcc (13.0, sm_90) kept each column in a branch region of its own and
+// waited for that column's loads before issuing the next column's, one DRAM round trip per column
+// (the SASS of the residual's row kernel, docs/performance.md, seventeenth session).
+NT_DEVICE int row_column(int k, int D) {
+  const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+  return d < D ? d : D - 1;
+}
+
 // The residual + norm backward, h = x' + gate * branch then the norm of h, in two kernels. Here a
 // block per row, as in the forward (rows independent, all in flight: the one-pass tile kernel
 // above, given h's gradient and branch as well, ran at 1.2 TB/s on the H200 where the plain one
@@ -227,9 +269,10 @@ NT_UNROLL
 // (branch, gate and g_branch unused) x is the norm's input itself: the plain norm's backward with
 // gh added. A template parameter, not a null test: with the test in the loop the plain norm's
 // use slowed too (H200, DiT-XL/2's rows: 134 -> 205 us per call; 131 again as a template
-// parameter). Forming h here costs more than its extra reads predict: 171 us per call when h
-// was read, 252 now (docs/performance.md, fifteenth session). The sums over the sample's tokens
-// (grad gate, scale, shift) follow in residual_norm_backward_columns_kernel.
+// parameter). All of a thread's loads come first, without branches (row_column), then the
+// arithmetic: with kResidual the loads of each column used to wait for the previous column's
+// (252 us per call, against 171 when h was read). The sums over the sample's tokens (grad gate,
+// scale, shift) follow in residual_norm_backward_columns_kernel.
 template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
     residual_norm_backward_rows_kernel(const float* __restrict__ gh, const TY* __restrict__ gy,
@@ -238,32 +281,44 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
                                        const TM* __restrict__ gate, const TM* __restrict__ scale, int64_t mod_stride,
                                        float* __restrict__ gx, TM* __restrict__ g_branch, int64_t T, int D) {
   NT_SHARED float shared[kThreads / 32];
-  const int64_t row = blockIdx.x, n = row / T, base = row * D;
+  const int64_t row = blockIdx.x, n = row / T, base = row * D, mod = n * mod_stride;
+  // The loads: [kPerThread] each, this thread's columns of the row (of the sample's for gate, scale).
+  float gyv[kPerThread], sv[kPerThread], xv[kPerThread], gatev[kPerThread], bv[kPerThread], ghv[kPerThread];
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+    gyv[k] = sv[k] = xv[k] = gatev[k] = bv[k] = ghv[k] = 0.f;
+    if (d < D) {
+      gyv[k] = to_float(gy[base + d]);
+      sv[k] = to_float(scale[mod + d]);
+      xv[k] = x[base + d];
+      if constexpr (kResidual) {
+        gatev[k] = to_float(gate[mod + d]);
+        bv[k] = to_float(branch[base + d]);
+      }
+      if (gh) ghv[k] = gh[base + d];
+    }
+  }
   const float m = mean[row], r = rstd[row];
-  float g[kPerThread], x_hat[kPerThread], ghv[kPerThread];
+  float g[kPerThread], x_hat[kPerThread];
   float a = 0.f, b = 0.f;
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
-    g[k] = x_hat[k] = 0.f;
-    ghv[k] = d < D && gh ? gh[base + d] : 0.f;
-    if (d < D) {
-      g[k] = to_float(gy[base + d]) * round_to<TM>(1.f + to_float(scale[n * mod_stride + d]));
-      float h = x[base + d];
-      if constexpr (kResidual) h = residual_sum(h, to_float(gate[n * mod_stride + d]), to_float(branch[base + d]));
-      x_hat[k] = (h - m) * r;
-      a += g[k];
-      b += g[k] * x_hat[k];
-    }
+    const bool in_row = static_cast<int>(threadIdx.x) + k * kThreads < D;
+    const float h = kResidual ? residual_sum(xv[k], gatev[k], bv[k]) : xv[k];
+    g[k] = in_row ? gyv[k] * round_to<TM>(1.f + sv[k]) : 0.f;
+    x_hat[k] = in_row ? (h - m) * r : 0.f;
+    a += g[k];
+    b += g[k] * x_hat[k];
   }
   const RowMeans means = row_means(a, b, shared, D);
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
-    const int d = threadIdx.x + k * kThreads;
+    const int d = static_cast<int>(threadIdx.x) + k * kThreads;
     if (d < D) {
       const float grad = ghv[k] + norm_input_grad(r, g[k], x_hat[k], means);
       gx[base + d] = grad;
-      if constexpr (kResidual) g_branch[base + d] = from_float<TM>(grad * to_float(gate[n * mod_stride + d]));
+      if constexpr (kResidual) g_branch[base + d] = from_float<TM>(grad * gatev[k]);
     }
   }
 }
@@ -623,14 +678,17 @@ auto pick_per_thread(int D, Kernel kernel) {
   return kernel(std::integral_constant<int, kMaxPerThread>{});
 }
 
+// Blocks of norm_forward_kernel for `rows` rows (kNormRows each, the last one maybe fewer).
+inline unsigned norm_forward_blocks(int64_t rows) { return static_cast<unsigned>((rows + kNormRows - 1) / kNormRows); }
+
 template <typename TM, typename TY>
 void launch_modulated_norm_forward(const float* x, const TM* shift, int64_t shift_stride, const TM* scale,
                                    int64_t scale_stride, TY* y, float* mean, float* rstd, int64_t rows, int64_t T,
                                    int D, float eps, cudaStream_t s) {
   auto kernel = pick_per_thread(D, [](auto p) { return norm_forward_kernel<TM, TY, false, decltype(p)::value>; });
-  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, static_cast<const TM*>(nullptr),
-            int64_t{0}, static_cast<const TM*>(nullptr), static_cast<float*>(nullptr), shift, shift_stride, scale,
-            scale_stride, y, mean, rstd, T, D, eps);
+  NT_LAUNCH(kernel, dim3(norm_forward_blocks(rows)), dim3(kThreads), s, x, static_cast<const TM*>(nullptr), int64_t{0},
+            static_cast<const TM*>(nullptr), static_cast<float*>(nullptr), shift, shift_stride, scale, scale_stride, y,
+            mean, rstd, rows, T, D, eps);
 }
 
 // residual_norm_backward_columns_kernel for N samples: four columns a lane where `wide` (D a
@@ -722,8 +780,8 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
                                   int64_t mod_stride, float* h, TY* y, float* mean, float* rstd, int64_t rows,
                                   int64_t T, int D, float eps, cudaStream_t s) {
   auto kernel = pick_per_thread(D, [](auto p) { return norm_forward_kernel<TM, TY, true, decltype(p)::value>; });
-  NT_LAUNCH(kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, x, gate, mod_stride, branch, h, shift,
-            mod_stride, scale, mod_stride, y, mean, rstd, T, D, eps);
+  NT_LAUNCH(kernel, dim3(norm_forward_blocks(rows)), dim3(kThreads), s, x, gate, mod_stride, branch, h, shift,
+            mod_stride, scale, mod_stride, y, mean, rstd, rows, T, D, eps);
 }
 
 // x: the residual's input x' (h = x' + gate * branch is formed again, not read). gh may be null
