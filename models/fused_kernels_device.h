@@ -345,6 +345,26 @@ struct LaneAccess {
   static constexpr int kPerChunk = kChunk / static_cast<int>(sizeof(T));
   using Word = std::conditional_t<kChunk == 4, unsigned, std::conditional_t<kChunk == 8, uint2, uint4>>;
 };
+// A word W (LaneAccess' Word) from or to memory aligned to it: one access on the GPU; memcpy in
+// the CPU run (no type punning there).
+template <typename W>
+NT_DEVICE W load_word(const void* p) {
+#ifdef __CUDACC__
+  return *reinterpret_cast<const W*>(p);
+#else
+  W w;
+  memcpy(&w, p, sizeof(W));
+  return w;
+#endif
+}
+template <typename W>
+NT_DEVICE void store_word(void* p, const W& w) {
+#ifdef __CUDACC__
+  *reinterpret_cast<W*>(p) = w;
+#else
+  memcpy(p, &w, sizeof(W));
+#endif
+}
 #ifdef __CUDACC__
 constexpr bool kVectorAccess = true;
 #else

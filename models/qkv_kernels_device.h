@@ -12,7 +12,8 @@
 // Layout as the GELU kernel's sums (gelu_kernels_device.h): a block of kColumnThreads threads
 // takes kLaneBlockColumns<kCols> columns of a split of the rows, each lane kCols adjacent columns
 // (8 where hd, the strides and the pointers allow: one 16-byte access of bf16 in one head; else 2),
-// its 8 warps every 8th row, kQkvRows rows loaded before any is stored; the warps' sums added in
+// its 8 warps every 8th row, kQkvVectorRows rows (8 columns a lane, kept as loaded) or kQkvRows
+// (2, as floats) loaded before any is stored; the warps' sums added in
 // warp order, then the splits (row_sum_kernel): deterministic, the same sums for either kCols.
 // (With two columns a lane, 4-byte accesses, it moved 453 MB per call in 252 us on the H200 for
 // DiT-XL/2's rows: 1.8 TB/s, where autograd's stack alone ran at 4.0.)
@@ -23,7 +24,8 @@
 
 namespace nt::cuda::device {
 
-constexpr int kQkvRows = 4;  // rows a warp loads at once
+constexpr int kQkvRows = 4;        // rows a warp loads at once, a lane's columns as floats
+constexpr int kQkvVectorRows = 8;  // as the words they came in (kVector)
 
 // The three gradients: base pointers (null: zeros) and strides along n, h, t (elements).
 template <typename T>
@@ -65,28 +67,62 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
       s_n[k] = pick(in.stride_n, p);
       s_t[k] = pick(in.stride_t, p);
     }
-    for (int64_t r = t0 + group; r < t1; r += kQkvRows * kColumnGroups) {
-      float v[kQkvRows][kCols] = {};
+    if constexpr (kVector) {
+      // kQkvVectorRows rows at a time, as loaded: each lane's kCols elements of a row stay in the
+      // words they came in (W: 4 or 16 bytes) and go to g as they are; only the sums unpack them.
+      // (As floats, 4 rows took 72 registers: 3 blocks of 256 threads an SM, 48 KB in flight.)
+      using W = typename LaneAccess<kCols, T>::Word;
+      constexpr int kPerWord = LaneAccess<kCols, T>::kPerChunk, kWords = kCols / kPerWord;
+      for (int64_t r = t0 + group; r < t1; r += kQkvVectorRows * kColumnGroups) {
+        W words[kQkvVectorRows][kWords];
 NT_UNROLL
-      for (int u = 0; u < kQkvRows; ++u) {
-        const int64_t row = r + u * kColumnGroups;
-        if (row < t1) {
-          // 32-bit division: the launcher checks M < 2^31.
-          const int64_t n = static_cast<uint32_t>(row) / static_cast<uint32_t>(T_rows), t = row - n * T_rows;
-          if constexpr (kVector) {
-            if (src[0]) load_cols<kCols, true>(src[0] + n * s_n[0] + t * s_t[0] + offset[0], kCols, v[u]);
-          } else {
+        for (int u = 0; u < kQkvVectorRows; ++u) {
+          const int64_t row = r + u * kColumnGroups;
+NT_UNROLL
+          for (int j = 0; j < kWords; ++j) words[u][j] = W{};
+          if (row < t1 && src[0]) {
+            const int64_t n = static_cast<uint32_t>(row) / static_cast<uint32_t>(T_rows), t = row - n * T_rows;
+            const T* from = src[0] + n * s_n[0] + t * s_t[0] + offset[0];
+NT_UNROLL
+            for (int j = 0; j < kWords; ++j) words[u][j] = load_word<W>(from + j * kPerWord);
+          }
+        }
+NT_UNROLL
+        for (int u = 0; u < kQkvVectorRows; ++u) {
+          const int64_t row = r + u * kColumnGroups;
+          if (row < t1) {
+NT_UNROLL
+            for (int j = 0; j < kWords; ++j) store_word(g + row * C + c + j * kPerWord, words[u][j]);
+          }
+NT_UNROLL
+          for (int j = 0; j < kWords; ++j) {
+            T e[kPerWord];
+            memcpy(static_cast<void*>(e), &words[u][j], sizeof(W));
+NT_UNROLL
+            for (int k = 0; k < kPerWord; ++k) acc[j * kPerWord + k] += to_float(e[k]);  // row by row, in order
+          }
+        }
+      }
+    } else {
+      for (int64_t r = t0 + group; r < t1; r += kQkvRows * kColumnGroups) {
+        float v[kQkvRows][kCols] = {};
+NT_UNROLL
+        for (int u = 0; u < kQkvRows; ++u) {
+          const int64_t row = r + u * kColumnGroups;
+          if (row < t1) {
+            // 32-bit division: the launcher checks M < 2^31.
+            const int64_t n = static_cast<uint32_t>(row) / static_cast<uint32_t>(T_rows), t = row - n * T_rows;
             for (int k = 0; k < width; ++k)
               if (src[k]) v[u][k] = to_float(src[k][n * s_n[k] + t * s_t[k] + offset[k]]);
           }
         }
-      }
 NT_UNROLL
-      for (int u = 0; u < kQkvRows; ++u) {
-        const int64_t row = r + u * kColumnGroups;
-        if (row < t1) store_cols<kCols, kVector>(g + row * C + c, width, v[u]);
+        for (int u = 0; u < kQkvRows; ++u) {
+          const int64_t row = r + u * kColumnGroups;
+          if (row < t1) store_cols<kCols, false>(g + row * C + c, width, v[u]);
 NT_UNROLL
-        for (int k = 0; k < kCols; ++k) acc[k] += v[u][k];  // row by row, in order (T holds them exactly)
+          for (int k = 0; k < kCols; ++k) acc[k] += v[u][k];  // row by row, in order (T holds them exactly)
+        }
       }
     }
   }
