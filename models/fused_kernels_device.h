@@ -85,32 +85,53 @@ NT_DEVICE float residual_sum(float x, float gate, float branch) { return fmaf(ga
 // dtype TM). Each thread keeps its kPerThread columns of the row in registers
 // (d = threadIdx.x + k * kThreads), so the row is read from memory once and the statistics and y
 // come from registers (kPerThread chosen by the launch as for the backward below). A block takes
-// kNormRows consecutive rows, one after another, and issues the next row's loads before the
-// current row's statistics, so that they are in flight while it waits on its block sums; the
-// sample's shift and scale (L2 hits, shared by the sample's rows) are loaded with them. (A block
-// per row kept its loads in flight for about half of its life: 82 us per call for DiT-XL/2's
-// rows without the residual on the H200, 2.8 TB/s, 135 us with it, 3.4 TB/s.)
+// kNormRows consecutive rows, one after another: it issues the next row's loads before the
+// current row's block sums, so that they are in flight while it waits on those, and keeps the
+// sample's gate, shift and scale in registers from row to row (loaded again where a block's rows
+// reach the next sample). A block per row kept its loads in flight for about half of its life and
+// waited for shift and scale (L2 hits) after its statistics, in 4 groups as nvcc scheduled them:
+// 82 us per call for DiT-XL/2's rows without the residual on the H200 (2.8 TB/s), 135 us with it
+// (3.4 TB/s).
 constexpr int kNormRows = 4;
 
-// A row's loads for norm_forward_kernel: this thread's columns of x and, with kResidual, of gate
-// (the sample's) and branch ([kPerThread] each; zeros past the row's end).
-template <int kPerThread>
+// Loads for norm_forward_kernel, as stored ([kPerThread] each: this thread's columns, zeros past
+// the row's end); nothing reads them before the last is issued (a conversion next to its load
+// waits for it). A row's: x and, with kResidual, branch; a sample's: shift, scale and, with
+// kResidual, gate.
+template <typename TM, int kPerThread>
 struct NormRowLoads {
-  float x[kPerThread], gate[kPerThread], branch[kPerThread];
+  float x[kPerThread];
+  TM branch[kPerThread];
+};
+template <typename TM, int kPerThread>
+struct NormSampleLoads {
+  TM gate[kPerThread], shift[kPerThread], scale[kPerThread];
 };
 template <bool kResidual, typename TM, int kPerThread>
-NT_DEVICE void load_norm_row(NormRowLoads<kPerThread>& l, const float* x, const TM* gate,
-                             int64_t gate_stride, const TM* branch, int64_t row, int64_t n, int D) {
+NT_DEVICE void load_norm_row(NormRowLoads<TM, kPerThread>& l, const float* x, const TM* branch, int64_t row, int D) {
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const int d = static_cast<int>(threadIdx.x) + k * kThreads;
-    l.x[k] = l.gate[k] = l.branch[k] = 0.f;
+    l.x[k] = 0.f;
+    l.branch[k] = TM{};
     if (d < D) {
       l.x[k] = x[row * D + d];
-      if constexpr (kResidual) {
-        l.gate[k] = to_float(gate[n * gate_stride + d]);
-        l.branch[k] = to_float(branch[row * D + d]);
-      }
+      if constexpr (kResidual) l.branch[k] = branch[row * D + d];
+    }
+  }
+}
+template <bool kResidual, typename TM, int kPerThread>
+NT_DEVICE void load_norm_sample(NormSampleLoads<TM, kPerThread>& l, const TM* gate, int64_t gate_stride,
+                                const TM* shift, int64_t shift_stride, const TM* scale, int64_t scale_stride,
+                                int64_t n, int D) {
+NT_UNROLL
+  for (int k = 0; k < kPerThread; ++k) {
+    const int d = static_cast<int>(threadIdx.x) + k * kThreads;
+    l.gate[k] = l.shift[k] = l.scale[k] = TM{};
+    if (d < D) {
+      if constexpr (kResidual) l.gate[k] = gate[n * gate_stride + d];
+      l.shift[k] = shift[n * shift_stride + d];
+      l.scale[k] = scale[n * scale_stride + d];
     }
   }
 }
@@ -123,18 +144,25 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
                         float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows, int64_t T, int D,
                         float eps) {
   NT_SHARED float shared[kThreads / 32];
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kNormRows;
-  NormRowLoads<kPerThread> next;
-  load_norm_row<kResidual>(next, x, gate, gate_stride, branch, first, first / T, D);  // the launch has first < rows
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kNormRows;  // < rows (the launch)
+  int64_t n_loaded = first / T;
+  NormSampleLoads<TM, kPerThread> mod;
+  NormRowLoads<TM, kPerThread> next;
+  load_norm_sample<kResidual>(mod, gate, gate_stride, shift, shift_stride, scale, scale_stride, n_loaded, D);
+  load_norm_row<kResidual>(next, x, branch, first, D);
   for (int i = 0; i < kNormRows; ++i) {
     const int64_t row = first + i, n = row / T;
-    if (row >= rows) return;  // uniform over the block
-    float v[kPerThread];      // the norm's input
+    if (row >= rows) return;  // uniform over the block, as n
+    if (n != n_loaded) {
+      n_loaded = n;
+      load_norm_sample<kResidual>(mod, gate, gate_stride, shift, shift_stride, scale, scale_stride, n, D);
+    }
+    float v[kPerThread];  // the norm's input
     float s = 0.f;
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = static_cast<int>(threadIdx.x) + k * kThreads;
-      v[k] = kResidual ? residual_sum(next.x[k], next.gate[k], next.branch[k]) : next.x[k];
+      v[k] = kResidual ? residual_sum(next.x[k], to_float(mod.gate[k]), to_float(next.branch[k])) : next.x[k];
       if (d < D) s += v[k];
     }
     if constexpr (kResidual) {
@@ -144,7 +172,7 @@ NT_UNROLL
         if (d < D) h[row * D + d] = v[k];
       }
     }
-    if (i + 1 < kNormRows && row + 1 < rows) load_norm_row<kResidual>(next, x, gate, gate_stride, branch, row + 1, (row + 1) / T, D);
+    if (i + 1 < kNormRows && row + 1 < rows) load_norm_row<kResidual>(next, x, branch, row + 1, D);
     const float mean = block_sum(s, shared) / D;
     float q = 0.f;
 NT_UNROLL
@@ -154,16 +182,14 @@ NT_UNROLL
       if (d < D) q += c * c;
     }
     const float rstd = rsqrtf(block_sum(q, shared) / D + eps);
-    const TM* sh = shift + n * shift_stride;  // [D]
-    const TM* sc = scale + n * scale_stride;  // [D]
-    TY* yr = y + row * D;                     // [D]
+    TY* yr = y + row * D;  // [D]
 NT_UNROLL
     for (int k = 0; k < kPerThread; ++k) {
       const int d = static_cast<int>(threadIdx.x) + k * kThreads;
       if (d < D) {
         const float x_hat = (v[k] - mean) * rstd;
-        const float s1 = round_to<TM>(1.f + to_float(sc[d]));
-        yr[d] = from_float<TY>(x_hat * s1 + to_float(sh[d]));
+        const float s1 = round_to<TM>(1.f + to_float(mod.scale[k]));
+        yr[d] = from_float<TY>(x_hat * s1 + to_float(mod.shift[k]));
       }
     }
     if (threadIdx.x == 0) {
@@ -247,17 +273,6 @@ NT_UNROLL
   }
 }
 
-// Column k of this thread in a row of D (d = threadIdx.x + k * kThreads), clamped to the row: a
-// column past the row's end reads the last one again and its value is not used. The row kernels
-// load through it so that their loads carry no branch: with an `if (d < D)` around each column's
-// loads and arithmetic, nvcc (13.0, sm_90) kept each column in a branch region of its own and
-// waited for that column's loads before issuing the next column's, one DRAM round trip per column
-// (the SASS of the residual's row kernel, docs/performance.md, seventeenth session).
-NT_DEVICE int row_column(int k, int D) {
-  const int d = static_cast<int>(threadIdx.x) + k * kThreads;
-  return d < D ? d : D - 1;
-}
-
 // The residual + norm backward, h = x' + gate * branch then the norm of h, in two kernels. Here a
 // block per row, as in the forward (rows independent, all in flight: the one-pass tile kernel
 // above, given h's gradient and branch as well, ran at 1.2 TB/s on the H200 where the plain one
@@ -269,9 +284,10 @@ NT_DEVICE int row_column(int k, int D) {
 // (branch, gate and g_branch unused) x is the norm's input itself: the plain norm's backward with
 // gh added. A template parameter, not a null test: with the test in the loop the plain norm's
 // use slowed too (H200, DiT-XL/2's rows: 134 -> 205 us per call; 131 again as a template
-// parameter). All of a thread's loads come first, without branches (row_column), then the
-// arithmetic: with kResidual the loads of each column used to wait for the previous column's
-// (252 us per call, against 171 when h was read). The sums over the sample's tokens (grad gate,
+// parameter). A thread issues all of its loads, as stored, before it converts or uses any: with
+// each column's conversions next to its loads, nvcc 13 waited for each column's loads before
+// issuing the next column's, 9 DRAM round trips a row (scripts/sass-summary; 252 us per call
+// with kResidual, against 171 when h was read). The sums over the sample's tokens (grad gate,
 // scale, shift) follow in residual_norm_backward_columns_kernel.
 template <typename TM, typename TY, bool kResidual, int kPerThread>
 NT_GLOBAL void NT_BOUNDS(kThreads)
@@ -282,19 +298,25 @@ NT_GLOBAL void NT_BOUNDS(kThreads)
                                        float* __restrict__ gx, TM* __restrict__ g_branch, int64_t T, int D) {
   NT_SHARED float shared[kThreads / 32];
   const int64_t row = blockIdx.x, n = row / T, base = row * D, mod = n * mod_stride;
-  // The loads: [kPerThread] each, this thread's columns of the row (of the sample's for gate, scale).
-  float gyv[kPerThread], sv[kPerThread], xv[kPerThread], gatev[kPerThread], bv[kPerThread], ghv[kPerThread];
+  // The loads, as stored ([kPerThread] each: this thread's columns of the row, of the sample's for
+  // gate and scale; zeros past the row's end): nothing reads them before the last is issued (a
+  // conversion next to its load waits for it).
+  TY gyv[kPerThread];
+  TM sv[kPerThread], gatev[kPerThread], bv[kPerThread];
+  float xv[kPerThread], ghv[kPerThread];
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const int d = static_cast<int>(threadIdx.x) + k * kThreads;
-    gyv[k] = sv[k] = xv[k] = gatev[k] = bv[k] = ghv[k] = 0.f;
+    gyv[k] = TY{};
+    sv[k] = gatev[k] = bv[k] = TM{};
+    xv[k] = ghv[k] = 0.f;
     if (d < D) {
-      gyv[k] = to_float(gy[base + d]);
-      sv[k] = to_float(scale[mod + d]);
+      gyv[k] = gy[base + d];
+      sv[k] = scale[mod + d];
       xv[k] = x[base + d];
       if constexpr (kResidual) {
-        gatev[k] = to_float(gate[mod + d]);
-        bv[k] = to_float(branch[base + d]);
+        gatev[k] = gate[mod + d];
+        bv[k] = branch[base + d];
       }
       if (gh) ghv[k] = gh[base + d];
     }
@@ -305,8 +327,8 @@ NT_UNROLL
 NT_UNROLL
   for (int k = 0; k < kPerThread; ++k) {
     const bool in_row = static_cast<int>(threadIdx.x) + k * kThreads < D;
-    const float h = kResidual ? residual_sum(xv[k], gatev[k], bv[k]) : xv[k];
-    g[k] = in_row ? gyv[k] * round_to<TM>(1.f + sv[k]) : 0.f;
+    const float h = kResidual ? residual_sum(xv[k], to_float(gatev[k]), to_float(bv[k])) : xv[k];
+    g[k] = in_row ? to_float(gyv[k]) * round_to<TM>(1.f + to_float(sv[k])) : 0.f;
     x_hat[k] = in_row ? (h - m) * r : 0.f;
     a += g[k];
     b += g[k] * x_hat[k];
@@ -318,7 +340,7 @@ NT_UNROLL
     if (d < D) {
       const float grad = ghv[k] + norm_input_grad(r, g[k], x_hat[k], means);
       gx[base + d] = grad;
-      if constexpr (kResidual) g_branch[base + d] = from_float<TM>(grad * gatev[k]);
+      if constexpr (kResidual) g_branch[base + d] = from_float<TM>(grad * to_float(gatev[k]));
     }
   }
 }
@@ -387,6 +409,46 @@ NT_UNROLL
     for (int k = 0; k < kCols; ++k) v[k] = k < width ? to_float(p[k]) : 0.f;
   }
 }
+// A lane's kCols adjacent elements as loaded, for a thread to issue all of its loads before it
+// converts any (a conversion next to its load waits for it: nvcc 13 then issues the next load
+// only after that one's round trip). kVector (p kCols-element aligned, width == kCols): whole
+// words (LaneAccess), through load_word also in the CPU run; else element by element, those from
+// `width` on zero.
+template <int kCols, bool kVector, typename T>
+struct LaneLoad {
+  using A = LaneAccess<kCols, T>;
+  using Item = std::conditional_t<kVector, typename A::Word, T>;
+  static constexpr int kItems = kVector ? kCols / A::kPerChunk : kCols;
+  Item item[kItems];
+
+  NT_DEVICE void clear() {
+NT_UNROLL
+    for (int c = 0; c < kItems; ++c) item[c] = Item{};
+  }
+  NT_DEVICE void fetch(const T* p, int width) {
+NT_UNROLL
+    for (int c = 0; c < kItems; ++c) {
+      if constexpr (kVector)
+        item[c] = load_word<Item>(p + c * A::kPerChunk);
+      else
+        item[c] = c < width ? p[c] : T{};
+    }
+  }
+  NT_DEVICE void unpack(float (&v)[kCols]) const {
+    if constexpr (kVector) {
+NT_UNROLL
+      for (int c = 0; c < kItems; ++c) {
+        T e[A::kPerChunk];
+        memcpy(static_cast<void*>(e), &item[c], sizeof(Item));
+NT_UNROLL
+        for (int k = 0; k < A::kPerChunk; ++k) v[c * A::kPerChunk + k] = to_float(e[k]);
+      }
+    } else {
+NT_UNROLL
+      for (int k = 0; k < kCols; ++k) v[k] = to_float(item[k]);
+    }
+  }
+};
 template <int kCols, bool kVector, typename T>
 NT_DEVICE void store_cols(T* p, int width, const float (&v)[kCols]) {
   if constexpr (kVector && kVectorAccess) {

@@ -80,14 +80,22 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     // kRows rows at a time, their loads issued together (g and dpre may alias, so the
     // compiler may not move a row's loads above the previous row's stores itself).
     for (int64_t t = t0 + group; t < t1; t += kRows * kColumnGroups) {
-      float v[kRows][kCols] = {}, p[kRows][kCols] = {};
+      LaneLoad<kCols, kVector, T> gl[kRows], pl[kRows];  // all of them issued before any is read
 NT_UNROLL
       for (int u = 0; u < kRows; ++u) {
         const int64_t row = t + u * kColumnGroups, i = row * N + d;
+        gl[u].clear();
+        pl[u].clear();
         if (row < t1) {
-          load_cols<kCols, kVector>(g + i, width, v[u]);
-          if (kDerivative || kAct) load_cols<kCols, kVector>(pre + i, width, p[u]);
+          gl[u].fetch(g + i, width);
+          if (kDerivative || kAct) pl[u].fetch(pre + i, width);
         }
+      }
+      float v[kRows][kCols], p[kRows][kCols];
+NT_UNROLL
+      for (int u = 0; u < kRows; ++u) {
+        gl[u].unpack(v[u]);
+        pl[u].unpack(p[u]);
       }
 NT_UNROLL
       for (int u = 0; u < kRows; ++u) {
