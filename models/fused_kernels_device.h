@@ -525,6 +525,12 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
 // gx, 8 bytes of bf16 gy and branch), else 1 (one column a lane, a warp reading 64 or 128 bytes
 // of a row, ran at 2.3 TB/s on the H200 for the plain norm's sums of DiT-XL/2's rows, 97 us per
 // call); the same sums in the same order either way.
+// Rows a warp of a column kernel loads at once (LaneLoad), before it reads any of them: the
+// gated residual's backward and the plain norm's sums; with a residual's branch (four matrices a
+// row) the norms' sums take 2, which keeps them at 3 blocks an SM (72 registers for bf16 with 4
+// columns a lane; 98 with 4 rows).
+constexpr int kColumnRows = 4;
+
 template <typename TM, typename TY, bool kGate, bool kBias, int kCols, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,
@@ -534,6 +540,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
                                           TM* __restrict__ g_scale, TM* __restrict__ g_shift,
                                           float* __restrict__ g_bias, int64_t T, int D) {
   static_assert(kGate || !kBias, "the bias's gradient comes with the gate's");
+  constexpr int kRows = kGate ? 2 : kColumnRows;
   constexpr int kSums = kBias ? 4 : kGate ? 3 : 2, kScale = kGate ? 1 : 0;
   NT_SHARED float shared[kSums * kCols * kColumnThreads];
   const int64_t n = blockIdx.y;
@@ -543,27 +550,48 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   if (width > 0) {
     float gt[kCols] = {};
     if constexpr (kGate) load_cols<kCols, kVector>(gate + n * mod_stride + d, width, gt);
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-    for (int64_t t = group; t < T; t += kColumnGroups) {
-      const int64_t row = n * T + t, i = row * D + d;
-      const float m = mean[row], r = rstd[row];
-      float gyv[kCols], xv[kCols], gxv[kCols] = {}, bv[kCols] = {};  // past width: 0
-      load_cols<kCols, kVector>(gy + i, width, gyv);
-      load_cols<kCols, kVector>(x + i, width, xv);
-      if constexpr (kGate) {
-        load_cols<kCols, kVector>(gx + i, width, gxv);
-        load_cols<kCols, kVector>(branch + i, width, bv);
+    // kRows rows at a time: all their loads issued, then their sums, row by row.
+    for (int64_t t0 = group; t0 < T; t0 += kRows * kColumnGroups) {
+      LaneLoad<kCols, kVector, TY> gyl[kRows];
+      LaneLoad<kCols, kVector, float> xl[kRows], gxl[kRows];
+      LaneLoad<kCols, kVector, TM> bl[kRows];
+      float m[kRows], r[kRows];
+NT_UNROLL
+      for (int u = 0; u < kRows; ++u) {
+        const int64_t t = t0 + u * kColumnGroups, row = n * T + t, i = row * D + d;
+        gyl[u].clear();
+        xl[u].clear();
+        gxl[u].clear();
+        bl[u].clear();
+        m[u] = r[u] = 0.f;
+        if (t < T) {
+          m[u] = mean[row];
+          r[u] = rstd[row];
+          gyl[u].fetch(gy + i, width);
+          xl[u].fetch(x + i, width);
+          if constexpr (kGate) {
+            gxl[u].fetch(gx + i, width);
+            bl[u].fetch(branch + i, width);
+          }
+        }
       }
 NT_UNROLL
-      for (int k = 0; k < kCols; ++k) {
-        const float h = kGate ? residual_sum(xv[k], gt[k], bv[k]) : xv[k];
-        const float x_hat = (h - m) * r;
-        if constexpr (kGate) acc[0][k] += gxv[k] * bv[k];
-        acc[kScale][k] += gyv[k] * x_hat;
-        acc[kScale + 1][k] += gyv[k];
-        if constexpr (kBias) acc[3][k] += round_to<TM>(gxv[k] * gt[k]);
+      for (int u = 0; u < kRows; ++u) {
+        if (t0 + u * kColumnGroups >= T) break;  // uniform over the warp
+        float gyv[kCols], xv[kCols], gxv[kCols], bv[kCols];  // past width: 0
+        gyl[u].unpack(gyv);
+        xl[u].unpack(xv);
+        gxl[u].unpack(gxv);
+        bl[u].unpack(bv);
+NT_UNROLL
+        for (int k = 0; k < kCols; ++k) {
+          const float h = kGate ? residual_sum(xv[k], gt[k], bv[k]) : xv[k];
+          const float x_hat = (h - m[u]) * r[u];
+          if constexpr (kGate) acc[0][k] += gxv[k] * bv[k];
+          acc[kScale][k] += gyv[k] * x_hat;
+          acc[kScale + 1][k] += gyv[k];
+          if constexpr (kBias) acc[3][k] += round_to<TM>(gxv[k] * gt[k]);
+        }
       }
     }
   }
@@ -689,19 +717,33 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   if (width > 0) {
     float g[2];
     load_cols<2, kVector>(gate + n * gate_stride + d, width, g);
-#ifdef __CUDACC__
-#pragma unroll 4
-#endif
-    for (int64_t t = group; t < T; t += kColumnGroups) {
-      const int64_t i = (n * T + t) * D + d;
-      float gr[2], br[2];
-      load_cols<2, kVector>(grad + i, width, gr);
-      load_cols<2, kVector>(branch + i, width, br);
-      const float gb[2] = {round_to<TB>(gr[0] * g[0]), round_to<TB>(gr[1] * g[1])};
-      store_cols<2, kVector>(grad_branch + i, width, gb);
-      for (int k = 0; k < 2; ++k) {  // a missing second column adds zeros
-        acc[0][k] += gr[k] * br[k];
-        if constexpr (kBias) acc[1][k] += gb[k];
+    // kColumnRows rows at a time: all their loads issued, then each row's outputs.
+    for (int64_t t0 = group; t0 < T; t0 += kColumnRows * kColumnGroups) {
+      LaneLoad<2, kVector, float> grl[kColumnRows];
+      LaneLoad<2, kVector, TB> brl[kColumnRows];
+NT_UNROLL
+      for (int u = 0; u < kColumnRows; ++u) {
+        const int64_t t = t0 + u * kColumnGroups, i = (n * T + t) * D + d;
+        grl[u].clear();
+        brl[u].clear();
+        if (t < T) {
+          grl[u].fetch(grad + i, width);
+          brl[u].fetch(branch + i, width);
+        }
+      }
+NT_UNROLL
+      for (int u = 0; u < kColumnRows; ++u) {
+        const int64_t t = t0 + u * kColumnGroups, i = (n * T + t) * D + d;
+        if (t >= T) break;  // uniform over the warp
+        float gr[2], br[2];
+        grl[u].unpack(gr);
+        brl[u].unpack(br);
+        const float gb[2] = {round_to<TB>(gr[0] * g[0]), round_to<TB>(gr[1] * g[1])};
+        store_cols<2, kVector>(grad_branch + i, width, gb);
+        for (int k = 0; k < 2; ++k) {  // a missing second column adds zeros
+          acc[0][k] += gr[k] * br[k];
+          if constexpr (kBias) acc[1][k] += gb[k];
+        }
       }
     }
   }

@@ -56,10 +56,12 @@ class Emulated : public ::testing::TestWithParam<int> {};
 
 template <typename TM, typename TY>
 void check_modulated_norm(int64_t D) {
-  // 2 tiles of rows per sample, the second partial; the forward's blocks of kNormRows rows: one
-  // with rows of both samples, the last partial.
-  const int64_t N = 2, T = 19, rows = N * T;
-  static_assert(19 % dev::kNormRows != 0 && (2 * 19) % dev::kNormRows != 0);
+  // 3 tiles of rows per sample, the last partial; the forward's blocks of kNormRows rows: one
+  // with rows of both samples, the last partial; in the column kernels' warps (every 8th row,
+  // kColumnRows at a time) a whole group of rows and a partial one.
+  constexpr int64_t N = 2, T = 35, rows = N * T;
+  static_assert(T % dev::kNormRows != 0 && rows % dev::kNormRows != 0);
+  static_assert(T > dev::kColumnRows * dev::kColumnGroups && T < 2 * dev::kColumnRows * dev::kColumnGroups);
   const float eps = 1e-6f;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D));
   const at::Tensor x = at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen);  // fp32
@@ -144,7 +146,7 @@ TEST_P(Emulated, ModulatedNormMatchesLibTorch) {
 
 template <typename TB>
 void check_gated_residual(int64_t D) {
-  const int64_t N = 3, T = 19, rows = N * T;  // T: rows per column group 3 or 2 (8 groups)
+  const int64_t N = 3, T = 35, rows = N * T;  // T: rows per column group 5 or 4 (8 groups)
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 1);
   const at::Tensor x = at::randn({N, T, D}, gen);
   const at::Tensor mod = at::randn({N, 3 * D}, gen).to(dtype<TB>());
@@ -218,7 +220,7 @@ TEST(EmulatedGatedResidual, OddWidthMatchesLibTorch) {
 // takes x, not h, and forms h again.
 template <typename TM, typename TY>
 void check_residual_norm(int64_t D, bool with_gh) {
-  const int64_t N = 2, T = 19, rows = N * T;  // as check_modulated_norm's
+  const int64_t N = 2, T = 35, rows = N * T;  // as check_modulated_norm's
   const float eps = 1e-6f;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(D) + 2);
   const at::Tensor x = at::randn({N, T, D}, gen) * 2 + at::randn({N, T, 1}, gen);
