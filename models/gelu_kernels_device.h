@@ -30,9 +30,9 @@ namespace nt::cuda::device {
 constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi) = sqrt(2) * (2 / sqrt(pi)) * 0.5
 constexpr float kGeluKappa = 0.044715f;
 // Rows a warp loads at once: 4 of 2 columns a lane (16 bytes of bf16 g and pre a lane), 2 of 8
-// (64 bytes).
-template <int kCols>
-constexpr int kGeluRows = kCols >= 8 ? 2 : 4;
+// (64 bytes); 4 of 8 where only g is read (the column sums alone: 64 bytes).
+template <int kCols, bool kReadsPre>
+constexpr int kGeluRows = kCols >= 8 && kReadsPre ? 2 : 4;
 
 // tanh(b (x + k x^3)), the GELU's inner tanh; x_sq = x * x.
 NT_DEVICE float gelu_tanh_inner(float x, float x_sq) {
@@ -70,7 +70,7 @@ template <typename T, int kCols, bool kDerivative, bool kVector, bool kAct>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     gelu_bias_gradient_kernel(const T* g, const T* __restrict__ pre, T* dpre, T* __restrict__ act,
                               float* __restrict__ part, int64_t M, int N, int64_t rows_per_split) {
-  constexpr int kRows = kGeluRows<kCols>;
+  constexpr int kRows = kGeluRows<kCols, kDerivative || kAct>;
   NT_SHARED float shared[kCols * kColumnThreads];
   const ColumnTile tile = column_tile<kCols>(M, N, rows_per_split);
   const int group = tile.group, d = tile.col, width = tile.width;  // width: this lane's columns

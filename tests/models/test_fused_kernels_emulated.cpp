@@ -360,6 +360,21 @@ void check_gelu_kernels(int64_t N) {
     EXPECT_EQ(act_differ, 0);
     EXPECT_EQ(dpre_differ, 0);
   }
+  // The column sums alone (dpre from the product's GELU' epilogue, no act: the kernel then reads
+  // no pre and takes more rows at once): the same sums as with act.
+  {
+    at::Tensor dbias[2];
+    for (int with_act = 0; with_act < 2; ++with_act) {
+      const at::Tensor dpre = dpre_ref.clone();
+      auto act = at::empty({M, N}, dpre.options());
+      dbias[with_act] = at::full({N}, std::nan(""), dpre.options());
+      dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre), mut<T>(dpre), with_act ? mut<T>(act) : nullptr,
+                                        mut<T>(dbias[with_act]), mut<float>(workspace), M, static_cast<int>(N),
+                                        /*derivative=*/false, nullptr);
+    }
+    EXPECT_TRUE(dbias[0].equal(dbias[1])) << "N " << N;
+    EXPECT_LE(rel(dbias[0].to(at::kFloat), dpre_ref.to(at::kFloat).sum(0).to(dtype<T>()).to(at::kFloat)), tol);
+  }
   // Eight columns a lane (N a multiple of 8) and two give the same bits: dpre, act and the sums.
   {
     at::Tensor out[2][3];  // [aligned, shifted][dpre, act, dbias]
