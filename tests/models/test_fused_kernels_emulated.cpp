@@ -506,9 +506,11 @@ void check_transpose(int64_t rows, int64_t cols) {
   EXPECT_TRUE(torch::equal(sum, held + in.t())) << name(dtype<T>()) << " [" << rows << ", " << cols << "], adding";
 }
 
-// Whole tiles, partial ones on either side, a single row and a single column; written and added.
+// Whole tiles, partial ones on either side, a single row and a single column; both sizes even
+// (pairs in one access) and odd; written and added.
 TEST(EmulatedTranspose, EveryElementToItsPlace) {
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 32}, {37, 70}, {1, 45}, {45, 1}}) {
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{64, 32}, {130, 72}, {37, 70}, {70, 37}, {1, 45}, {45, 1}, {2, 2}}) {
     check_transpose<float>(rows, cols);
     check_transpose<__nv_bfloat16>(rows, cols);
   }
