@@ -387,28 +387,6 @@ NT_DEVICE void store_word(void* p, const W& w) {
   memcpy(p, &w, sizeof(W));
 #endif
 }
-#ifdef __CUDACC__
-constexpr bool kVectorAccess = true;
-#else
-constexpr bool kVectorAccess = false;  // the CPU run: element by element, the same values
-#endif
-template <int kCols, bool kVector, typename T>
-NT_DEVICE void load_cols(const T* p, int width, float (&v)[kCols]) {
-  if constexpr (kVector && kVectorAccess) {
-    using A = LaneAccess<kCols, T>;
-NT_UNROLL
-    for (int c = 0; c < kCols / A::kPerChunk; ++c) {
-      const typename A::Word w = reinterpret_cast<const typename A::Word*>(p)[c];
-      T e[A::kPerChunk];
-      memcpy(e, &w, sizeof(w));
-NT_UNROLL
-      for (int k = 0; k < A::kPerChunk; ++k) v[c * A::kPerChunk + k] = to_float(e[k]);
-    }
-  } else {
-NT_UNROLL
-    for (int k = 0; k < kCols; ++k) v[k] = k < width ? to_float(p[k]) : 0.f;
-  }
-}
 // A lane's kCols adjacent elements as loaded, for a thread to issue all of its loads before it
 // converts any (a conversion next to its load waits for it: nvcc 13 then issues the next load
 // only after that one's round trip). kVector (p kCols-element aligned, width == kCols): whole
@@ -434,6 +412,16 @@ NT_UNROLL
         item[c] = c < width ? p[c] : T{};
     }
   }
+  // Element k as loaded (T, not converted).
+  NT_DEVICE T element(int k) const {
+    if constexpr (kVector) {
+      T e[A::kPerChunk];
+      memcpy(static_cast<void*>(e), &item[k / A::kPerChunk], sizeof(Item));
+      return e[k % A::kPerChunk];
+    } else {
+      return item[k];
+    }
+  }
   NT_DEVICE void unpack(float (&v)[kCols]) const {
     if constexpr (kVector) {
 NT_UNROLL
@@ -449,9 +437,20 @@ NT_UNROLL
     }
   }
 };
+// kCols adjacent elements p[0..kCols) as floats (those from `width` on: 0), as one LaneLoad
+// fetched and unpacked at once: for a lone load (a gate row), where nothing else could be issued
+// before it is read.
+template <int kCols, bool kVector, typename T>
+NT_DEVICE void load_cols(const T* p, int width, float (&v)[kCols]) {
+  LaneLoad<kCols, kVector, T> l;
+  l.fetch(p, width);
+  l.unpack(v);
+}
+// The first `width` of v to p[0..), rounded to T; with kVector (p kCols-element aligned, width ==
+// kCols) in whole words through store_word.
 template <int kCols, bool kVector, typename T>
 NT_DEVICE void store_cols(T* p, int width, const float (&v)[kCols]) {
-  if constexpr (kVector && kVectorAccess) {
+  if constexpr (kVector) {
     using A = LaneAccess<kCols, T>;
 NT_UNROLL
     for (int c = 0; c < kCols / A::kPerChunk; ++c) {
@@ -459,8 +458,8 @@ NT_UNROLL
 NT_UNROLL
       for (int k = 0; k < A::kPerChunk; ++k) e[k] = from_float<T>(v[c * A::kPerChunk + k]);
       typename A::Word w;
-      memcpy(&w, e, sizeof(w));
-      reinterpret_cast<typename A::Word*>(p)[c] = w;
+      memcpy(&w, static_cast<const void*>(e), sizeof(w));
+      store_word(p + c * A::kPerChunk, w);
     }
   } else {
 NT_UNROLL
@@ -513,6 +512,12 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
   }
 }
 
+// Rows a warp of a column kernel loads at once (LaneLoad), before it reads any of them: the
+// gated residual's backward and the plain norm's sums; with a residual's branch (four matrices a
+// row) the norms' sums take 2, which keeps them at 3 blocks an SM (72 registers for bf16 with 4
+// columns a lane; 98 with 4 rows).
+constexpr int kColumnRows = 4;
+
 // grad gate = sum over t of grad x'[t] * branch[t], grad scale = sum of gy * x_hat, grad shift =
 // sum of gy, for each (n, d); grad x' as residual_norm_backward_rows_kernel wrote it, and x_hat
 // from h = x' + gate * branch formed again as there (x: x'; without kGate x is h). With kBias
@@ -525,12 +530,6 @@ NT_DEVICE void store_lane_sums(const float (&acc)[kCols], float* shared, int wid
 // gx, 8 bytes of bf16 gy and branch), else 1 (one column a lane, a warp reading 64 or 128 bytes
 // of a row, ran at 2.3 TB/s on the H200 for the plain norm's sums of DiT-XL/2's rows, 97 us per
 // call); the same sums in the same order either way.
-// Rows a warp of a column kernel loads at once (LaneLoad), before it reads any of them: the
-// gated residual's backward and the plain norm's sums; with a residual's branch (four matrices a
-// row) the norms' sums take 2, which keeps them at 3 blocks an SM (72 registers for bf16 with 4
-// columns a lane; 98 with 4 rows).
-constexpr int kColumnRows = 4;
-
 template <typename TM, typename TY, bool kGate, bool kBias, int kCols, bool kVector>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     residual_norm_backward_columns_kernel(const TY* __restrict__ gy, const float* __restrict__ x,

@@ -15,7 +15,6 @@
 // matrix).
 #pragma once
 #include <cstdint>
-#include <type_traits>
 
 #include "models/fused_kernels_device.h"
 
@@ -24,34 +23,15 @@ namespace nt::cuda::device {
 constexpr int kTransposeTile = 64;
 constexpr int kTransposeThreads = 256;  // 8 warps
 
-// Two adjacent elements p[0], p[1], of which the first n (0, 1, 2 or more) are there (the others
-// are zero, not read or written): one access with kPair (n then 0 or at least 2, p 2-element
-// aligned), else one each. Held as loaded (kPair: the word) until get() reads them, so that a
-// thread's loads are all issued before it waits for any.
+// Two adjacent elements p[0], p[1], of which the first n (0, 1, 2 or more) are there, into l as
+// loaded (the others zero, not read): one access with kPair (n then 0 or at least 2, p 2-element
+// aligned), else one each.
 template <bool kPair, typename T>
-struct TransposePair {
-  using W = typename LaneAccess<2, T>::Word;
-  std::conditional_t<kPair, W, T> held[kPair ? 1 : 2];
-  NT_DEVICE void load(const T* p, int64_t n) {
-    if constexpr (kPair) {
-      held[0] = W{};
-      if (n > 0) held[0] = load_word<W>(p);
-    } else {
-      held[0] = n > 0 ? p[0] : T{};
-      held[1] = n > 1 ? p[1] : T{};
-    }
-  }
-  NT_DEVICE T get(int k) const {
-    if constexpr (kPair) {
-      T e[2];
-      memcpy(static_cast<void*>(e), &held[0], sizeof(W));
-      return e[k];
-    } else {
-      return held[k];
-    }
-  }
-};
-// Stores e[0], e[1] to p[0], p[1] as TransposePair loads them (the first n of them).
+NT_DEVICE void load_pair(LaneLoad<2, kPair, T>& l, const T* p, int64_t n) {
+  l.clear();
+  if (n > 0) l.fetch(p, n > 1 ? 2 : 1);
+}
+// Stores e[0], e[1] to p[0], p[1] as load_pair loads them (the first n of them).
 template <bool kPair, typename T>
 NT_DEVICE void store_pair(T* p, int64_t n, const T (&e)[2]) {
   if constexpr (kPair) {
@@ -74,27 +54,27 @@ NT_GLOBAL void NT_BOUNDS(kTransposeThreads) transpose_kernel(const T* in, T* out
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kTransposeTile;
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
   constexpr int kPasses = kTransposeTile / (kTransposeThreads / 32);  // 8: tile rows a warp takes
-  TransposePair<kPair, T> v[kPasses];
+  LaneLoad<2, kPair, T> v[kPasses];
 NT_UNROLL
   for (int p = 0; p < kPasses; ++p) {  // in's row r0 + i, columns c0 + 2 lane, + 1
     const int i = warp + p * (kTransposeThreads / 32);
     const int64_t r = r0 + i, c = c0 + 2 * lane;
-    v[p].load(in + r * cols + c, r < rows && c < cols ? cols - c : 0);
+    load_pair(v[p], in + r * cols + c, r < rows && c < cols ? cols - c : 0);
   }
 NT_UNROLL
   for (int p = 0; p < kPasses; ++p) {
     const int i = warp + p * (kTransposeThreads / 32);
-    tile[i][2 * lane] = v[p].get(0);
-    tile[i][2 * lane + 1] = v[p].get(1);
+    tile[i][2 * lane] = v[p].element(0);
+    tile[i][2 * lane + 1] = v[p].element(1);
   }
   __syncthreads();
-  TransposePair<kPair, T> held[kPasses];  // adding: out's values first, all loads issued together
+  LaneLoad<2, kPair, T> held[kPasses];  // adding: out's values first, all loads issued together
   if constexpr (kAccumulate) {
 NT_UNROLL
     for (int p = 0; p < kPasses; ++p) {
       const int i = warp + p * (kTransposeThreads / 32);
       const int64_t c = c0 + i, r = r0 + 2 * lane;
-      held[p].load(out + c * rows + r, c < cols && r < rows ? rows - r : 0);
+      load_pair(held[p], out + c * rows + r, c < cols && r < rows ? rows - r : 0);
     }
   }
 NT_UNROLL
@@ -104,7 +84,7 @@ NT_UNROLL
     T o[2];
     for (int k = 0; k < 2; ++k) {
       o[k] = tile[2 * lane + k][i];
-      if constexpr (kAccumulate) o[k] = from_float<T>(to_float(held[p].get(k)) + to_float(o[k]));
+      if constexpr (kAccumulate) o[k] = from_float<T>(to_float(held[p].element(k)) + to_float(o[k]));
     }
     store_pair<kPair>(out + c * rows + r, c < cols && r < rows ? rows - r : 0, o);
   }
