@@ -412,6 +412,16 @@ NT_UNROLL
         item[c] = c < width ? p[c] : T{};
     }
   }
+  // The first `width` elements to p[0..) as loaded (kVector: whole words through store_word).
+  NT_DEVICE void store(T* p, int width) const {
+NT_UNROLL
+    for (int c = 0; c < kItems; ++c) {
+      if constexpr (kVector)
+        store_word(p + c * A::kPerChunk, item[c]);
+      else if (c < width)
+        p[c] = item[c];
+    }
+  }
   // Element k as loaded (T, not converted).
   NT_DEVICE T element(int k) const {
     if constexpr (kVector) {

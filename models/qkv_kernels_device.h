@@ -69,38 +69,27 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
     }
     if constexpr (kVector) {
       // kQkvVectorRows rows at a time, as loaded: each lane's kCols elements of a row stay in the
-      // words they came in (W: 4 or 16 bytes) and go to g as they are; only the sums unpack them.
+      // words they came in (LaneLoad) and go to g as they are; only the sums unpack them.
       // (As floats, 4 rows took 72 registers: 3 blocks of 256 threads an SM, 48 KB in flight.)
-      using W = typename LaneAccess<kCols, T>::Word;
-      constexpr int kPerWord = LaneAccess<kCols, T>::kPerChunk, kWords = kCols / kPerWord;
       for (int64_t r = t0 + group; r < t1; r += kQkvVectorRows * kColumnGroups) {
-        W words[kQkvVectorRows][kWords];
+        LaneLoad<kCols, true, T> l[kQkvVectorRows];
 NT_UNROLL
         for (int u = 0; u < kQkvVectorRows; ++u) {
           const int64_t row = r + u * kColumnGroups;
-NT_UNROLL
-          for (int j = 0; j < kWords; ++j) words[u][j] = W{};
+          l[u].clear();
           if (row < t1 && src[0]) {
             const int64_t n = static_cast<uint32_t>(row) / static_cast<uint32_t>(T_rows), t = row - n * T_rows;
-            const T* from = src[0] + n * s_n[0] + t * s_t[0] + offset[0];
-NT_UNROLL
-            for (int j = 0; j < kWords; ++j) words[u][j] = load_word<W>(from + j * kPerWord);
+            l[u].fetch(src[0] + n * s_n[0] + t * s_t[0] + offset[0], kCols);
           }
         }
 NT_UNROLL
         for (int u = 0; u < kQkvVectorRows; ++u) {
           const int64_t row = r + u * kColumnGroups;
-          if (row < t1) {
+          if (row < t1) l[u].store(g + row * C + c, kCols);
+          float v[kCols];
+          l[u].unpack(v);
 NT_UNROLL
-            for (int j = 0; j < kWords; ++j) store_word(g + row * C + c + j * kPerWord, words[u][j]);
-          }
-NT_UNROLL
-          for (int j = 0; j < kWords; ++j) {
-            T e[kPerWord];
-            memcpy(static_cast<void*>(e), &words[u][j], sizeof(W));
-NT_UNROLL
-            for (int k = 0; k < kPerWord; ++k) acc[j * kPerWord + k] += to_float(e[k]);  // row by row, in order
-          }
+          for (int k = 0; k < kCols; ++k) acc[k] += v[k];  // row by row, in order
         }
       }
     } else {
