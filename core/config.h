@@ -77,7 +77,7 @@ struct TrainConfig {
   int recompute_blocks = -1;  // `recompute` in blocks 0 .. recompute_blocks - 1 only; -1: all
   bool fused_kernels = false;      // the project's own CUDA kernels (LayerNorm + modulate) on CUDA
   bool fused_mlp = false;          // each MLP's GELU in its products' cuBLASLt epilogues on CUDA
-  std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math": the CUDA attention kernel
+  std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math" | "fused": the CUDA attention kernel
   std::string product_forms = "tall";  // "direct" | "tall": the form of a linear layer's weight gradient on CUDA
   bool weight_grads_in_place = true;   // CUDA weight-gradient products add into the gradient buffers themselves
   std::string fp32_attention = "products";  // "products" | "sdpa": CUDA attention on fp32 inputs

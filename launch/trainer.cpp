@@ -308,6 +308,9 @@ void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
                                : "it chooses CUDA kernels; this run is on " + device.str()) +
              "; its attention runs as it would with \"auto\"");
+  if (cfg.train.attention == "fused" && device.is_cuda() && !fused_kernels_built() && rank == 0)
+    log_warn("train.attention = \"fused\": this build has no own CUDA kernels (nvcc was not found); its attention "
+             "runs as it would with \"auto\"");
   if (cfg.train.blas != "auto" && (!device.is_cuda() || !set_blas_backend(cfg.train.blas)) && rank == 0)
     log_warn("train.blas = \"" + cfg.train.blas + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.3) has no BLAS switch")

@@ -9,6 +9,9 @@
 //   "flash"      FlashAttention-2, cuDNN's off
 //   "efficient"  the memory-efficient kernel, cuDNN's and flash off
 //   "math"       the reference composite only
+//   "fused"      the project's own kernel (fused_attention, models/fused_kernels.h) where it
+//                applies (bf16 on CUDA, T <= 256, the head widths it has), LibTorch's choice as
+//                with "auto" elsewhere (fp32 inputs, longer sequences); any LibTorch version
 #pragma once
 #include <string>
 
@@ -16,7 +19,10 @@ namespace nt {
 
 // Sets the process-wide choice; false where it cannot apply (LibTorch before 2.4 has no
 // per-kernel switches: its DiT attention is the explicit softmax, i.e. "math"; there only "auto"
-// and "math" apply). Throws std::invalid_argument for another name.
+// and "math" apply; "fused" applies to any). Throws std::invalid_argument for another name.
 bool set_attention_backend(const std::string& name);
+
+// Whether the last set_attention_backend chose "fused".
+bool fused_attention_chosen();
 
 }  // namespace nt

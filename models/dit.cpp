@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/rng.h"
+#include "models/attention_backend.h"
 #include "models/autocast.h"
 #include "models/fp32_attention.h"
 #include "models/fused_kernels.h"
@@ -158,6 +159,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(linear(qk
 
 at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere, const at::Tensor& qkv_bias) {
   const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
+  // train.attention = "fused": the project's kernel reads q, k, v in place and returns [N, T, D];
+  // its backward writes qkv's gradient (and the bias's) itself.
+  if (fused_attention_chosen() && fused_attention_supports(qkv_out, num_heads))
+    return linear(proj, fused_attention(qkv_out, qkv_bias, num_heads), proj_bias_elsewhere);
   // q, k, v as strided views of the product: unbind on the token-major layout, then each
   // transposed. Backward then stacks the three gradients straight into qkv's own layout
   // [N, T, 3, H, hd] (one copy; three selects would each fill a zero tensor and add, and unbind

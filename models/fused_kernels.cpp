@@ -3,10 +3,12 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
 #ifdef NT_HAVE_CUDA_KERNELS
+#include "models/attention_cuda.h"
 #include "models/fused_kernels_cuda.h"
 #endif
 
@@ -250,6 +252,76 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
     return {g, g_bias.as(bias), none};
   }
 };
+
+// softmax(q k^T / sqrt(hd)) v for q, k, v read in place from qkv's output [N, T, 3D], as [N, T, D]
+// (the proj product's input; models/attention_kernels_device.h). Keeps qkv_out, o and the rows'
+// log-sums (lse, [N * H, T] fp32, 2 KB per (n, h) at T = 256). Backward writes q's, k's and v's
+// gradients straight into qkv_out's gradient (no stack of three) and, where `bias` (the qkv
+// product's, taken detached) asks for one, its gradient: the column sums (qkv_grad with the
+// parts already in place).
+struct FusedAttention : torch::autograd::Function<FusedAttention> {
+  static cuda::AttentionTensors tensors(const at::Tensor& qkv_out, const at::Tensor& o, const at::Tensor& lse,
+                                        int64_t heads) {
+    const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+    auto* p = static_cast<at::BFloat16*>(qkv_out.data_ptr());
+    cuda::AttentionTensors a{};
+    a.q = p;
+    a.k = p + D;
+    a.v = p + 2 * D;
+    a.s_n = T * 3 * D;
+    a.s_h = D / heads;
+    a.s_t = 3 * D;
+    a.o = o.defined() ? o.data_ptr() : nullptr;
+    a.lse = lse.defined() ? lse.data_ptr<float>() : nullptr;
+    a.N = N;
+    a.H = heads;
+    a.T = T;
+    a.hd = D / heads;
+    return a;
+  }
+  static float scale(int64_t hd) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))); }
+
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
+    const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+    auto o = at::empty({N, T, D}, qkv_out.options());                       // [N, T, H, hd]
+    auto lse = at::empty({N * heads, T}, qkv_out.options().dtype(at::kFloat));  // [N * H, T]
+    const cuda::AttentionTensors a = tensors(qkv_out, o, lse, heads);
+    cuda::attention_forward(a, scale(a.hd), qkv_out.get_device(), nullptr);
+    ctx->save_for_backward({qkv_out, o, lse, bias});
+    ctx->saved_data["heads"] = heads;
+    return o;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &qkv_out = saved[0], &o = saved[1], &lse = saved[2], &bias = saved[3];
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
+    const at::Tensor none;
+    if (!grads[0].defined()) return {none, none, none};
+    const at::Tensor go = grads[0].to(at::kBFloat16).contiguous();  // [N, T, D]
+    auto g = at::empty_like(qkv_out);                                // [N, T, 3D]
+    auto delta = at::empty_like(lse);                                // [N * H, T]
+    const cuda::AttentionTensors a = tensors(qkv_out, o, lse, heads);
+    auto* gp = static_cast<at::BFloat16*>(g.data_ptr());
+    cuda::attention_backward(a, scale(a.hd), go.data_ptr(), T * D, a.hd, D, delta.data_ptr<float>(), gp, gp + D,
+                             gp + 2 * D, g.get_device(), nullptr);
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), g,
+                          cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
+    if (g_bias.sum.defined()) {
+      cuda::QkvGradParts parts{};
+      for (int p = 0; p < 3; ++p) {  // g's own column blocks: q's, k's, v's gradients in place
+        parts.part[p] = gp + p * D;
+        parts.stride_n[p] = a.s_n;
+        parts.stride_h[p] = a.s_h;
+        parts.stride_t[p] = a.s_t;
+      }
+      cuda::qkv_grad(parts, cuda::Dtype::bf16, nullptr, g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
+                     static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr);
+    }
+    return {g, g_bias.as(bias), none};
+  }
+};
 #endif
 
 }  // namespace
@@ -367,6 +439,33 @@ std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Ten
                              "] on the output's device");
 #ifdef NT_HAVE_CUDA_KERNELS
   return FusedQkvSplit::apply(qkv_out, bias_or_stand_in(bias, qkv_out), heads);
+#else
+  return {};
+#endif
+}
+
+bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads) {
+#ifdef NT_HAVE_CUDA_KERNELS
+  if (!on_kernel_device(qkv_out) || qkv_out.dim() != 3 || qkv_out.scalar_type() != at::kBFloat16 ||
+      !qkv_out.is_contiguous() || heads <= 0 || qkv_out.size(2) % (3 * heads) != 0 || qkv_out.size(0) == 0)
+    return false;
+  return cuda::attention_supports(FusedAttention::tensors(qkv_out, at::Tensor(), at::Tensor(), heads));
+#else
+  (void)qkv_out;
+  (void)heads;
+  return false;
+#endif
+}
+
+at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
+  if (!fused_attention_supports(qkv_out, heads))
+    unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] with T <= 256 and a head width of 16, "
+                                   "24, 32, 64, 72 or 128");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
+    throw std::runtime_error("fused_attention: the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
+                             "] on the output's device");
+#ifdef NT_HAVE_CUDA_KERNELS
+  return FusedAttention::apply(qkv_out, bias_or_stand_in(bias, qkv_out), heads);
 #else
   return {};
 #endif

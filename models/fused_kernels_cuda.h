@@ -81,6 +81,8 @@ struct QkvGradParts {
 };
 
 // grad_bias ([3D], dtype) and workspace (qkv_grad_workspace floats) both null or both given.
+// grad_qkv null: the parts are grad_qkv's own three column blocks already (fused_attention's
+// backward writes them there), and only grad_bias is formed.
 void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad_bias, float* workspace, int64_t rows,
               int64_t T, int D, int heads, int device, void* stream);
 int64_t qkv_grad_workspace(int64_t rows, int D);

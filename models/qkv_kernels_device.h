@@ -42,6 +42,7 @@ NT_DEVICE V pick(const V (&a)[3], int p) {
 }
 
 // part_sums[split, c] = the sum over the split's rows of g[r, c] (where part_sums is not null).
+// g null: the sums alone (the parts are g's own columns, already in place: fused_attention).
 // kVector: D and hd multiples of kCols, every stride a multiple of kCols and every pointer
 // kCols-element aligned, so a lane's columns are adjacent in one head of one part.
 template <typename T, int kCols, bool kVector>
@@ -85,7 +86,7 @@ NT_UNROLL
 NT_UNROLL
         for (int u = 0; u < kQkvVectorRows; ++u) {
           const int64_t row = r + u * kColumnGroups;
-          if (row < t1) l[u].store(g + row * C + c, kCols);
+          if (row < t1 && g) l[u].store(g + row * C + c, kCols);
           float v[kCols];
           l[u].unpack(v);
 NT_UNROLL
@@ -108,7 +109,7 @@ NT_UNROLL
 NT_UNROLL
         for (int u = 0; u < kQkvRows; ++u) {
           const int64_t row = r + u * kColumnGroups;
-          if (row < t1) store_cols<kCols, false>(g + row * C + c, width, v[u]);
+          if (row < t1 && g) store_cols<kCols, false>(g + row * C + c, width, v[u]);
 NT_UNROLL
           for (int k = 0; k < kCols; ++k) acc[k] += v[u][k];  // row by row, in order (T holds them exactly)
         }
@@ -124,8 +125,9 @@ NT_UNROLL
 // The floats of workspace qkv_grad's column sums need for M rows of 3D columns.
 inline int64_t qkv_grad_workspace(int64_t M, int D) { return gelu_sum_splits(M) * 3 * static_cast<int64_t>(D); }
 
-// g [M, 3D] row-major; `bias` [3D] and `workspace` (qkv_grad_workspace floats) both null or both
-// given: bias = the column sums of g over the M rows, rounded to T.
+// g [M, 3D] row-major (null: the parts are g's columns already, and only the sums are wanted);
+// `bias` [3D] and `workspace` (qkv_grad_workspace floats) both null or both given: bias = the
+// column sums of g over the M rows, rounded to T.
 template <typename T>
 void launch_qkv_grad(const QkvGrads<T>& in, T* g, T* bias, float* workspace, int64_t M, int64_t T_rows, int D, int hd,
                      cudaStream_t s) {

@@ -477,7 +477,7 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
       {"[train]\nrecompute = \"all\"",
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
       {"[train]\nattention = \"sdpa\"",
-       "key 'train.attention' must be \"auto\", \"cudnn\", \"flash\", \"efficient\" or \"math\", got \"sdpa\""},
+       "key 'train.attention' must be \"auto\", \"cudnn\", \"flash\", \"efficient\", \"math\" or \"fused\", got \"sdpa\""},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",

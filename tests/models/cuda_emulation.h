@@ -8,8 +8,11 @@
 #include <driver_types.h>  // cudaStream_t
 #include <vector_types.h>  // dim3, uint3
 
+#include <array>
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -45,6 +48,12 @@ class Barrier {
 
 inline Barrier* block_barrier = nullptr;
 inline std::vector<float> shuffle_slots;  // one per thread of the block
+// The warp-level products' exchange (warp_mma, warp_ldmatrix): a thread's registers, its address.
+inline std::vector<std::array<uint32_t, 6>> fragment_slots;
+inline std::vector<const void*> address_slots;
+// The block's dynamic shared memory (launch_shared; 16-byte aligned).
+inline std::vector<std::array<unsigned char, 16>> dynamic_shared_storage;
+inline void* dynamic_shared() { return dynamic_shared_storage.data(); }
 
 // kernel<<<grid, block>>>(args...) on the CPU (1-D blocks, grids up to 2-D): block.x threads go
 // through the blocks together, meeting after each one, so that one block runs at a time.
@@ -55,6 +64,8 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
   Barrier barrier(block.x);
   block_barrier = &barrier;
   shuffle_slots.assign(block.x, 0.f);
+  fragment_slots.assign(block.x, {});
+  address_slots.assign(block.x, nullptr);
   std::vector<std::thread> threads;
   threads.reserve(block.x);
   for (unsigned t = 0; t < block.x; ++t)
@@ -70,9 +81,22 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
   for (auto& th : threads) th.join();
 }
 
+// launch with `bytes` of dynamic shared memory, filled with 0xff bytes (bf16 and fp32 NaNs), so
+// that a kernel that reads what it did not write gives NaNs.
+template <typename Kernel, typename... Args>
+void launch_shared(dim3 grid, dim3 block, size_t bytes, Kernel kernel, Args... args) {
+  std::array<unsigned char, 16> nan;
+  nan.fill(0xff);
+  dynamic_shared_storage.assign((bytes + 15) / 16, nan);
+  launch(grid, block, kernel, args...);
+}
+
 }  // namespace nt::emu
 
-inline void __syncthreads() { nt::emu::block_barrier->wait(); }
+inline void __syncthreads() {
+  nt::emu::block_barrier->wait();
+  asm volatile("" ::: "memory");
+}
 
 // Every thread of the block must call it together, as in the kernels' full-block reductions.
 inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
@@ -85,3 +109,68 @@ inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
 }
 
 inline float rsqrtf(float v) { return 1.f / std::sqrt(v); }
+
+namespace nt::emu {
+
+// The bf16 (as float) in half `hi` of a 32-bit fragment register.
+inline float bf16_half(uint32_t r, int hi) {
+  const uint32_t bits = (hi ? r >> 16 : r & 0xffffu) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// mma.sync m16 n8 k<K> (K = 16: a 4 registers, b 2; K = 8: a 2, b 1), bf16 inputs, fp32
+// accumulators: d += a b for the calling warp, by the layouts of models/warp_mma_device.h. Every
+// thread of the block calls it together (as the kernels' warps all run the same products); the
+// sums run over k in order.
+template <int K>
+inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (&b)[K / 8]) {
+  const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
+  std::array<uint32_t, 6> mine{};
+  for (int i = 0; i < K / 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < K / 8; ++i) mine[4 + i] = b[i];
+  fragment_slots[tid] = mine;
+  __syncthreads();
+  std::array<std::array<uint32_t, 6>, 32> warp;  // the warp's registers
+  for (unsigned l = 0; l < 32; ++l) warp[l] = fragment_slots[base + l];
+  __syncthreads();
+  auto A = [&](int row, int k) {  // (row, k) of the m16 x kK matrix
+    const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    return bf16_half(warp[(row % 8) * 4 + (k % 8) / 2][reg], k % 2);
+  };
+  auto B = [&](int k, int col) {  // (k, col) of the kK x n8 matrix
+    return bf16_half(warp[col * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k % 2);
+  };
+  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
+  auto dot = [&](int row, int col, float acc) {
+    for (int k = 0; k < K; ++k) acc += A(row, k) * B(k, col);
+    return acc;
+  };
+  d[0] = dot(g, 2 * t, d[0]);
+  d[1] = dot(g, 2 * t + 1, d[1]);
+  d[2] = dot(g + 8, 2 * t, d[2]);
+  d[3] = dot(g + 8, 2 * t + 1, d[3]);
+}
+
+// ldmatrix .x<mats> (.trans): register i of lane 4g + t gets matrix i's row g, elements 2t, 2t+1
+// (trans: elements (2t, g) and (2t+1, g)); matrix i's row addresses come from lanes 8i .. 8i+7.
+inline void warp_ldmatrix(uint32_t* r, int mats, bool trans, const void* row) {
+  const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
+  address_slots[tid] = row;
+  __syncthreads();
+  const unsigned g = lane / 4, t = lane % 4;
+  for (int i = 0; i < mats; ++i) {
+    auto element = [&](unsigned rr, unsigned c) {
+      uint16_t v;
+      std::memcpy(&v, static_cast<const unsigned char*>(address_slots[base + 8 * i + rr]) + 2 * c, 2);
+      return static_cast<uint32_t>(v);
+    };
+    const uint32_t lo = trans ? element(2 * t, g) : element(g, 2 * t);
+    const uint32_t hi = trans ? element(2 * t + 1, g) : element(g, 2 * t + 1);
+    r[i] = lo | (hi << 16);
+  }
+  __syncthreads();
+}
+
+}  // namespace nt::emu

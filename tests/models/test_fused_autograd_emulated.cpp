@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "heap_in_use.h"
 #include "max_rel_diff.h"
 #include "models/fused_kernels.h"
+#include "models/attention_cuda.cu"      // the attention's launchers, compiled for the CPU
 #include "models/fused_kernels_cuda.cu"  // the launchers, compiled for the CPU
 #include "models/modulated_norm.h"
 
@@ -29,6 +31,7 @@ cudaError_t cudaGetDevice(int* device) {
 }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
 const char* cudaGetErrorName(cudaError_t) { return "cudaSuccess"; }
 const char* cudaGetErrorString(cudaError_t) { return "no error"; }
 
@@ -183,6 +186,41 @@ TEST_F(FusedAutograd, QkvSplitMatchesUnbindWithAndWithoutTheBias) {
                        std::string("qkv split") + (with_bias ? " with the bias" : " without the bias") +
                            (fp32_bias ? " (fp32)" : "") + (use_v ? "" : ", v unused"));
         }
+}
+
+// The attention read in place from qkv's output (fused_attention) against the composite on the
+// output's unbind (fp32 scores and softmax, as LibTorch's kernels keep them): the output, the
+// gradients of the product's input, weight and bias, with the product's bias detached and the
+// attention giving it its gradient or with the bias in the product. bf16 (the op's only dtype);
+// T = 19: a partial tile; hd = 24: the kernels' k8 step.
+TEST_F(FusedAutograd, AttentionMatchesTheCompositeWithAndWithoutTheBias) {
+  constexpr int64_t K = 20, H = 2, hd = 24, Dh = H * hd, C = 3 * Dh, Ta = 19;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{11});
+  const auto a0 = at::randn({N, Ta, K}, gen), w0 = at::randn({C, K}, gen) * 0.4, bias0 = at::randn({C}, gen);
+  const auto po = at::randn({N, Ta, Dh}, gen);
+  for (const bool with_bias : {false, true}) {
+    const auto dt = at::kBFloat16;
+    auto run_one = [&](bool fused) {
+      auto a = leaf(a0, dt), w = leaf(w0, dt), bias = leaf(bias0, dt);
+      const bool bias_here = fused && with_bias;  // the attention, not the product, gives its gradient
+      const auto out = at::linear(a, w, bias_here ? bias.detach() : bias);  // [N, T, C]
+      at::Tensor o;                                                          // [N, T, Dh]
+      if (fused) {
+        o = nt::fused_attention(out, with_bias ? bias : at::Tensor(), H);
+      } else {
+        auto parts = out.view({N, Ta, 3, H, hd}).unbind(2);  // each [N, T, H, hd]
+        const auto q = parts[0].transpose(1, 2), k = parts[1].transpose(1, 2), v = parts[2].transpose(1, 2);
+        const auto s = at::matmul(q.to(at::kFloat), k.to(at::kFloat).transpose(-2, -1)) / std::sqrt(double(hd));
+        const auto p = at::softmax(s, -1).to(dt);
+        o = at::matmul(p, v).transpose(1, 2).reshape({N, Ta, Dh});
+      }
+      const at::Tensor loss = (o.to(at::kFloat) * po).sum();
+      loss.backward();
+      return std::vector<at::Tensor>{o.detach(), bias.grad(), w.grad(), a.grad()};
+    };
+    expect_close(run_one(true), run_one(false), {"o", "grad bias", "grad weight", "grad input"}, true,
+                 std::string("attention") + (with_bias ? " with the bias" : " with the bias in the product"));
+  }
 }
 
 // The test seam is off by default: CPU tensors are refused, as in the trainer.

@@ -6,11 +6,14 @@
 // rows wider than the kernels support take the composite; the residual and the next norm in one
 // node against the two ops; the norm that hands its input on against the input used twice; the
 // bias gradient of the product before a residual, taken by the residual's kernel, against the
-// product's own; q, k, v split from the qkv product with its bias gradient, against unbind.
+// product's own; q, k, v split from the qkv product with its bias gradient, against unbind; the
+// attention read in place from the qkv product (fused_attention) against LibTorch's
+// scaled_dot_product_attention, run twice for the same bits.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <iostream>
 #include <string>
 
@@ -89,6 +92,13 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     ADD_FAILURE() << "no error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("fused_qkv_split: needs"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(nt::fused_attention_supports(qkv_out.to(at::kBFloat16), 3));
+  try {
+    nt::fused_attention(qkv_out.to(at::kBFloat16), {}, 3);
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused_attention: needs"), std::string::npos) << e.what();
   }
 }
 
@@ -333,6 +343,67 @@ TEST_P(FusedCuda, QkvSplitThroughAttentionAsUnbind) {
     }
     EXPECT_EQ(got[1].scalar_type(), at::kFloat);
   }
+}
+
+// fused_attention against LibTorch's attention on the unbind of the same bf16 qkv output (under
+// autocast, as the trainer runs it: cuDNN's or flash's kernel on LibTorch 2.x): the output and the
+// gradients of the qkv product's input, weight and bias, whose gradient the attention forms. Shapes:
+// DiT-XL/2's heads and tokens (hd 72, T 256: a k8 step, two blocks of queries), TREAD-XL/2's routed
+// blocks (T 128), B/2's head width (64), a small odd one (hd 24, T 37). Its backward has no atomics:
+// a second run gives the same bits. Unsupported shapes (T above 256, a width not instantiated)
+// are refused by fused_attention_supports.
+TEST(FusedCudaAttention, MatchesLibTorchsAttention) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nt::fused_kernels_built()) GTEST_SKIP() << "built without nvcc";
+  struct Shape {
+    int64_t N, T, H, hd;
+  };
+  const auto dev = torch::Device(torch::kCUDA);
+  for (const Shape sh : {Shape{4, 256, 16, 72}, Shape{4, 128, 16, 72}, Shape{3, 200, 6, 64}, Shape{3, 37, 2, 24}}) {
+    const int64_t N = sh.N, T = sh.T, H = sh.H, hd = sh.hd, D = H * hd, K = 48;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(T * 1000 + hd));
+    const auto a0 = at::randn({N, T, K}, gen).to(dev), w0 = (at::randn({3 * D, K}, gen) * 0.3).to(dev),
+               bias0 = at::randn({3 * D}, gen).to(dev), po = at::randn({N, T, D}, gen).to(dev);
+    auto run_one = [&](bool fused) {
+      auto a = a0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true),
+           bias = bias0.clone().requires_grad_(true);
+      nt::set_cuda_autocast(true);
+      const auto out = at::linear(a, w, fused ? bias.detach() : bias);  // [N, T, 3D] bf16
+      at::Tensor o;                                                      // [N, T, D]
+      if (fused) {
+        EXPECT_TRUE(nt::fused_attention_supports(out, H));
+        o = nt::fused_attention(out, bias, H);
+      } else {
+        auto parts = out.view({N, T, 3, H, hd}).unbind(2);
+#if TORCH_VERSION_MAJOR >= 2
+        o = at::scaled_dot_product_attention(parts[0].transpose(1, 2), parts[1].transpose(1, 2),
+                                             parts[2].transpose(1, 2));
+#else
+        const auto s = at::matmul(parts[0].transpose(1, 2), parts[1].permute({0, 2, 3, 1})) / std::sqrt(double(hd));
+        o = at::matmul(at::softmax(s.to(at::kFloat), -1).to(at::kBFloat16), parts[2].transpose(1, 2));
+#endif
+        o = o.transpose(1, 2).reshape({N, T, D});
+      }
+      nt::set_cuda_autocast(false);
+      (o.to(at::kFloat) * po).sum().backward();
+      return std::vector<at::Tensor>{o.detach().to(at::kFloat), bias.grad(), w.grad(), a.grad()};
+    };
+    const auto ref = run_one(false), got = run_one(true), again = run_one(true);
+    const char* what[] = {"output", "grad bias", "grad weight", "grad input"};
+    const std::string shape = "N " + std::to_string(N) + " T " + std::to_string(T) + " H " + std::to_string(H) +
+                              " hd " + std::to_string(hd);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_TRUE(got[i].defined()) << shape << ": " << what[i];
+      const double e = rel(got[i], ref[i]);
+      std::cout << "[ fused    ] attention " << shape << " " << what[i] << ": " << e << "\n";
+      EXPECT_LE(e, 2e-2) << shape << ": " << what[i];
+      EXPECT_TRUE(torch::equal(got[i], again[i])) << shape << ": " << what[i] << " differs between two runs";
+    }
+  }
+  const auto opts = torch::TensorOptions().device(dev).dtype(at::kBFloat16);
+  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 257, 3 * 72}, opts), 1));  // T above 256
+  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 40}, opts), 1));   // width 40
+  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 72}), 1));         // fp32
 }
 
 // Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.

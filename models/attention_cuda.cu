@@ -1,0 +1,124 @@
+// The public launchers of the attention kernels (attention_cuda.h): the widths nvcc instantiates,
+// shape and alignment checks, the kernels' shared memory, error checks. The kernels are in
+// attention_kernels_device.h (also run on the CPU by tests/models/test_fused_kernels_emulated.cpp).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "core/cuda_check.h"
+#include "models/attention_cuda.h"
+#include "models/attention_kernels_device.h"
+
+namespace nt::cuda {
+namespace {
+
+// Calls f(std::integral_constant<int, hd>{}) for an instantiated head width; false for another.
+template <typename F>
+bool dispatch_width(int64_t hd, F&& f) {
+  switch (hd) {
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    case 24: f(std::integral_constant<int, 24>{}); return true;
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    case 64: f(std::integral_constant<int, 64>{}); return true;
+    case 72: f(std::integral_constant<int, 72>{}); return true;
+    case 128: f(std::integral_constant<int, 128>{}); return true;
+    default: return false;
+  }
+}
+
+bool multiple_of_8(const void* p, int64_t a, int64_t b, int64_t c) {
+  return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0 && a % 8 == 0 && b % 8 == 0 && c % 8 == 0;
+}
+
+void check(const AttentionTensors& a, const char* op) {
+  if (!attention_supports(a))
+    throw std::runtime_error(std::string(op) + " (CUDA): unsupported shape or layout: N " + std::to_string(a.N) +
+                             ", heads " + std::to_string(a.H) + ", T " + std::to_string(a.T) + ", head width " +
+                             std::to_string(a.hd) + " (widths 16, 24, 32, 64, 72, 128; T <= " +
+                             std::to_string(attention_max_tokens()) + "; strides multiples of 8)");
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KB), then launches it.
+template <typename Kernel>
+void launch(Kernel kernel, dim3 grid, int64_t bytes, cudaStream_t s, const device::AttnArgs& args) {
+  NT_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
+  NT_LAUNCH_SHARED(kernel, grid, dim3(device::kAttnThreads), static_cast<size_t>(bytes), s, args);
+  NT_CUDA_CHECK(cudaGetLastError());
+}
+
+device::AttnArgs args_of(const AttentionTensors& a, float scale) {
+  device::AttnArgs r{};
+  r.q = static_cast<const __nv_bfloat16*>(a.q);
+  r.k = static_cast<const __nv_bfloat16*>(a.k);
+  r.v = static_cast<const __nv_bfloat16*>(a.v);
+  r.s_n = a.s_n;
+  r.s_h = a.s_h;
+  r.s_t = a.s_t;
+  r.o = static_cast<__nv_bfloat16*>(a.o);
+  r.lse = a.lse;
+  r.H = static_cast<int>(a.H);
+  r.T = static_cast<int>(a.T);
+  r.scale = scale;
+  return r;
+}
+
+}  // namespace
+
+int attention_max_tokens() { return device::kAttnMaxT; }
+
+bool attention_supports(const AttentionTensors& a) {
+  const bool width = dispatch_width(a.hd, [](auto) {});
+  return width && a.N > 0 && a.H > 0 && a.T > 0 && a.T <= device::kAttnMaxT && a.N * a.H <= 2147483647LL &&
+         multiple_of_8(a.q, a.s_n, a.s_h, a.s_t) && multiple_of_8(a.k, a.s_n, a.s_h, a.s_t) &&
+         multiple_of_8(a.v, a.s_n, a.s_h, a.s_t);
+}
+
+bool attention_backward_supports(const AttentionTensors& a, const void* dout, int64_t d_n, int64_t d_h, int64_t d_t) {
+  return attention_supports(a) && multiple_of_8(dout, d_n, d_h, d_t);
+}
+
+void attention_forward(const AttentionTensors& a, float scale, int device, void* stream) {
+  check(a, "fused attention");
+  CudaDeviceScope scope(device);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const device::AttnArgs args = args_of(a, scale);
+  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T));
+  dispatch_width(a.hd, [&](auto hd) {
+    constexpr int HD = decltype(hd)::value;
+    launch(device::attention_forward_kernel<HD>, grid, device::attn_forward_shared<HD>(static_cast<int>(a.T)), s,
+           args);
+  });
+}
+
+void attention_backward(const AttentionTensors& a, float scale, const void* dout, int64_t d_n, int64_t d_h,
+                        int64_t d_t, float* delta, void* dq, void* dk, void* dv, int device, void* stream) {
+  check(a, "fused attention backward");
+  if (!attention_backward_supports(a, dout, d_n, d_h, d_t) || !multiple_of_8(dq, a.s_n, a.s_h, a.s_t) ||
+      !multiple_of_8(dk, a.s_n, a.s_h, a.s_t) || !multiple_of_8(dv, a.s_n, a.s_h, a.s_t))
+    throw std::runtime_error("fused attention backward (CUDA): the gradients' pointers and strides must be multiples "
+                             "of 8 elements");
+  CudaDeviceScope scope(device);
+  const auto s = static_cast<cudaStream_t>(stream);
+  device::AttnArgs args = args_of(a, scale);
+  args.dout = static_cast<const __nv_bfloat16*>(dout);
+  args.d_n = d_n;
+  args.d_h = d_h;
+  args.d_t = d_t;
+  args.delta = delta;
+  args.dq = static_cast<__nv_bfloat16*>(dq);
+  args.dk = static_cast<__nv_bfloat16*>(dk);
+  args.dv = static_cast<__nv_bfloat16*>(dv);
+  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T));
+  dispatch_width(a.hd, [&](auto hd) {
+    constexpr int HD = decltype(hd)::value;
+    const int T = static_cast<int>(a.T);
+    launch(device::attention_dq_kernel<HD>, grid, device::attn_dq_shared<HD>(T), s, args);  // also delta
+    launch(device::attention_dkv_kernel<HD>, grid, device::attn_dkv_shared<HD>(T), s, args);
+  });
+}
+
+}  // namespace nt::cuda

@@ -1,0 +1,415 @@
+// The bodies of the project's attention kernels (models/attention_cuda.cu launches them for the
+// fused_attention op), compiled by nvcc for the GPU and by the host compiler for the CPU run of
+// tests/models/cuda_emulation.h, like the kernels of models/fused_kernels_device.h.
+//
+// o = softmax(q k^T * scale) v per sample n and head h, bf16 inputs with fp32 accumulators, for
+// sequences of at most kAttnMaxT tokens and head widths HD (a multiple of 8) that nvcc instantiates:
+// a block holds one (n, h)'s whole keys and values (or queries and output gradients) in shared
+// memory and its 8 warps take 16 rows each, with mma.sync products (models/warp_mma_device.h).
+// Head widths need not be multiples of 16: HD = 72 (DiT-XL/2) runs as 4 k16 steps and one k8 step,
+// and as 9 n8 tiles, where cuDNN's kernels pad it to 128.
+//
+//   forward  (attention_forward_kernel; a block per 128 queries of one (n, h)):
+//     s = q k^T * scale * log2(e) (scores in base 2), over key tiles of 64 with the running row
+//     maximum m and sum l (the online softmax: p = 2^(s - m) in fp32, l summed from those p,
+//     o accumulated from p rounded to bf16), then o / l (bf16) and lse = m + log2(l) (fp32, kept
+//     for backward).
+//   backward (two kernels, no atomics; each recomputes s from q, k and lse):
+//     attention_dq_kernel   (a block per 128 queries): delta = rowsum(do * o), kept for the next
+//                           kernel; p = 2^(s - lse), dp = do v^T, ds = p * (dp - delta),
+//                           dq = (ds rounded to bf16) k * scale.
+//     attention_dkv_kernel  (a block per 128 keys): p^T, dp^T and ds^T as above, from the keys'
+//                           side: dv = p^T do, dk = ds^T q * scale.
+//   The dq kernel's products: s, dp, dq; the dkv kernel's: s, dp, dv, dk (7 products where one
+//   kernel with atomic dq sums would run 5, and cuDNN's kernel runs 5 padded to width 128).
+//
+// Layouts: q, k, v (and their gradients) [N, H, T, HD] with unit stride along HD and strides
+// (s_n, s_h, s_t) shared by the three (views of qkv's output [N, T, 3, H, HD] have them); o and
+// its gradient's source do: o [N, T, H, HD] contiguous (the proj product's input as it is), do
+// with strides of its own; lse and delta [N * H, T] fp32.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "models/warp_mma_device.h"
+
+#ifdef __CUDACC__
+#define NT_BOUNDS_BLOCKS(threads, blocks) __launch_bounds__(threads, blocks)
+#define NT_LAUNCH_SHARED(kernel, grid, block, bytes, stream, ...) \
+  kernel<<<(grid), (block), (bytes), (stream)>>>(__VA_ARGS__)
+#else
+#define NT_BOUNDS_BLOCKS(threads, blocks)
+#define NT_LAUNCH_SHARED(kernel, grid, block, bytes, stream, ...) \
+  ::nt::emu::launch_shared((grid), (block), (bytes), kernel, __VA_ARGS__)
+#endif
+
+namespace nt::cuda::device {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kAttnWarps = 8;
+constexpr int kAttnThreads = 32 * kAttnWarps;
+constexpr int kAttnRows = 16 * kAttnWarps;  // a block's queries (forward, dq) or keys (dkv)
+constexpr int kAttnMaxT = 256;              // the keys (or queries) a block holds at once
+constexpr int kAttnForwardTile = 64;        // keys a step of the forward's online softmax
+// Blocks an SM keeps (the forward and dq kernels): 2 (128 registers a thread) up to width 72, where
+// nvcc then spills a few words outside the loops; wider heads take all registers, one block an SM.
+template <int HD>
+constexpr int kAttnBlocks = HD <= 72 ? 2 : 1;
+constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step of backward
+
+// The row pitch in shared memory (elements): HD, or HD + 8 where HD is a multiple of 16, so that a
+// row is an odd multiple of 16 bytes and ldmatrix's 8 rows of 16 bytes fall in distinct banks.
+#ifdef __CUDACC__
+#define NT_HOST_DEVICE __host__ __device__
+#else
+#define NT_HOST_DEVICE
+#endif
+NT_HOST_DEVICE constexpr int attn_pitch(int hd) { return hd % 16 == 8 ? hd : hd + 8; }
+NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+#ifdef __CUDACC__
+NT_DEVICE unsigned char* attn_shared() {
+  extern __shared__ __align__(16) unsigned char nt_attn_shared[];
+  return nt_attn_shared;
+}
+#else
+inline unsigned char* attn_shared() { return static_cast<unsigned char*>(::nt::emu::dynamic_shared()); }
+#endif
+
+struct AttnArgs {
+  const bf16 *q, *k, *v;     // [N, H, T, HD], strides s_n, s_h, s_t
+  int64_t s_n, s_h, s_t;
+  bf16* o;                   // [N, T, H, HD] contiguous
+  float* lse;                // [N * H, T]
+  const bf16* dout;          // backward: o's gradient [N, H, T, HD], strides d_n, d_h, d_t
+  int64_t d_n, d_h, d_t;
+  float* delta;              // backward: [N * H, T], written by the dq kernel, read by the dkv kernel
+  bf16 *dq, *dk, *dv;        // backward: [N, H, T, HD], strides s_n, s_h, s_t (as q, k, v)
+  int H, T;
+  float scale;               // the softmax's scale (1 / sqrt(HD))
+};
+
+// rows [0, rows_pad) of a [T, HD] matrix (row stride `stride`) into shared memory at `dst` (pitch
+// attn_pitch(HD)), in 16-byte words; rows from T on are zeros.
+template <int HD>
+NT_DEVICE void load_rows(bf16* dst, const bf16* src, int64_t stride, int T, int rows_pad) {
+  constexpr int kWords = HD / 8, P = attn_pitch(HD);
+  for (int i = static_cast<int>(threadIdx.x); i < rows_pad * kWords; i += kAttnThreads) {
+    const int r = i / kWords, c = i % kWords;
+    uint4 w = {0u, 0u, 0u, 0u};
+    if (r < T) w = load_word<uint4>(src + r * stride + 8 * c);
+    store_word(dst + r * P + 8 * c, w);
+  }
+}
+
+// A warp's 16 rows of a [T, HD] matrix as A fragments (rows r0 = first + g and r0 + 8 of this lane;
+// rows from T on are zeros), loaded from global memory: kSteps k16 steps and, where HD is an odd
+// multiple of 8, one k8 step.
+template <int HD>
+struct RowFragments {
+  static constexpr int kSteps = HD / 16;
+  static constexpr bool kTail = HD % 16 == 8;
+  uint32_t a[kSteps > 0 ? kSteps : 1][4];
+  uint32_t tail[2];
+  NT_DEVICE void load(const bf16* src, int64_t stride, int r0, int T, int t) {
+    auto word = [&](int r, int col) { return r < T ? load_word<uint32_t>(src + r * stride + col) : 0u; };
+NT_UNROLL
+    for (int s = 0; s < kSteps; ++s) {
+      a[s][0] = word(r0, 16 * s + 2 * t);
+      a[s][1] = word(r0 + 8, 16 * s + 2 * t);
+      a[s][2] = word(r0, 16 * s + 8 + 2 * t);
+      a[s][3] = word(r0 + 8, 16 * s + 8 + 2 * t);
+    }
+    if constexpr (kTail) {
+      tail[0] = word(r0, 16 * kSteps + 2 * t);
+      tail[1] = word(r0 + 8, 16 * kSteps + 2 * t);
+    }
+  }
+};
+
+// c[i] (16 x 8 tiles i < kN / 8) = a (16 x HD, fragments) times the transpose of rows j0 .. j0 + kN of
+// the shared [rows, HD] matrix `b` (c = a b^T: the scores q k^T, or do v^T). kN a multiple of 32.
+template <int HD, int kN>
+NT_DEVICE void mma_rows_t(float (&c)[kN / 8][4], const RowFragments<HD>& a, const bf16* b, int j0, int lane) {
+  constexpr int P = attn_pitch(HD);
+NT_UNROLL
+  for (int i = 0; i < kN / 8; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+NT_UNROLL
+  for (int s = 0; s < RowFragments<HD>::kSteps; ++s) {
+NT_UNROLL
+    for (int np = 0; np < kN / 16; ++np) {
+      // matrices: (rows 16np + 0..7, cols 16s + 0..7), (same rows, cols + 8), then rows + 8
+      uint32_t r[4];
+      ldmatrix<4, false>(r, b + (j0 + 16 * np + lane % 8 + 8 * (lane / 16)) * P + 16 * s + 8 * ((lane / 8) % 2));
+      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+      mma_k16(c[2 * np], a.a[s], b0);
+      mma_k16(c[2 * np + 1], a.a[s], b1);
+    }
+  }
+  if constexpr (RowFragments<HD>::kTail) {
+NT_UNROLL
+    for (int nq = 0; nq < kN / 32; ++nq) {
+      // matrices: rows 32nq + 8i .. + 7, the last 8 columns, for i < 4
+      uint32_t r[4];
+      ldmatrix<4, false>(r, b + (j0 + 32 * nq + lane) * P + 16 * RowFragments<HD>::kSteps);
+NT_UNROLL
+      for (int i = 0; i < 4; ++i) mma_k8(c[4 * nq + i], a.tail, r[i]);
+    }
+  }
+}
+
+// c[i] (16 x 8 tiles i < HD / 8) += a (16 x kK: A fragments a[kk] of columns 16kk .. 16kk + 15) times
+// rows j0 .. j0 + kK of the shared [rows, HD] matrix `b` (c += a b: p v, ds k, p^T do, ds^T q).
+template <int HD, int kK>
+NT_DEVICE void mma_rows_n(float (&c)[HD / 8][4], const uint32_t (&a)[kK / 16][4], const bf16* b, int j0, int lane) {
+  constexpr int P = attn_pitch(HD);
+NT_UNROLL
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    const bf16* rows = b + (j0 + 16 * kk + lane % 8 + 8 * ((lane / 8) % 2)) * P;
+NT_UNROLL
+    for (int dp = 0; dp < HD / 16; ++dp) {
+      // matrices (transposed): (rows 0..7, cols 16dp + 0..7), (rows 8..15, same cols), then cols + 8
+      uint32_t r[4];
+      ldmatrix<4, true>(r, rows + 16 * dp + 8 * (lane / 16));
+      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+      mma_k16(c[2 * dp], a[kk], b0);
+      mma_k16(c[2 * dp + 1], a[kk], b1);
+    }
+    if constexpr (HD % 16 == 8) {
+      uint32_t r[2];
+      ldmatrix<2, true>(r, rows + HD - 8);
+      mma_k16(c[HD / 8 - 1], a[kk], r);
+    }
+  }
+}
+
+// The sum (or maximum) of v over the 4 lanes of a quad (the lanes that share an accumulator row).
+NT_DEVICE float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+NT_DEVICE float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Rows r0 and r0 + 8 of a warp's 16 x HD accumulator c, times `mul` per row, as bf16 pairs to
+// dst + r * stride (rows below T).
+template <int HD>
+NT_DEVICE void store_rows(bf16* dst, int64_t stride, const float (&c)[HD / 8][4], int r0, int T, int t,
+                          const float (&mul)[2]) {
+NT_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int r = r0 + 8 * half;
+    if (r >= T) continue;
+NT_UNROLL
+    for (int d = 0; d < HD / 8; ++d)
+      store_word(dst + r * stride + 8 * d + 2 * t,
+                 pack_bf16(c[d][2 * half] * mul[half], c[d][2 * half + 1] * mul[half]));
+  }
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int HD>
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
+  constexpr int P = attn_pitch(HD), kTile = kAttnForwardTile;
+  const int T = a.T, T_pad = round_up(T, kTile);
+  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int64_t base = n * a.s_n + h * a.s_h;
+  bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
+  bf16* vs = ks + T_pad * P;                          // [T_pad, P]
+  load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
+  load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;
+  RowFragments<HD> q;
+  q.load(a.q + base, a.s_t, r0, T, t);
+  __syncthreads();
+  const float scale = a.scale * kLog2e;
+  float o[HD / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0, r0 + 8 (this lane's share of l)
+  for (int j0 = 0; j0 < T_pad; j0 += kTile) {
+    float s[kTile / 8][4];  // [16, kTile]: scores, then p
+    mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
+    float mx[2] = {m[0], m[1]};
+NT_UNROLL
+    for (int i = 0; i < kTile / 8; ++i)
+NT_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int key = j0 + 8 * i + 2 * t + e % 2;
+        s[i][e] = key < T ? s[i][e] * scale : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], s[i][e]);
+      }
+    float corr[2];
+NT_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = quad_max(mx[r]);  // finite: the first tile holds key 0
+      corr[r] = exp2f(m[r] - mx[r]);
+      m[r] = mx[r];
+      l[r] *= corr[r];
+    }
+NT_UNROLL
+    for (int d = 0; d < HD / 8; ++d)
+NT_UNROLL
+      for (int e = 0; e < 4; ++e) o[d][e] *= corr[e / 2];
+    uint32_t p[kTile / 16][4];
+NT_UNROLL
+    for (int i = 0; i < kTile / 8; ++i)
+NT_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        s[i][e] = exp2f(s[i][e] - m[e / 2]);
+        l[e / 2] += s[i][e];
+      }
+NT_UNROLL
+    for (int kk = 0; kk < kTile / 16; ++kk) pack_a(p[kk], s[2 * kk], s[2 * kk + 1]);
+    mma_rows_n<HD, kTile>(o, p, vs, j0, lane);
+  }
+  float inv[2];
+NT_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inv[r] = 1.f / l[r];
+  }
+  const int64_t o_stride = static_cast<int64_t>(a.H) * HD;  // [N, T, H, HD]
+  store_rows<HD>(a.o + static_cast<int64_t>(n) * T * o_stride + h * HD, o_stride, o, r0, T, t, inv);
+  if (t == 0)
+NT_UNROLL
+    for (int r = 0; r < 2; ++r)
+      if (r0 + 8 * r < T) a.lse[static_cast<int64_t>(nh) * T + r0 + 8 * r] = m[r] + log2f(l[r]);
+}
+
+template <int HD>
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
+  constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
+  const int T = a.T, T_pad = round_up(T, kTile);
+  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int64_t base = n * a.s_n + h * a.s_h;
+  bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
+  bf16* vs = ks + T_pad * P;                          // [T_pad, P]
+  load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
+  load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;
+  RowFragments<HD> q, dout;
+  q.load(a.q + base, a.s_t, r0, T, t);
+  dout.load(a.dout + n * a.d_n + h * a.d_h, a.d_t, r0, T, t);
+  // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's.
+  RowFragments<HD> o;
+  const int64_t o_stride = static_cast<int64_t>(a.H) * HD;
+  o.load(a.o + static_cast<int64_t>(n) * T * o_stride + h * HD, o_stride, r0, T, t);
+  float delta[2] = {0.f, 0.f}, lse[2];
+  auto dot = [](uint32_t x, uint32_t y) { return bf16_half(x, 0) * bf16_half(y, 0) + bf16_half(x, 1) * bf16_half(y, 1); };
+NT_UNROLL
+  for (int s = 0; s < RowFragments<HD>::kSteps; ++s)
+NT_UNROLL
+    for (int e = 0; e < 4; ++e) delta[e % 2] += dot(dout.a[s][e], o.a[s][e]);
+  if constexpr (RowFragments<HD>::kTail)
+NT_UNROLL
+    for (int e = 0; e < 2; ++e) delta[e] += dot(dout.tail[e], o.tail[e]);
+NT_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    delta[r] = quad_sum(delta[r]);
+    const int row = r0 + 8 * r;
+    lse[r] = row < T ? a.lse[static_cast<int64_t>(nh) * T + row] : 0.f;
+    if (t == 0 && row < T) a.delta[static_cast<int64_t>(nh) * T + row] = delta[r];
+  }
+  __syncthreads();
+  const float scale = a.scale * kLog2e;
+  float dq[HD / 8][4] = {};
+  for (int j0 = 0; j0 < T_pad; j0 += kTile) {
+    float s[kTile / 8][4], dp[kTile / 8][4];
+    mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
+    mma_rows_t<HD, kTile>(dp, dout, vs, j0, lane);
+    uint32_t ds[kTile / 16][4];
+NT_UNROLL
+    for (int i = 0; i < kTile / 8; ++i)
+NT_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int key = j0 + 8 * i + 2 * t + e % 2;
+        const float p = key < T ? exp2f(s[i][e] * scale - lse[e / 2]) : 0.f;
+        s[i][e] = p * (dp[i][e] - delta[e / 2]);
+      }
+NT_UNROLL
+    for (int kk = 0; kk < kTile / 16; ++kk) pack_a(ds[kk], s[2 * kk], s[2 * kk + 1]);
+    mma_rows_n<HD, kTile>(dq, ds, ks, j0, lane);
+  }
+  const float mul[2] = {a.scale, a.scale};
+  store_rows<HD>(a.dq + base, a.s_t, dq, r0, T, t, mul);
+}
+
+template <int HD>
+NT_GLOBAL void NT_BOUNDS(kAttnThreads) attention_dkv_kernel(AttnArgs a) {
+  constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
+  const int T = a.T, T_pad = round_up(T, kTile);
+  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int64_t base = n * a.s_n + h * a.s_h;
+  bf16* qs = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
+  bf16* dos = qs + T_pad * P;                         // [T_pad, P]
+  float* lse = reinterpret_cast<float*>(dos + T_pad * P);  // [T_pad]
+  float* delta = lse + T_pad;                              // [T_pad]
+  load_rows<HD>(qs, a.q + base, a.s_t, T, T_pad);
+  load_rows<HD>(dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T, T_pad);
+  for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnThreads) {
+    // queries from T on: p = 2^(s - inf) = 0
+    lse[i] = i < T ? a.lse[static_cast<int64_t>(nh) * T + i] : INFINITY;
+    delta[i] = i < T ? a.delta[static_cast<int64_t>(nh) * T + i] : 0.f;
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;  // keys
+  RowFragments<HD> k, v;
+  k.load(a.k + base, a.s_t, r0, T, t);
+  v.load(a.v + base, a.s_t, r0, T, t);
+  __syncthreads();
+  const float scale = a.scale * kLog2e;
+  float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
+  for (int i0 = 0; i0 < T_pad; i0 += kTile) {
+    float s[kTile / 8][4], dp[kTile / 8][4];  // [16 keys, kTile queries]: s^T, dp^T
+    mma_rows_t<HD, kTile>(s, k, qs, i0, lane);
+    mma_rows_t<HD, kTile>(dp, v, dos, i0, lane);
+NT_UNROLL
+    for (int i = 0; i < kTile / 8; ++i)
+NT_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int query = i0 + 8 * i + 2 * t + e % 2;
+        const float p = exp2f(s[i][e] * scale - lse[query]);
+        s[i][e] = p;
+        dp[i][e] = p * (dp[i][e] - delta[query]);
+      }
+    uint32_t pa[kTile / 16][4], ds[kTile / 16][4];
+NT_UNROLL
+    for (int kk = 0; kk < kTile / 16; ++kk) {
+      pack_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
+      pack_a(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
+    }
+    mma_rows_n<HD, kTile>(dv, pa, dos, i0, lane);
+    mma_rows_n<HD, kTile>(dk, ds, qs, i0, lane);
+  }
+  const float one[2] = {1.f, 1.f}, mul[2] = {a.scale, a.scale};
+  store_rows<HD>(a.dv + base, a.s_t, dv, r0, T, t, one);
+  store_rows<HD>(a.dk + base, a.s_t, dk, r0, T, t, mul);
+}
+
+// ---- launch ----------------------------------------------------------------------------------
+
+// Dynamic shared memory (bytes) of each kernel for T tokens.
+template <int HD>
+constexpr int64_t attn_forward_shared(int T) {
+  return int64_t{2} * round_up(T, kAttnForwardTile) * attn_pitch(HD) * 2;
+}
+template <int HD>
+constexpr int64_t attn_dq_shared(int T) {
+  return int64_t{2} * round_up(T, kAttnBackwardTile) * attn_pitch(HD) * 2;
+}
+template <int HD>
+constexpr int64_t attn_dkv_shared(int T) {
+  return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * 4;
+}
+
+// Grids: x the N * H pairs, y the tiles of 128 rows.
+inline dim3 attn_grid(int64_t pairs, int T) {
+  return dim3(static_cast<unsigned>(pairs), static_cast<unsigned>((T + kAttnRows - 1) / kAttnRows));
+}
+
+}  // namespace nt::cuda::device
