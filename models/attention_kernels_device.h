@@ -23,6 +23,7 @@
 //   The dq kernel's products: s, dp, dq; the dkv kernel's: s, dp, dv, dk (7 products where one
 //   kernel with atomic dq sums would run 5, and cuDNN's kernel runs 5 padded to width 128).
 //
+// Grid: blockIdx.x = pair * tiles + tile (pair = n * H + h; tiles of kAttnRows rows).
 // Layouts: q, k, v (and their gradients) [N, H, T, HD] with unit stride along HD and strides
 // (s_n, s_h, s_t) shared by the three (views of qkv's output [N, T, 3, H, HD] have them); o and
 // its gradient's source do: o [N, T, H, HD] contiguous (the proj product's input as it is), do
@@ -67,6 +68,9 @@ constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step
 #endif
 NT_HOST_DEVICE constexpr int attn_pitch(int hd) { return hd % 16 == 8 ? hd : hd + 8; }
 NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
+// Grids: one block per tile of 128 rows of each (n, h), a pair's tiles next to each other, so
+// that they run together and the second reads the pair's keys and values from L2.
+NT_HOST_DEVICE inline int attn_tiles(int T) { return (T + kAttnRows - 1) / kAttnRows; }
 
 #ifdef __CUDACC__
 NT_DEVICE unsigned char* attn_shared() {
@@ -90,16 +94,36 @@ struct AttnArgs {
   float scale;               // the softmax's scale (1 / sqrt(HD))
 };
 
+// 16 bytes from global to shared memory without registers (cp.async, sm_80 and later); they
+// land by copy_async_wait. The CPU run copies at once.
+NT_DEVICE void copy_async_16(void* dst, const void* src) {
+#ifdef __CUDACC__
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+#else
+  std::memcpy(dst, src, 16);
+#endif
+}
+// Waits for this thread's copy_async_16 copies (then a __syncthreads makes the block's visible).
+NT_DEVICE void copy_async_wait() {
+#ifdef __CUDACC__
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
+
 // rows [0, rows_pad) of a [T, HD] matrix (row stride `stride`) into shared memory at `dst` (pitch
-// attn_pitch(HD)), in 16-byte words; rows from T on are zeros.
+// attn_pitch(HD)), in 16-byte words; rows from T on are zeros. The copies are asynchronous
+// (copy_async_wait): a thread has all its words in flight at once, where loads through registers
+// would wait for each before storing it.
 template <int HD>
 NT_DEVICE void load_rows(bf16* dst, const bf16* src, int64_t stride, int T, int rows_pad) {
   constexpr int kWords = HD / 8, P = attn_pitch(HD);
   for (int i = static_cast<int>(threadIdx.x); i < rows_pad * kWords; i += kAttnThreads) {
     const int r = i / kWords, c = i % kWords;
-    uint4 w = {0u, 0u, 0u, 0u};
-    if (r < T) w = load_word<uint4>(src + r * stride + 8 * c);
-    store_word(dst + r * P + 8 * c, w);
+    if (r < T)
+      copy_async_16(dst + r * P + 8 * c, src + r * stride + 8 * c);
+    else
+      store_word(dst + r * P + 8 * c, uint4{0u, 0u, 0u, 0u});
   }
 }
 
@@ -216,16 +240,18 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnForwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
   load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
   load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;
+  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q;
   q.load(a.q + base, a.s_t, r0, T, t);
+  copy_async_wait();  // the shared rows (load_rows), then the whole block's
   __syncthreads();
   const float scale = a.scale * kLog2e;
   float o[HD / 8][4] = {};
@@ -284,14 +310,15 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
   load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
   load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;
+  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q, dout;
   q.load(a.q + base, a.s_t, r0, T, t);
   dout.load(a.dout + n * a.d_n + h * a.d_h, a.d_t, r0, T, t);
@@ -315,6 +342,7 @@ NT_UNROLL
     lse[r] = row < T ? a.lse[static_cast<int64_t>(nh) * T + row] : 0.f;
     if (t == 0 && row < T) a.delta[static_cast<int64_t>(nh) * T + row] = delta[r];
   }
+  copy_async_wait();  // the shared rows (load_rows), then the whole block's
   __syncthreads();
   const float scale = a.scale * kLog2e;
   float dq[HD / 8][4] = {};
@@ -343,7 +371,8 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS(kAttnThreads) attention_dkv_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int nh = static_cast<int>(blockIdx.x), n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* qs = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* dos = qs + T_pad * P;                         // [T_pad, P]
@@ -357,10 +386,11 @@ NT_GLOBAL void NT_BOUNDS(kAttnThreads) attention_dkv_kernel(AttnArgs a) {
     delta[i] = i < T ? a.delta[static_cast<int64_t>(nh) * T + i] : 0.f;
   }
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = static_cast<int>(blockIdx.y) * kAttnRows + warp * 16 + lane / 4;  // keys
+  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;  // keys
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
+  copy_async_wait();  // the shared rows (load_rows), then the whole block's
   __syncthreads();
   const float scale = a.scale * kLog2e;
   float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
@@ -407,9 +437,6 @@ constexpr int64_t attn_dkv_shared(int T) {
   return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * 4;
 }
 
-// Grids: x the N * H pairs, y the tiles of 128 rows.
-inline dim3 attn_grid(int64_t pairs, int T) {
-  return dim3(static_cast<unsigned>(pairs), static_cast<unsigned>((T + kAttnRows - 1) / kAttnRows));
-}
+inline dim3 attn_grid(int64_t pairs, int T) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T))); }
 
 }  // namespace nt::cuda::device
