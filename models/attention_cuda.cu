@@ -43,10 +43,10 @@ void check(const AttentionTensors& a, const char* op) {
 
 // Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KB), then launches it.
 template <typename Kernel>
-void launch(Kernel kernel, dim3 grid, int64_t bytes, cudaStream_t s, const device::AttnArgs& args) {
+void launch(Kernel kernel, dim3 grid, int threads, int64_t bytes, cudaStream_t s, const device::AttnArgs& args) {
   NT_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(bytes)));
-  NT_LAUNCH_SHARED(kernel, grid, dim3(device::kAttnThreads), static_cast<size_t>(bytes), s, args);
+  NT_LAUNCH_SHARED(kernel, grid, dim3(threads), static_cast<size_t>(bytes), s, args);
   NT_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -86,11 +86,11 @@ void attention_forward(const AttentionTensors& a, float scale, int device, void*
   CudaDeviceScope scope(device);
   const auto s = static_cast<cudaStream_t>(stream);
   const device::AttnArgs args = args_of(a, scale);
-  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T));
+  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T), device::kAttnRows);
   dispatch_width(a.hd, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
-    launch(device::attention_forward_kernel<HD>, grid, device::attn_forward_shared<HD>(static_cast<int>(a.T)), s,
-           args);
+    launch(device::attention_forward_kernel<HD>, grid, device::kAttnThreads,
+           device::attn_forward_shared<HD>(static_cast<int>(a.T)), s, args);
   });
 }
 
@@ -112,12 +112,13 @@ void attention_backward(const AttentionTensors& a, float scale, const void* dout
   args.dq = static_cast<__nv_bfloat16*>(dq);
   args.dk = static_cast<__nv_bfloat16*>(dk);
   args.dv = static_cast<__nv_bfloat16*>(dv);
-  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T));
+  const int T = static_cast<int>(a.T);
   dispatch_width(a.hd, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
-    const int T = static_cast<int>(a.T);
-    launch(device::attention_dq_kernel<HD>, grid, device::attn_dq_shared<HD>(T), s, args);  // also delta
-    launch(device::attention_dkv_kernel<HD>, grid, device::attn_dkv_shared<HD>(T), s, args);
+    launch(device::attention_dq_kernel<HD>, device::attn_grid(a.N * a.H, T, device::kAttnRows), device::kAttnThreads,
+           device::attn_dq_shared<HD>(T), s, args);  // also delta
+    launch(device::attention_dkv_kernel<HD>, device::attn_grid(a.N * a.H, T, device::kAttnKeyRows),
+           device::kAttnKeyThreads, device::attn_dkv_shared<HD>(T), s, args);
   });
 }
 

@@ -18,12 +18,12 @@
 //     attention_dq_kernel   (a block per 128 queries): delta = rowsum(do * o), kept for the next
 //                           kernel; p = 2^(s - lse), dp = do v^T, ds = p * (dp - delta),
 //                           dq = (ds rounded to bf16) k * scale.
-//     attention_dkv_kernel  (a block per 128 keys): p^T, dp^T and ds^T as above, from the keys'
+//     attention_dkv_kernel  (a block per 64 keys): p^T, dp^T and ds^T as above, from the keys'
 //                           side: dv = p^T do, dk = ds^T q * scale.
 //   The dq kernel's products: s, dp, dq; the dkv kernel's: s, dp, dv, dk (7 products where one
 //   kernel with atomic dq sums would run 5, and cuDNN's kernel runs 5 padded to width 128).
 //
-// Grid: blockIdx.x = pair * tiles + tile (pair = n * H + h; tiles of kAttnRows rows).
+// Grid: blockIdx.x = pair * tiles + tile (pair = n * H + h; tiles of a block's rows).
 // Layouts: q, k, v (and their gradients) [N, H, T, HD] with unit stride along HD and strides
 // (s_n, s_h, s_t) shared by the three (views of qkv's output [N, T, 3, H, HD] have them); o and
 // its gradient's source do: o [N, T, H, HD] contiguous (the proj product's input as it is), do
@@ -48,9 +48,15 @@ namespace nt::cuda::device {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kAttnWarps = 8;
+constexpr int kAttnWarps = 8;               // the forward's and the dq kernel's
 constexpr int kAttnThreads = 32 * kAttnWarps;
-constexpr int kAttnRows = 16 * kAttnWarps;  // a block's queries (forward, dq) or keys (dkv)
+constexpr int kAttnRows = 16 * kAttnWarps;  // their blocks' queries
+// The dk/dv kernel: 4 warps (64 keys) a block. It takes 171-178 registers a thread at width 72, so
+// that 8 warps would leave one block an SM, whose copy of the queries and output gradients
+// into shared memory would then overlap with no other block's products.
+constexpr int kAttnKeyWarps = 4;
+constexpr int kAttnKeyThreads = 32 * kAttnKeyWarps;
+constexpr int kAttnKeyRows = 16 * kAttnKeyWarps;
 constexpr int kAttnMaxT = 256;              // the keys (or queries) a block holds at once
 constexpr int kAttnForwardTile = 64;        // keys a step of the forward's online softmax
 // Blocks an SM keeps (the forward and dq kernels): 2 (128 registers a thread) up to width 72, where
@@ -70,7 +76,7 @@ NT_HOST_DEVICE constexpr int attn_pitch(int hd) { return hd % 16 == 8 ? hd : hd 
 NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 // Grids: one block per tile of 128 rows of each (n, h), a pair's tiles next to each other, so
 // that they run together and the second reads the pair's keys and values from L2.
-NT_HOST_DEVICE inline int attn_tiles(int T) { return (T + kAttnRows - 1) / kAttnRows; }
+NT_HOST_DEVICE inline int attn_tiles(int T, int rows) { return (T + rows - 1) / rows; }
 
 #ifdef __CUDACC__
 NT_DEVICE unsigned char* attn_shared() {
@@ -115,10 +121,10 @@ NT_DEVICE void copy_async_wait() {
 // attn_pitch(HD)), in 16-byte words; rows from T on are zeros. The copies are asynchronous
 // (copy_async_wait): a thread has all its words in flight at once, where loads through registers
 // would wait for each before storing it.
-template <int HD>
+template <int HD, int kThreads>
 NT_DEVICE void load_rows(bf16* dst, const bf16* src, int64_t stride, int T, int rows_pad) {
   constexpr int kWords = HD / 8, P = attn_pitch(HD);
-  for (int i = static_cast<int>(threadIdx.x); i < rows_pad * kWords; i += kAttnThreads) {
+  for (int i = static_cast<int>(threadIdx.x); i < rows_pad * kWords; i += kThreads) {
     const int r = i / kWords, c = i % kWords;
     if (r < T)
       copy_async_16(dst + r * P + 8 * c, src + r * stride + 8 * c);
@@ -240,13 +246,13 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnForwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T, kAttnRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
   const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
-  load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
+  load_rows<HD, kAttnThreads>(ks, a.k + base, a.s_t, T, T_pad);
+  load_rows<HD, kAttnThreads>(vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q;
@@ -310,13 +316,13 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T, kAttnRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
   const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  load_rows<HD>(ks, a.k + base, a.s_t, T, T_pad);
-  load_rows<HD>(vs, a.v + base, a.s_t, T, T_pad);
+  load_rows<HD, kAttnThreads>(ks, a.k + base, a.s_t, T, T_pad);
+  load_rows<HD, kAttnThreads>(vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q, dout;
@@ -368,25 +374,25 @@ NT_UNROLL
 }
 
 template <int HD>
-NT_GLOBAL void NT_BOUNDS(kAttnThreads) attention_dkv_kernel(AttnArgs a) {
+NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
   const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
+  const int tiles = attn_tiles(T, kAttnKeyRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
   const int tile = static_cast<int>(blockIdx.x) % tiles;
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* qs = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* dos = qs + T_pad * P;                         // [T_pad, P]
   float* lse = reinterpret_cast<float*>(dos + T_pad * P);  // [T_pad]
   float* delta = lse + T_pad;                              // [T_pad]
-  load_rows<HD>(qs, a.q + base, a.s_t, T, T_pad);
-  load_rows<HD>(dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T, T_pad);
-  for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnThreads) {
+  load_rows<HD, kAttnKeyThreads>(qs, a.q + base, a.s_t, T, T_pad);
+  load_rows<HD, kAttnKeyThreads>(dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T, T_pad);
+  for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnKeyThreads) {
     // queries from T on: p = 2^(s - inf) = 0
     lse[i] = i < T ? a.lse[static_cast<int64_t>(nh) * T + i] : INFINITY;
     delta[i] = i < T ? a.delta[static_cast<int64_t>(nh) * T + i] : 0.f;
   }
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;  // keys
+  const int t = lane % 4, r0 = tile * kAttnKeyRows + warp * 16 + lane / 4;  // keys
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
@@ -437,6 +443,6 @@ constexpr int64_t attn_dkv_shared(int T) {
   return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * 4;
 }
 
-inline dim3 attn_grid(int64_t pairs, int T) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T))); }
+inline dim3 attn_grid(int64_t pairs, int T, int rows) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T, rows))); }
 
 }  // namespace nt::cuda::device

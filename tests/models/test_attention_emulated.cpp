@@ -59,11 +59,12 @@ Result run_kernels(const at::Tensor& qkv, const at::Tensor& go, int64_t H) {
   a.H = static_cast<int>(H);
   a.T = static_cast<int>(T);
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
-  const dim3 grid = dev::attn_grid(N * H, static_cast<int>(T)), block(dev::kAttnThreads);
   const int Ti = static_cast<int>(T);
+  const dim3 grid = dev::attn_grid(N * H, Ti, dev::kAttnRows), block(dev::kAttnThreads);
+  const dim3 key_grid = dev::attn_grid(N * H, Ti, dev::kAttnKeyRows), key_block(dev::kAttnKeyThreads);
   NT_LAUNCH_SHARED(dev::attention_forward_kernel<HD>, grid, block, dev::attn_forward_shared<HD>(Ti), nullptr, a);
   NT_LAUNCH_SHARED(dev::attention_dq_kernel<HD>, grid, block, dev::attn_dq_shared<HD>(Ti), nullptr, a);
-  NT_LAUNCH_SHARED(dev::attention_dkv_kernel<HD>, grid, block, dev::attn_dkv_shared<HD>(Ti), nullptr, a);
+  NT_LAUNCH_SHARED(dev::attention_dkv_kernel<HD>, key_grid, key_block, dev::attn_dkv_shared<HD>(Ti), nullptr, a);
   return r;
 }
 
