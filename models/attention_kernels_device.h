@@ -5,7 +5,8 @@
 // o = softmax(q k^T * scale) v per sample n and head h, bf16 inputs with fp32 accumulators, for
 // sequences of at most kAttnMaxT tokens and head widths HD (a multiple of 8) that nvcc instantiates:
 // a block holds one (n, h)'s whole keys and values (or queries and output gradients) in shared
-// memory and its 8 warps take 16 rows each, with mma.sync products (models/warp_mma_device.h).
+// memory and its warps (8; 4 in the dk/dv kernel) take 16 rows each, with mma.sync products
+// (models/warp_mma_device.h).
 // Head widths need not be multiples of 16: HD = 72 (DiT-XL/2) runs as 4 k16 steps and one k8 step,
 // and as 9 n8 tiles, where cuDNN's kernels pad it to 128.
 //
@@ -59,11 +60,11 @@ constexpr int kAttnKeyThreads = 32 * kAttnKeyWarps;
 constexpr int kAttnKeyRows = 16 * kAttnKeyWarps;
 constexpr int kAttnMaxT = 256;              // the keys (or queries) a block holds at once
 constexpr int kAttnForwardTile = 64;        // keys a step of the forward's online softmax
+constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step of backward
 // Blocks an SM keeps (the forward and dq kernels): 2 (128 registers a thread) up to width 72, where
 // nvcc then spills a few words outside the loops; wider heads take all registers, one block an SM.
 template <int HD>
 constexpr int kAttnBlocks = HD <= 72 ? 2 : 1;
-constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step of backward
 
 // The row pitch in shared memory (elements): HD, or HD + 8 where HD is a multiple of 16, so that a
 // row is an odd multiple of 16 bytes and ldmatrix's 8 rows of 16 bytes fall in distinct banks.
@@ -74,8 +75,8 @@ constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step
 #endif
 NT_HOST_DEVICE constexpr int attn_pitch(int hd) { return hd % 16 == 8 ? hd : hd + 8; }
 NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
-// Grids: one block per tile of 128 rows of each (n, h), a pair's tiles next to each other, so
-// that they run together and the second reads the pair's keys and values from L2.
+// Grids: one block per tile of a block's rows of each (n, h), a pair's tiles next to each other,
+// so that they run together and the later ones read the pair's rows from L2.
 NT_HOST_DEVICE inline int attn_tiles(int T, int rows) { return (T + rows - 1) / rows; }
 
 #ifdef __CUDACC__
@@ -101,36 +102,67 @@ struct AttnArgs {
 };
 
 // 16 bytes from global to shared memory without registers (cp.async, sm_80 and later); they
-// land by copy_async_wait. The CPU run copies at once.
+// land by copy_async_wait. The CPU run (cuda_emulation.h) holds them back until that wait too.
 NT_DEVICE void copy_async_16(void* dst, const void* src) {
 #ifdef __CUDACC__
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 #else
-  std::memcpy(dst, src, 16);
+  ::nt::emu::async_copy_16(dst, src);
 #endif
 }
-// Waits for this thread's copy_async_16 copies (then a __syncthreads makes the block's visible).
-NT_DEVICE void copy_async_wait() {
+// Closes this thread's group of copy_async_16 copies.
+NT_DEVICE void copy_async_commit() {
 #ifdef __CUDACC__
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#else
+  ::nt::emu::async_commit();
+#endif
+}
+// Waits until at most `pending` (0 .. 7) of this thread's groups are still in flight.
+NT_DEVICE void copy_async_wait(int pending) {
+#ifdef __CUDACC__
+  switch (pending) {  // the count is an immediate
+    case 7: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+  }
+#else
+  ::nt::emu::async_wait(pending);
 #endif
 }
 
-// rows [0, rows_pad) of a [T, HD] matrix (row stride `stride`) into shared memory at `dst` (pitch
-// attn_pitch(HD)), in 16-byte words; rows from T on are zeros. The copies are asynchronous
-// (copy_async_wait): a thread has all its words in flight at once, where loads through registers
-// would wait for each before storing it.
-template <int HD, int kThreads>
-NT_DEVICE void load_rows(bf16* dst, const bf16* src, int64_t stride, int T, int rows_pad) {
+// Two [T, HD] matrices (row strides stride_a, stride_b) into shared memory at da and db (pitch
+// attn_pitch(HD)), rows [0, T_pad) in 16-byte words, rows from T on zeros: one group of copies per
+// tile of kTile rows of both, so that the block can begin on the first tile while the others are
+// in flight (await_tile). The copies take no registers: a thread has all its words in flight at
+// once, where loads through registers would wait for each before storing it.
+template <int HD, int kThreads, int kTile>
+NT_DEVICE void copy_tiles(bf16* da, const bf16* sa, int64_t stride_a, bf16* db, const bf16* sb, int64_t stride_b,
+                          int T, int T_pad) {
   constexpr int kWords = HD / 8, P = attn_pitch(HD);
-  for (int i = static_cast<int>(threadIdx.x); i < rows_pad * kWords; i += kThreads) {
-    const int r = i / kWords, c = i % kWords;
-    if (r < T)
-      copy_async_16(dst + r * P + 8 * c, src + r * stride + 8 * c);
-    else
-      store_word(dst + r * P + 8 * c, uint4{0u, 0u, 0u, 0u});
+  for (int r0 = 0; r0 < T_pad; r0 += kTile) {
+    for (int i = static_cast<int>(threadIdx.x); i < 2 * kTile * kWords; i += kThreads) {
+      const int m = i / (kTile * kWords), r = r0 + (i / kWords) % kTile, c = i % kWords;
+      bf16* dst = (m == 0 ? da : db) + r * P + 8 * c;
+      if (r < T)
+        copy_async_16(dst, (m == 0 ? sa + r * stride_a : sb + r * stride_b) + 8 * c);
+      else
+        store_word(dst, uint4{0u, 0u, 0u, 0u});
+    }
+    copy_async_commit();
   }
+}
+// Before the block reads tile j of `tiles` (copy_tiles): this thread's copies of tiles 0 .. j
+// have landed, then every thread's (and what the block stored before).
+NT_DEVICE void await_tile(int j, int tiles) {
+  copy_async_wait(tiles - 1 - j);
+  __syncthreads();
 }
 
 // A warp's 16 rows of a [T, HD] matrix as A fragments (rows r0 = first + g and r0 + 8 of this lane;
@@ -251,18 +283,16 @@ NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  load_rows<HD, kAttnThreads>(ks, a.k + base, a.s_t, T, T_pad);
-  load_rows<HD, kAttnThreads>(vs, a.v + base, a.s_t, T, T_pad);
+  copy_tiles<HD, kAttnThreads, kTile>(ks, a.k + base, a.s_t, vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q;
   q.load(a.q + base, a.s_t, r0, T, t);
-  copy_async_wait();  // the shared rows (load_rows), then the whole block's
-  __syncthreads();
   const float scale = a.scale * kLog2e;
   float o[HD / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0, r0 + 8 (this lane's share of l)
   for (int j0 = 0; j0 < T_pad; j0 += kTile) {
+    await_tile(j0 / kTile, T_pad / kTile);
     float s[kTile / 8][4];  // [16, kTile]: scores, then p
     mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
     float mx[2] = {m[0], m[1]};
@@ -321,8 +351,7 @@ NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kern
   const int64_t base = n * a.s_n + h * a.s_h;
   bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
   bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  load_rows<HD, kAttnThreads>(ks, a.k + base, a.s_t, T, T_pad);
-  load_rows<HD, kAttnThreads>(vs, a.v + base, a.s_t, T, T_pad);
+  copy_tiles<HD, kAttnThreads, kTile>(ks, a.k + base, a.s_t, vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
   RowFragments<HD> q, dout;
@@ -348,11 +377,10 @@ NT_UNROLL
     lse[r] = row < T ? a.lse[static_cast<int64_t>(nh) * T + row] : 0.f;
     if (t == 0 && row < T) a.delta[static_cast<int64_t>(nh) * T + row] = delta[r];
   }
-  copy_async_wait();  // the shared rows (load_rows), then the whole block's
-  __syncthreads();
   const float scale = a.scale * kLog2e;
   float dq[HD / 8][4] = {};
   for (int j0 = 0; j0 < T_pad; j0 += kTile) {
+    await_tile(j0 / kTile, T_pad / kTile);
     float s[kTile / 8][4], dp[kTile / 8][4];
     mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
     mma_rows_t<HD, kTile>(dp, dout, vs, j0, lane);
@@ -384,8 +412,8 @@ NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   bf16* dos = qs + T_pad * P;                         // [T_pad, P]
   float* lse = reinterpret_cast<float*>(dos + T_pad * P);  // [T_pad]
   float* delta = lse + T_pad;                              // [T_pad]
-  load_rows<HD, kAttnKeyThreads>(qs, a.q + base, a.s_t, T, T_pad);
-  load_rows<HD, kAttnKeyThreads>(dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T, T_pad);
+  copy_tiles<HD, kAttnKeyThreads, kTile>(qs, a.q + base, a.s_t, dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T,
+                                         T_pad);
   for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnKeyThreads) {
     // queries from T on: p = 2^(s - inf) = 0
     lse[i] = i < T ? a.lse[static_cast<int64_t>(nh) * T + i] : INFINITY;
@@ -396,11 +424,10 @@ NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
-  copy_async_wait();  // the shared rows (load_rows), then the whole block's
-  __syncthreads();
   const float scale = a.scale * kLog2e;
   float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
   for (int i0 = 0; i0 < T_pad; i0 += kTile) {
+    await_tile(i0 / kTile, T_pad / kTile);  // also the block's lse and delta, at the first
     float s[kTile / 8][4], dp[kTile / 8][4];  // [16 keys, kTile queries]: s^T, dp^T
     mma_rows_t<HD, kTile>(s, k, qs, i0, lane);
     mma_rows_t<HD, kTile>(dp, v, dos, i0, lane);

@@ -2,7 +2,10 @@
 // by the host compiler and launched here, a block's threads as real threads (so that
 // __syncthreads and warp shuffles synchronise as they do on a GPU), blocks one after another.
 // Slow and only for small shapes; it checks indexing, bounds and reductions, not speed. One
-// difference from a GPU: rsqrtf is exact here (CUDA's is within 2 ulp).
+// difference from a GPU: rsqrtf is exact here (CUDA's is within 2 ulp). The warp-level tensor-core
+// products of models/warp_mma_device.h (mma.sync, ldmatrix) move the fragments' elements between
+// a warp's threads by the PTX ISA's layouts, and dynamic shared memory (launch_shared) starts as
+// NaNs.
 #pragma once
 #include <cuda_bf16.h>
 #include <driver_types.h>  // cudaStream_t
@@ -143,6 +146,8 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
     return bf16_half(warp[col * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k % 2);
   };
   const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
+  // The four outputs one by one: written as a loop over them, GCC 12's vectorizer at -O3 gave
+  // zeros for rows 8..15 (this program, 2026-11-28; -O2 and -fno-tree-vectorize gave the sums).
   auto dot = [&](int row, int col, float acc) {
     for (int k = 0; k < K; ++k) acc += A(row, k) * B(k, col);
     return acc;
@@ -151,6 +156,29 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
   d[1] = dot(g, 2 * t + 1, d[1]);
   d[2] = dot(g + 8, 2 * t, d[2]);
   d[3] = dot(g + 8, 2 * t + 1, d[3]);
+}
+
+// cp.async as a GPU may run it: a thread's copies wait in groups (async_commit) and land only
+// when async_wait lets at most `pending` groups stay in flight, so that a kernel that reads
+// shared memory before its wait reads the launch's NaNs. Copies not yet committed count as a
+// group of their own.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+};
+inline thread_local std::vector<std::vector<AsyncCopy>> async_groups;
+inline thread_local std::vector<AsyncCopy> async_open;
+inline void async_copy_16(void* dst, const void* src) { async_open.push_back({dst, src}); }
+inline void async_commit() {
+  async_groups.push_back(std::move(async_open));
+  async_open.clear();
+}
+inline void async_wait(int pending) {
+  if (!async_open.empty()) async_commit();
+  while (async_groups.size() > static_cast<size_t>(pending < 0 ? 0 : pending)) {
+    for (const AsyncCopy& c : async_groups.front()) std::memcpy(c.dst, c.src, 16);
+    async_groups.erase(async_groups.begin());
+  }
 }
 
 // ldmatrix .x<mats> (.trans): register i of lane 4g + t gets matrix i's row g, elements 2t, 2t+1
