@@ -354,11 +354,11 @@ NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kern
   copy_tiles<HD, kAttnThreads, kTile>(ks, a.k + base, a.s_t, vs, a.v + base, a.s_t, T, T_pad);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
-  RowFragments<HD> q, dout;
-  q.load(a.q + base, a.s_t, r0, T, t);
+  // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's. do and o
+  // first, q after delta: with q's fragments loaded first as well, nvcc (at 128 registers) split
+  // these loads into 10 batches (scripts/sass-summary).
+  RowFragments<HD> dout, o, q;
   dout.load(a.dout + n * a.d_n + h * a.d_h, a.d_t, r0, T, t);
-  // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's.
-  RowFragments<HD> o;
   const int64_t o_stride = static_cast<int64_t>(a.H) * HD;
   o.load(a.o + static_cast<int64_t>(n) * T * o_stride + h * HD, o_stride, r0, T, t);
   float delta[2] = {0.f, 0.f}, lse[2];
@@ -377,6 +377,7 @@ NT_UNROLL
     lse[r] = row < T ? a.lse[static_cast<int64_t>(nh) * T + row] : 0.f;
     if (t == 0 && row < T) a.delta[static_cast<int64_t>(nh) * T + row] = delta[r];
   }
+  q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
   float dq[HD / 8][4] = {};
   for (int j0 = 0; j0 < T_pad; j0 += kTile) {
