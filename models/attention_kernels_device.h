@@ -274,18 +274,40 @@ NT_UNROLL
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Where a thread of an attention kernel works: its block's (n, h) pair (nh = n * H + h) and tile
+// of kRows rows, the pair's offset in q, k, v (base), this lane's rows r0 and r0 + 8 of the tile
+// (16 a warp), and the block's two shared [T_pad, P] matrices (T_pad: T rounded to kTile).
+template <int HD, int kRows, int kTile>
+struct AttnThread {
+  int T, T_pad, nh, n, h, lane, t, r0;
+  int64_t base;
+  bf16 *first, *second;
+  NT_DEVICE explicit AttnThread(const AttnArgs& a) : T(a.T), T_pad(round_up(a.T, kTile)) {
+    const int tiles = attn_tiles(T, kRows), block = static_cast<int>(blockIdx.x);
+    nh = block / tiles;
+    n = nh / a.H;
+    h = nh % a.H;
+    base = n * a.s_n + h * a.s_h;
+    lane = static_cast<int>(threadIdx.x) % 32;
+    t = lane % 4;
+    r0 = block % tiles * kRows + static_cast<int>(threadIdx.x) / 32 * 16 + lane / 4;
+    first = reinterpret_cast<bf16*>(attn_shared());
+    second = first + T_pad * attn_pitch(HD);
+  }
+  // The block's two matrices [T, HD] (a's rows into `first`, b's into `second`): copy_tiles.
+  NT_DEVICE void copy(const bf16* a, int64_t stride_a, const bf16* b, int64_t stride_b) const {
+    copy_tiles<HD, 2 * kRows, kTile>(first, a, stride_a, second, b, stride_b, T, T_pad);  // 32 threads a 16 rows
+  }
+};
+
 template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
-  constexpr int P = attn_pitch(HD), kTile = kAttnForwardTile;
-  const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T, kAttnRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
-  const int tile = static_cast<int>(blockIdx.x) % tiles;
-  const int64_t base = n * a.s_n + h * a.s_h;
-  bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
-  bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  copy_tiles<HD, kAttnThreads, kTile>(ks, a.k + base, a.s_t, vs, a.v + base, a.s_t, T, T_pad);
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
+  constexpr int kTile = kAttnForwardTile;
+  const AttnThread<HD, kAttnRows, kTile> at(a);
+  at.copy(a.k + at.base, a.s_t, a.v + at.base, a.s_t);
+  const bf16 *ks = at.first, *vs = at.second;  // keys, values [T_pad, P]
+  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
+  const int64_t base = at.base;
   RowFragments<HD> q;
   q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
@@ -335,25 +357,21 @@ NT_UNROLL
     inv[r] = 1.f / l[r];
   }
   const int64_t o_stride = static_cast<int64_t>(a.H) * HD;  // [N, T, H, HD]
-  store_rows<HD>(a.o + static_cast<int64_t>(n) * T * o_stride + h * HD, o_stride, o, r0, T, t, inv);
+  store_rows<HD>(a.o + static_cast<int64_t>(at.n) * T * o_stride + at.h * HD, o_stride, o, r0, T, t, inv);
   if (t == 0)
 NT_UNROLL
     for (int r = 0; r < 2; ++r)
-      if (r0 + 8 * r < T) a.lse[static_cast<int64_t>(nh) * T + r0 + 8 * r] = m[r] + log2f(l[r]);
+      if (r0 + 8 * r < T) a.lse[static_cast<int64_t>(at.nh) * T + r0 + 8 * r] = m[r] + log2f(l[r]);
 }
 
 template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
-  constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
-  const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T, kAttnRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
-  const int tile = static_cast<int>(blockIdx.x) % tiles;
-  const int64_t base = n * a.s_n + h * a.s_h;
-  bf16* ks = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
-  bf16* vs = ks + T_pad * P;                          // [T_pad, P]
-  copy_tiles<HD, kAttnThreads, kTile>(ks, a.k + base, a.s_t, vs, a.v + base, a.s_t, T, T_pad);
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = tile * kAttnRows + warp * 16 + lane / 4;
+  constexpr int kTile = kAttnBackwardTile;
+  const AttnThread<HD, kAttnRows, kTile> at(a);
+  at.copy(a.k + at.base, a.s_t, a.v + at.base, a.s_t);
+  const bf16 *ks = at.first, *vs = at.second;  // keys, values [T_pad, P]
+  const int T = at.T, T_pad = at.T_pad, nh = at.nh, n = at.n, h = at.h, lane = at.lane, t = at.t, r0 = at.r0;
+  const int64_t base = at.base;
   // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's. do and o
   // first, q after delta: with q's fragments loaded first as well, nvcc (at 128 registers) split
   // these loads into 10 batches (scripts/sass-summary).
@@ -404,24 +422,19 @@ NT_UNROLL
 
 template <int HD>
 NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
-  constexpr int P = attn_pitch(HD), kTile = kAttnBackwardTile;
-  const int T = a.T, T_pad = round_up(T, kTile);
-  const int tiles = attn_tiles(T, kAttnKeyRows), nh = static_cast<int>(blockIdx.x) / tiles, n = nh / a.H, h = nh % a.H;
-  const int tile = static_cast<int>(blockIdx.x) % tiles;
-  const int64_t base = n * a.s_n + h * a.s_h;
-  bf16* qs = reinterpret_cast<bf16*>(attn_shared());  // [T_pad, P]
-  bf16* dos = qs + T_pad * P;                         // [T_pad, P]
-  float* lse = reinterpret_cast<float*>(dos + T_pad * P);  // [T_pad]
-  float* delta = lse + T_pad;                              // [T_pad]
-  copy_tiles<HD, kAttnKeyThreads, kTile>(qs, a.q + base, a.s_t, dos, a.dout + n * a.d_n + h * a.d_h, a.d_t, T,
-                                         T_pad);
+  constexpr int kTile = kAttnBackwardTile;
+  const AttnThread<HD, kAttnKeyRows, kTile> at(a);  // r0: this lane's keys
+  at.copy(a.q + at.base, a.s_t, a.dout + at.n * a.d_n + at.h * a.d_h, a.d_t);
+  const bf16 *qs = at.first, *dos = at.second;  // queries, output gradients [T_pad, P]
+  const int T = at.T, T_pad = at.T_pad, nh = at.nh, lane = at.lane, t = at.t, r0 = at.r0;
+  const int64_t base = at.base;
+  float* lse = reinterpret_cast<float*>(at.second + T_pad * attn_pitch(HD));  // [T_pad]
+  float* delta = lse + T_pad;                                                  // [T_pad]
   for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnKeyThreads) {
     // queries from T on: p = 2^(s - inf) = 0
     lse[i] = i < T ? a.lse[static_cast<int64_t>(nh) * T + i] : INFINITY;
     delta[i] = i < T ? a.delta[static_cast<int64_t>(nh) * T + i] : 0.f;
   }
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int t = lane % 4, r0 = tile * kAttnKeyRows + warp * 16 + lane / 4;  // keys
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
