@@ -52,7 +52,7 @@ using bf16 = __nv_bfloat16;
 constexpr int kAttnWarps = 8;               // the forward's and the dq kernel's
 constexpr int kAttnThreads = 32 * kAttnWarps;
 constexpr int kAttnRows = 16 * kAttnWarps;  // their blocks' queries
-// The dk/dv kernel: 4 warps (64 keys) a block. It takes 171-178 registers a thread at width 72, so
+// The dk/dv kernel: 4 warps (64 keys) a block. It takes 168-178 registers a thread at width 72, so
 // that 8 warps would leave one block an SM, whose copy of the queries and output gradients
 // into shared memory would then overlap with no other block's products.
 constexpr int kAttnKeyWarps = 4;
