@@ -475,6 +475,14 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   if (cfg.train.precision == "bf16" && !device.is_cuda())
     log_info("precision bf16 applies to CUDA; this CPU run computes in fp32");
   const DiTConfig mc = resolve_model(cfg.model);
+  // train.attention = "fused" where its kernels cannot take this model: said once, not silently.
+  if (cfg.train.attention == "fused" && device.is_cuda() && fused_kernels_built() && (comm ? comm->rank() : 0) == 0 &&
+      (!autocast || !fused_attention_supports_shape(mc.tokens(), mc.hidden_size / mc.num_heads)))
+    log_warn(std::string("train.attention = \"fused\": its kernels take bf16 (train.precision = \"bf16\"), ") +
+             "blocks of at most 256 tokens and head widths 16, 24, 32, 64, 72 or 128; this run (" +
+             cfg.train.precision + ", " + std::to_string(mc.tokens()) + " tokens, head width " +
+             std::to_string(mc.hidden_size / mc.num_heads) +
+             ") takes LibTorch's attention where they cannot, as with \"auto\"");
   if (cfg.data.paths.empty()) throw std::runtime_error("data.paths is empty: name at least one HDF5 file");
   LatentDataset data(cfg.data.paths);
   check_data_matches(data.info(), mc, cfg);

@@ -70,9 +70,12 @@ device::AttnArgs args_of(const AttentionTensors& a, float scale) {
 
 int attention_max_tokens() { return device::kAttnMaxT; }
 
+bool attention_shape_supported(int64_t T, int64_t hd) {
+  return T > 0 && T <= device::kAttnMaxT && dispatch_width(hd, [](auto) {});
+}
+
 bool attention_supports(const AttentionTensors& a) {
-  const bool width = dispatch_width(a.hd, [](auto) {});
-  return width && a.N > 0 && a.H > 0 && a.T > 0 && a.T <= device::kAttnMaxT && a.N * a.H <= 2147483647LL &&
+  return attention_shape_supported(a.T, a.hd) && a.N > 0 && a.H > 0 && a.N * a.H <= 2147483647LL &&
          multiple_of_8(a.q, a.s_n, a.s_h, a.s_t) && multiple_of_8(a.k, a.s_n, a.s_h, a.s_t) &&
          multiple_of_8(a.v, a.s_n, a.s_h, a.s_t);
 }

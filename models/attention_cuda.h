@@ -21,6 +21,8 @@ struct AttentionTensors {
 // 1 <= T <= attention_max_tokens(), N * H below 2^31, the strides and the pointers of q, k, v
 // (and, for backward, of dout: attention_backward_supports) multiples of 8 elements.
 bool attention_supports(const AttentionTensors& a);
+// The shape part alone: 1 <= T <= attention_max_tokens() and an instantiated head width.
+bool attention_shape_supported(int64_t T, int64_t hd);
 bool attention_backward_supports(const AttentionTensors& a, const void* dout, int64_t d_n, int64_t d_h, int64_t d_t);
 int attention_max_tokens();
 

@@ -457,6 +457,16 @@ bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads) {
 #endif
 }
 
+bool fused_attention_supports_shape(int64_t tokens, int64_t head_width) {
+#ifdef NT_HAVE_CUDA_KERNELS
+  return cuda::attention_shape_supported(tokens, head_width);
+#else
+  (void)tokens;
+  (void)head_width;
+  return false;
+#endif
+}
+
 at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
   if (!fused_attention_supports(qkv_out, heads))
     unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] with T <= 256 and a head width of 16, "

@@ -78,6 +78,8 @@ std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Ten
 // Supports: CUDA, contiguous bf16 qkv_out [N, T, 3D], T <= 256, hd = D / heads of 16, 24, 32,
 // 64, 72 or 128.
 bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads);
+// Whether blocks of `tokens` tokens and this head width can take it (false in a build without nvcc).
+bool fused_attention_supports_shape(int64_t tokens, int64_t head_width);
 at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads);
 
 }  // namespace nt

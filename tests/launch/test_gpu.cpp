@@ -247,8 +247,9 @@ TEST_F(Gpu, FusedMlpTrainsWhatThePlainMlpTrains) {
 }
 
 // The own attention kernels (train.attention = "fused") against LibTorch's choice ("auto"): the
-// same losses over 5 bf16 steps to 2 % (and not the same bits: other kernels ran), with the fused kernels (the qkv bias's gradient from the
-// attention's node) and without (the bias in the product); no "not applied" warning.
+// same losses over 5 bf16 steps to 2 % (and not the same bits: other kernels ran), with the fused
+// kernels (the qkv bias's gradient from the attention's node) and without (the bias in the
+// product); no warning, where a head width the kernels do not have gets one.
 TEST_F(Gpu, FusedAttentionTrainsWhatLibTorchsAttentionTrains) {
   RunSetup s = make_setup();
   std::string out;
@@ -272,6 +273,14 @@ TEST_F(Gpu, FusedAttentionTrainsWhatLibTorchsAttentionTrains) {
     // Other kernels round otherwise: equal losses would mean the own kernels did not run.
     EXPECT_NE(a, b) << "fused_kernels " << fused << ": the same losses as LibTorch's attention";
   }
+  // The fixture's own width (36 in 2 heads: 18) is not one the kernels have: the log says so.
+  ASSERT_EQ(run_single(s, "--set run.name=att_fused_18 --set train.attention=fused --set train.device=cuda"
+                          " --set train.precision=bf16 --set train.steps=2",
+                       &out),
+            0)
+      << out;
+  EXPECT_CONTAINS(out, "train.attention = \"fused\": its kernels take bf16");
+  EXPECT_CONTAINS(out, "head width 18");
 }
 
 // Sampling on CUDA (an evaluation rank's GPU, tread_sample --device cuda): each seed's generator

@@ -94,6 +94,12 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     EXPECT_NE(std::string(e.what()).find("fused_qkv_split: needs"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(nt::fused_attention_supports(qkv_out.to(at::kBFloat16), 3));
+  // The shapes its kernels take (the trainer warns for others): T <= 256, instantiated widths.
+  EXPECT_EQ(nt::fused_attention_supports_shape(256, 72), nt::fused_kernels_built());
+  EXPECT_EQ(nt::fused_attention_supports_shape(1, 16), nt::fused_kernels_built());
+  EXPECT_FALSE(nt::fused_attention_supports_shape(257, 72));
+  EXPECT_FALSE(nt::fused_attention_supports_shape(256, 40));
+  EXPECT_FALSE(nt::fused_attention_supports_shape(0, 64));
   try {
     nt::fused_attention(qkv_out.to(at::kBFloat16), {}, 3);
     ADD_FAILURE() << "no error";
