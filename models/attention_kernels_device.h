@@ -298,6 +298,12 @@ struct AttnThread {
   NT_DEVICE void copy(const bf16* a, int64_t stride_a, const bf16* b, int64_t stride_b) const {
     copy_tiles<HD, 2 * kRows, kTile>(first, a, stride_a, second, b, stride_b, T, T_pad);  // 32 threads a 16 rows
   }
+  // The pair's rows of o ([N, T, H, HD]: o_stride apart) and of o's gradient (d_t apart).
+  NT_DEVICE static int64_t o_stride(const AttnArgs& a) { return static_cast<int64_t>(a.H) * HD; }
+  NT_DEVICE bf16* o(const AttnArgs& a) const { return a.o + static_cast<int64_t>(n) * T * o_stride(a) + h * HD; }
+  NT_DEVICE const bf16* dout(const AttnArgs& a) const { return a.dout + n * a.d_n + h * a.d_h; }
+  // The pair's first row in lse and delta ([N * H, T]).
+  NT_DEVICE int64_t rows() const { return static_cast<int64_t>(nh) * T; }
 };
 
 template <int HD>
@@ -356,12 +362,11 @@ NT_UNROLL
     l[r] = quad_sum(l[r]);
     inv[r] = 1.f / l[r];
   }
-  const int64_t o_stride = static_cast<int64_t>(a.H) * HD;  // [N, T, H, HD]
-  store_rows<HD>(a.o + static_cast<int64_t>(at.n) * T * o_stride + at.h * HD, o_stride, o, r0, T, t, inv);
+  store_rows<HD>(at.o(a), at.o_stride(a), o, r0, T, t, inv);
   if (t == 0)
 NT_UNROLL
     for (int r = 0; r < 2; ++r)
-      if (r0 + 8 * r < T) a.lse[static_cast<int64_t>(at.nh) * T + r0 + 8 * r] = m[r] + log2f(l[r]);
+      if (r0 + 8 * r < T) a.lse[at.rows() + r0 + 8 * r] = m[r] + log2f(l[r]);
 }
 
 template <int HD>
@@ -370,16 +375,17 @@ NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kern
   const AttnThread<HD, kAttnRows, kTile> at(a);
   at.copy(a.k + at.base, a.s_t, a.v + at.base, a.s_t);
   const bf16 *ks = at.first, *vs = at.second;  // keys, values [T_pad, P]
-  const int T = at.T, T_pad = at.T_pad, nh = at.nh, n = at.n, h = at.h, lane = at.lane, t = at.t, r0 = at.r0;
+  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
   // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's. do and o
   // first, q after delta: with q's fragments loaded first as well, nvcc (at 128 registers) split
   // these loads into 10 batches (scripts/sass-summary).
   RowFragments<HD> dout, o, q;
-  dout.load(a.dout + n * a.d_n + h * a.d_h, a.d_t, r0, T, t);
-  const int64_t o_stride = static_cast<int64_t>(a.H) * HD;
-  o.load(a.o + static_cast<int64_t>(n) * T * o_stride + h * HD, o_stride, r0, T, t);
+  dout.load(at.dout(a), a.d_t, r0, T, t);
+  o.load(at.o(a), at.o_stride(a), r0, T, t);
   float delta[2] = {0.f, 0.f}, lse[2];
+NT_UNROLL
+  for (int r = 0; r < 2; ++r) lse[r] = r0 + 8 * r < T ? a.lse[at.rows() + r0 + 8 * r] : 0.f;
   auto dot = [](uint32_t x, uint32_t y) { return bf16_half(x, 0) * bf16_half(y, 0) + bf16_half(x, 1) * bf16_half(y, 1); };
 NT_UNROLL
   for (int s = 0; s < RowFragments<HD>::kSteps; ++s)
@@ -391,9 +397,7 @@ NT_UNROLL
 NT_UNROLL
   for (int r = 0; r < 2; ++r) {
     delta[r] = quad_sum(delta[r]);
-    const int row = r0 + 8 * r;
-    lse[r] = row < T ? a.lse[static_cast<int64_t>(nh) * T + row] : 0.f;
-    if (t == 0 && row < T) a.delta[static_cast<int64_t>(nh) * T + row] = delta[r];
+    if (t == 0 && r0 + 8 * r < T) a.delta[at.rows() + r0 + 8 * r] = delta[r];
   }
   q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
@@ -424,16 +428,16 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   constexpr int kTile = kAttnBackwardTile;
   const AttnThread<HD, kAttnKeyRows, kTile> at(a);  // r0: this lane's keys
-  at.copy(a.q + at.base, a.s_t, a.dout + at.n * a.d_n + at.h * a.d_h, a.d_t);
+  at.copy(a.q + at.base, a.s_t, at.dout(a), a.d_t);
   const bf16 *qs = at.first, *dos = at.second;  // queries, output gradients [T_pad, P]
-  const int T = at.T, T_pad = at.T_pad, nh = at.nh, lane = at.lane, t = at.t, r0 = at.r0;
+  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
   float* lse = reinterpret_cast<float*>(at.second + T_pad * attn_pitch(HD));  // [T_pad]
   float* delta = lse + T_pad;                                                  // [T_pad]
   for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnKeyThreads) {
     // queries from T on: p = 2^(s - inf) = 0
-    lse[i] = i < T ? a.lse[static_cast<int64_t>(nh) * T + i] : INFINITY;
-    delta[i] = i < T ? a.delta[static_cast<int64_t>(nh) * T + i] : 0.f;
+    lse[i] = i < T ? a.lse[at.rows() + i] : INFINITY;
+    delta[i] = i < T ? a.delta[at.rows() + i] : 0.f;
   }
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
@@ -470,18 +474,23 @@ NT_UNROLL
 
 // ---- launch ----------------------------------------------------------------------------------
 
-// Dynamic shared memory (bytes) of each kernel for T tokens.
+// Dynamic shared memory (bytes) of each kernel for T tokens: AttnThread's two [T_pad, P] bf16
+// matrices, and in the dk/dv kernel lse's and delta's T_pad floats after them.
+template <int HD>
+constexpr int64_t attn_matrices_shared(int T, int tile) {
+  return int64_t{2} * round_up(T, tile) * attn_pitch(HD) * sizeof(bf16);
+}
 template <int HD>
 constexpr int64_t attn_forward_shared(int T) {
-  return int64_t{2} * round_up(T, kAttnForwardTile) * attn_pitch(HD) * 2;
+  return attn_matrices_shared<HD>(T, kAttnForwardTile);
 }
 template <int HD>
 constexpr int64_t attn_dq_shared(int T) {
-  return int64_t{2} * round_up(T, kAttnBackwardTile) * attn_pitch(HD) * 2;
+  return attn_matrices_shared<HD>(T, kAttnBackwardTile);
 }
 template <int HD>
 constexpr int64_t attn_dkv_shared(int T) {
-  return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * 4;
+  return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * sizeof(float);
 }
 
 inline dim3 attn_grid(int64_t pairs, int T, int rows) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T, rows))); }
