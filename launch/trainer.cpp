@@ -478,8 +478,8 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   // train.attention = "fused" where its kernels cannot take this model: said once, not silently.
   if (cfg.train.attention == "fused" && device.is_cuda() && fused_kernels_built() && (comm ? comm->rank() : 0) == 0 &&
       (!autocast || !fused_attention_supports_shape(mc.tokens(), mc.hidden_size / mc.num_heads)))
-    log_warn(std::string("train.attention = \"fused\": its kernels take bf16 (train.precision = \"bf16\"), ") +
-             "blocks of at most 256 tokens and head widths 16, 24, 32, 64, 72 or 128; this run (" +
+    log_warn("train.attention = \"fused\": its kernels take bf16 (train.precision = \"bf16\"), " +
+             fused_attention_limits() + "; this run (" +
              cfg.train.precision + ", " + std::to_string(mc.tokens()) + " tokens, head width " +
              std::to_string(mc.hidden_size / mc.num_heads) +
              ") takes LibTorch's attention where they cannot, as with \"auto\"");

@@ -15,18 +15,27 @@
 namespace nt::cuda {
 namespace {
 
+// The head widths nvcc instantiates the kernels for (the one list: dispatch and messages).
+template <int... kWidths>
+struct Widths {};
+using Instantiated = Widths<16, 24, 32, 64, 72, 128>;
+
 // Calls f(std::integral_constant<int, hd>{}) for an instantiated head width; false for another.
+template <typename F, int... kWidths>
+bool dispatch_in(Widths<kWidths...>, int64_t hd, F&& f) {
+  return ((hd == kWidths ? (f(std::integral_constant<int, kWidths>{}), true) : false) || ...);
+}
 template <typename F>
 bool dispatch_width(int64_t hd, F&& f) {
-  switch (hd) {
-    case 16: f(std::integral_constant<int, 16>{}); return true;
-    case 24: f(std::integral_constant<int, 24>{}); return true;
-    case 32: f(std::integral_constant<int, 32>{}); return true;
-    case 64: f(std::integral_constant<int, 64>{}); return true;
-    case 72: f(std::integral_constant<int, 72>{}); return true;
-    case 128: f(std::integral_constant<int, 128>{}); return true;
-    default: return false;
-  }
+  return dispatch_in(Instantiated{}, hd, f);
+}
+
+template <int... kWidths>
+std::string text_of(Widths<kWidths...>) {
+  std::string s;
+  const int widths[] = {kWidths...}, n = sizeof...(kWidths);
+  for (int i = 0; i < n; ++i) s += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::to_string(widths[i]);
+  return s;
 }
 
 bool multiple_of_8(const void* p, int64_t a, int64_t b, int64_t c) {
@@ -37,8 +46,7 @@ void check(const AttentionTensors& a, const char* op) {
   if (!attention_supports(a))
     throw std::runtime_error(std::string(op) + " (CUDA): unsupported shape or layout: N " + std::to_string(a.N) +
                              ", heads " + std::to_string(a.H) + ", T " + std::to_string(a.T) + ", head width " +
-                             std::to_string(a.hd) + " (widths 16, 24, 32, 64, 72, 128; T <= " +
-                             std::to_string(attention_max_tokens()) + "; strides multiples of 8)");
+                             std::to_string(a.hd) + " (" + attention_limits() + "; strides multiples of 8)");
 }
 
 // Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KB), then launches it.
@@ -70,6 +78,10 @@ device::AttnArgs args_of(const AttentionTensors& a, float scale) {
 
 int attention_max_tokens() { return device::kAttnMaxT; }
 
+std::string attention_limits() {
+  return "at most " + std::to_string(device::kAttnMaxT) + " tokens, head widths " + text_of(Instantiated{});
+}
+
 bool attention_shape_supported(int64_t T, int64_t hd) {
   return T > 0 && T <= device::kAttnMaxT && dispatch_width(hd, [](auto) {});
 }
@@ -80,9 +92,6 @@ bool attention_supports(const AttentionTensors& a) {
          multiple_of_8(a.v, a.s_n, a.s_h, a.s_t);
 }
 
-bool attention_backward_supports(const AttentionTensors& a, const void* dout, int64_t d_n, int64_t d_h, int64_t d_t) {
-  return attention_supports(a) && multiple_of_8(dout, d_n, d_h, d_t);
-}
 
 void attention_forward(const AttentionTensors& a, float scale, int device, void* stream) {
   check(a, "fused attention");
@@ -100,7 +109,7 @@ void attention_forward(const AttentionTensors& a, float scale, int device, void*
 void attention_backward(const AttentionTensors& a, float scale, const void* dout, int64_t d_n, int64_t d_h,
                         int64_t d_t, float* delta, void* dq, void* dk, void* dv, int device, void* stream) {
   check(a, "fused attention backward");
-  if (!attention_backward_supports(a, dout, d_n, d_h, d_t) || !multiple_of_8(dq, a.s_n, a.s_h, a.s_t) ||
+  if (!multiple_of_8(dout, d_n, d_h, d_t) || !multiple_of_8(dq, a.s_n, a.s_h, a.s_t) ||
       !multiple_of_8(dk, a.s_n, a.s_h, a.s_t) || !multiple_of_8(dv, a.s_n, a.s_h, a.s_t))
     throw std::runtime_error("fused attention backward (CUDA): the gradients' pointers and strides must be multiples "
                              "of 8 elements");

@@ -6,6 +6,7 @@
 // (nullptr: the legacy default stream) on CUDA device `device`.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace nt::cuda {
 
@@ -17,14 +18,15 @@ struct AttentionTensors {
   int64_t N, H, T, hd;
 };
 
-// Whether the kernels take these shapes and strides: hd an instantiated width (attention_widths),
-// 1 <= T <= attention_max_tokens(), N * H below 2^31, the strides and the pointers of q, k, v
-// (and, for backward, of dout: attention_backward_supports) multiples of 8 elements.
+// Whether the kernels take these shapes and strides: hd an instantiated width, 1 <= T <=
+// attention_max_tokens(), N * H below 2^31, the strides and the pointers of q, k, v multiples of 8
+// elements (backward also needs that of dout and of the gradients).
 bool attention_supports(const AttentionTensors& a);
 // The shape part alone: 1 <= T <= attention_max_tokens() and an instantiated head width.
 bool attention_shape_supported(int64_t T, int64_t hd);
-bool attention_backward_supports(const AttentionTensors& a, const void* dout, int64_t d_n, int64_t d_h, int64_t d_t);
 int attention_max_tokens();
+// The shape part in words, for messages: "at most 256 tokens, head widths 16, 24, ... or 128".
+std::string attention_limits();
 
 // o = softmax(q k^T * scale) v, lse = the rows' log2 of the softmax's sum (for backward).
 void attention_forward(const AttentionTensors& a, float scale, int device, void* stream);

@@ -467,10 +467,18 @@ bool fused_attention_supports_shape(int64_t tokens, int64_t head_width) {
 #endif
 }
 
+std::string fused_attention_limits() {
+#ifdef NT_HAVE_CUDA_KERNELS
+  return cuda::attention_limits();
+#else
+  return "none in a build without nvcc";
+#endif
+}
+
 at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
   if (!fused_attention_supports(qkv_out, heads))
-    unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] with T <= 256 and a head width of 16, "
-                                   "24, 32, 64, 72 or 128");
+    unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] within the kernels' limits (" +
+                                       fused_attention_limits() + ")");
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
     throw std::runtime_error("fused_attention: the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
                              "] on the output's device");

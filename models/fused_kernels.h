@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 namespace nt {
@@ -75,11 +76,13 @@ std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Ten
 // gradient and, with `bias` (the qkv product's, taken detached: as fused_qkv_split's), its
 // gradient. Agrees with LibTorch's flash and cuDNN kernels to bf16 rounding (the same
 // algorithm: fp32 scores and sums, the probabilities rounded to bf16 for the products).
-// Supports: CUDA, contiguous bf16 qkv_out [N, T, 3D], T <= 256, hd = D / heads of 16, 24, 32,
-// 64, 72 or 128.
+// Supports: CUDA, contiguous bf16 qkv_out [N, T, 3D], T and hd = D / heads within
+// fused_attention_limits() (T <= 256; hd 16, 24, 32, 64, 72 or 128).
 bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads);
-// Whether blocks of `tokens` tokens and this head width can take it (false in a build without nvcc).
+// Whether blocks of `tokens` tokens and this head width can take it (false in a build without nvcc),
+// and those limits in words, for messages.
 bool fused_attention_supports_shape(int64_t tokens, int64_t head_width);
+std::string fused_attention_limits();
 at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads);
 
 }  // namespace nt

@@ -105,7 +105,10 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     ADD_FAILURE() << "no error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("fused_attention: needs"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(nt::fused_attention_limits()), std::string::npos) << e.what();
   }
+  if (nt::fused_kernels_built())  // the widths the launcher dispatches, in words (docs/config.md lists them)
+    EXPECT_EQ(nt::fused_attention_limits(), "at most 256 tokens, head widths 16, 24, 32, 64, 72 or 128");
 }
 
 class FusedCuda : public ::testing::TestWithParam<int> {
