@@ -87,7 +87,9 @@ bool attention_shape_supported(int64_t T, int64_t hd) {
 }
 
 bool attention_supports(const AttentionTensors& a) {
-  return attention_shape_supported(a.T, a.hd) && a.N > 0 && a.H > 0 && a.N * a.H <= 2147483647LL &&
+  // the grids' blocks (the dk/dv kernel's, of 64 rows, are the most) within a 1-D grid's 2^31 - 1
+  return attention_shape_supported(a.T, a.hd) && a.N > 0 && a.H > 0 &&
+         a.N * a.H * device::attn_tiles(static_cast<int>(a.T), device::kAttnKeyRows) <= 2147483647LL &&
          multiple_of_8(a.q, a.s_n, a.s_h, a.s_t) && multiple_of_8(a.k, a.s_n, a.s_h, a.s_t) &&
          multiple_of_8(a.v, a.s_n, a.s_h, a.s_t);
 }

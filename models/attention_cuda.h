@@ -19,13 +19,13 @@ struct AttentionTensors {
 };
 
 // Whether the kernels take these shapes and strides: hd an instantiated width, 1 <= T <=
-// attention_max_tokens(), N * H below 2^31, the strides and the pointers of q, k, v multiples of 8
+// attention_max_tokens(), N * H * ceil(T / 64) below 2^31, the strides and the pointers of q, k, v multiples of 8
 // elements (backward also needs that of dout and of the gradients).
 bool attention_supports(const AttentionTensors& a);
 // The shape part alone: 1 <= T <= attention_max_tokens() and an instantiated head width.
 bool attention_shape_supported(int64_t T, int64_t hd);
 int attention_max_tokens();
-// The shape part in words, for messages: "at most 256 tokens, head widths 16, 24, ... or 128".
+// The shape part in words, for messages: "at most 16384 tokens, head widths 16, 24, ... or 128".
 std::string attention_limits();
 
 // o = softmax(q k^T * scale) v, lse = the rows' log2 of the softmax's sum (for backward).

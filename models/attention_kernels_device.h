@@ -4,8 +4,9 @@
 //
 // o = softmax(q k^T * scale) v per sample n and head h, bf16 inputs with fp32 accumulators, for
 // sequences of at most kAttnMaxT tokens and head widths HD (a multiple of 8) that nvcc instantiates:
-// a block holds one (n, h)'s whole keys and values (or queries and output gradients) in shared
-// memory and its warps (8; 4 in the dk/dv kernel) take 16 rows each, with mma.sync products
+// a block streams one (n, h)'s keys and values (or queries and output gradients) through shared
+// memory in tiles, up to 256 rows at once (the whole sequence of DiT at 256 x 256 pixels), and its
+// warps (8; 4 in the dk/dv kernel) take 16 rows each, with mma.sync products
 // (models/warp_mma_device.h).
 // Head widths need not be multiples of 16: HD = 72 (DiT-XL/2) runs as 4 k16 steps and one k8 step,
 // and as 9 n8 tiles, where cuDNN's kernels pad it to 128.
@@ -58,9 +59,13 @@ constexpr int kAttnRows = 16 * kAttnWarps;  // their blocks' queries
 constexpr int kAttnKeyWarps = 4;
 constexpr int kAttnKeyThreads = 32 * kAttnKeyWarps;
 constexpr int kAttnKeyRows = 16 * kAttnKeyWarps;
-constexpr int kAttnMaxT = 256;              // the keys (or queries) a block holds at once
+constexpr int kAttnMaxT = 16384;            // tokens (a 128 x 128 grid of patches)
 constexpr int kAttnForwardTile = 64;        // keys a step of the forward's online softmax
 constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step of backward
+// Tiles a block holds in shared memory at once (256 rows: for T <= 256 the whole sequence, copied
+// once); longer sequences stream through these slots, tile j in slot j % kSlots.
+constexpr int kAttnForwardSlots = 4;
+constexpr int kAttnBackwardSlots = 8;
 // Blocks an SM keeps (the forward and dq kernels): 2 (128 registers a thread) up to width 72, where
 // nvcc then spills a few words outside the loops; wider heads take all registers, one block an SM.
 template <int HD>
@@ -106,7 +111,8 @@ struct AttnArgs {
 NT_DEVICE void copy_async_16(void* dst, const void* src) {
 #ifdef __CUDACC__
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+  const uint64_t s = static_cast<uint64_t>(__cvta_generic_to_global(src));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(s));
 #else
   ::nt::emu::async_copy_16(dst, src);
 #endif
@@ -137,32 +143,24 @@ NT_DEVICE void copy_async_wait(int pending) {
 #endif
 }
 
-// Two [T, HD] matrices (row strides stride_a, stride_b) into shared memory at da and db (pitch
-// attn_pitch(HD)), rows [0, T_pad) in 16-byte words, rows from T on zeros: one group of copies per
-// tile of kTile rows of both, so that the block can begin on the first tile while the others are
-// in flight (await_tile). The copies take no registers: a thread has all its words in flight at
+// Rows [r0, r0 + kTile) of two [T, HD] matrices (row strides stride_a, stride_b) into shared
+// memory at da and db (a slot of kTile rows, pitch attn_pitch(HD)) in 16-byte words, rows from T
+// on zeros, as one group of copies: the block works on one tile while the next ones are in flight
+// (AttnThread::await). The copies take no registers: a thread has all its words in flight at
 // once, where loads through registers would wait for each before storing it.
 template <int HD, int kThreads, int kTile>
-NT_DEVICE void copy_tiles(bf16* da, const bf16* sa, int64_t stride_a, bf16* db, const bf16* sb, int64_t stride_b,
-                          int T, int T_pad) {
+NT_DEVICE void copy_tile(bf16* da, const bf16* sa, int64_t stride_a, bf16* db, const bf16* sb, int64_t stride_b,
+                         int r0, int T) {
   constexpr int kWords = HD / 8, P = attn_pitch(HD);
-  for (int r0 = 0; r0 < T_pad; r0 += kTile) {
-    for (int i = static_cast<int>(threadIdx.x); i < 2 * kTile * kWords; i += kThreads) {
-      const int m = i / (kTile * kWords), r = r0 + (i / kWords) % kTile, c = i % kWords;
-      bf16* dst = (m == 0 ? da : db) + r * P + 8 * c;
-      if (r < T)
-        copy_async_16(dst, (m == 0 ? sa + r * stride_a : sb + r * stride_b) + 8 * c);
-      else
-        store_word(dst, uint4{0u, 0u, 0u, 0u});
-    }
-    copy_async_commit();
+  for (int i = static_cast<int>(threadIdx.x); i < 2 * kTile * kWords; i += kThreads) {
+    const int m = i / (kTile * kWords), r = (i / kWords) % kTile, c = i % kWords;
+    bf16* dst = (m == 0 ? da : db) + r * P + 8 * c;
+    if (r0 + r < T)
+      copy_async_16(dst, (m == 0 ? sa + (r0 + r) * stride_a : sb + (r0 + r) * stride_b) + 8 * c);
+    else
+      store_word(dst, uint4{0u, 0u, 0u, 0u});
   }
-}
-// Before the block reads tile j of `tiles` (copy_tiles): this thread's copies of tiles 0 .. j
-// have landed, then every thread's (and what the block stored before).
-NT_DEVICE void await_tile(int j, int tiles) {
-  copy_async_wait(tiles - 1 - j);
-  __syncthreads();
+  copy_async_commit();
 }
 
 // A warp's 16 rows of a [T, HD] matrix as A fragments (rows r0 = first + g and r0 + 8 of this lane;
@@ -274,29 +272,54 @@ NT_UNROLL
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// The rows of shared memory's slots for T tokens: min(T rounded to kTile, kSlots * kTile).
+NT_HOST_DEVICE constexpr int attn_slot_rows(int T, int tile, int slots) {
+  return round_up(T, tile) < slots * tile ? round_up(T, tile) : slots * tile;
+}
+
 // Where a thread of an attention kernel works: its block's (n, h) pair (nh = n * H + h) and tile
 // of kRows rows, the pair's offset in q, k, v (base), this lane's rows r0 and r0 + 8 of the tile
-// (16 a warp), and the block's two shared [T_pad, P] matrices (T_pad: T rounded to kTile).
-template <int HD, int kRows, int kTile>
+// (16 a warp), and the block's two shared matrices of attn_slot_rows rows (`first`, `second`),
+// through which the pair's two [T, HD] matrices stream in tiles of kTile rows (kSlots at once).
+template <int HD, int kRows, int kTile, int kSlots>
 struct AttnThread {
-  int T, T_pad, nh, n, h, lane, t, r0;
+  int T, tiles, nh, n, h, lane, t, r0;
   int64_t base;
   bf16 *first, *second;
-  NT_DEVICE explicit AttnThread(const AttnArgs& a) : T(a.T), T_pad(round_up(a.T, kTile)) {
-    const int tiles = attn_tiles(T, kRows), block = static_cast<int>(blockIdx.x);
-    nh = block / tiles;
+  NT_DEVICE explicit AttnThread(const AttnArgs& a) : T(a.T), tiles(attn_tiles(a.T, kTile)) {
+    const int blocks = attn_tiles(T, kRows), block = static_cast<int>(blockIdx.x);
+    nh = block / blocks;
     n = nh / a.H;
     h = nh % a.H;
     base = n * a.s_n + h * a.s_h;
     lane = static_cast<int>(threadIdx.x) % 32;
     t = lane % 4;
-    r0 = block % tiles * kRows + static_cast<int>(threadIdx.x) / 32 * 16 + lane / 4;
+    r0 = block % blocks * kRows + static_cast<int>(threadIdx.x) / 32 * 16 + lane / 4;
     first = reinterpret_cast<bf16*>(attn_shared());
-    second = first + T_pad * attn_pitch(HD);
+    second = first + attn_slot_rows(T, kTile, kSlots) * attn_pitch(HD);
   }
-  // The block's two matrices [T, HD] (a's rows into `first`, b's into `second`): copy_tiles.
-  NT_DEVICE void copy(const bf16* a, int64_t stride_a, const bf16* b, int64_t stride_b) const {
-    copy_tiles<HD, 2 * kRows, kTile>(first, a, stride_a, second, b, stride_b, T, T_pad);  // 32 threads a 16 rows
+  // The first row of tile j's slot in `first` and `second`.
+  NT_DEVICE static int slot(int j) { return j % kSlots * kTile; }
+  // Tile j of the two matrices (a's rows into `first`, b's into `second`): copy_tile.
+  NT_DEVICE void copy(int j, const bf16* a, int64_t stride_a, const bf16* b, int64_t stride_b) const {
+    copy_tile<HD, 2 * kRows, kTile>(first + slot(j) * attn_pitch(HD), a, stride_a, second + slot(j) * attn_pitch(HD),
+                                    b, stride_b, j * kTile, T);  // 32 threads a 16 rows
+  }
+  // Issues the tiles that fit at once, from the first (copy_tile_j(j) issues tile j): returns how
+  // many.
+  template <typename CopyTile>
+  NT_DEVICE int fill(CopyTile&& copy_tile_j) const {
+    const int first = tiles < kSlots ? tiles : kSlots;
+    for (int j = 0; j < first; ++j) copy_tile_j(j);
+    return first;
+  }
+  // Before the block reads tile j, with tiles 0 .. issued - 1 issued: this thread's copies of tile j
+  // have landed, then every thread's (and what the block stored before). Every thread is then past
+  // tile j - 1, so `refill` may issue the next tile into its slot (true where there is one).
+  NT_DEVICE bool await(int j, int issued) const {
+    copy_async_wait(issued - 1 - j);
+    __syncthreads();
+    return j > 0 && issued < tiles;
   }
   // The pair's rows of o ([N, T, H, HD]: o_stride apart) and of o's gradient (d_t apart).
   NT_DEVICE static int64_t o_stride(const AttnArgs& a) { return static_cast<int64_t>(a.H) * HD; }
@@ -309,20 +332,23 @@ struct AttnThread {
 template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
   constexpr int kTile = kAttnForwardTile;
-  const AttnThread<HD, kAttnRows, kTile> at(a);
-  at.copy(a.k + at.base, a.s_t, a.v + at.base, a.s_t);
-  const bf16 *ks = at.first, *vs = at.second;  // keys, values [T_pad, P]
-  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
+  const AttnThread<HD, kAttnRows, kTile, kAttnForwardSlots> at(a);
+  const bf16 *k = a.k + at.base, *v = a.v + at.base;
+  auto copy = [&](int j) { at.copy(j, k, a.s_t, v, a.s_t); };
+  int issued = at.fill(copy);
+  const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
+  const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
   RowFragments<HD> q;
   q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
   float o[HD / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0, r0 + 8 (this lane's share of l)
-  for (int j0 = 0; j0 < T_pad; j0 += kTile) {
-    await_tile(j0 / kTile, T_pad / kTile);
+  for (int j = 0; j < at.tiles; ++j) {
+    if (at.await(j, issued)) copy(issued++);
+    const int j0 = j * kTile, slot = at.slot(j);
     float s[kTile / 8][4];  // [16, kTile]: scores, then p
-    mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
+    mma_rows_t<HD, kTile>(s, q, ks, slot, lane);
     float mx[2] = {m[0], m[1]};
 NT_UNROLL
     for (int i = 0; i < kTile / 8; ++i)
@@ -354,7 +380,7 @@ NT_UNROLL
       }
 NT_UNROLL
     for (int kk = 0; kk < kTile / 16; ++kk) pack_a(p[kk], s[2 * kk], s[2 * kk + 1]);
-    mma_rows_n<HD, kTile>(o, p, vs, j0, lane);
+    mma_rows_n<HD, kTile>(o, p, vs, slot, lane);
   }
   float inv[2];
 NT_UNROLL
@@ -372,10 +398,12 @@ NT_UNROLL
 template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
   constexpr int kTile = kAttnBackwardTile;
-  const AttnThread<HD, kAttnRows, kTile> at(a);
-  at.copy(a.k + at.base, a.s_t, a.v + at.base, a.s_t);
-  const bf16 *ks = at.first, *vs = at.second;  // keys, values [T_pad, P]
-  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
+  const AttnThread<HD, kAttnRows, kTile, kAttnBackwardSlots> at(a);
+  const bf16 *k = a.k + at.base, *v = a.v + at.base;
+  auto copy = [&](int j) { at.copy(j, k, a.s_t, v, a.s_t); };
+  int issued = at.fill(copy);
+  const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
+  const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
   // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's. do and o
   // first, q after delta: with q's fragments loaded first as well, nvcc (at 128 registers) split
@@ -402,11 +430,12 @@ NT_UNROLL
   q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
   float dq[HD / 8][4] = {};
-  for (int j0 = 0; j0 < T_pad; j0 += kTile) {
-    await_tile(j0 / kTile, T_pad / kTile);
+  for (int j = 0; j < at.tiles; ++j) {
+    if (at.await(j, issued)) copy(issued++);
+    const int j0 = j * kTile, slot = at.slot(j);
     float s[kTile / 8][4], dp[kTile / 8][4];
-    mma_rows_t<HD, kTile>(s, q, ks, j0, lane);
-    mma_rows_t<HD, kTile>(dp, dout, vs, j0, lane);
+    mma_rows_t<HD, kTile>(s, q, ks, slot, lane);
+    mma_rows_t<HD, kTile>(dp, dout, vs, slot, lane);
     uint32_t ds[kTile / 16][4];
 NT_UNROLL
     for (int i = 0; i < kTile / 8; ++i)
@@ -418,7 +447,7 @@ NT_UNROLL
       }
 NT_UNROLL
     for (int kk = 0; kk < kTile / 16; ++kk) pack_a(ds[kk], s[2 * kk], s[2 * kk + 1]);
-    mma_rows_n<HD, kTile>(dq, ds, ks, j0, lane);
+    mma_rows_n<HD, kTile>(dq, ds, ks, slot, lane);
   }
   const float mul[2] = {a.scale, a.scale};
   store_rows<HD>(a.dq + base, a.s_t, dq, r0, T, t, mul);
@@ -427,36 +456,49 @@ NT_UNROLL
 template <int HD>
 NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   constexpr int kTile = kAttnBackwardTile;
-  const AttnThread<HD, kAttnKeyRows, kTile> at(a);  // r0: this lane's keys
-  at.copy(a.q + at.base, a.s_t, at.dout(a), a.d_t);
-  const bf16 *qs = at.first, *dos = at.second;  // queries, output gradients [T_pad, P]
-  const int T = at.T, T_pad = at.T_pad, lane = at.lane, t = at.t, r0 = at.r0;
+  const AttnThread<HD, kAttnKeyRows, kTile, kAttnBackwardSlots> at(a);  // r0: this lane's keys
+  const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
-  float* lse = reinterpret_cast<float*>(at.second + T_pad * attn_pitch(HD));  // [T_pad]
-  float* delta = lse + T_pad;                                                  // [T_pad]
-  for (int i = static_cast<int>(threadIdx.x); i < T_pad; i += kAttnKeyThreads) {
-    // queries from T on: p = 2^(s - inf) = 0
-    lse[i] = i < T ? a.lse[at.rows() + i] : INFINITY;
-    delta[i] = i < T ? a.delta[at.rows() + i] : 0.f;
-  }
+  const bf16 *q = a.q + base, *dout = at.dout(a);
+  const bf16 *qs = at.first, *dos = at.second;  // queries, output gradients: slots of kTile rows, pitch P
+  const int rows = attn_slot_rows(T, kTile, kAttnBackwardSlots);
+  float* lse = reinterpret_cast<float*>(at.second + rows * attn_pitch(HD));  // [rows], slots as qs's
+  float* delta = lse + rows;                                                  // [rows]
+  // lse and delta of the queries of tiles i .. i + n - 1 into their slots (stores; queries from T
+  // on: p = 2^(s - inf) = 0): all the first tiles' in one loop, as their rows' slots follow one
+  // another, then one tile's with each refill.
+  auto scalars = [&](int i, int n) {
+    for (int r = static_cast<int>(threadIdx.x); r < n * kTile; r += kAttnKeyThreads) {
+      const int query = i * kTile + r;
+      lse[at.slot(i) + r] = query < T ? a.lse[at.rows() + query] : INFINITY;
+      delta[at.slot(i) + r] = query < T ? a.delta[at.rows() + query] : 0.f;
+    }
+  };
+  auto copy = [&](int i) { at.copy(i, q, a.s_t, dout, a.d_t); };  // queries, output gradients
+  int issued = at.fill(copy);
+  scalars(0, issued);
   RowFragments<HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
   float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
-  for (int i0 = 0; i0 < T_pad; i0 += kTile) {
-    await_tile(i0 / kTile, T_pad / kTile);  // also the block's lse and delta, at the first
+  for (int i = 0; i < at.tiles; ++i) {
+    if (at.await(i, issued)) {  // the await also covers the tiles' lse and delta
+      copy(issued);
+      scalars(issued++, 1);
+    }
+    const int slot = at.slot(i);
     float s[kTile / 8][4], dp[kTile / 8][4];  // [16 keys, kTile queries]: s^T, dp^T
-    mma_rows_t<HD, kTile>(s, k, qs, i0, lane);
-    mma_rows_t<HD, kTile>(dp, v, dos, i0, lane);
+    mma_rows_t<HD, kTile>(s, k, qs, slot, lane);
+    mma_rows_t<HD, kTile>(dp, v, dos, slot, lane);
 NT_UNROLL
-    for (int i = 0; i < kTile / 8; ++i)
+    for (int c = 0; c < kTile / 8; ++c)
 NT_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int query = i0 + 8 * i + 2 * t + e % 2;
-        const float p = exp2f(s[i][e] * scale - lse[query]);
-        s[i][e] = p;
-        dp[i][e] = p * (dp[i][e] - delta[query]);
+        const int query = slot + 8 * c + 2 * t + e % 2;  // its row in the slots
+        const float p = exp2f(s[c][e] * scale - lse[query]);
+        s[c][e] = p;
+        dp[c][e] = p * (dp[c][e] - delta[query]);
       }
     uint32_t pa[kTile / 16][4], ds[kTile / 16][4];
 NT_UNROLL
@@ -464,8 +506,8 @@ NT_UNROLL
       pack_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
       pack_a(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
     }
-    mma_rows_n<HD, kTile>(dv, pa, dos, i0, lane);
-    mma_rows_n<HD, kTile>(dk, ds, qs, i0, lane);
+    mma_rows_n<HD, kTile>(dv, pa, dos, slot, lane);
+    mma_rows_n<HD, kTile>(dk, ds, qs, slot, lane);
   }
   const float one[2] = {1.f, 1.f}, mul[2] = {a.scale, a.scale};
   store_rows<HD>(a.dv + base, a.s_t, dv, r0, T, t, one);
@@ -474,23 +516,23 @@ NT_UNROLL
 
 // ---- launch ----------------------------------------------------------------------------------
 
-// Dynamic shared memory (bytes) of each kernel for T tokens: AttnThread's two [T_pad, P] bf16
-// matrices, and in the dk/dv kernel lse's and delta's T_pad floats after them.
+// Dynamic shared memory (bytes) of each kernel for T tokens: AttnThread's two bf16 matrices of
+// attn_slot_rows rows, and in the dk/dv kernel lse's and delta's slots (floats) after them.
 template <int HD>
-constexpr int64_t attn_matrices_shared(int T, int tile) {
-  return int64_t{2} * round_up(T, tile) * attn_pitch(HD) * sizeof(bf16);
+constexpr int64_t attn_matrices_shared(int T, int tile, int slots) {
+  return int64_t{2} * attn_slot_rows(T, tile, slots) * attn_pitch(HD) * sizeof(bf16);
 }
 template <int HD>
 constexpr int64_t attn_forward_shared(int T) {
-  return attn_matrices_shared<HD>(T, kAttnForwardTile);
+  return attn_matrices_shared<HD>(T, kAttnForwardTile, kAttnForwardSlots);
 }
 template <int HD>
 constexpr int64_t attn_dq_shared(int T) {
-  return attn_matrices_shared<HD>(T, kAttnBackwardTile);
+  return attn_matrices_shared<HD>(T, kAttnBackwardTile, kAttnBackwardSlots);
 }
 template <int HD>
 constexpr int64_t attn_dkv_shared(int T) {
-  return attn_dq_shared<HD>(T) + int64_t{2} * round_up(T, kAttnBackwardTile) * sizeof(float);
+  return attn_dq_shared<HD>(T) + int64_t{2} * attn_slot_rows(T, kAttnBackwardTile, kAttnBackwardSlots) * sizeof(float);
 }
 
 inline dim3 attn_grid(int64_t pairs, int T, int rows) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T, rows))); }

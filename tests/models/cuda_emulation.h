@@ -15,6 +15,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -160,21 +162,31 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
 
 // cp.async as a GPU may run it: a thread's copies wait in groups (async_commit) and land only
 // when async_wait lets at most `pending` groups stay in flight, so that a kernel that reads
-// shared memory before its wait reads the launch's NaNs. Copies not yet committed count as a
-// group of their own.
+// shared memory before its wait reads the launch's NaNs. Copies not yet committed belong to no
+// group and no wait lands them, as on a GPU (cp.async.wait_group waits for committed groups only).
+// Both addresses must be 16-byte aligned (the instruction's requirement): the run stops otherwise.
 struct AsyncCopy {
   void* dst;
   const void* src;
 };
 inline thread_local std::vector<std::vector<AsyncCopy>> async_groups;
 inline thread_local std::vector<AsyncCopy> async_open;
-inline void async_copy_16(void* dst, const void* src) { async_open.push_back({dst, src}); }
+inline void require_aligned_16(const void* p, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+    std::fprintf(stderr, "cuda_emulation: %s address %p is not 16-byte aligned\n", what, p);
+    std::abort();
+  }
+}
+inline void async_copy_16(void* dst, const void* src) {
+  require_aligned_16(dst, "cp.async destination");
+  require_aligned_16(src, "cp.async source");
+  async_open.push_back({dst, src});
+}
 inline void async_commit() {
   async_groups.push_back(std::move(async_open));
   async_open.clear();
 }
 inline void async_wait(int pending) {
-  if (!async_open.empty()) async_commit();
   while (async_groups.size() > static_cast<size_t>(pending < 0 ? 0 : pending)) {
     for (const AsyncCopy& c : async_groups.front()) std::memcpy(c.dst, c.src, 16);
     async_groups.erase(async_groups.begin());
@@ -182,9 +194,11 @@ inline void async_wait(int pending) {
 }
 
 // ldmatrix .x<mats> (.trans): register i of lane 4g + t gets matrix i's row g, elements 2t, 2t+1
-// (trans: elements (2t, g) and (2t+1, g)); matrix i's row addresses come from lanes 8i .. 8i+7.
+// (trans: elements (2t, g) and (2t+1, g)); matrix i's row addresses come from lanes 8i .. 8i+7,
+// each 16-byte aligned (the run stops otherwise).
 inline void warp_ldmatrix(uint32_t* r, int mats, bool trans, const void* row) {
   const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
+  if (static_cast<int>(lane) < 8 * mats) require_aligned_16(row, "ldmatrix row");
   address_slots[tid] = row;
   __syncthreads();
   const unsigned g = lane / 4, t = lane % 4;

@@ -5,7 +5,9 @@
 // fp64, from the same bf16 values. q, k, v are read in place from a qkv output [N, T, 3, H, hd]
 // and their gradients written there, as fused_attention does. Shapes: head widths with and
 // without a k8 step (24 and 72 against 32), sequences with partial tiles, several key tiles (the
-// online softmax's rescaling) and a second block of queries (T = 130). The same code runs on a GPU
+// online softmax's rescaling), a second block of queries (T = 130), and sequences longer than
+// shared memory's slots hold at once (T = 300: tiles streamed, slots refilled; T = 1024 at width 72
+// took 5 minutes here and runs on a GPU instead, in FusedCudaAttention.MatchesLibTorchsAttention). The same code runs on a GPU
 // (tests/models/test_fused_kernels.cpp, FusedCuda.Attention*).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -114,5 +116,8 @@ void check(int64_t N, int64_t H, int64_t T, uint64_t seed) {
 TEST(EmulatedAttention, TailWidthPartialTiles) { check<24>(2, 2, 35, 1); }
 TEST(EmulatedAttention, WidthOfWholeK16StepsTwoKeyTiles) { check<32>(1, 2, 70, 2); }
 TEST(EmulatedAttention, DitXlWidthSecondQueryBlock) { check<72>(1, 1, 130, 3); }
+// Longer than the slots hold at once (256 rows): the forward's 5 key tiles through 4 slots, the
+// backward's 10 through 8, each slot refilled once the block is past its tile.
+TEST(EmulatedAttention, TilesStreamedThroughTheSlots) { check<24>(1, 2, 300, 4); }
 
 }  // namespace

@@ -94,10 +94,12 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     EXPECT_NE(std::string(e.what()).find("fused_qkv_split: needs"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(nt::fused_attention_supports(qkv_out.to(at::kBFloat16), 3));
-  // The shapes its kernels take (the trainer warns for others): T <= 256, instantiated widths.
+  // The shapes its kernels take (the trainer warns for others): T <= 16384, instantiated widths.
   EXPECT_EQ(nt::fused_attention_supports_shape(256, 72), nt::fused_kernels_built());
+  EXPECT_EQ(nt::fused_attention_supports_shape(1024, 72), nt::fused_kernels_built());
+  EXPECT_EQ(nt::fused_attention_supports_shape(16384, 128), nt::fused_kernels_built());
   EXPECT_EQ(nt::fused_attention_supports_shape(1, 16), nt::fused_kernels_built());
-  EXPECT_FALSE(nt::fused_attention_supports_shape(257, 72));
+  EXPECT_FALSE(nt::fused_attention_supports_shape(16385, 72));
   EXPECT_FALSE(nt::fused_attention_supports_shape(256, 40));
   EXPECT_FALSE(nt::fused_attention_supports_shape(0, 64));
   try {
@@ -108,7 +110,7 @@ TEST(FusedKernels, RefuseWhatTheyDoNotSupport) {
     EXPECT_NE(std::string(e.what()).find(nt::fused_attention_limits()), std::string::npos) << e.what();
   }
   if (nt::fused_kernels_built())  // the widths the launcher dispatches, in words (docs/config.md lists them)
-    EXPECT_EQ(nt::fused_attention_limits(), "at most 256 tokens, head widths 16, 24, 32, 64, 72 or 128");
+    EXPECT_EQ(nt::fused_attention_limits(), "at most 16384 tokens, head widths 16, 24, 32, 64, 72 or 128");
 }
 
 class FusedCuda : public ::testing::TestWithParam<int> {
@@ -358,8 +360,9 @@ TEST_P(FusedCuda, QkvSplitThroughAttentionAsUnbind) {
 // autocast, as the trainer runs it: cuDNN's or flash's kernel on LibTorch 2.x): the output and the
 // gradients of the qkv product's input, weight and bias, whose gradient the attention forms. Shapes:
 // DiT-XL/2's heads and tokens (hd 72, T 256: a k8 step, two blocks of queries), TREAD-XL/2's routed
-// blocks (T 128), B/2's head width (64), a small odd one (hd 24, T 37). Its backward has no atomics:
-// a second run gives the same bits. Unsupported shapes (T above 256, a width not instantiated)
+// blocks (T 128), B/2's head width (64), a small odd one (hd 24, T 37), and DiT-XL/2 at 512 x 512
+// pixels (T 1024: keys and values streamed through shared memory). Its backward has no atomics:
+// a second run gives the same bits. Unsupported shapes (T above 16384, a width not instantiated)
 // are refused by fused_attention_supports.
 TEST(FusedCudaAttention, MatchesLibTorchsAttention) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -368,7 +371,8 @@ TEST(FusedCudaAttention, MatchesLibTorchsAttention) {
     int64_t N, T, H, hd;
   };
   const auto dev = torch::Device(torch::kCUDA);
-  for (const Shape sh : {Shape{4, 256, 16, 72}, Shape{4, 128, 16, 72}, Shape{3, 200, 6, 64}, Shape{3, 37, 2, 24}}) {
+  for (const Shape sh : {Shape{4, 256, 16, 72}, Shape{4, 128, 16, 72}, Shape{3, 200, 6, 64}, Shape{3, 37, 2, 24},
+                         Shape{2, 1024, 4, 72}}) {
     const int64_t N = sh.N, T = sh.T, H = sh.H, hd = sh.hd, D = H * hd, K = 48;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(T * 1000 + hd));
     const auto a0 = at::randn({N, T, K}, gen).to(dev), w0 = (at::randn({3 * D, K}, gen) * 0.3).to(dev),
@@ -410,7 +414,7 @@ TEST(FusedCudaAttention, MatchesLibTorchsAttention) {
     }
   }
   const auto opts = torch::TensorOptions().device(dev).dtype(at::kBFloat16);
-  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 257, 3 * 72}, opts), 1));  // T above 256
+  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({1, 16385, 3 * 72}, opts), 1));  // T above 16384
   EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 40}, opts), 1));   // width 40
   EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 72}), 1));         // fp32
 }
