@@ -297,7 +297,11 @@ int run_make_ref(const po::variables_map& vm) {
     for (int64_t i = b0; i < std::min<int64_t>(num, b0 + s.batch); ++i) idx.push_back(i);
     at::Tensor x, y;
     ds.read(idx, /*noise_seed=*/0, &x, &y);                                   // x [B,C,H,W] normalised
-    acc.add(fx->features(nt::samples_to_images01(x.to(s.device), decode, dec)));  // [B,D]
+    // Stored pixels are 8-bit images already (p/127.5 - 1, docs/data-format.md: used as stored);
+    // the VAE's reconstructions of latents become 8-bit as the scored samples do.
+    at::Tensor images = nt::samples_to_images01(x.to(s.device), decode, dec);  // [B,C',H',W'] in [0,1]
+    if (!decode.pixels()) images = nt::images_to_8bit(images);
+    acc.add(fx->features(images));  // [B,D]
     progress.update(b0 + static_cast<int64_t>(idx.size()));
   }
   progress.finish();

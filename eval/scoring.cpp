@@ -53,6 +53,10 @@ at::Tensor samples_to_images01(const at::Tensor& x, const DecodeInfo& info, cons
   return ((v + 1) * 0.5).clamp(0, 1);  // [N,C',H',W'] in [0,1]
 }
 
+at::Tensor images_to_8bit(const at::Tensor& images01) {
+  return (images01.to(at::kFloat).clamp(0, 1) * 255).floor() / 255;  // [N,C,H,W] levels k/255
+}
+
 std::vector<int64_t> eval_seeds(const std::string& seeds, int64_t num_samples, int rank, int world) {
   if (world < 1 || rank < 0 || rank >= world)
     throw std::runtime_error("evaluation rank " + std::to_string(rank) + " is outside [0, " + std::to_string(world) + ")");
@@ -108,7 +112,7 @@ FeatureAccumulator sample_features(DiT& model, double sigma_data, const DecodeIn
     const int64_t b1 = std::min(n, b0 + static_cast<int64_t>(opt.batch_size));
     req.seeds.assign(seeds.begin() + b0, seeds.begin() + b1);
     const SampleResult r = generate_samples(model, req, device);         // samples [B,C,H,W] on the CPU
-    at::Tensor images = samples_to_images01(r.samples.to(device), info, decoder);  // [B,C',H',W'] in [0,1]
+    at::Tensor images = images_to_8bit(samples_to_images01(r.samples.to(device), info, decoder));  // [B,C',H',W'] k/255
     acc.add(extractor.features(images));                                 // [B,D]
     if (want_grid && grid_count < 64) {
       auto keep = images.narrow(0, 0, std::min<int64_t>(64 - grid_count, images.size(0))).to(at::kCPU);

@@ -3,12 +3,16 @@
 // statistics, and compare them with reference statistics.
 //
 //   seeds --generate_samples (EDM Heun, opt.steps; CFG when cfg_scale != 1)--> x [B,C,H,W]
-//         --samples_to_images01--> images [B,C',H',W'] in [0,1] --extractor--> [B,D] --> sums
+//         --samples_to_images01--> images [B,C',H',W'] in [0,1] --images_to_8bit--> levels k/255
+//         --extractor--> [B,D] --> sums
 //
 // Samples to images: the model's x = scale_factor·(v − shift_factor), so v = x/scale_factor +
 // shift_factor. In latent space "pixels" v is an image in [−1,1] (docs/data-format.md: the
 // importers map a pixel p to p/127.5 − 1); otherwise v goes through the VAE decoder (images in
-// about [−1,1]). Either way images01 = clamp((img + 1)/2, 0, 1).
+// about [−1,1]). Either way images01 = clamp((img + 1)/2, 0, 1). The features are taken from
+// 8-bit images, as the reference scores its samples: CompVis/tread's decode turns them into uint8
+// by (images01 · 255).to(uint8), a truncation, and computes FID from those (as pytorch-fid and
+// EDM read 8-bit image files); the extractor gets k/255.
 //
 // Several evaluation ranks split the seeds into contiguous shares; each accumulates its own
 // sums, and the sums added up (FeatureAccumulator::add_sums, or an all-reduce of sum/outer/n)
@@ -56,6 +60,10 @@ LatentDecoder make_vae_decoder(const std::string& weights, const c10::Device& de
 // non-pixel latent space needs `decoder`; without one, throws std::runtime_error naming the
 // latent space and eval.vae_weights.
 at::Tensor samples_to_images01(const at::Tensor& x, const DecodeInfo& info, const LatentDecoder* decoder);
+
+// images01 [N,C,H,W] in [0,1] -> the 8-bit levels the reference saves, floor(images01 · 255), as
+// float32 k/255 in [0,1] (what the extractors take). Values outside [0,1] are clamped first.
+at::Tensor images_to_8bit(const at::Tensor& images01);
 
 // The first `num_samples` seeds of `seeds` ("a-b" inclusive, or lists "1,5,7-9", parsed by
 // core/config.h parse_int_list), and of those the contiguous share of `rank` among `world`

@@ -128,10 +128,15 @@ int main(int argc, char** argv) {
                             {{"latent_space", data_info.value("latent_space", std::string("unknown"))}});
     } else {
       const std::string space = data_info.value("latent_space", std::string("unknown"));
-      at::Tensor images;  // [N, C', H', W'] in [-1, 1]
+      // The PNG shows the 8-bit images the reference saves (images_to_8bit: floor(images01 * 255)),
+      // which write_image_grid's rounding then keeps as they are.
+      at::Tensor images01;  // [N, C', H', W'] in [0, 1]
       if (space == "pixels") {
-        const double scale = data_info.value("scale_factor", 1.0), shift = data_info.value("shift_factor", 0.0);
-        images = r.samples / scale + shift;  // back to [-1, 1] pixels
+        nt::DecodeInfo px;
+        px.latent_space = "pixels";
+        px.scale_factor = data_info.value("scale_factor", 1.0);
+        px.shift_factor = data_info.value("shift_factor", 0.0);
+        images01 = nt::samples_to_images01(r.samples, px, nullptr);
       } else {
         if (!vm.count("vae"))
           throw std::runtime_error("a PNG of samples in latent space '" + space +
@@ -144,8 +149,9 @@ int main(int argc, char** argv) {
           const int64_t b = std::min<int64_t>(req.batch_size, r.samples.size(0) - b0);
           parts.push_back(nt::samples_to_images01(r.samples.narrow(0, b0, b).to(device), info, &decoder).cpu());
         }
-        images = at::cat(parts) * 2 - 1;  // [0, 1] -> [-1, 1], as write_image_grid takes them
+        images01 = at::cat(parts);
       }
+      const at::Tensor images = nt::images_to_8bit(images01) * 2 - 1;  // [-1, 1], as write_image_grid takes them
       const int64_t n = images.size(0);
       const int nrow = req.classes.empty() ? static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))))
                                            : static_cast<int>(n / req.classes.size());

@@ -124,6 +124,18 @@ TEST(Scoring, SamplesToImagesUndoTheNormalisation) {
   EXPECT_NEAR(img.max().item<float>(), 0.25f, 1e-6);
 }
 
+// The 8-bit images the reference scores: CompVis/tread's decode takes (images01 * 255).to(uint8), a
+// truncation (a network output of 0, images01 0.5, is level 127, not 128).
+TEST(Scoring, ImagesTo8BitTruncateAsTheReference) {
+  const auto u = torch::tensor({0.0f, 0.5f, 1.0f, 1.25f, -0.1f, 0.999f, 0.003f, 0.004f, 200.0f / 255.0f});
+  const auto want = torch::tensor({0.0f, 127.0f, 255.0f, 255.0f, 0.0f, 254.0f, 0.0f, 1.0f, 200.0f}) / 255.0f;
+  const auto got = nt::images_to_8bit(u.reshape({1, 1, 3, 3}));
+  EXPECT_TRUE(torch::equal(got, want.reshape({1, 1, 3, 3}))) << got;
+  EXPECT_EQ(got.scalar_type(), at::kFloat);
+  // The sampler's float64 images too: the levels of their float32 values.
+  EXPECT_TRUE(torch::equal(nt::images_to_8bit(u.to(at::kDouble).reshape({1, 1, 3, 3})), want.reshape({1, 1, 3, 3})));
+}
+
 TEST(Scoring, VaeDecoderErrorsNameTheFile) {
   const std::string dir = nt::test::scratch_dir();
   EXPECT_CONTAINS(thrown_message<std::runtime_error>([] { nt::make_vae_decoder("", kCpu); }), "vae_weights");
@@ -214,6 +226,27 @@ TEST(FeatureExtractor, InceptionTakesGreyAndColourImages) {
 }
 
 // ---- sample_features ------------------------------------------------------------------------
+
+// What the extractor sees of the samples: 8-bit levels k/255, the images the reference scores.
+TEST(Scoring, FeaturesAreTakenFrom8BitImages) {
+  struct Recording : nt::FeatureExtractor {
+    std::vector<at::Tensor> seen;
+    std::string name() const override { return "recording"; }
+    int64_t dim() const override { return 2; }
+    at::Tensor features(const at::Tensor& images01) override {
+      seen.push_back(images01.to(at::kCPU));
+      return images01.flatten(1).narrow(1, 0, 2).to(at::kCPU, at::kFloat);  // [N, 2]
+    }
+  } fx;
+  nt::DiT model = tiny_dit();
+  const nt::DecodeInfo px;
+  auto acc = nt::sample_features(model, 0.5, px, fx, nullptr, small_options(), kCpu);
+  ASSERT_FALSE(fx.seen.empty());
+  const auto all = at::cat(fx.seen).to(at::kDouble) * 255;  // [6, C, H, W] levels
+  EXPECT_EQ(all.size(0), acc.count());
+  EXPECT_LT((all - all.round()).abs().max().item<double>(), 1e-4) << "not on the 8-bit levels";
+  EXPECT_GT(std::get<0>(at::_unique(all)).numel(), 2) << "the samples' levels, not a constant";
+}
 
 TEST(Scoring, StatisticsDoNotDependOnRanksOrBatches) {
   torch::set_num_threads(1);
