@@ -354,6 +354,7 @@ const std::vector<Field<Config>>& config_fields() {
       NT_FIELD(model, num_heads, ">= 0 (0 = from the zoo name)", ge(0)),
       NT_FIELD(model, patch_size, ">= 0 (0 = from the zoo name)", ge(0)),
       NT_FIELD(model, mlp_ratio, "> 0", gt(0.0)),
+      NT_FIELD(model, init, "\"adaln_zero\" or \"reference\"", one_of({"adaln_zero", "reference"})),
       // model.routes: an array of tables with the keys of route_fields(), handled apart.
 
       NT_FIELD(diffusion, P_mean, "", any),

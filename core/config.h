@@ -46,6 +46,11 @@ struct ModelConfig {
   int num_heads = 0;
   int patch_size = 0;
   double mlp_ratio = 4.0;
+  // A fresh model's adaLN and final linears: "adaln_zero" zeroes them (the DiT paper, the design
+  // card); "reference" keeps the xavier draws every linear gets, as CompVis/tread's
+  // initialize_weights leaves them (it re-initialises every nn.Linear after the blocks zeroed
+  // theirs). The other parameters, and the random draws, are the same in both.
+  std::string init = "adaln_zero";
   std::vector<RouteConfig> routes;  // [[model.routes]]; none -> plain DiT
 };
 
@@ -89,7 +94,7 @@ struct OptimConfig {
   std::vector<double> betas = {0.9, 0.999};
   double eps = 1e-8;
   double weight_decay = 0.0;
-  int64_t warmup_steps = 0;  // linear warm-up from 0 to lr
+  int64_t warmup_steps = 0;  // step s uses lr * min(1, (s + 1) / warmup_steps); 0: lr throughout
 };
 
 struct EmaConfig {

@@ -351,16 +351,18 @@ void DiTImpl::initialize_weights(at::Generator* gen) {
   if (y_embedder) normal(y_embedder->embedding_table->weight, 0.02);
   normal(t_embedder->mlp[0]->as<torch::nn::Linear>()->weight, 0.02);
   normal(t_embedder->mlp[2]->as<torch::nn::Linear>()->weight, 0.02);
-  for (auto& b : block_list) {  // adaLN-Zero
-    auto* lin = b->adaLN_modulation[1]->as<torch::nn::Linear>();
-    lin->weight.zero_();
-    lin->bias.zero_();
+  if (cfg.adaln_zero) {  // adaLN-Zero; the reference (CompVis/tread) keeps the xavier draws above
+    for (auto& b : block_list) {
+      auto* lin = b->adaLN_modulation[1]->as<torch::nn::Linear>();
+      lin->weight.zero_();
+      lin->bias.zero_();
+    }
+    auto* fl = final_layer->adaLN_modulation[1]->as<torch::nn::Linear>();
+    fl->weight.zero_();
+    fl->bias.zero_();
+    final_layer->linear->weight.zero_();
+    final_layer->linear->bias.zero_();
   }
-  auto* fl = final_layer->adaLN_modulation[1]->as<torch::nn::Linear>();
-  fl->weight.zero_();
-  fl->bias.zero_();
-  final_layer->linear->weight.zero_();
-  final_layer->linear->bias.zero_();
   pos_embed.copy_(get_2d_sincos_pos_embed(cfg.hidden_size, cfg.input_size / cfg.patch_size)
                       .to(at::kFloat).unsqueeze(0));
 }

@@ -28,6 +28,7 @@ struct DiTConfig {
   int num_heads = 16;
   int patch_size = 2;
   double mlp_ratio = 4.0;
+  bool adaln_zero = true;            // initialize_weights: zero adaLN and final linears (model.init)
   std::vector<RouteConfig> routes;  // enabled in training when non-empty
 
   int tokens() const { return (input_size / patch_size) * (input_size / patch_size); }
@@ -196,8 +197,10 @@ struct DiTImpl : torch::nn::Module {
   at::Tensor forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
                               double cfg_scale, const ForwardOptions& opt = {});
   at::Tensor unpatchify(const at::Tensor& x);  // [N,T,p*p*C] -> [N,C,H,W]
-  // The reference initialisation: xavier-uniform linears and patch projection, zero biases,
-  // N(0, 0.02) timestep-MLP and label embeddings, zero adaLN and final linear, sin-cos pos_embed.
+  // xavier-uniform linears and patch projection, zero biases, N(0, 0.02) timestep-MLP and label
+  // embeddings, sin-cos pos_embed; then, with cfg.adaln_zero, zero adaLN and final linears (the
+  // DiT paper's adaLN-Zero). Without it the reference's: CompVis/tread's initialize_weights ends
+  // with those linears xavier as well. The random draws are the same either way.
   void initialize_weights(at::Generator* gen = nullptr);
 
   DiTConfig cfg;

@@ -40,6 +40,7 @@ DiTConfig resolve_model(const ModelConfig& mc) {
   c.num_heads = mc.num_heads > 0 ? mc.num_heads : e.num_heads;
   c.patch_size = mc.patch_size > 0 ? mc.patch_size : std::stoi(mc.name.substr(slash + 1));
   c.mlp_ratio = mc.mlp_ratio;
+  c.adaln_zero = mc.init == "adaln_zero";
   c.routes = mc.routes;
   if (c.input_size % c.patch_size != 0)
     throw ConfigError("model.input_size " + std::to_string(c.input_size) +

@@ -55,6 +55,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.model.num_heads, b.model.num_heads);
   EXPECT_EQ(a.model.patch_size, b.model.patch_size);
   EXPECT_EQ(a.model.mlp_ratio, b.model.mlp_ratio);
+  EXPECT_EQ(a.model.init, b.model.init);
   ASSERT_EQ(a.model.routes.size(), b.model.routes.size());
   for (size_t i = 0; i < a.model.routes.size(); ++i)
     expect_same_route(a.model.routes[i], b.model.routes[i], i);
@@ -124,6 +125,7 @@ hidden_size = 192
 num_heads = 6
 patch_size = 4
 mlp_ratio = 2.5
+init = "reference"
 
 [[model.routes]]
 selection_ratio = 0.25
@@ -198,6 +200,7 @@ TEST(Config, EmptyFileGivesTheDefaults) {
   EXPECT_NO_THROW(validate(Config{}));
   // Spot checks against the values of docs/config.md.
   EXPECT_EQ(c.model.name, "DiT-XL/2");
+  EXPECT_EQ(c.model.init, "adaln_zero");
   EXPECT_TRUE(c.model.routes.empty());
   EXPECT_EQ(c.train.global_batch, 256);
   EXPECT_EQ(c.optim.betas, (std::vector<double>{0.9, 0.999}));
@@ -230,6 +233,7 @@ TEST(Config, FullFileSetsEveryKey) {
   EXPECT_EQ(c.model.num_heads, 6);
   EXPECT_EQ(c.model.patch_size, 4);
   EXPECT_EQ(c.model.mlp_ratio, 2.5);
+  EXPECT_EQ(c.model.init, "reference");
   ASSERT_EQ(c.model.routes.size(), 2u);
   EXPECT_EQ(c.model.routes[0].selection_ratio, 0.25);
   EXPECT_EQ(c.model.routes[0].start_layer, 1);
@@ -448,6 +452,8 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
       {"[train]\nsteps = -1", "key 'train.steps' must be >= 0, got -1"},
       {"[train]\nprecision = \"fp16\"",
        "key 'train.precision' must be \"fp32\" or \"bf16\", got \"fp16\""},
+      {"[model]\ninit = \"zero\"",
+       "key 'model.init' must be \"adaln_zero\" or \"reference\", got \"zero\""},
       {"[train]\ngrad_clip = -1.0", "key 'train.grad_clip' must be >= 0 (0 = off), got -1.0"},
       {"[train]\nlog_every = 0", "key 'train.log_every' must be >= 1, got 0"},
       {"[train]\ndevice = \"gpu\"",

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <iostream>
 #include <set>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "core/safetensors.h"
 #include "golden_dit.h"
+#include "models/zoo.h"
 
 namespace {
 
@@ -183,6 +185,57 @@ TEST(PatchEmbed, ProductIsTheConvolution) {
     EXPECT_TRUE(torch::allclose(product[i], conv[i], 1e-5, 1e-6)) << i << ": "
                                                                   << (product[i] - conv[i]).abs().max().item<double>();
   EXPECT_THROW(embed->as_product(torch::randn({1, 3, 5, 8})), c10::Error);
+}
+
+}  // namespace
+
+namespace {
+
+// A fresh model's initialisation in both model.init modes: the same draws for every parameter,
+// the adaLN and final linears zero ("adaln_zero") or left xavier-uniform with zero biases as the
+// reference's initialize_weights leaves them ("reference": bounds sqrt(6 / (fan_in + fan_out))).
+TEST(DiTInit, AdaLnZeroOrTheReferencesXavier) {
+  nt::ModelConfig mc;
+  mc.name = "DiT-S/2";
+  mc.input_size = 8;
+  mc.num_classes = 10;
+  mc.depth = 2;
+  mc.hidden_size = 64;
+  mc.num_heads = 4;
+  auto fresh = [&](const std::string& init) {
+    mc.init = init;
+    nt::DiT net(nt::resolve_model(mc));
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+    net->initialize_weights(&gen);
+    return net;
+  };
+  nt::DiT zero = fresh("adaln_zero"), ref = fresh("reference");
+  const auto zp = zero->named_parameters(), rp = ref->named_parameters();
+  ASSERT_EQ(zp.size(), rp.size());
+  int weights = 0;
+  for (const auto& item : rp) {
+    const std::string& name = item.key();
+    const at::Tensor& r = item.value();
+    const at::Tensor& z = zp[name];
+    const bool adaln_or_final = name.find("adaLN_modulation") != std::string::npos ||
+                                name.rfind("final_layer.linear", 0) == 0;
+    if (!adaln_or_final) {
+      EXPECT_TRUE(torch::equal(r, z)) << name << ": the same draws in both modes";
+      continue;
+    }
+    EXPECT_EQ(z.abs().max().item<float>(), 0.f) << name << " (adaln_zero)";
+    if (name.find(".bias") != std::string::npos) {
+      EXPECT_EQ(r.abs().max().item<float>(), 0.f) << name << " (reference: zero biases)";
+      continue;
+    }
+    ++weights;
+    const double bound = std::sqrt(6.0 / static_cast<double>(r.size(0) + r.size(1)));
+    EXPECT_LE(r.abs().max().item<double>(), bound) << name;
+    EXPECT_GT(r.abs().max().item<double>(), 0.9 * bound) << name << ": xavier-uniform draws, not zeros";
+    EXPECT_NEAR(r.std().item<double>(), bound / std::sqrt(3.0), 0.1 * bound) << name;
+  }
+  EXPECT_EQ(weights, 2 + 2);  // the two blocks' adaLN linears, the final layer's adaLN and linear
+  EXPECT_EQ(nt::resolve_model(mc).adaln_zero, false);
 }
 
 }  // namespace
