@@ -427,7 +427,7 @@ const std::vector<Field<Config>>& config_fields() {
                    return false;
                  }
                }),
-      NT_FIELD(eval, steps, ">= 1", ge(1)),
+      NT_FIELD(eval, steps, ">= 2 (the Heun sampler's first and last steps)", ge(2)),
       NT_FIELD(eval, S_churn, ">= 0 (0 = the deterministic sampler)", ge(0.0)),
       NT_FIELD(eval, cfg_scales, "a non-empty array of numbers", non_empty),
       NT_FIELD(eval, ref_stats, "a .npz file with mu, sigma (\"\" = none)", any),

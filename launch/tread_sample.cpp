@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
       ("set", po::value<std::vector<std::string>>()->composing(), "override a config key (repeatable)")
       ("seeds", po::value<std::string>(), "seeds, e.g. 0-63 or 1,5,7-9")
       ("steps", po::value<int>()->default_value(18), "Heun steps")
-      ("cfg-scale", po::value<double>()->default_value(1.0), "classifier-free guidance scale (1 = none)")
+      ("cfg-scale", po::value<double>()->default_value(1.0), "guidance scale: cfg (1 = none), tread (> 1, as rf.py)")
       ("guidance", po::value<std::string>()->default_value("cfg"), "cfg | tread (TREAD-guided, as rf.py sample_tread)")
       ("tread-ratio", po::value<double>()->default_value(0.0), "tread guidance: selection ratio of the guiding branch")
       ("tread-delta", po::value<double>()->default_value(0.2), "tread guidance: the other branch routes ratio + delta")
@@ -114,10 +114,13 @@ int main(int argc, char** argv) {
       req.guidance = nt::Guidance::cfg_scale(vm["cfg-scale"].as<double>());
     } else if (guidance == "tread") {
       if (model->cfg.routes.empty()) throw std::runtime_error("--guidance tread needs a model with [[model.routes]]");
-      req.guidance.kind = nt::Guidance::Kind::tread;
-      req.guidance.scale = vm["cfg-scale"].as<double>();
-      req.guidance.tread_ratio = vm["tread-ratio"].as<double>();
-      req.guidance.tread_delta = vm["tread-delta"].as<double>();
+      try {
+        req.guidance = nt::Guidance::tread(vm["cfg-scale"].as<double>(), vm["tread-ratio"].as<double>(),
+                                           vm["tread-delta"].as<double>());
+      } catch (const std::invalid_argument& e) {
+        throw std::runtime_error(std::string("--guidance tread: ") + e.what() +
+                                 " (--cfg-scale, --tread-ratio, --tread-delta)");
+      }
     } else {
       throw std::runtime_error("--guidance must be cfg or tread, got '" + guidance + "'");
     }

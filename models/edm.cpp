@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "core/rng.h"
 
@@ -13,6 +15,22 @@ Guidance Guidance::cfg_scale(double s) {
   Guidance g;
   g.kind = s == 1.0 ? Kind::none : Kind::cfg;
   g.scale = s;
+  return g;
+}
+
+Guidance Guidance::tread(double scale, double ratio, double delta) {
+  if (!(scale > 1.0))
+    throw std::invalid_argument("tread guidance needs a scale > 1 (as the reference's sample_tread asserts), got " +
+                                std::to_string(scale));
+  if (!(ratio >= 0.0) || !(delta >= 0.0) || !(ratio + delta < 1.0))
+    throw std::invalid_argument("tread guidance needs ratio >= 0, delta >= 0 and ratio + delta < 1 (the weaker "
+                                "branch routes ratio + delta of the tokens), got ratio " + std::to_string(ratio) +
+                                ", delta " + std::to_string(delta));
+  Guidance g;
+  g.kind = Kind::tread;
+  g.scale = scale;
+  g.tread_ratio = ratio;
+  g.tread_delta = delta;
   return g;
 }
 

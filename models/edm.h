@@ -24,6 +24,10 @@ struct Guidance {
   double tread_delta = 0.2;  // tread: the weaker branch routes tread_ratio + tread_delta
   // Guidance from a scale: s == 1 is the plain conditional network (the reference's None).
   static Guidance cfg_scale(double s);
+  // TREAD guidance (rf.py sample_tread: both branches unconditional, routing forced), checked:
+  // scale > 1 (the reference asserts it), ratio >= 0, delta >= 0 and ratio + delta < 1 (a branch
+  // keeps at least a token). Throws std::invalid_argument naming the bound.
+  static Guidance tread(double scale, double ratio, double delta);
 };
 
 // D(x; sigma) in float32: x [N,C,H,W] float32, sigma [N] or [] (any float dtype).

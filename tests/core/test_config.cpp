@@ -492,7 +492,7 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
       {"[eval]\nnum_samples = -1", "key 'eval.num_samples' must be >= 0, got -1"},
       {"[eval]\nseeds = \"5-3\"",
        "key 'eval.seeds' must be a list of seeds like \"0-63\" or \"1,5,7-9\", got \"5-3\""},
-      {"[eval]\nsteps = 0", "key 'eval.steps' must be >= 1, got 0"},
+      {"[eval]\nsteps = 1", "key 'eval.steps' must be >= 2 (the Heun sampler's first and last steps), got 1"},
       {"[eval]\nS_churn = -1.0", "key 'eval.S_churn' must be >= 0 (0 = the deterministic sampler), got -1.0"},
       {"[eval]\ncfg_scales = []", "key 'eval.cfg_scales' must be a non-empty array of numbers, got []"},
       {"[eval]\nextractor = \"clip\"",
@@ -509,7 +509,7 @@ TEST(ConfigErrors, BoundaryValuesAreAllowed) {
       "end_layer = 0\n[[model.routes]]\nselection_ratio = 0.999\nstart_layer = 1\nend_layer = 1\n"
       "[diffusion]\nclass_drop_prob = 1.0\n[train]\nsteps = 0\ngrad_clip = 0.0\n"
       "[optim]\nlr = 0.0\nbetas = [0.0, 0.0]\n[ema]\ndecay = 1.0\n[checkpoint]\nevery = 0\n"
-      "keep_every = 0\nkeep_last = 1\n[eval]\nranks = 0\nnum_samples = 0\nsteps = 1\n",
+      "keep_every = 0\nkeep_last = 1\n[eval]\nranks = 0\nnum_samples = 0\nsteps = 2\n",
       "edges.toml");
   EXPECT_EQ(c.model.routes.size(), 2u);
   EXPECT_EQ(c.ema.decay, 1.0);

@@ -186,6 +186,46 @@ TEST(EdmSeeds, DiTSamplesIndependentOfBatching) {
   }
 }
 
+// TREAD-guided sampling (rf.py sample_tread's guidance, in the EDM sampler): each seed's routing
+// draws come from its own generator, so a seed's sample does not depend on its batch; the
+// guided samples differ from the plain ones and from a scale of 1 (the strong branch alone);
+// Guidance::tread refuses what the reference refuses (scale <= 1) and ratios that keep no token.
+TEST(EdmSeeds, TreadGuidedSamplesIndependentOfBatching) {
+  auto net = golden_model();
+  net->eval();
+  nt::SamplerOptions o;
+  o.num_steps = 4;
+  const nt::Guidance g = nt::Guidance::tread(1.5, 0.25, 0.25);
+  auto batch = nt::make_seed_batch(kSeeds, 4, 8, 10, torch::kCPU);
+  auto all = nt::edm_sample(nt::dit_denoiser(net, batch, 0.5, g), batch, o);
+  EXPECT_TRUE(all.isfinite().all().item<bool>());
+  for (size_t i = 0; i < kSeeds.size(); ++i) {
+    auto one_batch = nt::make_seed_batch({kSeeds[i]}, 4, 8, 10, torch::kCPU);
+    auto one = nt::edm_sample(nt::dit_denoiser(net, one_batch, 0.5, g), one_batch, o);
+    EXPECT_LE(rel_err(one, all.narrow(0, static_cast<int64_t>(i), 1), "tread-guided seed " + std::to_string(kSeeds[i])),
+              1e-5);
+  }
+  auto plain_batch = nt::make_seed_batch(kSeeds, 4, 8, 10, torch::kCPU);
+  auto plain = nt::edm_sample(nt::dit_denoiser(net, plain_batch, 0.5, nt::Guidance{}), plain_batch, o);
+  EXPECT_GT((plain - all).abs().max().item<double>(), 1e-3) << "the guidance changes the samples";
+  nt::Guidance strong_only = g;
+  strong_only.scale = 1.0;  // F(r+delta) + 1 * (F(r) - F(r+delta)) = F(r)
+  auto again = nt::make_seed_batch(kSeeds, 4, 8, 10, torch::kCPU);
+  auto strong = nt::edm_sample(nt::dit_denoiser(net, again, 0.5, strong_only), again, o);
+  EXPECT_GT((strong - all).abs().max().item<double>(), 1e-3) << "the scale acts";
+
+  EXPECT_THROW(nt::Guidance::tread(1.0, 0.25, 0.25), std::invalid_argument);  // rf.py: cfg_scale > 1
+  EXPECT_THROW(nt::Guidance::tread(1.5, 0.5, 0.5), std::invalid_argument);    // the weaker branch keeps no token
+  EXPECT_THROW(nt::Guidance::tread(1.5, -0.1, 0.2), std::invalid_argument);
+  EXPECT_THROW(nt::Guidance::tread(1.5, 0.2, -0.1), std::invalid_argument);
+  try {
+    nt::Guidance::tread(1.5, 0.6, 0.5);
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("ratio + delta < 1"), std::string::npos) << e.what();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Formulas
 
