@@ -165,12 +165,17 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
 // shared memory before its wait reads the launch's NaNs. Copies not yet committed belong to no
 // group and no wait lands them, as on a GPU (cp.async.wait_group waits for committed groups only).
 // Both addresses must be 16-byte aligned (the instruction's requirement): the run stops otherwise.
+// With async_land_at_issue set (before a launch), each copy lands as it is issued instead, the
+// other order a GPU may take: a kernel that refills shared memory other warps still read then
+// reads the new rows. A kernel right in both orders neither reads before its wait nor overwrites
+// before its barrier.
 struct AsyncCopy {
   void* dst;
   const void* src;
 };
 inline thread_local std::vector<std::vector<AsyncCopy>> async_groups;
 inline thread_local std::vector<AsyncCopy> async_open;
+inline bool async_land_at_issue = false;
 inline void require_aligned_16(const void* p, const char* what) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
     std::fprintf(stderr, "cuda_emulation: %s address %p is not 16-byte aligned\n", what, p);
@@ -180,7 +185,10 @@ inline void require_aligned_16(const void* p, const char* what) {
 inline void async_copy_16(void* dst, const void* src) {
   require_aligned_16(dst, "cp.async destination");
   require_aligned_16(src, "cp.async source");
-  async_open.push_back({dst, src});
+  if (async_land_at_issue)
+    std::memcpy(dst, src, 16);
+  else
+    async_open.push_back({dst, src});
 }
 inline void async_commit() {
   async_groups.push_back(std::move(async_open));

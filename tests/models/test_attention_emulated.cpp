@@ -117,7 +117,14 @@ TEST(EmulatedAttention, TailWidthPartialTiles) { check<24>(2, 2, 35, 1); }
 TEST(EmulatedAttention, WidthOfWholeK16StepsTwoKeyTiles) { check<32>(1, 2, 70, 2); }
 TEST(EmulatedAttention, DitXlWidthSecondQueryBlock) { check<72>(1, 1, 130, 3); }
 // Longer than the slots hold at once (256 rows): the forward's 5 key tiles through 4 slots, the
-// backward's 10 through 8, each slot refilled once the block is past its tile.
+// backward's 10 through 8 (9 at T 260), each slot refilled once the block is past its tile. The
+// copies land at their wait (a tile read early reads NaNs), then as they are issued (a slot
+// refilled while a warp still reads it gives that warp the next tile's rows).
 TEST(EmulatedAttention, TilesStreamedThroughTheSlots) { check<24>(1, 2, 300, 4); }
+TEST(EmulatedAttention, TilesStreamedCopiesLandingAtOnce) {
+  nt::emu::async_land_at_issue = true;
+  check<16>(1, 1, 260, 6);
+  nt::emu::async_land_at_issue = false;
+}
 
 }  // namespace
