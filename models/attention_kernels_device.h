@@ -313,6 +313,12 @@ struct AttnThread {
     for (int j = 0; j < first; ++j) copy_tile_j(j);
     return first;
   }
+  // The pair's keys and values (the forward's and the dq kernel's two matrices): tile j, and the
+  // first tiles (fill; returns how many).
+  NT_DEVICE void copy_keys(int j, const AttnArgs& a) const { copy(j, a.k + base, a.s_t, a.v + base, a.s_t); }
+  NT_DEVICE int fill_keys(const AttnArgs& a) const {
+    return fill([&](int j) { copy_keys(j, a); });
+  }
   // Before the block reads tile j, with tiles 0 .. issued - 1 issued: this thread's copies of tile j
   // have landed, then every thread's (and what the block stored before). Every thread is then past
   // tile j - 1, so `refill` may issue the next tile into its slot (true where there is one).
@@ -333,9 +339,7 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
   constexpr int kTile = kAttnForwardTile;
   const AttnThread<HD, kAttnRows, kTile, kAttnForwardSlots> at(a);
-  const bf16 *k = a.k + at.base, *v = a.v + at.base;
-  auto copy = [&](int j) { at.copy(j, k, a.s_t, v, a.s_t); };
-  int issued = at.fill(copy);
+  int issued = at.fill_keys(a);
   const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
   const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
@@ -345,7 +349,7 @@ NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward
   float o[HD / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0, r0 + 8 (this lane's share of l)
   for (int j = 0; j < at.tiles; ++j) {
-    if (at.await(j, issued)) copy(issued++);
+    if (at.await(j, issued)) at.copy_keys(issued++, a);
     const int j0 = j * kTile, slot = at.slot(j);
     float s[kTile / 8][4];  // [16, kTile]: scores, then p
     mma_rows_t<HD, kTile>(s, q, ks, slot, lane);
@@ -399,9 +403,7 @@ template <int HD>
 NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
   constexpr int kTile = kAttnBackwardTile;
   const AttnThread<HD, kAttnRows, kTile, kAttnBackwardSlots> at(a);
-  const bf16 *k = a.k + at.base, *v = a.v + at.base;
-  auto copy = [&](int j) { at.copy(j, k, a.s_t, v, a.s_t); };
-  int issued = at.fill(copy);
+  int issued = at.fill_keys(a);
   const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
   const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
@@ -431,7 +433,7 @@ NT_UNROLL
   const float scale = a.scale * kLog2e;
   float dq[HD / 8][4] = {};
   for (int j = 0; j < at.tiles; ++j) {
-    if (at.await(j, issued)) copy(issued++);
+    if (at.await(j, issued)) at.copy_keys(issued++, a);
     const int j0 = j * kTile, slot = at.slot(j);
     float s[kTile / 8][4], dp[kTile / 8][4];
     mma_rows_t<HD, kTile>(s, q, ks, slot, lane);
