@@ -321,7 +321,7 @@ struct AttnThread {
   }
   // Before the block reads tile j, with tiles 0 .. issued - 1 issued: this thread's copies of tile j
   // have landed, then every thread's (and what the block stored before). Every thread is then past
-  // tile j - 1, so `refill` may issue the next tile into its slot (true where there is one).
+  // tile j - 1: true where a tile is left to issue, which the caller then copies into that slot.
   NT_DEVICE bool await(int j, int issued) const {
     copy_async_wait(issued - 1 - j);
     __syncthreads();
