@@ -120,11 +120,15 @@ at::Tensor LabelEmbedderImpl::forward(const at::Tensor& labels, double class_dro
                                       const BatchSlice& slice) {
   TORCH_CHECK(labels.dim() == 1, "labels must be [N], got ", labels.sizes());
   at::Tensor y = labels;
-  if (class_drop_prob >= 1.0) {  // rand < 1 always holds: drop every label, draw nothing
+  const int64_t n = labels.size(0), rows = slice.rows(n);
+  if (class_drop_prob >= 1.0) {  // rand < 1 always holds: every label dropped
+    // In training the reference draws rand(N) all the same (token_drop), and the routing draws
+    // follow it in the stream: the same draw, discarded. Sampling's unconditional passes (eval)
+    // draw nothing, as before: their generators are the seeds' own.
+    if (gen && is_training()) at::rand({rows}, *gen, at::TensorOptions().dtype(at::kFloat).device(gen->device()));
     y = at::full_like(labels, num_classes);
   } else if (class_drop_prob > 0) {
     auto opts = at::TensorOptions().dtype(at::kFloat).device(labels.device());
-    const int64_t n = labels.size(0), rows = slice.rows(n);
     auto r = slice.take(gen ? to_device_async(at::rand({rows}, *gen, opts.device(gen->device())), labels.device())
                             : at::rand({rows}, opts),
                         n);  // [N], drawn on the generator's device

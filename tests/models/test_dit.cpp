@@ -116,6 +116,26 @@ TEST_F(DiTGolden, TrainForwardWithClassDropAndRouting) {
   EXPECT_GT(rel_err(out, cases.tensors.at("train_out"), "drop vs no drop"), 1e-3);
 }
 
+// class_drop_prob = 1 in training: every label is the null class, and the reference's token_drop
+// still draws rand(N) before the router's draws, so the stream goes on as with any other
+// probability (the same output as null labels after a discarded rand(N), the same next draw).
+TEST_F(DiTGolden, TrainingDropOfEveryLabelStillDrawsAsTheReference) {
+  torch::NoGradGuard no_grad;
+  net->train();
+  auto g1 = at::detail::createCPUGenerator(123), g2 = at::detail::createCPUGenerator(123);
+  nt::ForwardOptions all;
+  all.gen = &g1;
+  all.class_drop_prob = 1.0;
+  const auto out = net->forward(x, t, y, all);
+  at::rand({x.size(0)}, g2);  // token_drop's draw
+  nt::ForwardOptions none;
+  none.gen = &g2;
+  none.class_drop_prob = 0.0;
+  const auto want = net->forward(x, t, at::full_like(y, 10), none);  // 10 classes: 10 is the null class
+  EXPECT_TRUE(torch::equal(out, want));
+  EXPECT_TRUE(torch::equal(at::rand({4}, g1), at::rand({4}, g2))) << "the streams go on alike";
+}
+
 TEST_F(DiTGolden, ForwardIsBatchIndependentInEval) {
   torch::NoGradGuard no_grad;
   net->eval();
