@@ -31,6 +31,13 @@ bool stream_ok(const at::Tensor& x) {  // fp32 x [N, T, D] on CUDA
          x.size(0) <= 65535;
 }
 
+// The qkv product's bias that `op` forms the gradient of (undefined: none): [3D] on qkv_out's device.
+void check_qkv_bias(const char* op, const at::Tensor& qkv_out, const at::Tensor& bias) {
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
+    throw std::runtime_error(std::string(op) + ": the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
+                             "] on the output's device");
+}
+
 [[noreturn]] void unsupported(const char* op, const std::string& what) {
   throw std::runtime_error(std::string(op) + ": needs " + (fused_kernels_built() ? "" : "a build with nvcc and ") +
                            "CUDA tensors: " + what);
@@ -434,9 +441,7 @@ bool fused_qkv_split_supports(const at::Tensor& qkv_out, int64_t heads) {
 std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
   if (!fused_qkv_split_supports(qkv_out, heads))
     unsupported("fused_qkv_split", "a contiguous fp32 or bf16 qkv output [N, T, 3D] with D a multiple of the heads");
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
-    throw std::runtime_error("fused_qkv_split: the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
-                             "] on the output's device");
+  check_qkv_bias("fused_qkv_split", qkv_out, bias);
 #ifdef NT_HAVE_CUDA_KERNELS
   return FusedQkvSplit::apply(qkv_out, bias_or_stand_in(bias, qkv_out), heads);
 #else
@@ -479,9 +484,7 @@ at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, in
   if (!fused_attention_supports(qkv_out, heads))
     unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] within the kernels' limits (" +
                                        fused_attention_limits() + ")");
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != qkv_out.size(2) || bias.device() != qkv_out.device()))
-    throw std::runtime_error("fused_attention: the qkv bias must be [" + std::to_string(qkv_out.size(2)) +
-                             "] on the output's device");
+  check_qkv_bias("fused_attention", qkv_out, bias);
 #ifdef NT_HAVE_CUDA_KERNELS
   return FusedAttention::apply(qkv_out, bias_or_stand_in(bias, qkv_out), heads);
 #else
