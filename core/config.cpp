@@ -390,7 +390,7 @@ const std::vector<Field<Config>>& config_fields() {
                one_of({"auto", "cudnn", "flash", "efficient", "math", "fused"})),
       NT_FIELD(train, product_forms, "\"direct\" or \"tall\"", one_of({"direct", "tall"})),
       NT_FIELD(train, weight_grads_in_place, "", any),
-      NT_FIELD(train, fp32_attention, "\"products\" or \"sdpa\"", one_of({"products", "sdpa"})),
+      NT_FIELD(train, fp32_attention, "\"products\", \"sdpa\" or \"fused\"", one_of({"products", "sdpa", "fused"})),
       NT_FIELD(train, blas, "\"auto\", \"cublas\" or \"cublaslt\"", one_of({"auto", "cublas", "cublaslt"})),
 
       NT_FIELD(optim, lr, ">= 0", ge(0.0)),

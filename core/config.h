@@ -85,7 +85,7 @@ struct TrainConfig {
   std::string attention = "auto";  // "auto" | "cudnn" | "flash" | "efficient" | "math" | "fused": the CUDA attention kernel
   std::string product_forms = "tall";  // "direct" | "tall": the form of a linear layer's weight gradient on CUDA
   bool weight_grads_in_place = true;   // CUDA weight-gradient products add into the gradient buffers themselves
-  std::string fp32_attention = "products";  // "products" | "sdpa": CUDA attention on fp32 inputs
+  std::string fp32_attention = "products";  // "products" | "sdpa" | "fused": CUDA attention on fp32 inputs
   std::string blas = "auto";                // "auto" | "cublas" | "cublaslt": LibTorch's CUDA products
 };
 

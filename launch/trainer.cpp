@@ -302,7 +302,9 @@ InitState init_from_file(const Config& cfg, TrainState& s, const c10::Device& de
 // models/blas_backend.h).
 void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
   set_product_form_policy(cfg.train.product_forms == "tall" ? FormPolicy::tall : FormPolicy::direct);
-  set_fp32_attention_products(cfg.train.fp32_attention == "products");
+  set_fp32_attention(cfg.train.fp32_attention == "sdpa"    ? Fp32AttentionKind::sdpa
+                     : cfg.train.fp32_attention == "fused" ? Fp32AttentionKind::fused
+                                                           : Fp32AttentionKind::products);
   if (cfg.train.attention != "auto" && (!device.is_cuda() || !set_attention_backend(cfg.train.attention)) && rank == 0)
     log_warn("train.attention = \"" + cfg.train.attention + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.4) has no kernel switches")
@@ -311,6 +313,9 @@ void set_cuda_math(const Config& cfg, const c10::Device& device, int rank) {
   if (cfg.train.attention == "fused" && device.is_cuda() && !fused_kernels_built() && rank == 0)
     log_warn("train.attention = \"fused\": this build has no own CUDA kernels (nvcc was not found); its attention "
              "runs as it would with \"auto\"");
+  if (cfg.train.fp32_attention == "fused" && device.is_cuda() && !fused_kernels_built() && rank == 0)
+    log_warn("train.fp32_attention = \"fused\": this build has no own CUDA kernels (nvcc was not found); attention "
+             "on fp32 inputs runs as it would with \"products\"");
   if (cfg.train.blas != "auto" && (!device.is_cuda() || !set_blas_backend(cfg.train.blas)) && rank == 0)
     log_warn("train.blas = \"" + cfg.train.blas + "\": " +
              (device.is_cuda() ? std::string("this LibTorch (before 2.3) has no BLAS switch")
@@ -483,6 +488,11 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
              cfg.train.precision + ", " + std::to_string(mc.tokens()) + " tokens, head width " +
              std::to_string(mc.hidden_size / mc.num_heads) +
              ") takes LibTorch's attention where they cannot, as with \"auto\"");
+  if (cfg.train.fp32_attention == "fused" && device.is_cuda() && fused_kernels_built() &&
+      (comm ? comm->rank() : 0) == 0 && !fused_attention_supports_shape(mc.tokens(), mc.hidden_size / mc.num_heads))
+    log_warn("train.fp32_attention = \"fused\": its kernels take " + fused_attention_limits() + "; this model (" +
+             std::to_string(mc.tokens()) + " tokens, head width " + std::to_string(mc.hidden_size / mc.num_heads) +
+             ") takes fp32 products instead, as with \"products\"");
   if (cfg.data.paths.empty()) throw std::runtime_error("data.paths is empty: name at least one HDF5 file");
   LatentDataset data(cfg.data.paths);
   check_data_matches(data.info(), mc, cfg);

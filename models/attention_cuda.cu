@@ -11,6 +11,7 @@
 #include "core/cuda_check.h"
 #include "models/attention_cuda.h"
 #include "models/attention_kernels_device.h"
+#include "models/dtype_dispatch_cuda.h"
 
 namespace nt::cuda {
 namespace {
@@ -30,6 +31,7 @@ bool dispatch_width(int64_t hd, F&& f) {
   return dispatch_in(Instantiated{}, hd, f);
 }
 
+
 template <int... kWidths>
 std::string text_of(Widths<kWidths...>) {
   std::string s;
@@ -38,35 +40,42 @@ std::string text_of(Widths<kWidths...>) {
   return s;
 }
 
-bool multiple_of_8(const void* p, int64_t a, int64_t b, int64_t c) {
-  return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0 && a % 8 == 0 && b % 8 == 0 && c % 8 == 0;
+// A pointer and strides (elements of `bytes` bytes) at multiples of 16 bytes.
+bool aligned_16(const void* p, int64_t bytes, int64_t a, int64_t b, int64_t c) {
+  return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0 && a * bytes % 16 == 0 && b * bytes % 16 == 0 &&
+         c * bytes % 16 == 0;
 }
+int64_t element_bytes(Dtype dtype) { return dtype == Dtype::bf16 ? 2 : 4; }
 
 void check(const AttentionTensors& a, const char* op) {
   if (!attention_supports(a))
     throw std::runtime_error(std::string(op) + " (CUDA): unsupported shape or layout: N " + std::to_string(a.N) +
                              ", heads " + std::to_string(a.H) + ", T " + std::to_string(a.T) + ", head width " +
-                             std::to_string(a.hd) + " (" + attention_limits() + "; strides multiples of 8)");
+                             std::to_string(a.hd) + " (" + attention_limits() + "; strides multiples of 16 bytes)");
 }
 
-// Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KB), then launches it.
-template <typename Kernel>
-void launch(Kernel kernel, dim3 grid, int threads, int64_t bytes, cudaStream_t s, const device::AttnArgs& args) {
-  NT_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(bytes)));
-  NT_LAUNCH_SHARED(kernel, grid, dim3(threads), static_cast<size_t>(bytes), s, args);
-  NT_CUDA_CHECK(cudaGetLastError());
+// A launcher for attention_*_launches: lets a kernel take `bytes` of dynamic shared memory (above
+// the default 48 KB), then launches it on `s` with `args`.
+template <typename E>
+auto launcher(cudaStream_t s, const device::AttnArgs<E>& args) {
+  return [s, &args](auto kernel, dim3 grid, int threads, int64_t bytes) {
+    NT_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    NT_LAUNCH_SHARED(kernel, grid, dim3(threads), static_cast<size_t>(bytes), s, args);
+    NT_CUDA_CHECK(cudaGetLastError());
+  };
 }
 
-device::AttnArgs args_of(const AttentionTensors& a, float scale) {
-  device::AttnArgs r{};
-  r.q = static_cast<const __nv_bfloat16*>(a.q);
-  r.k = static_cast<const __nv_bfloat16*>(a.k);
-  r.v = static_cast<const __nv_bfloat16*>(a.v);
+template <typename E>
+device::AttnArgs<E> args_of(const AttentionTensors& a, float scale) {
+  device::AttnArgs<E> r{};
+  r.q = static_cast<const E*>(a.q);
+  r.k = static_cast<const E*>(a.k);
+  r.v = static_cast<const E*>(a.v);
   r.s_n = a.s_n;
   r.s_h = a.s_h;
   r.s_t = a.s_t;
-  r.o = static_cast<__nv_bfloat16*>(a.o);
+  r.o = static_cast<E*>(a.o);
   r.lse = a.lse;
   r.H = static_cast<int>(a.H);
   r.T = static_cast<int>(a.T);
@@ -88,51 +97,51 @@ bool attention_shape_supported(int64_t T, int64_t hd) {
 
 bool attention_supports(const AttentionTensors& a) {
   // the grids' blocks (the dk/dv kernel's, of 64 rows, are the most) within a 1-D grid's 2^31 - 1
+  const int64_t e = element_bytes(a.dtype);
+  const int key_rows = a.dtype == Dtype::bf16 ? device::kAttnKeyRows<__nv_bfloat16> : device::kAttnKeyRows<float>;
   return attention_shape_supported(a.T, a.hd) && a.N > 0 && a.H > 0 &&
-         a.N * a.H * device::attn_tiles(static_cast<int>(a.T), device::kAttnKeyRows) <= 2147483647LL &&
-         multiple_of_8(a.q, a.s_n, a.s_h, a.s_t) && multiple_of_8(a.k, a.s_n, a.s_h, a.s_t) &&
-         multiple_of_8(a.v, a.s_n, a.s_h, a.s_t);
+         a.N * a.H * device::attn_tiles(static_cast<int>(a.T), key_rows) <= 2147483647LL &&
+         aligned_16(a.q, e, a.s_n, a.s_h, a.s_t) && aligned_16(a.k, e, a.s_n, a.s_h, a.s_t) &&
+         aligned_16(a.v, e, a.s_n, a.s_h, a.s_t);
 }
-
 
 void attention_forward(const AttentionTensors& a, float scale, int device, void* stream) {
   check(a, "fused attention");
   CudaDeviceScope scope(device);
-  const auto s = static_cast<cudaStream_t>(stream);
-  const device::AttnArgs args = args_of(a, scale);
-  const dim3 grid = device::attn_grid(a.N * a.H, static_cast<int>(a.T), device::kAttnRows);
-  dispatch_width(a.hd, [&](auto hd) {
-    constexpr int HD = decltype(hd)::value;
-    launch(device::attention_forward_kernel<HD>, grid, device::kAttnThreads,
-           device::attn_forward_shared<HD>(static_cast<int>(a.T)), s, args);
+  dispatch(a.dtype, [&](auto type) {
+    using E = typename decltype(type)::type;
+    const device::AttnArgs<E> args = args_of<E>(a, scale);
+    dispatch_width(a.hd, [&](auto hd) {
+      device::attention_forward_launches<E, decltype(hd)::value>(
+          a.N * a.H, static_cast<int>(a.T), launcher(static_cast<cudaStream_t>(stream), args));
+    });
   });
 }
 
 void attention_backward(const AttentionTensors& a, float scale, const void* dout, int64_t d_n, int64_t d_h,
                         int64_t d_t, float* delta, void* dq, void* dk, void* dv, int device, void* stream) {
   check(a, "fused attention backward");
-  if (!multiple_of_8(dout, d_n, d_h, d_t) || !multiple_of_8(dq, a.s_n, a.s_h, a.s_t) ||
-      !multiple_of_8(dk, a.s_n, a.s_h, a.s_t) || !multiple_of_8(dv, a.s_n, a.s_h, a.s_t))
+  const int64_t e = element_bytes(a.dtype);
+  if (!aligned_16(dout, e, d_n, d_h, d_t) || !aligned_16(dq, e, a.s_n, a.s_h, a.s_t) ||
+      !aligned_16(dk, e, a.s_n, a.s_h, a.s_t) || !aligned_16(dv, e, a.s_n, a.s_h, a.s_t))
     throw std::runtime_error("fused attention backward (CUDA): the gradients' pointers and strides must be multiples "
-                             "of 8 elements");
+                             "of 16 bytes");
   CudaDeviceScope scope(device);
-  const auto s = static_cast<cudaStream_t>(stream);
-  device::AttnArgs args = args_of(a, scale);
-  args.dout = static_cast<const __nv_bfloat16*>(dout);
-  args.d_n = d_n;
-  args.d_h = d_h;
-  args.d_t = d_t;
-  args.delta = delta;
-  args.dq = static_cast<__nv_bfloat16*>(dq);
-  args.dk = static_cast<__nv_bfloat16*>(dk);
-  args.dv = static_cast<__nv_bfloat16*>(dv);
-  const int T = static_cast<int>(a.T);
-  dispatch_width(a.hd, [&](auto hd) {
-    constexpr int HD = decltype(hd)::value;
-    launch(device::attention_dq_kernel<HD>, device::attn_grid(a.N * a.H, T, device::kAttnRows), device::kAttnThreads,
-           device::attn_dq_shared<HD>(T), s, args);  // also delta
-    launch(device::attention_dkv_kernel<HD>, device::attn_grid(a.N * a.H, T, device::kAttnKeyRows),
-           device::kAttnKeyThreads, device::attn_dkv_shared<HD>(T), s, args);
+  dispatch(a.dtype, [&](auto type) {
+    using E = typename decltype(type)::type;
+    device::AttnArgs<E> args = args_of<E>(a, scale);
+    args.dout = static_cast<const E*>(dout);
+    args.d_n = d_n;
+    args.d_h = d_h;
+    args.d_t = d_t;
+    args.delta = delta;
+    args.dq = static_cast<E*>(dq);
+    args.dk = static_cast<E*>(dk);
+    args.dv = static_cast<E*>(dv);
+    dispatch_width(a.hd, [&](auto hd) {
+      device::attention_backward_launches<E, decltype(hd)::value>(
+          a.N * a.H, static_cast<int>(a.T), launcher(static_cast<cudaStream_t>(stream), args));
+    });
   });
 }
 

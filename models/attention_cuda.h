@@ -1,6 +1,6 @@
 // Launchers of the project's attention kernels (attention_cuda.cu, compiled by nvcc; the kernels
-// and their layouts: models/attention_kernels_device.h; no LibTorch in this interface). bf16
-// only. q, k, v and their gradients [N, H, T, hd] share the strides (s_n, s_h, s_t) with unit
+// and their layouts: models/attention_kernels_device.h; no LibTorch in this interface). bf16 or
+// fp32 (`dtype`: q, k, v, o and the gradients; fp32 runs 3xTF32 products). q, k, v and their gradients [N, H, T, hd] share the strides (s_n, s_h, s_t) with unit
 // stride along hd; o [N, T, H, hd] contiguous; o's gradient `dout` [N, H, T, hd] with strides of
 // its own; lse and the backward's workspace `delta` [N * H, T] fp32. Launches go to `stream`
 // (nullptr: the legacy default stream) on CUDA device `device`.
@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <string>
 
+#include "models/fused_kernels_cuda.h"  // Dtype
+
 namespace nt::cuda {
 
 struct AttentionTensors {
+  Dtype dtype;
   const void *q, *k, *v;
   int64_t s_n, s_h, s_t;
   void* o;
@@ -19,8 +22,8 @@ struct AttentionTensors {
 };
 
 // Whether the kernels take these shapes and strides: hd an instantiated width, 1 <= T <=
-// attention_max_tokens(), N * H * ceil(T / 64) below 2^31, the strides and the pointers of q, k, v multiples of 8
-// elements (backward also needs that of dout and of the gradients).
+// attention_max_tokens(), N * H * ceil(T / 64) below 2^31, the strides and the pointers of q, k, v multiples of 16
+// bytes (backward also needs that of dout and of the gradients).
 bool attention_supports(const AttentionTensors& a);
 // The shape part alone: 1 <= T <= attention_max_tokens() and an instantiated head width.
 bool attention_shape_supported(int64_t T, int64_t hd);

@@ -2,26 +2,29 @@
 // fused_attention op), compiled by nvcc for the GPU and by the host compiler for the CPU run of
 // tests/models/cuda_emulation.h, like the kernels of models/fused_kernels_device.h.
 //
-// o = softmax(q k^T * scale) v per sample n and head h, bf16 inputs with fp32 accumulators, for
-// sequences of at most kAttnMaxT tokens and head widths HD (a multiple of 8) that nvcc instantiates:
-// a block streams one (n, h)'s keys and values (or queries and output gradients) through shared
-// memory in tiles, up to 256 rows at once (the whole sequence of DiT at 256 x 256 pixels), and its
-// warps (8; 4 in the dk/dv kernel) take 16 rows each, with mma.sync products
-// (models/warp_mma_device.h).
-// Head widths need not be multiples of 16: HD = 72 (DiT-XL/2) runs as 4 k16 steps and one k8 step,
-// and as 9 n8 tiles, where cuDNN's kernels pad it to 128.
+// o = softmax(q k^T * scale) v per sample n and head h, for sequences of at most kAttnMaxT tokens
+// and head widths HD (a multiple of 8) that nvcc instantiates, with inputs of type E:
+//   bf16: products on bf16 fragments with fp32 accumulators (the bf16 blocks under autocast);
+//   fp32: 3xTF32 products (each operand split into two tf32 parts, three TF32 products, fp32's
+//         accuracy, as LibTorch's memory-efficient kernel computes fp32 attention): TREAD's block
+//         after a route, which runs outside autocast.
+// A block streams one (n, h)'s keys and values (or queries and output gradients) through shared
+// memory in tiles, and its warps take 16 rows each, with mma.sync products
+// (models/attention_fragments_device.h: where the two types differ). Tile sizes per type: AttnTiling.
+// Head widths need not be multiples of 16: HD = 72 (DiT-XL/2) runs in bf16 as 4 k16 steps and one
+// k8 step, and as 9 n8 tiles, where cuDNN's kernels pad it to 128.
 //
-//   forward  (attention_forward_kernel; a block per 128 queries of one (n, h)):
-//     s = q k^T * scale * log2(e) (scores in base 2), over key tiles of 64 with the running row
-//     maximum m and sum l (the online softmax: p = 2^(s - m) in fp32, l summed from those p,
-//     o accumulated from p rounded to bf16), then o / l (bf16) and lse = m + log2(l) (fp32, kept
-//     for backward).
+//   forward  (attention_forward_kernel; a block per kRows queries of one (n, h)):
+//     s = q k^T * scale * log2(e) (scores in base 2), over key tiles with the running row maximum
+//     m and sum l (the online softmax: p = 2^(s - m) in fp32, l summed from those p, o accumulated
+//     from p: in bf16 rounded to bf16 first, as FlashAttention's and cuDNN's kernels do), then o / l
+//     and lse = m + log2(l) (fp32, kept for backward).
 //   backward (two kernels, no atomics; each recomputes s from q, k and lse):
-//     attention_dq_kernel   (a block per 128 queries): delta = rowsum(do * o), kept for the next
+//     attention_dq_kernel   (a block per kRows queries): delta = rowsum(do * o), kept for the next
 //                           kernel; p = 2^(s - lse), dp = do v^T, ds = p * (dp - delta),
-//                           dq = (ds rounded to bf16) k * scale.
-//     attention_dkv_kernel  (a block per 64 keys): p^T, dp^T and ds^T as above, from the keys'
-//                           side: dv = p^T do, dk = ds^T q * scale.
+//                           dq = ds k * scale.
+//     attention_dkv_kernel  (a block per kKeyRows keys): p^T, dp^T and ds^T as above, from the
+//                           keys' side: dv = p^T do, dk = ds^T q * scale.
 //   The dq kernel's products: s, dp, dq; the dkv kernel's: s, dp, dv, dk (7 products where one
 //   kernel with atomic dq sums would run 5, and cuDNN's kernel runs 5 padded to width 128).
 //
@@ -34,7 +37,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "models/warp_mma_device.h"
+#include "models/attention_fragments_device.h"
 
 #ifdef __CUDACC__
 #define NT_BOUNDS_BLOCKS(threads, blocks) __launch_bounds__(threads, blocks)
@@ -48,37 +51,52 @@
 
 namespace nt::cuda::device {
 
-using bf16 = __nv_bfloat16;
+constexpr int kAttnMaxT = 16384;  // tokens (a 128 x 128 grid of patches)
 
-constexpr int kAttnWarps = 8;               // the forward's and the dq kernel's
-constexpr int kAttnThreads = 32 * kAttnWarps;
-constexpr int kAttnRows = 16 * kAttnWarps;  // their blocks' queries
-// The dk/dv kernel: 4 warps (64 keys) a block. It takes 168-178 registers a thread at width 72, so
-// that 8 warps would leave one block an SM, whose copy of the queries and output gradients
-// into shared memory would then overlap with no other block's products.
-constexpr int kAttnKeyWarps = 4;
-constexpr int kAttnKeyThreads = 32 * kAttnKeyWarps;
-constexpr int kAttnKeyRows = 16 * kAttnKeyWarps;
-constexpr int kAttnMaxT = 16384;            // tokens (a 128 x 128 grid of patches)
-constexpr int kAttnForwardTile = 64;        // keys a step of the forward's online softmax
-constexpr int kAttnBackwardTile = 32;       // keys (dq) or queries (dkv) a step of backward
-// Tiles a block holds in shared memory at once (256 rows: for T <= 256 the whole sequence, copied
-// once); longer sequences stream through these slots, tile j in slot j % kSlots.
-constexpr int kAttnForwardSlots = 4;
-constexpr int kAttnBackwardSlots = 8;
-// Blocks an SM keeps (the forward and dq kernels): 2 (128 registers a thread) up to width 72, where
-// nvcc then spills a few words outside the loops; wider heads take all registers, one block an SM.
-template <int HD>
-constexpr int kAttnBlocks = HD <= 72 ? 2 : 1;
+// The kernels' tiles for inputs of type E.
+//   kWarps:        the forward's and the dq kernel's warps (16 queries each: kRows a block)
+//   kKeyWarps:     the dk/dv kernel's (16 keys each: kKeyRows a block)
+//   kForwardTile:  keys a step of the forward's online softmax
+//   kBackwardTile: keys (dq) or queries (dkv) a step of backward
+//   k*Slots:       tiles a block holds in shared memory at once; longer sequences stream through
+//                  these slots, tile j in slot j % kSlots
+//   kBlocks:       blocks an SM keeps of the forward and dq kernels (their launch bounds)
+template <typename E>
+struct AttnTiling;
+// bf16: 256 rows at once (for T <= 256 the whole sequence, copied once). The dk/dv kernel takes
+// 168-178 registers a thread at width 72, so that 8 warps would leave one block an SM, whose copy
+// of the queries and output gradients into shared memory would then overlap with no other block's
+// products. 2 blocks an SM of the others (128 registers a thread) up to width 72, where nvcc then
+// spills a few words outside the loops; wider heads take all registers, one block an SM.
+template <>
+struct AttnTiling<bf16> {
+  static constexpr int kWarps = 8, kKeyWarps = 4;
+  static constexpr int kForwardTile = 64, kBackwardTile = 32;
+  static constexpr int kForwardSlots = 4, kBackwardSlots = 8;
+  template <int HD>
+  static constexpr int kBlocks = HD <= 72 ? 2 : 1;
+};
+// fp32: twice the bytes a row and three products per product, so blocks of 4 warps and 3 slots of
+// 32 rows (58 KB of shared memory at width 72: 3 blocks an SM fit).
+template <>
+struct AttnTiling<float> {
+  static constexpr int kWarps = 4, kKeyWarps = 4;
+  static constexpr int kForwardTile = 32, kBackwardTile = 32;
+  static constexpr int kForwardSlots = 3, kBackwardSlots = 3;
+  template <int HD>
+  static constexpr int kBlocks = 2;
+};
+template <typename E>
+constexpr int kAttnThreads = 32 * AttnTiling<E>::kWarps;
+template <typename E>
+constexpr int kAttnRows = 16 * AttnTiling<E>::kWarps;
+template <typename E>
+constexpr int kAttnKeyThreads = 32 * AttnTiling<E>::kKeyWarps;
+template <typename E>
+constexpr int kAttnKeyRows = 16 * AttnTiling<E>::kKeyWarps;
+template <typename E, int HD>
+constexpr int kAttnBlocks = AttnTiling<E>::template kBlocks<HD>;
 
-// The row pitch in shared memory (elements): HD, or HD + 8 where HD is a multiple of 16, so that a
-// row is an odd multiple of 16 bytes and ldmatrix's 8 rows of 16 bytes fall in distinct banks.
-#ifdef __CUDACC__
-#define NT_HOST_DEVICE __host__ __device__
-#else
-#define NT_HOST_DEVICE
-#endif
-NT_HOST_DEVICE constexpr int attn_pitch(int hd) { return hd % 16 == 8 ? hd : hd + 8; }
 NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 // Grids: one block per tile of a block's rows of each (n, h), a pair's tiles next to each other,
 // so that they run together and the later ones read the pair's rows from L2.
@@ -93,15 +111,16 @@ NT_DEVICE unsigned char* attn_shared() {
 inline unsigned char* attn_shared() { return static_cast<unsigned char*>(::nt::emu::dynamic_shared()); }
 #endif
 
+template <typename E>
 struct AttnArgs {
-  const bf16 *q, *k, *v;     // [N, H, T, HD], strides s_n, s_h, s_t
+  const E *q, *k, *v;        // [N, H, T, HD], strides s_n, s_h, s_t
   int64_t s_n, s_h, s_t;
-  bf16* o;                   // [N, T, H, HD] contiguous
+  E* o;                      // [N, T, H, HD] contiguous
   float* lse;                // [N * H, T]
-  const bf16* dout;          // backward: o's gradient [N, H, T, HD], strides d_n, d_h, d_t
+  const E* dout;             // backward: o's gradient [N, H, T, HD], strides d_n, d_h, d_t
   int64_t d_n, d_h, d_t;
   float* delta;              // backward: [N * H, T], written by the dq kernel, read by the dkv kernel
-  bf16 *dq, *dk, *dv;        // backward: [N, H, T, HD], strides s_n, s_h, s_t (as q, k, v)
+  E *dq, *dk, *dv;           // backward: [N, H, T, HD], strides s_n, s_h, s_t (as q, k, v)
   int H, T;
   float scale;               // the softmax's scale (1 / sqrt(HD))
 };
@@ -144,105 +163,25 @@ NT_DEVICE void copy_async_wait(int pending) {
 }
 
 // Rows [r0, r0 + kTile) of two [T, HD] matrices (row strides stride_a, stride_b) into shared
-// memory at da and db (a slot of kTile rows, pitch attn_pitch(HD)) in 16-byte words, rows from T
+// memory at da and db (a slot of kTile rows, pitch attn_pitch<E>(HD)) in 16-byte words, rows from T
 // on zeros, as one group of copies: the block works on one tile while the next ones are in flight
 // (AttnThread::await). The copies take no registers: a thread has all its words in flight at
 // once, where loads through registers would wait for each before storing it.
-template <int HD, int kThreads, int kTile>
-NT_DEVICE void copy_tile(bf16* da, const bf16* sa, int64_t stride_a, bf16* db, const bf16* sb, int64_t stride_b,
-                         int r0, int T) {
-  constexpr int kWords = HD / 8, P = attn_pitch(HD);
+template <typename E, int HD, int kThreads, int kTile>
+NT_DEVICE void copy_tile(E* da, const E* sa, int64_t stride_a, E* db, const E* sb, int64_t stride_b, int r0, int T) {
+  constexpr int kPerWord = 16 / static_cast<int>(sizeof(E)), kWords = HD / kPerWord, P = attn_pitch<E>(HD);
   for (int i = static_cast<int>(threadIdx.x); i < 2 * kTile * kWords; i += kThreads) {
     const int m = i / (kTile * kWords), r = (i / kWords) % kTile, c = i % kWords;
-    bf16* dst = (m == 0 ? da : db) + r * P + 8 * c;
+    E* dst = (m == 0 ? da : db) + r * P + kPerWord * c;
     if (r0 + r < T)
-      copy_async_16(dst, (m == 0 ? sa + (r0 + r) * stride_a : sb + (r0 + r) * stride_b) + 8 * c);
+      copy_async_16(dst, (m == 0 ? sa + (r0 + r) * stride_a : sb + (r0 + r) * stride_b) + kPerWord * c);
     else
       store_word(dst, uint4{0u, 0u, 0u, 0u});
   }
   copy_async_commit();
 }
 
-// A warp's 16 rows of a [T, HD] matrix as A fragments (rows r0 = first + g and r0 + 8 of this lane;
-// rows from T on are zeros), loaded from global memory: kSteps k16 steps and, where HD is an odd
-// multiple of 8, one k8 step.
-template <int HD>
-struct RowFragments {
-  static constexpr int kSteps = HD / 16;
-  static constexpr bool kTail = HD % 16 == 8;
-  uint32_t a[kSteps > 0 ? kSteps : 1][4];
-  uint32_t tail[2];
-  NT_DEVICE void load(const bf16* src, int64_t stride, int r0, int T, int t) {
-    auto word = [&](int r, int col) { return r < T ? load_word<uint32_t>(src + r * stride + col) : 0u; };
-NT_UNROLL
-    for (int s = 0; s < kSteps; ++s) {
-      a[s][0] = word(r0, 16 * s + 2 * t);
-      a[s][1] = word(r0 + 8, 16 * s + 2 * t);
-      a[s][2] = word(r0, 16 * s + 8 + 2 * t);
-      a[s][3] = word(r0 + 8, 16 * s + 8 + 2 * t);
-    }
-    if constexpr (kTail) {
-      tail[0] = word(r0, 16 * kSteps + 2 * t);
-      tail[1] = word(r0 + 8, 16 * kSteps + 2 * t);
-    }
-  }
-};
-
-// c[i] (16 x 8 tiles i < kN / 8) = a (16 x HD, fragments) times the transpose of rows j0 .. j0 + kN of
-// the shared [rows, HD] matrix `b` (c = a b^T: the scores q k^T, or do v^T). kN a multiple of 32.
-template <int HD, int kN>
-NT_DEVICE void mma_rows_t(float (&c)[kN / 8][4], const RowFragments<HD>& a, const bf16* b, int j0, int lane) {
-  constexpr int P = attn_pitch(HD);
-NT_UNROLL
-  for (int i = 0; i < kN / 8; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
-NT_UNROLL
-  for (int s = 0; s < RowFragments<HD>::kSteps; ++s) {
-NT_UNROLL
-    for (int np = 0; np < kN / 16; ++np) {
-      // matrices: (rows 16np + 0..7, cols 16s + 0..7), (same rows, cols + 8), then rows + 8
-      uint32_t r[4];
-      ldmatrix<4, false>(r, b + (j0 + 16 * np + lane % 8 + 8 * (lane / 16)) * P + 16 * s + 8 * ((lane / 8) % 2));
-      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-      mma_k16(c[2 * np], a.a[s], b0);
-      mma_k16(c[2 * np + 1], a.a[s], b1);
-    }
-  }
-  if constexpr (RowFragments<HD>::kTail) {
-NT_UNROLL
-    for (int nq = 0; nq < kN / 32; ++nq) {
-      // matrices: rows 32nq + 8i .. + 7, the last 8 columns, for i < 4
-      uint32_t r[4];
-      ldmatrix<4, false>(r, b + (j0 + 32 * nq + lane) * P + 16 * RowFragments<HD>::kSteps);
-NT_UNROLL
-      for (int i = 0; i < 4; ++i) mma_k8(c[4 * nq + i], a.tail, r[i]);
-    }
-  }
-}
-
-// c[i] (16 x 8 tiles i < HD / 8) += a (16 x kK: A fragments a[kk] of columns 16kk .. 16kk + 15) times
-// rows j0 .. j0 + kK of the shared [rows, HD] matrix `b` (c += a b: p v, ds k, p^T do, ds^T q).
-template <int HD, int kK>
-NT_DEVICE void mma_rows_n(float (&c)[HD / 8][4], const uint32_t (&a)[kK / 16][4], const bf16* b, int j0, int lane) {
-  constexpr int P = attn_pitch(HD);
-NT_UNROLL
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    const bf16* rows = b + (j0 + 16 * kk + lane % 8 + 8 * ((lane / 8) % 2)) * P;
-NT_UNROLL
-    for (int dp = 0; dp < HD / 16; ++dp) {
-      // matrices (transposed): (rows 0..7, cols 16dp + 0..7), (rows 8..15, same cols), then cols + 8
-      uint32_t r[4];
-      ldmatrix<4, true>(r, rows + 16 * dp + 8 * (lane / 16));
-      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-      mma_k16(c[2 * dp], a[kk], b0);
-      mma_k16(c[2 * dp + 1], a[kk], b1);
-    }
-    if constexpr (HD % 16 == 8) {
-      uint32_t r[2];
-      ldmatrix<2, true>(r, rows + HD - 8);
-      mma_k16(c[HD / 8 - 1], a[kk], r);
-    }
-  }
-}
+constexpr float kLog2e = 1.4426950408889634f;
 
 // The sum (or maximum) of v over the 4 lanes of a quad (the lanes that share an accumulator row).
 NT_DEVICE float quad_sum(float v) {
@@ -254,24 +193,6 @@ NT_DEVICE float quad_max(float v) {
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-// Rows r0 and r0 + 8 of a warp's 16 x HD accumulator c, times `mul` per row, as bf16 pairs to
-// dst + r * stride (rows below T).
-template <int HD>
-NT_DEVICE void store_rows(bf16* dst, int64_t stride, const float (&c)[HD / 8][4], int r0, int T, int t,
-                          const float (&mul)[2]) {
-NT_UNROLL
-  for (int half = 0; half < 2; ++half) {
-    const int r = r0 + 8 * half;
-    if (r >= T) continue;
-NT_UNROLL
-    for (int d = 0; d < HD / 8; ++d)
-      store_word(dst + r * stride + 8 * d + 2 * t,
-                 pack_bf16(c[d][2 * half] * mul[half], c[d][2 * half + 1] * mul[half]));
-  }
-}
-
-constexpr float kLog2e = 1.4426950408889634f;
-
 // The rows of shared memory's slots for T tokens: min(T rounded to kTile, kSlots * kTile).
 NT_HOST_DEVICE constexpr int attn_slot_rows(int T, int tile, int slots) {
   return round_up(T, tile) < slots * tile ? round_up(T, tile) : slots * tile;
@@ -281,12 +202,13 @@ NT_HOST_DEVICE constexpr int attn_slot_rows(int T, int tile, int slots) {
 // of kRows rows, the pair's offset in q, k, v (base), this lane's rows r0 and r0 + 8 of the tile
 // (16 a warp), and the block's two shared matrices of attn_slot_rows rows (`first`, `second`),
 // through which the pair's two [T, HD] matrices stream in tiles of kTile rows (kSlots at once).
-template <int HD, int kRows, int kTile, int kSlots>
+template <typename E, int HD, int kRows, int kTile, int kSlots>
 struct AttnThread {
+  static constexpr int P = attn_pitch<E>(HD);
   int T, tiles, nh, n, h, lane, t, r0;
   int64_t base;
-  bf16 *first, *second;
-  NT_DEVICE explicit AttnThread(const AttnArgs& a) : T(a.T), tiles(attn_tiles(a.T, kTile)) {
+  E *first, *second;
+  NT_DEVICE explicit AttnThread(const AttnArgs<E>& a) : T(a.T), tiles(attn_tiles(a.T, kTile)) {
     const int blocks = attn_tiles(T, kRows), block = static_cast<int>(blockIdx.x);
     nh = block / blocks;
     n = nh / a.H;
@@ -295,15 +217,15 @@ struct AttnThread {
     lane = static_cast<int>(threadIdx.x) % 32;
     t = lane % 4;
     r0 = block % blocks * kRows + static_cast<int>(threadIdx.x) / 32 * 16 + lane / 4;
-    first = reinterpret_cast<bf16*>(attn_shared());
-    second = first + attn_slot_rows(T, kTile, kSlots) * attn_pitch(HD);
+    first = reinterpret_cast<E*>(attn_shared());
+    second = first + attn_slot_rows(T, kTile, kSlots) * P;
   }
   // The first row of tile j's slot in `first` and `second`.
   NT_DEVICE static int slot(int j) { return j % kSlots * kTile; }
   // Tile j of the two matrices (a's rows into `first`, b's into `second`): copy_tile.
-  NT_DEVICE void copy(int j, const bf16* a, int64_t stride_a, const bf16* b, int64_t stride_b) const {
-    copy_tile<HD, 2 * kRows, kTile>(first + slot(j) * attn_pitch(HD), a, stride_a, second + slot(j) * attn_pitch(HD),
-                                    b, stride_b, j * kTile, T);  // 32 threads a 16 rows
+  NT_DEVICE void copy(int j, const E* a, int64_t stride_a, const E* b, int64_t stride_b) const {
+    copy_tile<E, HD, 2 * kRows, kTile>(first + slot(j) * P, a, stride_a, second + slot(j) * P, b, stride_b, j * kTile,
+                                       T);  // 32 threads a 16 rows
   }
   // Issues the tiles that fit at once, from the first (copy_tile_j(j) issues tile j): returns how
   // many.
@@ -315,8 +237,8 @@ struct AttnThread {
   }
   // The pair's keys and values (the forward's and the dq kernel's two matrices): tile j, and the
   // first tiles (fill; returns how many).
-  NT_DEVICE void copy_keys(int j, const AttnArgs& a) const { copy(j, a.k + base, a.s_t, a.v + base, a.s_t); }
-  NT_DEVICE int fill_keys(const AttnArgs& a) const {
+  NT_DEVICE void copy_keys(int j, const AttnArgs<E>& a) const { copy(j, a.k + base, a.s_t, a.v + base, a.s_t); }
+  NT_DEVICE int fill_keys(const AttnArgs<E>& a) const {
     return fill([&](int j) { copy_keys(j, a); });
   }
   // Before the block reads tile j, with tiles 0 .. issued - 1 issued: this thread's copies of tile j
@@ -328,22 +250,24 @@ struct AttnThread {
     return j > 0 && issued < tiles;
   }
   // The pair's rows of o ([N, T, H, HD]: o_stride apart) and of o's gradient (d_t apart).
-  NT_DEVICE static int64_t o_stride(const AttnArgs& a) { return static_cast<int64_t>(a.H) * HD; }
-  NT_DEVICE bf16* o(const AttnArgs& a) const { return a.o + static_cast<int64_t>(n) * T * o_stride(a) + h * HD; }
-  NT_DEVICE const bf16* dout(const AttnArgs& a) const { return a.dout + n * a.d_n + h * a.d_h; }
+  NT_DEVICE static int64_t o_stride(const AttnArgs<E>& a) { return static_cast<int64_t>(a.H) * HD; }
+  NT_DEVICE E* o(const AttnArgs<E>& a) const { return a.o + static_cast<int64_t>(n) * T * o_stride(a) + h * HD; }
+  NT_DEVICE const E* dout(const AttnArgs<E>& a) const { return a.dout + n * a.d_n + h * a.d_h; }
   // The pair's first row in lse and delta ([N * H, T]).
   NT_DEVICE int64_t rows() const { return static_cast<int64_t>(nh) * T; }
 };
 
-template <int HD>
-NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_forward_kernel(AttnArgs a) {
-  constexpr int kTile = kAttnForwardTile;
-  const AttnThread<HD, kAttnRows, kTile, kAttnForwardSlots> at(a);
+template <typename E, int HD>
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnBlocks<E, HD>))
+    attention_forward_kernel(AttnArgs<E> a) {
+  using Tiling = AttnTiling<E>;
+  constexpr int kTile = Tiling::kForwardTile;
+  const AttnThread<E, HD, kAttnRows<E>, kTile, Tiling::kForwardSlots> at(a);
   int issued = at.fill_keys(a);
-  const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
+  const E *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
   const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
-  RowFragments<HD> q;
+  RowFragments<E, HD> q;
   q.load(a.q + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
   float o[HD / 8][4] = {};
@@ -374,7 +298,6 @@ NT_UNROLL
     for (int d = 0; d < HD / 8; ++d)
 NT_UNROLL
       for (int e = 0; e < 4; ++e) o[d][e] *= corr[e / 2];
-    uint32_t p[kTile / 16][4];
 NT_UNROLL
     for (int i = 0; i < kTile / 8; ++i)
 NT_UNROLL
@@ -382,9 +305,7 @@ NT_UNROLL
         s[i][e] = exp2f(s[i][e] - m[e / 2]);
         l[e / 2] += s[i][e];
       }
-NT_UNROLL
-    for (int kk = 0; kk < kTile / 16; ++kk) pack_a(p[kk], s[2 * kk], s[2 * kk + 1]);
-    mma_rows_n<HD, kTile>(o, p, vs, slot, lane);
+    mma_rows_n<HD, kTile>(o, ProductRows<E, kTile>(s), vs, slot, lane);
   }
   float inv[2];
 NT_UNROLL
@@ -399,31 +320,26 @@ NT_UNROLL
       if (r0 + 8 * r < T) a.lse[at.rows() + r0 + 8 * r] = m[r] + log2f(l[r]);
 }
 
-template <int HD>
-NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads, kAttnBlocks<HD>) attention_dq_kernel(AttnArgs a) {
-  constexpr int kTile = kAttnBackwardTile;
-  const AttnThread<HD, kAttnRows, kTile, kAttnBackwardSlots> at(a);
+template <typename E, int HD>
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnBlocks<E, HD>))
+    attention_dq_kernel(AttnArgs<E> a) {
+  using Tiling = AttnTiling<E>;
+  constexpr int kTile = Tiling::kBackwardTile;
+  const AttnThread<E, HD, kAttnRows<E>, kTile, Tiling::kBackwardSlots> at(a);
   int issued = at.fill_keys(a);
-  const bf16 *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
+  const E *ks = at.first, *vs = at.second;  // keys, values: slots of kTile rows, pitch P
   const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
   // delta = rowsum(do * o) for rows r0, r0 + 8: o's elements where this lane holds do's. do and o
   // first, q after delta: with q's fragments loaded first as well, nvcc (at 128 registers) split
   // these loads into 10 batches (scripts/sass-summary).
-  RowFragments<HD> dout, o, q;
+  RowFragments<E, HD> dout, o, q;
   dout.load(at.dout(a), a.d_t, r0, T, t);
   o.load(at.o(a), at.o_stride(a), r0, T, t);
   float delta[2] = {0.f, 0.f}, lse[2];
 NT_UNROLL
   for (int r = 0; r < 2; ++r) lse[r] = r0 + 8 * r < T ? a.lse[at.rows() + r0 + 8 * r] : 0.f;
-  auto dot = [](uint32_t x, uint32_t y) { return bf16_half(x, 0) * bf16_half(y, 0) + bf16_half(x, 1) * bf16_half(y, 1); };
-NT_UNROLL
-  for (int s = 0; s < RowFragments<HD>::kSteps; ++s)
-NT_UNROLL
-    for (int e = 0; e < 4; ++e) delta[e % 2] += dot(dout.a[s][e], o.a[s][e]);
-  if constexpr (RowFragments<HD>::kTail)
-NT_UNROLL
-    for (int e = 0; e < 2; ++e) delta[e] += dot(dout.tail[e], o.tail[e]);
+  dout.add_row_dots(delta, o);
 NT_UNROLL
   for (int r = 0; r < 2; ++r) {
     delta[r] = quad_sum(delta[r]);
@@ -438,39 +354,37 @@ NT_UNROLL
     float s[kTile / 8][4], dp[kTile / 8][4];
     mma_rows_t<HD, kTile>(s, q, ks, slot, lane);
     mma_rows_t<HD, kTile>(dp, dout, vs, slot, lane);
-    uint32_t ds[kTile / 16][4];
 NT_UNROLL
     for (int i = 0; i < kTile / 8; ++i)
 NT_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int key = j0 + 8 * i + 2 * t + e % 2;
         const float p = key < T ? exp2f(s[i][e] * scale - lse[e / 2]) : 0.f;
-        s[i][e] = p * (dp[i][e] - delta[e / 2]);
+        s[i][e] = p * (dp[i][e] - delta[e / 2]);  // ds
       }
-NT_UNROLL
-    for (int kk = 0; kk < kTile / 16; ++kk) pack_a(ds[kk], s[2 * kk], s[2 * kk + 1]);
-    mma_rows_n<HD, kTile>(dq, ds, ks, slot, lane);
+    mma_rows_n<HD, kTile>(dq, ProductRows<E, kTile>(s), ks, slot, lane);
   }
   const float mul[2] = {a.scale, a.scale};
   store_rows<HD>(a.dq + base, a.s_t, dq, r0, T, t, mul);
 }
 
-template <int HD>
-NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
-  constexpr int kTile = kAttnBackwardTile;
-  const AttnThread<HD, kAttnKeyRows, kTile, kAttnBackwardSlots> at(a);  // r0: this lane's keys
+template <typename E, int HD>
+NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads<E>) attention_dkv_kernel(AttnArgs<E> a) {
+  using Tiling = AttnTiling<E>;
+  constexpr int kTile = Tiling::kBackwardTile;
+  const AttnThread<E, HD, kAttnKeyRows<E>, kTile, Tiling::kBackwardSlots> at(a);  // r0: this lane's keys
   const int T = at.T, lane = at.lane, t = at.t, r0 = at.r0;
   const int64_t base = at.base;
-  const bf16 *q = a.q + base, *dout = at.dout(a);
-  const bf16 *qs = at.first, *dos = at.second;  // queries, output gradients: slots of kTile rows, pitch P
-  const int rows = attn_slot_rows(T, kTile, kAttnBackwardSlots);
-  float* lse = reinterpret_cast<float*>(at.second + rows * attn_pitch(HD));  // [rows], slots as qs's
+  const E *q = a.q + base, *dout = at.dout(a);
+  const E *qs = at.first, *dos = at.second;  // queries, output gradients: slots of kTile rows, pitch P
+  const int rows = attn_slot_rows(T, kTile, Tiling::kBackwardSlots);
+  float* lse = reinterpret_cast<float*>(at.second + rows * at.P);  // [rows], slots as qs's
   float* delta = lse + rows;                                                  // [rows]
   // lse and delta of the queries of tiles i .. i + n - 1 into their slots (stores; queries from T
   // on: p = 2^(s - inf) = 0): all the first tiles' in one loop, as their rows' slots follow one
   // another, then one tile's with each refill.
   auto scalars = [&](int i, int n) {
-    for (int r = static_cast<int>(threadIdx.x); r < n * kTile; r += kAttnKeyThreads) {
+    for (int r = static_cast<int>(threadIdx.x); r < n * kTile; r += kAttnKeyThreads<E>) {
       const int query = i * kTile + r;
       lse[at.slot(i) + r] = query < T ? a.lse[at.rows() + query] : INFINITY;
       delta[at.slot(i) + r] = query < T ? a.delta[at.rows() + query] : 0.f;
@@ -479,7 +393,7 @@ NT_GLOBAL void NT_BOUNDS(kAttnKeyThreads) attention_dkv_kernel(AttnArgs a) {
   auto copy = [&](int i) { at.copy(i, q, a.s_t, dout, a.d_t); };  // queries, output gradients
   int issued = at.fill(copy);
   scalars(0, issued);
-  RowFragments<HD> k, v;
+  RowFragments<E, HD> k, v;
   k.load(a.k + base, a.s_t, r0, T, t);
   v.load(a.v + base, a.s_t, r0, T, t);
   const float scale = a.scale * kLog2e;
@@ -502,14 +416,9 @@ NT_UNROLL
         s[c][e] = p;
         dp[c][e] = p * (dp[c][e] - delta[query]);
       }
-    uint32_t pa[kTile / 16][4], ds[kTile / 16][4];
-NT_UNROLL
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      pack_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
-      pack_a(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
-    }
-    mma_rows_n<HD, kTile>(dv, pa, dos, slot, lane);
-    mma_rows_n<HD, kTile>(dk, ds, qs, slot, lane);
+    const ProductRows<E, kTile> pa(s), ds(dp);
+    mma_rows_n<HD, kTile>(dv, pa, dos, slot, lane);  // p^T do
+    mma_rows_n<HD, kTile>(dk, ds, qs, slot, lane);   // ds^T q
   }
   const float one[2] = {1.f, 1.f}, mul[2] = {a.scale, a.scale};
   store_rows<HD>(a.dv + base, a.s_t, dv, r0, T, t, one);
@@ -518,25 +427,41 @@ NT_UNROLL
 
 // ---- launch ----------------------------------------------------------------------------------
 
-// Dynamic shared memory (bytes) of each kernel for T tokens: AttnThread's two bf16 matrices of
+// Dynamic shared memory (bytes) of each kernel for T tokens: AttnThread's two matrices of
 // attn_slot_rows rows, and in the dk/dv kernel lse's and delta's slots (floats) after them.
-template <int HD>
+template <typename E, int HD>
 constexpr int64_t attn_matrices_shared(int T, int tile, int slots) {
-  return int64_t{2} * attn_slot_rows(T, tile, slots) * attn_pitch(HD) * sizeof(bf16);
+  return int64_t{2} * attn_slot_rows(T, tile, slots) * attn_pitch<E>(HD) * static_cast<int64_t>(sizeof(E));
 }
-template <int HD>
+template <typename E, int HD>
 constexpr int64_t attn_forward_shared(int T) {
-  return attn_matrices_shared<HD>(T, kAttnForwardTile, kAttnForwardSlots);
+  return attn_matrices_shared<E, HD>(T, AttnTiling<E>::kForwardTile, AttnTiling<E>::kForwardSlots);
 }
-template <int HD>
+template <typename E, int HD>
 constexpr int64_t attn_dq_shared(int T) {
-  return attn_matrices_shared<HD>(T, kAttnBackwardTile, kAttnBackwardSlots);
+  return attn_matrices_shared<E, HD>(T, AttnTiling<E>::kBackwardTile, AttnTiling<E>::kBackwardSlots);
 }
-template <int HD>
+template <typename E, int HD>
 constexpr int64_t attn_dkv_shared(int T) {
-  return attn_dq_shared<HD>(T) + int64_t{2} * attn_slot_rows(T, kAttnBackwardTile, kAttnBackwardSlots) * sizeof(float);
+  return attn_dq_shared<E, HD>(T) +
+         int64_t{2} * attn_slot_rows(T, AttnTiling<E>::kBackwardTile, AttnTiling<E>::kBackwardSlots) * sizeof(float);
 }
 
 inline dim3 attn_grid(int64_t pairs, int T, int rows) { return dim3(static_cast<unsigned>(pairs * attn_tiles(T, rows))); }
+
+// The kernels' launches for `pairs` (n, h) pairs of T tokens: launch(kernel, grid, threads,
+// shared bytes) runs one (attention_cuda.cu's on a stream, the CPU test's through the emulation).
+template <typename E, int HD, typename Launch>
+void attention_forward_launches(int64_t pairs, int T, Launch&& launch) {
+  launch(attention_forward_kernel<E, HD>, attn_grid(pairs, T, kAttnRows<E>), kAttnThreads<E>,
+         attn_forward_shared<E, HD>(T));
+}
+// The dq kernel (which also writes delta), then the dk/dv kernel.
+template <typename E, int HD, typename Launch>
+void attention_backward_launches(int64_t pairs, int T, Launch&& launch) {
+  launch(attention_dq_kernel<E, HD>, attn_grid(pairs, T, kAttnRows<E>), kAttnThreads<E>, attn_dq_shared<E, HD>(T));
+  launch(attention_dkv_kernel<E, HD>, attn_grid(pairs, T, kAttnKeyRows<E>), kAttnKeyThreads<E>,
+         attn_dkv_shared<E, HD>(T));
+}
 
 }  // namespace nt::cuda::device

@@ -163,9 +163,12 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) { return attend(linear(qk
 
 at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsewhere, const at::Tensor& qkv_bias) {
   const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3, hd = D / num_heads;
-  // train.attention = "fused": the project's kernel reads q, k, v in place and returns [N, T, D];
-  // its backward writes qkv's gradient (and the bias's) itself.
-  if (fused_attention_chosen() && fused_attention_supports(qkv_out, num_heads))
+  // train.attention = "fused" (bf16) or train.fp32_attention = "fused" (fp32: TREAD's block after a
+  // route): the project's kernels read q, k, v in place and return [N, T, D]; their backward writes
+  // qkv's gradient (and the bias's) itself.
+  const bool fused = qkv_out.scalar_type() == at::kFloat ? fp32_attention_kind() == Fp32AttentionKind::fused
+                                                          : fused_attention_chosen();
+  if (fused && fused_attention_supports(qkv_out, num_heads))
     return linear(proj, fused_attention(qkv_out, qkv_bias, num_heads), proj_bias_elsewhere);
   // q, k, v as strided views of the product: unbind on the token-major layout, then each
   // transposed. Backward then stacks the three gradients straight into qkv's own layout
@@ -184,7 +187,7 @@ at::Tensor AttentionImpl::attend(const at::Tensor& qkv_out, bool proj_bias_elsew
   at::Tensor o;
 #if TORCH_VERSION_MAJOR >= 2
   // fp32 on CUDA (TREAD's block after a route): products without TF32 (models/fp32_attention.h).
-  if (q.is_cuda() && q.scalar_type() == at::kFloat && fp32_attention_products())
+  if (q.is_cuda() && q.scalar_type() == at::kFloat && fp32_attention_kind() != Fp32AttentionKind::sdpa)
     o = fp32_attention(q, k, v);
   else
     o = at::scaled_dot_product_attention(q, k, v);

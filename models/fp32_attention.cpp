@@ -14,7 +14,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-std::atomic<bool> use_products{true};
+std::atomic<Fp32AttentionKind> chosen{Fp32AttentionKind::products};
 
 // TF32 off in cuBLAS for one scope.
 class NoTF32 {
@@ -108,7 +108,7 @@ at::Tensor fp32_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   return Fp32Attention::apply(q, k, v, chunk_samples(q, k, chunk_scores));
 }
 
-void set_fp32_attention_products(bool on) { use_products = on; }
-bool fp32_attention_products() { return use_products; }
+void set_fp32_attention(Fp32AttentionKind kind) { chosen = kind; }
+Fp32AttentionKind fp32_attention_kind() { return chosen; }
 
 }  // namespace nt

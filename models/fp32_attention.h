@@ -16,7 +16,8 @@
 // memory does not grow with the batch. Products run with TF32 off whatever the process allows
 // (train.precision = "bf16" allows it for what stays fp32, as the reference's train.py does; its
 // attention there is fp32-accurate all the same). train.fp32_attention picks this ("products",
-// the default) or LibTorch's kernel ("sdpa") on CUDA; the CPU keeps LibTorch's attention.
+// the default), LibTorch's kernel ("sdpa") or the project's 3xTF32 kernels ("fused",
+// models/fused_kernels.h: fused_attention) on CUDA; the CPU keeps LibTorch's attention.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -29,9 +30,11 @@ constexpr int64_t kFp32AttentionChunkScores = int64_t{1} << 26;
 at::Tensor fp32_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           int64_t chunk_scores = kFp32AttentionChunkScores);
 
-// The process-wide choice for fp32 inputs on CUDA (train.fp32_attention): products (true) or
-// LibTorch's scaled_dot_product_attention (false).
-void set_fp32_attention_products(bool on);
-bool fp32_attention_products();
+// The process-wide choice for fp32 inputs on CUDA (train.fp32_attention): these products,
+// LibTorch's scaled_dot_product_attention, or fused_attention (where it takes the shape; these
+// products elsewhere).
+enum class Fp32AttentionKind { products, sdpa, fused };
+void set_fp32_attention(Fp32AttentionKind kind);
+Fp32AttentionKind fp32_attention_kind();
 
 }  // namespace nt

@@ -260,8 +260,9 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
   }
 };
 
-// softmax(q k^T / sqrt(hd)) v for q, k, v read in place from qkv's output [N, T, 3D], as [N, T, D]
-// (the proj product's input; models/attention_kernels_device.h). Keeps qkv_out, o and the rows'
+// softmax(q k^T / sqrt(hd)) v for q, k, v read in place from qkv's output [N, T, 3D] (bf16, or
+// fp32 with 3xTF32 products), as [N, T, D] (the proj product's input;
+// models/attention_kernels_device.h). Keeps qkv_out, o and the rows'
 // log-sums (lse, [N * H, T] fp32, 2 KB per (n, h) at T = 256). Backward writes q's, k's and v's
 // gradients straight into qkv_out's gradient (no stack of three) and, where `bias` (the qkv
 // product's, taken detached) asks for one, its gradient: the column sums (qkv_grad with the
@@ -270,11 +271,13 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
   static cuda::AttentionTensors tensors(const at::Tensor& qkv_out, const at::Tensor& o, const at::Tensor& lse,
                                         int64_t heads) {
     const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
-    auto* p = static_cast<at::BFloat16*>(qkv_out.data_ptr());
+    auto* p = static_cast<char*>(qkv_out.data_ptr());
+    const int64_t part = D * static_cast<int64_t>(qkv_out.element_size());  // bytes
     cuda::AttentionTensors a{};
+    a.dtype = dtype_of(qkv_out);
     a.q = p;
-    a.k = p + D;
-    a.v = p + 2 * D;
+    a.k = p + part;
+    a.v = p + 2 * part;
     a.s_n = T * 3 * D;
     a.s_h = D / heads;
     a.s_t = 3 * D;
@@ -306,24 +309,25 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
     const int64_t N = qkv_out.size(0), T = qkv_out.size(1), D = qkv_out.size(2) / 3;
     const at::Tensor none;
     if (!grads[0].defined()) return {none, none, none};
-    const at::Tensor go = grads[0].to(at::kBFloat16).contiguous();  // [N, T, D]
-    auto g = at::empty_like(qkv_out);                                // [N, T, 3D]
-    auto delta = at::empty_like(lse);                                // [N * H, T]
+    const at::Tensor go = grads[0].to(qkv_out.scalar_type()).contiguous();  // [N, T, D]
+    auto g = at::empty_like(qkv_out);                                       // [N, T, 3D]
+    auto delta = at::empty_like(lse);                                       // [N * H, T]
     const cuda::AttentionTensors a = tensors(qkv_out, o, lse, heads);
-    auto* gp = static_cast<at::BFloat16*>(g.data_ptr());
-    cuda::attention_backward(a, scale(a.hd), go.data_ptr(), T * D, a.hd, D, delta.data_ptr<float>(), gp, gp + D,
-                             gp + 2 * D, g.get_device(), nullptr);
+    auto* gp = static_cast<char*>(g.data_ptr());
+    const int64_t part = D * static_cast<int64_t>(g.element_size());  // bytes
+    cuda::attention_backward(a, scale(a.hd), go.data_ptr(), T * D, a.hd, D, delta.data_ptr<float>(), gp, gp + part,
+                             gp + 2 * part, g.get_device(), nullptr);
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), g,
                           cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
     if (g_bias.sum.defined()) {
       cuda::QkvGradParts parts{};
       for (int p = 0; p < 3; ++p) {  // g's own column blocks: q's, k's, v's gradients in place
-        parts.part[p] = gp + p * D;
+        parts.part[p] = gp + p * part;
         parts.stride_n[p] = a.s_n;
         parts.stride_h[p] = a.s_h;
         parts.stride_t[p] = a.s_t;
       }
-      cuda::qkv_grad(parts, cuda::Dtype::bf16, nullptr, g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
+      cuda::qkv_grad(parts, a.dtype, nullptr, g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
                      static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr);
     }
     return {g, g_bias.as(bias), none};
@@ -451,7 +455,8 @@ std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Ten
 
 bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads) {
 #ifdef NT_HAVE_CUDA_KERNELS
-  if (!on_kernel_device(qkv_out) || qkv_out.dim() != 3 || qkv_out.scalar_type() != at::kBFloat16 ||
+  const auto dtype = qkv_out.scalar_type();
+  if (!on_kernel_device(qkv_out) || qkv_out.dim() != 3 || (dtype != at::kBFloat16 && dtype != at::kFloat) ||
       !qkv_out.is_contiguous() || heads <= 0 || qkv_out.size(2) % (3 * heads) != 0 || qkv_out.size(0) == 0)
     return false;
   return cuda::attention_supports(FusedAttention::tensors(qkv_out, at::Tensor(), at::Tensor(), heads));
@@ -482,7 +487,7 @@ std::string fused_attention_limits() {
 
 at::Tensor fused_attention(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads) {
   if (!fused_attention_supports(qkv_out, heads))
-    unsupported("fused_attention", "a contiguous bf16 qkv output [N, T, 3D] within the kernels' limits (" +
+    unsupported("fused_attention", "a contiguous bf16 or fp32 qkv output [N, T, 3D] within the kernels' limits (" +
                                        fused_attention_limits() + ")");
   check_qkv_bias("fused_attention", qkv_out, bias);
 #ifdef NT_HAVE_CUDA_KERNELS

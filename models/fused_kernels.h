@@ -70,14 +70,17 @@ bool fused_qkv_split_supports(const at::Tensor& qkv_out, int64_t heads);
 std::vector<at::Tensor> fused_qkv_split(const at::Tensor& qkv_out, const at::Tensor& bias, int64_t heads);
 
 // softmax(q k^T / sqrt(hd)) v with q, k, v the views qkv_views would give, computed by the
-// project's own kernels (models/attention_kernels_device.h: mma.sync products, the whole sequence
-// of a head in shared memory; `train.attention = "fused"`), returned as [N, T, D] (heads side by
-// side: the proj product's input). Backward writes the three gradients straight into qkv_out's
-// gradient and, with `bias` (the qkv product's, taken detached: as fused_qkv_split's), its
-// gradient. Agrees with LibTorch's flash and cuDNN kernels to bf16 rounding (the same
-// algorithm: fp32 scores and sums, the probabilities rounded to bf16 for the products).
-// Supports: CUDA, contiguous bf16 qkv_out [N, T, 3D], T and hd = D / heads within
-// fused_attention_limits() (T <= 256; hd 16, 24, 32, 64, 72 or 128).
+// project's own kernels (models/attention_kernels_device.h: mma.sync products, keys and values
+// streamed through shared memory in tiles), returned as [N, T, D] (heads side by side: the proj
+// product's input). Backward writes the three gradients straight into qkv_out's gradient and,
+// with `bias` (the qkv product's, taken detached: as fused_qkv_split's), its gradient.
+//   bf16 (`train.attention = "fused"`): agrees with LibTorch's flash and cuDNN kernels to bf16
+//        rounding (the same algorithm: fp32 scores and sums, the probabilities rounded to bf16 for
+//        the products);
+//   fp32 (`train.fp32_attention = "fused"`): 3xTF32 products, fp32's accuracy (as LibTorch's
+//        memory-efficient kernel, which serves fp32 inputs).
+// Supports: CUDA, contiguous bf16 or fp32 qkv_out [N, T, 3D], T and hd = D / heads within
+// fused_attention_limits() (T <= 16384; hd 16, 24, 32, 64, 72 or 128).
 bool fused_attention_supports(const at::Tensor& qkv_out, int64_t heads);
 // Whether blocks of `tokens` tokens and this head width can take it (false in a build without nvcc),
 // and those limits in words, for messages.

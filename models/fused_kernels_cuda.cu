@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
+#include "models/dtype_dispatch_cuda.h"
 #include "models/fused_kernels_cuda.h"
 #include "models/fused_kernels_device.h"
 #include "models/qkv_kernels_device.h"
@@ -35,20 +36,6 @@ void check_bias(const char* op, const float* part, const void* bias) {
   if ((part == nullptr) != (bias == nullptr))
     throw std::runtime_error(std::string(op) + " (CUDA): the bias gradient needs both its workspace of partial sums "
                              "and its output");
-}
-
-template <typename T>
-struct Type {
-  using type = T;
-};
-
-// Calls f(Type<element type of a>{}) for a runtime dtype.
-template <typename F>
-void dispatch(Dtype a, F&& f) {
-  if (a == Dtype::bf16)
-    f(Type<__nv_bfloat16>{});
-  else
-    f(Type<float>{});
 }
 
 // Calls f(Type<element type of a>{}, Type<element type of b>{}).

@@ -484,6 +484,8 @@ TEST(ConfigErrors, EveryRangeRuleNamesKeyAndWhatIsAllowed) {
        "key 'train.recompute' must be \"none\", \"norm\", \"mlp\", \"norm+mlp\" or \"blocks\", got \"all\""},
       {"[train]\nattention = \"sdpa\"",
        "key 'train.attention' must be \"auto\", \"cudnn\", \"flash\", \"efficient\", \"math\" or \"fused\", got \"sdpa\""},
+      {"[train]\nfp32_attention = \"efficient\"",
+       "key 'train.fp32_attention' must be \"products\", \"sdpa\" or \"fused\", got \"efficient\""},
       {"[dist]\nparam_dtype = \"fp16\"",
        "key 'dist.param_dtype' must be \"fp32\" or \"bf16\", got \"fp16\""},
       {"[dist]\nreduce_dtype = \"int8\"",

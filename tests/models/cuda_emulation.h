@@ -4,7 +4,7 @@
 // Slow and only for small shapes; it checks indexing, bounds and reductions, not speed. One
 // difference from a GPU: rsqrtf is exact here (CUDA's is within 2 ulp). The warp-level tensor-core
 // products of models/warp_mma_device.h (mma.sync, ldmatrix) move the fragments' elements between
-// a warp's threads by the PTX ISA's layouts, and dynamic shared memory (launch_shared) starts as
+// a warp's threads by the PTX ISA's layouts (bf16 and tf32 inputs), and dynamic shared memory (launch_shared) starts as
 // NaNs.
 #pragma once
 #include <cuda_bf16.h>
@@ -152,6 +152,35 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
   // zeros for rows 8..15 (this program, 2026-11-28; -O2 and -fno-tree-vectorize gave the sums).
   auto dot = [&](int row, int col, float acc) {
     for (int k = 0; k < K; ++k) acc += A(row, k) * B(k, col);
+    return acc;
+  };
+  d[0] = dot(g, 2 * t, d[0]);
+  d[1] = dot(g, 2 * t + 1, d[1]);
+  d[2] = dot(g + 8, 2 * t, d[2]);
+  d[3] = dot(g + 8, 2 * t + 1, d[3]);
+}
+
+// mma.sync m16 n8 k8 with tf32 inputs (a 4 registers, b 2; fp32 bits, the low 13 of each
+// ignored: truncated, as the tensor cores do), fp32 accumulators, by the layouts of models/warp_mma_device.h; as
+// warp_mma, every thread of the block calls it together.
+inline void warp_mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
+  fragment_slots[tid] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+  __syncthreads();
+  std::array<std::array<uint32_t, 6>, 32> warp;
+  for (unsigned l = 0; l < 32; ++l) warp[l] = fragment_slots[base + l];
+  __syncthreads();
+  auto value = [](uint32_t r) {
+    r &= 0xffffe000u;
+    float f;
+    std::memcpy(&f, &r, 4);
+    return f;
+  };
+  auto A = [&](int row, int k) { return value(warp[(row % 8) * 4 + k % 4][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]); };
+  auto B = [&](int k, int col) { return value(warp[col * 4 + k % 4][4 + (k >= 4 ? 1 : 0)]); };
+  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
+  auto dot = [&](int row, int col, float acc) {  // each product exact in fp32 (11 x 11 bits)
+    for (int k = 0; k < 8; ++k) acc += A(row, k) * B(k, col);
     return acc;
   };
   d[0] = dot(g, 2 * t, d[0]);

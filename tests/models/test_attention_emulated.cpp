@@ -1,8 +1,8 @@
 // The attention kernels (models/attention_kernels_device.h) run on the CPU through
-// cuda_emulation.h, whose warp_mma and warp_ldmatrix move the fragments' elements by the PTX
-// ISA's layouts: the forward (o and the rows' log-sums) and both backward kernels (q's, k's and v's
-// gradients) against softmax(q k^T / sqrt(hd)) v and its gradients by LibTorch's autograd in
-// fp64, from the same bf16 values. q, k, v are read in place from a qkv output [N, T, 3, H, hd]
+// cuda_emulation.h, whose warp_mma, warp_mma_tf32 and warp_ldmatrix move the fragments' elements by
+// the PTX ISA's layouts: the forward (o and the rows' log-sums) and both backward kernels (q's, k's
+// and v's gradients) against softmax(q k^T / sqrt(hd)) v and its gradients by LibTorch's autograd in
+// fp64, from the same bf16 (or fp32: the 3xTF32 kernels, within fp32's accuracy) values. q, k, v are read in place from a qkv output [N, T, 3, H, hd]
 // and their gradients written there, as fused_attention does. Shapes: head widths with and
 // without a k8 step (24 and 72 against 32), sequences with partial tiles, several key tiles (the
 // online softmax's rescaling), a second block of queries (T = 130), and sequences longer than
@@ -27,11 +27,11 @@ using bf16 = __nv_bfloat16;
 constexpr auto* rel = &nt::test::max_rel_diff;  // max_rel_diff.h
 
 struct Result {
-  at::Tensor o, lse, g_qkv;  // [N, T, D] bf16, [N * H, T] fp32, [N, T, 3D] bf16
+  at::Tensor o, lse, g_qkv;  // [N, T, D] as qkv, [N * H, T] fp32, [N, T, 3D] as qkv
 };
 
-// The three kernels on qkv [N, T, 3D] (bf16, contiguous) and o's gradient `go` [N, T, D].
-template <int HD>
+// The three kernels on qkv [N, T, 3D] (E: bf16 or fp32, contiguous) and o's gradient `go` [N, T, D].
+template <typename E, int HD>
 Result run_kernels(const at::Tensor& qkv, const at::Tensor& go, int64_t H) {
   const int64_t N = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / 3;
   Result r;
@@ -39,18 +39,18 @@ Result run_kernels(const at::Tensor& qkv, const at::Tensor& go, int64_t H) {
   r.lse = at::full({N * H, T}, NAN, qkv.options().dtype(at::kFloat));
   r.g_qkv = at::full({N, T, 3 * D}, NAN, qkv.options());
   auto delta = at::full({N * H, T}, NAN, qkv.options().dtype(at::kFloat));
-  auto* p = reinterpret_cast<const bf16*>(qkv.data_ptr());
-  auto* g = reinterpret_cast<bf16*>(r.g_qkv.data_ptr());
-  dev::AttnArgs a{};
+  auto* p = reinterpret_cast<const E*>(qkv.data_ptr());
+  auto* g = reinterpret_cast<E*>(r.g_qkv.data_ptr());
+  dev::AttnArgs<E> a{};
   a.q = p;
   a.k = p + D;
   a.v = p + 2 * D;
   a.s_n = T * 3 * D;
   a.s_h = HD;
   a.s_t = 3 * D;
-  a.o = reinterpret_cast<bf16*>(r.o.data_ptr());
+  a.o = reinterpret_cast<E*>(r.o.data_ptr());
   a.lse = r.lse.data_ptr<float>();
-  a.dout = reinterpret_cast<const bf16*>(go.data_ptr());
+  a.dout = reinterpret_cast<const E*>(go.data_ptr());
   a.d_n = T * D;
   a.d_h = HD;
   a.d_t = D;
@@ -61,12 +61,11 @@ Result run_kernels(const at::Tensor& qkv, const at::Tensor& go, int64_t H) {
   a.H = static_cast<int>(H);
   a.T = static_cast<int>(T);
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
-  const int Ti = static_cast<int>(T);
-  const dim3 grid = dev::attn_grid(N * H, Ti, dev::kAttnRows), block(dev::kAttnThreads);
-  const dim3 key_grid = dev::attn_grid(N * H, Ti, dev::kAttnKeyRows), key_block(dev::kAttnKeyThreads);
-  NT_LAUNCH_SHARED(dev::attention_forward_kernel<HD>, grid, block, dev::attn_forward_shared<HD>(Ti), nullptr, a);
-  NT_LAUNCH_SHARED(dev::attention_dq_kernel<HD>, grid, block, dev::attn_dq_shared<HD>(Ti), nullptr, a);
-  NT_LAUNCH_SHARED(dev::attention_dkv_kernel<HD>, key_grid, key_block, dev::attn_dkv_shared<HD>(Ti), nullptr, a);
+  auto launch = [&](auto kernel, dim3 grid, int threads, int64_t bytes) {
+    NT_LAUNCH_SHARED(kernel, grid, dim3(threads), static_cast<size_t>(bytes), nullptr, a);
+  };
+  dev::attention_forward_launches<E, HD>(N * H, static_cast<int>(T), launch);
+  dev::attention_backward_launches<E, HD>(N * H, static_cast<int>(T), launch);
   return r;
 }
 
@@ -82,48 +81,77 @@ std::pair<at::Tensor, at::Tensor> reference(const at::Tensor& qkv, const at::Ten
   return {o.detach(), x.grad()};
 }
 
-template <int HD>
+// Tolerances (o and the gradients relative to their largest values; lse absolute): bf16 rounds p
+// (and ds) to bf16 for the products, as FlashAttention does; fp32 (3xTF32) is within fp32's
+// accuracy of the fp64 reference.
+template <typename E>
+struct Tolerance;
+template <>
+struct Tolerance<bf16> {
+  static constexpr double o = 6e-3, lse = 1e-4, grad = 1.2e-2;
+  static constexpr auto dtype = at::kBFloat16;
+};
+template <>
+struct Tolerance<float> {
+  static constexpr double o = 5e-6, lse = 2e-5, grad = 1e-5;  // lse: fp32's ulp at 16 is 2e-6
+  static constexpr auto dtype = at::kFloat;
+};
+
+template <typename E, int HD>
 void check(int64_t N, int64_t H, int64_t T, uint64_t seed) {
+  using Tol = Tolerance<E>;
   torch::manual_seed(seed);
   const int64_t D = H * HD;
   // Scores of a few units (the products of attention's trained weights are of that order), so
   // that the softmax is far from uniform.
-  auto qkv = (at::randn({N, T, 3 * D}) * 1.5).to(at::kBFloat16);
-  auto go = at::randn({N, T, D}).to(at::kBFloat16);
-  const Result r = run_kernels<HD>(qkv, go, H);
+  auto qkv = (at::randn({N, T, 3 * D}) * 1.5).to(Tol::dtype);
+  auto go = at::randn({N, T, D}).to(Tol::dtype);
+  const Result r = run_kernels<E, HD>(qkv, go, H);
   const auto [o, g] = reference(qkv, go, H);
-  const std::string what = "hd " + std::to_string(HD) + ", T " + std::to_string(T);
+  const std::string what = std::string(sizeof(E) == 2 ? "bf16" : "fp32") + " hd " + std::to_string(HD) + ", T " +
+                           std::to_string(T);
   const double e_o = rel(r.o, o);
-  EXPECT_LT(e_o, 6e-3) << what;
+  EXPECT_LT(e_o, Tol::o) << what;
   // lse: log2 of sum_j 2^(s_j) for s = q k^T * scale * log2(e), against the reference's
   auto x = qkv.to(at::kDouble).view({N, T, 3, H, HD}).permute({2, 0, 3, 1, 4});
   auto s = at::matmul(x[0], x[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(HD));  // [N, H, T, T]
   auto lse = (at::logsumexp(s, -1) / std::log(2.0)).reshape({N * H, T});
-  const double e_lse = (r.lse.to(at::kDouble) - lse).abs().max().item<double>();
-  EXPECT_LT(e_lse, 1e-4) << what;
+  const double e_lse = (r.lse.to(at::kDouble) - lse).abs().max().template item<double>();
+  EXPECT_LT(e_lse, Tol::lse) << what;
   const auto gv = g.view({N, T, 3, D}), kv = r.g_qkv.view({N, T, 3, D});
   const char* names[3] = {"q", "k", "v"};
   double e_g[3];
   for (int part = 0; part < 3; ++part) {
     e_g[part] = rel(kv.select(2, part), gv.select(2, part));
-    EXPECT_LT(e_g[part], 1.2e-2) << what << ": grad " << names[part];
+    EXPECT_LT(e_g[part], Tol::grad) << what << ": grad " << names[part];
   }
   std::cout << what << ": o " << e_o << ", lse " << e_lse << ", grad q " << e_g[0] << ", k " << e_g[1] << ", v "
             << e_g[2] << " (relative to the largest; lse absolute)\n";
-  EXPECT_FALSE(r.g_qkv.isnan().any().item<bool>()) << what;
+  EXPECT_FALSE(r.g_qkv.isnan().any().template item<bool>()) << what;
 }
 
-TEST(EmulatedAttention, TailWidthPartialTiles) { check<24>(2, 2, 35, 1); }
-TEST(EmulatedAttention, WidthOfWholeK16StepsTwoKeyTiles) { check<32>(1, 2, 70, 2); }
-TEST(EmulatedAttention, DitXlWidthSecondQueryBlock) { check<72>(1, 1, 130, 3); }
+TEST(EmulatedAttention, TailWidthPartialTiles) { check<bf16, 24>(2, 2, 35, 1); }
+TEST(EmulatedAttention, WidthOfWholeK16StepsTwoKeyTiles) { check<bf16, 32>(1, 2, 70, 2); }
+TEST(EmulatedAttention, DitXlWidthSecondQueryBlock) { check<bf16, 72>(1, 1, 130, 3); }
 // Longer than the slots hold at once (256 rows): the forward's 5 key tiles through 4 slots, the
 // backward's 10 through 8 (9 at T 260), each slot refilled once the block is past its tile. The
 // copies land at their wait (a tile read early reads NaNs), then as they are issued (a slot
 // refilled while a warp still reads it gives that warp the next tile's rows).
-TEST(EmulatedAttention, TilesStreamedThroughTheSlots) { check<24>(1, 2, 300, 4); }
+TEST(EmulatedAttention, TilesStreamedThroughTheSlots) { check<bf16, 24>(1, 2, 300, 4); }
 TEST(EmulatedAttention, TilesStreamedCopiesLandingAtOnce) {
   nt::emu::async_land_at_issue = true;
-  check<16>(1, 1, 260, 6);
+  check<bf16, 16>(1, 1, 260, 6);
+  nt::emu::async_land_at_issue = false;
+}
+
+// fp32 (3xTF32; TREAD's block after a route): blocks of 64 queries and 64 keys, tiles of 32 rows
+// through 3 slots. Partial tiles and a partial block (T 35), DiT-XL/2's width with two blocks and
+// the slots refilled (T 100: 4 tiles through 3 slots), and copies landing as issued.
+TEST(EmulatedAttention, Fp32PartialTiles) { check<float, 24>(2, 2, 35, 11); }
+TEST(EmulatedAttention, Fp32DitXlWidthTilesStreamed) { check<float, 72>(1, 1, 100, 12); }
+TEST(EmulatedAttention, Fp32CopiesLandingAtOnce) {
+  nt::emu::async_land_at_issue = true;
+  check<float, 16>(1, 2, 100, 13);
   nt::emu::async_land_at_issue = false;
 }
 

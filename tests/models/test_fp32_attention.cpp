@@ -4,7 +4,8 @@
 // kernels lay it out; the forward keeps no scores for backward; TF32's setting is left as it was.
 // On a GPU (skipped elsewhere), with TF32 allowed in the process: against fp64 to fp32's accuracy
 // (TF32 products would miss it by orders of magnitude) and against LibTorch's memory-efficient
-// kernel.
+// kernel; the project's 3xTF32 kernels (fused_attention on fp32, train.fp32_attention = "fused")
+// against fp64 likewise, and the same bits twice.
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
@@ -12,12 +13,14 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include "heap_in_use.h"
 #include "max_rel_diff.h"
 #include "models/fp32_attention.h"
+#include "models/fused_kernels.h"
 
 namespace {
 
@@ -111,6 +114,41 @@ TEST(Fp32Attention, CudaFp32AccurateWithTF32Allowed) {
   EXPECT_LE(max_rel_diff(sdpa.o.cpu(), want.o), 1e-4);
   EXPECT_LE(max_rel_diff(sdpa.gqkv.cpu(), want.gqkv), 1e-4);
 #endif
+}
+
+// fused_attention on fp32 (3xTF32 products) reading q, k, v in place from the qkv output [N, T, 3D]:
+// TREAD-XL/2's fp32 block (T 256, width 72), T 128, a partial tile at width 24 and a sequence
+// streamed through the slots (T 300).
+TEST(Fp32Attention, CudaFusedKernelsAccurateAndDeterministic) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nt::fused_kernels_built()) GTEST_SKIP() << "built without nvcc";
+  struct Shape {
+    int64_t N, T, H, hd;
+  };
+  const bool before = at::globalContext().allowTF32CuBLAS();
+  at::globalContext().setAllowTF32CuBLAS(true);  // as train.precision = "bf16" sets it: not used here
+  for (const Shape sh : {Shape{4, 256, 4, 72}, Shape{2, 128, 2, 72}, Shape{3, 37, 2, 24}, Shape{1, 300, 2, 64}}) {
+    const int64_t N = sh.N, T = sh.T, H = sh.H, hd = sh.hd, D = H * hd;
+    torch::manual_seed(5 + T);
+    const auto qkv = torch::randn({N, T, 3, H, hd}) * 2, probe = torch::randn({N, H, T, hd});
+    const Result want = run(qkv.to(at::kDouble), probe.to(at::kDouble), explicit_attention);
+    auto fused = [&] {
+      auto x = qkv.cuda().requires_grad_(true);  // [N, T, 3, H, hd]
+      EXPECT_TRUE(nt::fused_attention_supports(x.view({N, T, 3 * D}), H));
+      const auto o = nt::fused_attention(x.view({N, T, 3 * D}), at::Tensor(), H).view({N, T, H, hd}).transpose(1, 2);
+      (o * probe.cuda()).sum().backward();
+      return Result{o.detach().cpu(), x.grad().cpu()};
+    };
+    const Result got = fused(), again = fused();
+    const std::string shape = "T " + std::to_string(T) + " hd " + std::to_string(hd);
+    const double e_o = max_rel_diff(got.o, want.o), e_g = max_rel_diff(got.gqkv, want.gqkv);
+    std::cout << "[ fp32     ] fused (3xTF32) " << shape << ": output " << e_o << ", grad qkv " << e_g << "\n";
+    EXPECT_LE(e_o, 1e-5) << shape;
+    EXPECT_LE(e_g, 1e-5) << shape;
+    EXPECT_TRUE(torch::equal(got.o, again.o)) << shape;
+    EXPECT_TRUE(torch::equal(got.gqkv, again.gqkv)) << shape;
+  }
+  at::globalContext().setAllowTF32CuBLAS(before);
 }
 
 }  // namespace

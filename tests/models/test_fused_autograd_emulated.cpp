@@ -191,15 +191,16 @@ TEST_F(FusedAutograd, QkvSplitMatchesUnbindWithAndWithoutTheBias) {
 // The attention read in place from qkv's output (fused_attention) against the composite on the
 // output's unbind (fp32 scores and softmax, as LibTorch's kernels keep them): the output, the
 // gradients of the product's input, weight and bias, with the product's bias detached and the
-// attention giving it its gradient or with the bias in the product. bf16 (the op's only dtype);
-// T = 19: a partial tile; hd = 24: the kernels' k8 step.
+// attention giving it its gradient or with the bias in the product. bf16 and fp32 (3xTF32
+// kernels: TREAD's block after a route); T = 19: a partial tile; hd = 24: the bf16 kernels' k8 step.
 TEST_F(FusedAutograd, AttentionMatchesTheCompositeWithAndWithoutTheBias) {
   constexpr int64_t K = 20, H = 2, hd = 24, Dh = H * hd, C = 3 * Dh, Ta = 19;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{11});
   const auto a0 = at::randn({N, Ta, K}, gen), w0 = at::randn({C, K}, gen) * 0.4, bias0 = at::randn({C}, gen);
   const auto po = at::randn({N, Ta, Dh}, gen);
+  for (const bool bf16 : {true, false})
   for (const bool with_bias : {false, true}) {
-    const auto dt = at::kBFloat16;
+    const auto dt = bf16 ? at::kBFloat16 : at::kFloat;
     auto run_one = [&](bool fused) {
       auto a = leaf(a0, dt), w = leaf(w0, dt), bias = leaf(bias0, dt);
       const bool bias_here = fused && with_bias;  // the attention, not the product, gives its gradient
@@ -218,7 +219,7 @@ TEST_F(FusedAutograd, AttentionMatchesTheCompositeWithAndWithoutTheBias) {
       loss.backward();
       return std::vector<at::Tensor>{o.detach(), bias.grad(), w.grad(), a.grad()};
     };
-    expect_close(run_one(true), run_one(false), {"o", "grad bias", "grad weight", "grad input"}, true,
+    expect_close(run_one(true), run_one(false), {"o", "grad bias", "grad weight", "grad input"}, bf16,
                  std::string("attention") + (with_bias ? " with the bias" : " with the bias in the product"));
   }
 }

@@ -416,7 +416,8 @@ TEST(FusedCudaAttention, MatchesLibTorchsAttention) {
   const auto opts = torch::TensorOptions().device(dev).dtype(at::kBFloat16);
   EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({1, 16385, 3 * 72}, opts), 1));  // T above 16384
   EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 40}, opts), 1));   // width 40
-  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 72}), 1));         // fp32
+  EXPECT_FALSE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 72}, opts.dtype(at::kHalf)), 1));  // fp16
+  EXPECT_TRUE(nt::fused_attention_supports(torch::zeros({2, 16, 3 * 72}, opts.dtype(at::kFloat)), 1));  // fp32
 }
 
 // Rows wider than the norm's backward keeps in registers (2048) take LibTorch's ops.
