@@ -148,21 +148,6 @@ NT_UNROLL
   }
 }
 
-// Rows r0 and r0 + 8 of a warp's 16 x HD accumulator c, times `mul` per row, to dst + r * stride
-// (rows below T), rounded to bf16 in pairs.
-template <int HD>
-NT_DEVICE void store_rows(bf16* dst, int64_t stride, const float (&c)[HD / 8][4], int r0, int T, int t,
-                          const float (&mul)[2]) {
-NT_UNROLL
-  for (int half = 0; half < 2; ++half) {
-    const int r = r0 + 8 * half;
-    if (r >= T) continue;
-NT_UNROLL
-    for (int d = 0; d < HD / 8; ++d)
-      store_word(dst + r * stride + 8 * d + 2 * t,
-                 pack_bf16(c[d][2 * half] * mul[half], c[d][2 * half + 1] * mul[half]));
-  }
-}
 
 // ---- fp32 (3xTF32) ----------------------------------------------------------------------------
 
@@ -245,8 +230,14 @@ NT_UNROLL
   }
 }
 
-template <int HD>
-NT_DEVICE void store_rows(float* dst, int64_t stride, const float (&c)[HD / 8][4], int r0, int T, int t,
+// Two adjacent elements of a row as one word: bf16 (rounded, lo in the low half) or fp32.
+NT_DEVICE uint32_t pair_word(bf16*, float lo, float hi) { return pack_bf16(lo, hi); }
+NT_DEVICE float2 pair_word(float*, float lo, float hi) { return float2{lo, hi}; }
+
+// Rows r0 and r0 + 8 of a warp's 16 x HD accumulator c, times `mul` per row, to dst + r * stride
+// (rows below T), in pairs of elements.
+template <int HD, typename E>
+NT_DEVICE void store_rows(E* dst, int64_t stride, const float (&c)[HD / 8][4], int r0, int T, int t,
                           const float (&mul)[2]) {
 NT_UNROLL
   for (int half = 0; half < 2; ++half) {
@@ -254,7 +245,8 @@ NT_UNROLL
     if (r >= T) continue;
 NT_UNROLL
     for (int d = 0; d < HD / 8; ++d)
-      store_word(dst + r * stride + 8 * d + 2 * t, float2{c[d][2 * half] * mul[half], c[d][2 * half + 1] * mul[half]});
+      store_word(dst + r * stride + 8 * d + 2 * t,
+                 pair_word(dst, c[d][2 * half] * mul[half], c[d][2 * half + 1] * mul[half]));
   }
 }
 
