@@ -60,7 +60,8 @@ constexpr int kAttnMaxT = 16384;  // tokens (a 128 x 128 grid of patches)
 //   kBackwardTile: keys (dq) or queries (dkv) a step of backward
 //   k*Slots:       tiles a block holds in shared memory at once; longer sequences stream through
 //                  these slots, tile j in slot j % kSlots
-//   kBlocks:       blocks an SM keeps of the forward and dq kernels (their launch bounds)
+//   kForwardBlocks, kDqBlocks: blocks an SM keeps of the forward and dq kernels (their launch
+//                  bounds: registers a thread at most 65536 / (blocks * threads))
 template <typename E>
 struct AttnTiling;
 // bf16: 256 rows at once (for T <= 256 the whole sequence, copied once). The dk/dv kernel takes
@@ -74,17 +75,23 @@ struct AttnTiling<bf16> {
   static constexpr int kForwardTile = 64, kBackwardTile = 32;
   static constexpr int kForwardSlots = 4, kBackwardSlots = 8;
   template <int HD>
-  static constexpr int kBlocks = HD <= 72 ? 2 : 1;
+  static constexpr int kForwardBlocks = HD <= 72 ? 2 : 1;
+  template <int HD>
+  static constexpr int kDqBlocks = kForwardBlocks<HD>;
 };
 // fp32: twice the bytes a row and three products per product, so blocks of 4 warps and 3 slots of
-// 32 rows (58 KB of shared memory at width 72: 3 blocks an SM fit).
+// 32 rows (58 KB of shared memory at width 72: 3 blocks an SM fit). At width 72 the forward keeps 3
+// blocks an SM (168 registers, 40 bytes spilled; 2 blocks: 200 registers), the dq kernel 2 (255
+// registers, 16 bytes spilled; 3 blocks: 760 bytes spilled).
 template <>
 struct AttnTiling<float> {
   static constexpr int kWarps = 4, kKeyWarps = 4;
   static constexpr int kForwardTile = 32, kBackwardTile = 32;
   static constexpr int kForwardSlots = 3, kBackwardSlots = 3;
   template <int HD>
-  static constexpr int kBlocks = 2;
+  static constexpr int kForwardBlocks = 3;
+  template <int HD>
+  static constexpr int kDqBlocks = 2;
 };
 template <typename E>
 constexpr int kAttnThreads = 32 * AttnTiling<E>::kWarps;
@@ -95,7 +102,9 @@ constexpr int kAttnKeyThreads = 32 * AttnTiling<E>::kKeyWarps;
 template <typename E>
 constexpr int kAttnKeyRows = 16 * AttnTiling<E>::kKeyWarps;
 template <typename E, int HD>
-constexpr int kAttnBlocks = AttnTiling<E>::template kBlocks<HD>;
+constexpr int kAttnForwardBlocks = AttnTiling<E>::template kForwardBlocks<HD>;
+template <typename E, int HD>
+constexpr int kAttnDqBlocks = AttnTiling<E>::template kDqBlocks<HD>;
 
 NT_HOST_DEVICE constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 // Grids: one block per tile of a block's rows of each (n, h), a pair's tiles next to each other,
@@ -258,7 +267,7 @@ struct AttnThread {
 };
 
 template <typename E, int HD>
-NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnBlocks<E, HD>))
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnForwardBlocks<E, HD>))
     attention_forward_kernel(AttnArgs<E> a) {
   using Tiling = AttnTiling<E>;
   constexpr int kTile = Tiling::kForwardTile;
@@ -321,7 +330,7 @@ NT_UNROLL
 }
 
 template <typename E, int HD>
-NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnBlocks<E, HD>))
+NT_GLOBAL void NT_BOUNDS_BLOCKS(kAttnThreads<E>, (kAttnDqBlocks<E, HD>))
     attention_dq_kernel(AttnArgs<E> a) {
   using Tiling = AttnTiling<E>;
   constexpr int kTile = Tiling::kBackwardTile;
