@@ -46,7 +46,7 @@ LinearGrads linear_backward(const at::Tensor& dy, const at::Tensor& a, const at:
   if (need_input) {
     auto sizes = dy.sizes().vec();
     sizes.back() = H;
-    g.input = dy2.mm(weight.to(dtype)).view(sizes);  // [..., H]
+    g.input = input_gradient(dy2, weight).view(sizes);  // [..., H]
   }
   return g;
 }

@@ -1,4 +1,4 @@
-// A linear layer's weight gradient in one of two forms (see models/product_forms.h).
+// A linear layer's weight and input gradients in one of two forms (see models/product_forms.h).
 #include "models/product_forms.h"
 
 #include <torch/torch.h>
@@ -40,7 +40,22 @@ ProductForm form_for(const at::Tensor& dy2, const at::Tensor& a2) {
   return ProductForm::direct;
 }
 
+// The input gradient's form: transposed for fp32 on CUDA under the tall policy (TF32 products).
+ProductForm input_form(const at::Tensor& dy2) {
+  if (forced) return *forced;
+  return dy2.is_cuda() && policy == FormPolicy::tall && dy2.scalar_type() == at::kFloat ? ProductForm::transposed
+                                                                                        : ProductForm::direct;
+}
+
 }  // namespace
+
+at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight) {
+  const at::Tensor w = weight.to(dy2.scalar_type());  // [O, H]
+  if (input_form(dy2) == ProductForm::direct) return dy2.mm(w);  // [M, O] · [O, H]
+  auto wt = at::empty({w.size(1), w.size(0)}, w.options());      // [H, O]
+  transpose_into(w.contiguous(), wt, /*accumulate=*/false);
+  return dy2.mm(wt.t());  // the same product, O contiguous in both operands
+}
 
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {
   if (form_for(dy2, a2) == ProductForm::direct) return dy2.t().mm(a2);  // [O, M] · [M, H]

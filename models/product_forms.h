@@ -1,4 +1,4 @@
-// A linear layer's weight gradient (y [M, O] = a [M, H] · W^T + b, W [O, H]) in one of two forms
+// A linear layer's weight and input gradients (y [M, O] = a [M, H] · W^T + b, W [O, H]) in one of two forms
 // of the same product:
 //
 //   direct:      dW [O, H] = dy^T · a           (autograd's)
@@ -17,6 +17,20 @@
 // to the products' rounding (the DiT-XL/2 losses of 13 bf16 steps agreed to every printed digit).
 // The CPU, and CUDA with FormPolicy::direct, take the direct form: on the CPU autograd's
 // product, bit for bit.
+//
+// The input gradient dX [M, H] = dy [M, O] · W [O, H] likewise:
+//
+//   direct:      dy · W                       (autograd's)
+//   transposed:  dy · (W^T)^T                 W^T [H, O] made contiguous first (the project's
+//                                             transpose kernel; W is small next to dy), so that
+//                                             the product reads both operands with k (= O)
+//                                             contiguous, as the forward's product reads its own
+//
+// Hopper's tensor cores take TF32 operands with k contiguous only, and for the other layouts cuBLAS
+// runs other kernels: in the fifteenth session's TREAD-XL/2 trace (H200) the fp32 block's input
+// gradients ran at 288 TFLOP/s where its forward products, with k contiguous, ran at 349. So
+// FormPolicy::tall takes the transposed form for fp32 on CUDA (TF32 products), the direct one for
+// bf16 (whose kernels take either layout).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -26,6 +40,8 @@ namespace nt {
 
 enum class ProductForm { direct, transposed };
 
+// dy2 [M, O], weight [O, H] -> dX [M, H], in dy2's dtype (the weight cast to it).
+at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight);
 // dy2 [M, O], a2 [M, H] -> dW [O, H], contiguous, in dy2's dtype.
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2);
 // grad [O, H] (contiguous, dy2's dtype) += dW, in the same form: the direct form as one product

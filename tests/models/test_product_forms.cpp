@@ -46,6 +46,24 @@ TEST(ProductForms, TransposedFormGivesTheDirectOne) {
   EXPECT_TRUE(torch::equal(nt::weight_gradient(dy, a), dy.t().mm(a)));
 }
 
+// The input gradient likewise: dy · (W^T)^T through W^T made contiguous, from a weight of
+// another dtype (cast to dy's, as the direct form casts it).
+TEST(ProductForms, TransposedInputGradientGivesTheDirectOne) {
+  torch::manual_seed(4);
+  const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
+  const auto dy = torch::randn({37, 12}, f64), w = torch::randn({12, 20});
+  at::Tensor dx;
+  {
+    Forced t(ProductForm::transposed);
+    dx = nt::input_gradient(dy, w);
+  }
+  ASSERT_EQ(dx.sizes(), (std::vector<int64_t>{37, 20}));
+  EXPECT_EQ(dx.scalar_type(), torch::kDouble);
+  EXPECT_LE(max_rel_diff(dx, dy.mm(w.to(torch::kDouble))), 1e-13);
+  Forced d(ProductForm::direct);
+  EXPECT_TRUE(torch::equal(nt::input_gradient(dy, w), dy.mm(w.to(torch::kDouble))));
+}
+
 struct Grads {
   at::Tensor y, gx, gw, gb;
 };
