@@ -82,14 +82,16 @@ struct AttnTiling<bf16> {
 // fp32: twice the bytes a row and three products per product, so blocks of 4 warps and 3 slots of
 // 32 rows (58 KB of shared memory at width 72: 3 blocks an SM fit). At width 72 the forward keeps 3
 // blocks an SM (168 registers, 40 bytes spilled; 2 blocks: 200 registers), the dq kernel 2 (255
-// registers, 16 bytes spilled; 3 blocks: 760 bytes spilled).
+// registers, 16 bytes spilled; 3 blocks: 760 bytes spilled). Width 128 keeps 2 forward blocks and
+// 255 registers (56 bytes spilled); its backward spills 1.1 KB (dq) and 1.7 KB (dk/dv): correct,
+// not fast.
 template <>
 struct AttnTiling<float> {
   static constexpr int kWarps = 4, kKeyWarps = 4;
   static constexpr int kForwardTile = 32, kBackwardTile = 32;
   static constexpr int kForwardSlots = 3, kBackwardSlots = 3;
   template <int HD>
-  static constexpr int kForwardBlocks = 3;
+  static constexpr int kForwardBlocks = HD <= 72 ? 3 : 2;
   template <int HD>
   static constexpr int kDqBlocks = 2;
 };
