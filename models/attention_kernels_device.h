@@ -22,7 +22,7 @@
 //   backward (two kernels, no atomics; each recomputes s from q, k and lse):
 //     attention_dq_kernel   (a block per kRows queries): delta = rowsum(do * o), kept for the next
 //                           kernel; p = 2^(s - lse), dp = do v^T, ds = p * (dp - delta),
-//                           dq = ds k * scale.
+//                           dq = ds k * scale (ds, as p, rounded to bf16 in the bf16 kernels).
 //     attention_dkv_kernel  (a block per kKeyRows keys): p^T, dp^T and ds^T as above, from the
 //                           keys' side: dv = p^T do, dk = ds^T q * scale.
 //   The dq kernel's products: s, dp, dq; the dkv kernel's: s, dp, dv, dk (7 products where one
