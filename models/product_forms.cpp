@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <utility>
+
 #ifdef NT_HAVE_CUDA_KERNELS
 #include "models/fused_kernels_cuda.h"
 #endif
@@ -33,18 +35,36 @@ void transpose_into(const at::Tensor& t, at::Tensor& out, bool accumulate) {
     out.copy_(t.t());
 }
 
+// fp32 on CUDA under the tall policy: TF32 products (see the header).
+bool tf32_products(const at::Tensor& dy2) {
+  return dy2.is_cuda() && policy == FormPolicy::tall && dy2.scalar_type() == at::kFloat;
+}
+
 ProductForm form_for(const at::Tensor& dy2, const at::Tensor& a2) {
   if (forced) return *forced;
   const int64_t O = dy2.size(1), H = a2.size(1);
+  if (tf32_products(dy2)) return ProductForm::staged;
   if (dy2.is_cuda() && policy == FormPolicy::tall && O < H && O >= 256) return ProductForm::transposed;  // the tall rule (see the header)
   return ProductForm::direct;
 }
 
-// The input gradient's form: transposed for fp32 on CUDA under the tall policy (TF32 products).
 ProductForm input_form(const at::Tensor& dy2) {
-  if (forced) return *forced;
-  return dy2.is_cuda() && policy == FormPolicy::tall && dy2.scalar_type() == at::kFloat ? ProductForm::transposed
-                                                                                        : ProductForm::direct;
+  if (forced) return *forced == ProductForm::staged ? ProductForm::staged : ProductForm::direct;
+  return tf32_products(dy2) ? ProductForm::staged : ProductForm::direct;
+}
+
+// t [R, C] as its transpose [C, R], contiguous.
+at::Tensor transposed_copy(const at::Tensor& t) {
+  auto out = at::empty({t.size(1), t.size(0)}, t.options());
+  transpose_into(t.contiguous(), out, /*accumulate=*/false);
+  return out;
+}
+
+// The staged weight gradient's operands: dy^T [O, M] and a [M, H] as the product takes them, the
+// narrower one a transposed copy (k = M contiguous), the other a view.
+std::pair<at::Tensor, at::Tensor> staged_operands(const at::Tensor& dy2, const at::Tensor& a2) {
+  if (a2.size(1) <= dy2.size(1)) return {dy2.t(), transposed_copy(a2).t()};  // a^T [H, M] copied
+  return {transposed_copy(dy2), a2};                                        // dy^T [O, M] copied
 }
 
 }  // namespace
@@ -52,24 +72,40 @@ ProductForm input_form(const at::Tensor& dy2) {
 at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight) {
   const at::Tensor w = weight.to(dy2.scalar_type());  // [O, H]
   if (input_form(dy2) == ProductForm::direct) return dy2.mm(w);  // [M, O] · [O, H]
-  auto wt = at::empty({w.size(1), w.size(0)}, w.options());      // [H, O]
-  transpose_into(w.contiguous(), wt, /*accumulate=*/false);
-  return dy2.mm(wt.t());  // the same product, O contiguous in both operands
+  return dy2.mm(transposed_copy(w).t());  // the same product, O contiguous in both operands
 }
 
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {
-  if (form_for(dy2, a2) == ProductForm::direct) return dy2.t().mm(a2);  // [O, M] · [M, H]
-  const at::Tensor t = a2.t().mm(dy2);                                   // [H, M] · [M, O]
+  switch (form_for(dy2, a2)) {
+    case ProductForm::direct:
+      return dy2.t().mm(a2);  // [O, M] · [M, H]
+    case ProductForm::staged: {
+      const auto [l, r] = staged_operands(dy2, a2);
+      return l.mm(r);
+    }
+    case ProductForm::transposed:
+      break;
+  }
+  const at::Tensor t = a2.t().mm(dy2);  // [H, M] · [M, O]
   auto out = at::empty({t.size(1), t.size(0)}, t.options());
   transpose_into(t, out, /*accumulate=*/false);
   return out;
 }
 
 void add_weight_gradient(const at::Tensor& dy2, const at::Tensor& a2, at::Tensor& grad) {
-  if (form_for(dy2, a2) == ProductForm::direct)
-    grad.addmm_(dy2.t(), a2);  // grad + [O, M] · [M, H], one rounding (cuBLAS's beta = 1)
-  else
-    transpose_into(a2.t().mm(dy2), grad, /*accumulate=*/true);
+  switch (form_for(dy2, a2)) {
+    case ProductForm::direct:
+      grad.addmm_(dy2.t(), a2);  // grad + [O, M] · [M, H], one rounding (cuBLAS's beta = 1)
+      return;
+    case ProductForm::staged: {
+      const auto [l, r] = staged_operands(dy2, a2);
+      grad.addmm_(l, r);
+      return;
+    }
+    case ProductForm::transposed:
+      transpose_into(a2.t().mm(dy2), grad, /*accumulate=*/true);
+      return;
+  }
 }
 
 void set_product_form_policy(FormPolicy p) { policy = p; }

@@ -1,9 +1,12 @@
-// A linear layer's weight and input gradients (y [M, O] = a [M, H] · W^T + b, W [O, H]) in one of two forms
-// of the same product:
+// A linear layer's weight and input gradients (y [M, O] = a [M, H] · W^T + b, W [O, H]) in one of
+// several forms of the same product:
 //
 //   direct:      dW [O, H] = dy^T · a           (autograd's)
 //   transposed:  dW [O, H] = (a^T · dy)^T       cuBLAS solves the transposed problem [H, O], then
 //                                               the project's transpose kernel turns it around
+//   staged:      dW [O, H] = dy^T · a with one operand, the narrower of dy and a, copied first
+//                as its transpose [min(O, H), M] (the transpose kernel), so that cuBLAS reads it
+//                with k (= M) contiguous (for fp32: see below)
 //
 // cuBLAS picks its kernel by the problem's shape and the operands' layouts, and for the same
 // arithmetic the kernels differ: in DiT-XL/2 steps on the H200 the [1152, 4608] weight-gradient
@@ -20,17 +23,20 @@
 //
 // The input gradient dX [M, H] = dy [M, O] · W [O, H] likewise:
 //
-//   direct:      dy · W                       (autograd's)
-//   transposed:  dy · (W^T)^T                 W^T [H, O] made contiguous first (the project's
-//                                             transpose kernel; W is small next to dy), so that
-//                                             the product reads both operands with k (= O)
-//                                             contiguous, as the forward's product reads its own
+//   direct:      dy · W                       (autograd's; also for `transposed`)
+//   staged:      dy · (W^T)^T                 W^T [H, O] made contiguous first (the transpose
+//                                             kernel; W is small next to dy), so that the product
+//                                             reads both operands with k (= O) contiguous, as the
+//                                             forward's product reads its own
 //
 // Hopper's tensor cores take TF32 operands with k contiguous only, and for the other layouts cuBLAS
-// runs other kernels: in the fifteenth session's TREAD-XL/2 trace (H200) the fp32 block's input
-// gradients ran at 288 TFLOP/s where its forward products, with k contiguous, ran at 349. So
-// FormPolicy::tall takes the transposed form for fp32 on CUDA (TF32 products), the direct one for
-// bf16 (whose kernels take either layout).
+// runs other kernels: in the fifteenth session's TREAD-XL/2 trace (H200) the fp32 block's products
+// ran at 349 TFLOP/s with k contiguous in both operands (forward), 288 with it in one (the input
+// gradients: `nn`) and 190 in none (the weight gradients: `nt`, where both operands have k = M
+// across their rows). So FormPolicy::tall takes the staged forms for fp32 on CUDA (TF32 products):
+// both operands of the input gradient and one of the weight gradient's (copying the other as
+// well would move 0.45-0.6 GB more for each of DiT-XL/2's products); bf16 keeps the rule above
+// (its kernels take either layout).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -38,7 +44,7 @@
 
 namespace nt {
 
-enum class ProductForm { direct, transposed };
+enum class ProductForm { direct, transposed, staged };
 
 // dy2 [M, O], weight [O, H] -> dX [M, H], in dy2's dtype (the weight cast to it).
 at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight);

@@ -30,31 +30,41 @@ using nt::ProductForm;
 using Forced = nt::test::ForcedProductForm;
 using nt::test::max_rel_diff;
 
-TEST(ProductForms, TransposedFormGivesTheDirectOne) {
+// The transposed and staged forms against the direct one; staged copies dy (O 12 < H 20) or a
+// (O 20 > H 12) first.
+TEST(ProductForms, TransposedAndStagedFormsGiveTheDirectOne) {
   torch::manual_seed(1);
   const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
-  const auto dy = torch::randn({37, 12}, f64), a = torch::randn({37, 20}, f64);
-  at::Tensor dw;
-  {
-    Forced t(ProductForm::transposed);
-    dw = nt::weight_gradient(dy, a);
+  for (auto [O, H] : {std::pair<int64_t, int64_t>{12, 20}, {20, 12}}) {
+    const auto dy = torch::randn({37, O}, f64), a = torch::randn({37, H}, f64);
+    for (ProductForm form : {ProductForm::transposed, ProductForm::staged}) {
+      const std::string which = std::string(form == ProductForm::staged ? "staged" : "transposed") + ", O " +
+                                std::to_string(O);
+      at::Tensor dw, added = torch::randn({O, H}, f64);
+      const at::Tensor held = added.clone();
+      {
+        Forced t(form);
+        dw = nt::weight_gradient(dy, a);
+        nt::add_weight_gradient(dy, a, added);
+      }
+      ASSERT_EQ(dw.sizes(), (std::vector<int64_t>{O, H})) << which;
+      EXPECT_LE(max_rel_diff(dw, dy.t().mm(a)), 1e-13) << which;
+      EXPECT_LE(max_rel_diff(added, held + dy.t().mm(a)), 1e-13) << which;
+    }
+    Forced d(ProductForm::direct);
+    EXPECT_TRUE(torch::equal(nt::weight_gradient(dy, a), dy.t().mm(a)));
   }
-  ASSERT_EQ(dw.sizes(), (std::vector<int64_t>{12, 20}));
-  EXPECT_TRUE(dw.is_contiguous());
-  EXPECT_LE(max_rel_diff(dw, dy.t().mm(a)), 1e-13);
-  Forced d(ProductForm::direct);
-  EXPECT_TRUE(torch::equal(nt::weight_gradient(dy, a), dy.t().mm(a)));
 }
 
-// The input gradient likewise: dy · (W^T)^T through W^T made contiguous, from a weight of
+// The input gradient likewise: dy · (W^T)^T through W^T made contiguous (staged), from a weight of
 // another dtype (cast to dy's, as the direct form casts it).
-TEST(ProductForms, TransposedInputGradientGivesTheDirectOne) {
+TEST(ProductForms, StagedInputGradientGivesTheDirectOne) {
   torch::manual_seed(4);
   const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
   const auto dy = torch::randn({37, 12}, f64), w = torch::randn({12, 20});
   at::Tensor dx;
   {
-    Forced t(ProductForm::transposed);
+    Forced t(ProductForm::staged);
     dx = nt::input_gradient(dy, w);
   }
   ASSERT_EQ(dx.sizes(), (std::vector<int64_t>{37, 20}));
@@ -92,7 +102,7 @@ TEST(LinearNode, DirectFormIsAtLinearBitForBitTransposedToRounding) {
       const at::Tensor bias = bias_case == 1 ? at::Tensor() : b;
       const bool bias_grad = bias_case == 0;
       const Grads want = run_linear(x, w, bias, probe, false, bias_grad);
-      Grads direct, transposed;
+      Grads direct, transposed, staged;
       {
         Forced f(ProductForm::direct);
         direct = run_linear(x, w, bias, probe, true, bias_grad);
@@ -100,6 +110,10 @@ TEST(LinearNode, DirectFormIsAtLinearBitForBitTransposedToRounding) {
       {
         Forced f(ProductForm::transposed);
         transposed = run_linear(x, w, bias, probe, true, bias_grad);
+      }
+      {
+        Forced f(ProductForm::staged);
+        staged = run_linear(x, w, bias, probe, true, bias_grad);
       }
       const std::string where = "x " + std::to_string(x.dim()) + "-D, bias case " + std::to_string(bias_case);
       EXPECT_TRUE(equal_or_both_undefined(direct.y, want.y)) << where;
@@ -110,6 +124,10 @@ TEST(LinearNode, DirectFormIsAtLinearBitForBitTransposedToRounding) {
       EXPECT_LE(max_rel_diff(transposed.gx, want.gx), 1e-6) << where;
       EXPECT_LE(max_rel_diff(transposed.gw, want.gw), 1e-6) << where;
       EXPECT_TRUE(equal_or_both_undefined(transposed.gb, want.gb)) << where;
+      EXPECT_TRUE(equal_or_both_undefined(staged.y, want.y)) << where;
+      EXPECT_LE(max_rel_diff(staged.gx, want.gx), 1e-6) << where;
+      EXPECT_LE(max_rel_diff(staged.gw, want.gw), 1e-6) << where;
+      EXPECT_TRUE(equal_or_both_undefined(staged.gb, want.gb)) << where;
       EXPECT_EQ(direct.gb.defined(), bias_grad) << where;
     }
   }
@@ -127,7 +145,7 @@ TEST(LinearNode, UnforcedOnTheCpuItIsAtLinear) {
   EXPECT_NE(z.grad_fn()->name().find("LinearNode"), std::string::npos) << z.grad_fn()->name();
 }
 
-TEST(ProductForms, MlpNodeWithTheTransposedFormGivesThePlainOpsGradients) {
+TEST(ProductForms, MlpNodeWithTheTransposedAndStagedFormsGivesThePlainOpsGradients) {
   torch::manual_seed(3);
   const int64_t D = 16, H = 40, O = 12;
   const auto x0 = torch::randn({2, 5, D}), probe = torch::randn({2, 5, O});
@@ -143,9 +161,12 @@ TEST(ProductForms, MlpNodeWithTheTransposedFormGivesThePlainOpsGradients) {
     return std::vector<at::Tensor>{x.grad(), w1.grad(), b1.grad(), w2.grad(), b2.grad()};
   };
   const auto want = run(false);
-  Forced f(ProductForm::transposed);
-  const auto got = run(true);
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(max_rel_diff(got[i], want[i]), 1e-6) << "gradient " << i;
+  for (ProductForm form : {ProductForm::transposed, ProductForm::staged}) {
+    Forced f(form);
+    const auto got = run(true);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LE(max_rel_diff(got[i], want[i]), 1e-6) << "gradient " << i << ", form " << static_cast<int>(form);
+  }
 }
 
 // On the GPU in fp32 (LibTorch's default: no TF32 in products): each forced form and the tall
@@ -161,10 +182,13 @@ TEST(ProductForms, CudaFormsAsTheCpu) {
     const Grads want = run_linear(x, w, b, probe, false);
     for (std::optional<ProductForm> form :
          {std::optional<ProductForm>(ProductForm::direct), std::optional<ProductForm>(ProductForm::transposed),
-          std::optional<ProductForm>()}) {
+          std::optional<ProductForm>(ProductForm::staged), std::optional<ProductForm>()}) {
       Forced f(form);
       const Grads got = run_linear(cuda(x), cuda(w), cuda(b), cuda(probe), true);
-      const std::string which = (!form ? "tall rule" : *form == ProductForm::direct ? "direct" : "transposed") +
+      const std::string which = (!form                              ? "tall rule (fp32: staged)"
+                                 : *form == ProductForm::direct     ? "direct"
+                                 : *form == ProductForm::transposed ? "transposed"
+                                                                    : "staged") +
                                 std::string(", O ") + std::to_string(O);
       EXPECT_LE(max_rel_diff(got.y.cpu(), want.y), 1e-5) << which;
       EXPECT_LE(max_rel_diff(got.gx.cpu(), want.gx), 1e-5) << which;

@@ -55,9 +55,11 @@ TEST(WeightGradsInPlace, AddedIntoTheGradKeepingItsMemory) {
   torch::manual_seed(1);
   const auto x = torch::randn({3, 7, 16}), w0 = torch::randn({24, 16}) * 0.2, b0 = torch::randn({24});
   const auto probe = torch::randn({3, 7, 24}), held = torch::randn({24, 16});
-  for (ProductForm form : {ProductForm::direct, ProductForm::transposed}) {
+  for (ProductForm form : {ProductForm::direct, ProductForm::transposed, ProductForm::staged}) {
     Forced f(form);
-    const std::string which = form == ProductForm::direct ? "direct" : "transposed";
+    const std::string which = form == ProductForm::direct       ? "direct"
+                              : form == ProductForm::transposed ? "transposed"
+                                                                : "staged";
     const Linear ref = make_linear(w0, b0, at::Tensor());
     const at::Tensor want = backward_of(ref, x, probe);  // autograd's own
     for (bool zeros : {true, false}) {
@@ -134,7 +136,7 @@ TEST(WeightGradsInPlace, RoutedDiTLossSameGradientsInEveryRecomputeMode) {
   nt::DiT net(nt::test::golden_dit_config());
   nt::test::perturb(*net);
   net->train();
-  for (ProductForm form : {ProductForm::direct, ProductForm::transposed}) {
+  for (ProductForm form : {ProductForm::direct, ProductForm::transposed, ProductForm::staged}) {
     Forced f(form);
     for (nt::Recompute mode : {nt::Recompute::none, nt::Recompute::norm_mlp, nt::Recompute::blocks})
       for (bool fused_mlp : {false, true}) {
@@ -153,8 +155,8 @@ TEST(WeightGradsInPlace, RoutedDiTLossSameGradientsInEveryRecomputeMode) {
   }
 }
 
-// On a GPU: bf16 parameters and gradients as the bf16 runs bind them, under bf16 autocast; both
-// forms and the tall rule (288 x 1000 is transposed: the transpose kernel adds), against .grad()
+// On a GPU: bf16 parameters and gradients as the bf16 runs bind them, under bf16 autocast; the
+// three forms and the tall rule (288 x 1000 is transposed: the transpose kernel adds), against .grad()
 // plus the gradient autograd hands on.
 TEST(WeightGradsInPlace, CudaBf16AsAutogradsAdd) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -166,9 +168,12 @@ TEST(WeightGradsInPlace, CudaBf16AsAutogradsAdd) {
     const auto held = torch::randn({O, H}, bf16);
     for (std::optional<ProductForm> form :
          {std::optional<ProductForm>(ProductForm::direct), std::optional<ProductForm>(ProductForm::transposed),
-          std::optional<ProductForm>()}) {
+          std::optional<ProductForm>(ProductForm::staged), std::optional<ProductForm>()}) {
       Forced f(form);
-      const std::string which = (!form ? "tall rule" : *form == ProductForm::direct ? "direct" : "transposed") +
+      const std::string which = (!form                              ? "tall rule"
+                                 : *form == ProductForm::direct     ? "direct"
+                                 : *form == ProductForm::transposed ? "transposed"
+                                                                    : "staged") +
                                 std::string(", O ") + std::to_string(O);
       const at::Tensor want = backward_of(make_linear(w0, b0, held), x, probe, true);  // held + autograd's, added
       const Linear l = make_linear(w0, b0, held);
