@@ -1,6 +1,7 @@
 // A linear layer's weight and input gradients in one of two forms (see models/product_forms.h).
 #include "models/product_forms.h"
 
+#include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include <utility>
@@ -35,9 +36,12 @@ void transpose_into(const at::Tensor& t, at::Tensor& out, bool accumulate) {
     out.copy_(t.t());
 }
 
-// fp32 on CUDA under the tall policy: TF32 products (see the header).
+// fp32 on CUDA with TF32 allowed (train.precision = "bf16": TREAD's block after a route), under the
+// tall policy: TF32 products (see the header). "fp32" runs keep TF32 off, and their products the
+// direct forms.
 bool tf32_products(const at::Tensor& dy2) {
-  return dy2.is_cuda() && policy == FormPolicy::tall && dy2.scalar_type() == at::kFloat;
+  return dy2.is_cuda() && policy == FormPolicy::tall && dy2.scalar_type() == at::kFloat &&
+         at::globalContext().allowTF32CuBLAS();
 }
 
 ProductForm form_for(const at::Tensor& dy2, const at::Tensor& a2) {

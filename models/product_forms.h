@@ -33,7 +33,8 @@
 // runs other kernels: in the fifteenth session's TREAD-XL/2 trace (H200) the fp32 block's products
 // ran at 349 TFLOP/s with k contiguous in both operands (forward), 288 with it in one (the input
 // gradients: `nn`) and 190 in none (the weight gradients: `nt`, where both operands have k = M
-// across their rows). So FormPolicy::tall takes the staged forms for fp32 on CUDA (TF32 products):
+// across their rows). So FormPolicy::tall takes the staged forms for fp32 on CUDA where TF32 is
+// allowed (TF32 products; train.precision = "fp32" keeps it off and the direct forms):
 // both operands of the input gradient and one of the weight gradient's (copying the other as
 // well would move 0.45-0.6 GB more for each of DiT-XL/2's products); bf16 keeps the rule above
 // (its kernels take either layout).

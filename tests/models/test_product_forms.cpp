@@ -185,7 +185,7 @@ TEST(ProductForms, CudaFormsAsTheCpu) {
           std::optional<ProductForm>(ProductForm::staged), std::optional<ProductForm>()}) {
       Forced f(form);
       const Grads got = run_linear(cuda(x), cuda(w), cuda(b), cuda(probe), true);
-      const std::string which = (!form                              ? "tall rule (fp32: staged)"
+      const std::string which = (!form                              ? "tall rule"
                                  : *form == ProductForm::direct     ? "direct"
                                  : *form == ProductForm::transposed ? "transposed"
                                                                     : "staged") +
