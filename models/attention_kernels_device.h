@@ -62,38 +62,27 @@ constexpr int kAttnMaxT = 16384;  // tokens (a 128 x 128 grid of patches)
 //                  these slots, tile j in slot j % kSlots
 //   kForwardBlocks, kDqBlocks: blocks an SM keeps of the forward and dq kernels (their launch
 //                  bounds: registers a thread at most 65536 / (blocks * threads))
-template <typename E>
-struct AttnTiling;
 // bf16: 256 rows at once (for T <= 256 the whole sequence, copied once). The dk/dv kernel takes
 // 168-178 registers a thread at width 72, so that 8 warps would leave one block an SM, whose copy
 // of the queries and output gradients into shared memory would then overlap with no other block's
 // products. 2 blocks an SM of the others (128 registers a thread) up to width 72, where nvcc then
 // spills a few words outside the loops; wider heads take all registers, one block an SM.
-template <>
-struct AttnTiling<bf16> {
-  static constexpr int kWarps = 8, kKeyWarps = 4;
-  static constexpr int kForwardTile = 64, kBackwardTile = 32;
-  static constexpr int kForwardSlots = 4, kBackwardSlots = 8;
-  template <int HD>
-  static constexpr int kForwardBlocks = HD <= 72 ? 2 : 1;
-  template <int HD>
-  static constexpr int kDqBlocks = kForwardBlocks<HD>;
-};
 // fp32: twice the bytes a row and three products per product, so blocks of 4 warps and 3 slots of
 // 32 rows (58 KB of shared memory at width 72: 3 blocks an SM fit). At width 72 the forward keeps 3
 // blocks an SM (168 registers, 40 bytes spilled; 2 blocks: 200 registers), the dq kernel 2 (255
 // registers, 16 bytes spilled; 3 blocks: 760 bytes spilled). Width 128 keeps 2 forward blocks and
 // 255 registers (56 bytes spilled); its backward spills 1.1 KB (dq) and 1.7 KB (dk/dv): correct,
 // not fast.
-template <>
-struct AttnTiling<float> {
-  static constexpr int kWarps = 4, kKeyWarps = 4;
-  static constexpr int kForwardTile = 32, kBackwardTile = 32;
-  static constexpr int kForwardSlots = 3, kBackwardSlots = 3;
+template <typename E>
+struct AttnTiling {
+  static constexpr bool kBf16 = sizeof(E) == 2;
+  static constexpr int kWarps = kBf16 ? 8 : 4, kKeyWarps = 4;
+  static constexpr int kForwardTile = kBf16 ? 64 : 32, kBackwardTile = 32;
+  static constexpr int kForwardSlots = kBf16 ? 4 : 3, kBackwardSlots = kBf16 ? 8 : 3;
   template <int HD>
-  static constexpr int kForwardBlocks = HD <= 72 ? 3 : 2;
+  static constexpr int kForwardBlocks = kBf16 ? (HD <= 72 ? 2 : 1) : (HD <= 72 ? 3 : 2);
   template <int HD>
-  static constexpr int kDqBlocks = 2;
+  static constexpr int kDqBlocks = kBf16 ? kForwardBlocks<HD> : 2;
 };
 template <typename E>
 constexpr int kAttnThreads = 32 * AttnTiling<E>::kWarps;
