@@ -148,7 +148,6 @@ NT_UNROLL
   }
 }
 
-
 // ---- fp32 (3xTF32) ----------------------------------------------------------------------------
 
 // A warp's 16 rows of a [T, HD] fp32 matrix as the values of A fragments of m16n8k8 products, one

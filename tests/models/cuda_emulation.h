@@ -125,33 +125,27 @@ inline float bf16_half(uint32_t r, int hi) {
   return f;
 }
 
-// mma.sync m16 n8 k<K> (K = 16: a 4 registers, b 2; K = 8: a 2, b 1), bf16 inputs, fp32
-// accumulators: d += a b for the calling warp, by the layouts of models/warp_mma_device.h. Every
-// thread of the block calls it together (as the kernels' warps all run the same products); the
-// sums run over k in order.
-template <int K>
-inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (&b)[K / 8]) {
+// A warp's fragment registers: 6 a thread (a's from 0, b's from 4), 32 threads.
+using WarpRegisters = std::array<std::array<uint32_t, 6>, 32>;
+
+// d += A B (m16 x kK times kK x n8) for this lane's four outputs of the calling warp, where `mine`
+// holds this thread's fragment registers (a's from 0, b's from 4) and A(warp, row, k), B(warp, k,
+// col) read the matrices' elements from the warp's registers by their layout. Every thread of the
+// block calls it together (as the kernels' warps all run the same products); the sums run over k
+// in order.
+template <typename FA, typename FB>
+inline void warp_mma_with(float (&d)[4], const std::array<uint32_t, 6>& mine, int kK, FA&& A, FB&& B) {
   const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
-  std::array<uint32_t, 6> mine{};
-  for (int i = 0; i < K / 4; ++i) mine[i] = a[i];
-  for (int i = 0; i < K / 8; ++i) mine[4 + i] = b[i];
   fragment_slots[tid] = mine;
   __syncthreads();
-  std::array<std::array<uint32_t, 6>, 32> warp;  // the warp's registers
+  WarpRegisters warp;
   for (unsigned l = 0; l < 32; ++l) warp[l] = fragment_slots[base + l];
   __syncthreads();
-  auto A = [&](int row, int k) {  // (row, k) of the m16 x kK matrix
-    const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-    return bf16_half(warp[(row % 8) * 4 + (k % 8) / 2][reg], k % 2);
-  };
-  auto B = [&](int k, int col) {  // (k, col) of the kK x n8 matrix
-    return bf16_half(warp[col * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k % 2);
-  };
   const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
   // The four outputs one by one: written as a loop over them, GCC 12's vectorizer at -O3 gave
   // zeros for rows 8..15 (this program, 2026-11-28; -O2 and -fno-tree-vectorize gave the sums).
   auto dot = [&](int row, int col, float acc) {
-    for (int k = 0; k < K; ++k) acc += A(row, k) * B(k, col);
+    for (int k = 0; k < kK; ++k) acc += A(warp, row, k) * B(warp, k, col);
     return acc;
   };
   d[0] = dot(g, 2 * t, d[0]);
@@ -160,33 +154,37 @@ inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (
   d[3] = dot(g + 8, 2 * t + 1, d[3]);
 }
 
+// mma.sync m16 n8 k<K> (K = 16: a 4 registers, b 2; K = 8: a 2, b 1), bf16 inputs, fp32
+// accumulators: d += a b for the calling warp, by the layouts of models/warp_mma_device.h.
+template <int K>
+inline void warp_mma(float (&d)[4], const uint32_t (&a)[K / 4], const uint32_t (&b)[K / 8]) {
+  std::array<uint32_t, 6> mine{};
+  for (int i = 0; i < K / 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < K / 8; ++i) mine[4 + i] = b[i];
+  auto A = [](const WarpRegisters& w, int row, int k) {  // (row, k) of the m16 x kK matrix
+    return bf16_half(w[(row % 8) * 4 + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  auto B = [](const WarpRegisters& w, int k, int col) {  // (k, col) of the kK x n8 matrix
+    return bf16_half(w[col * 4 + (k % 8) / 2][4 + (k >= 8 ? 1 : 0)], k % 2);
+  };
+  warp_mma_with(d, mine, K, A, B);
+}
+
 // mma.sync m16 n8 k8 with tf32 inputs (a 4 registers, b 2; fp32 bits, the low 13 of each
-// ignored: truncated, as the tensor cores do), fp32 accumulators, by the layouts of models/warp_mma_device.h; as
-// warp_mma, every thread of the block calls it together.
+// ignored: truncated, as the tensor cores do), fp32 accumulators, by the layouts of
+// models/warp_mma_device.h. Each product is exact in fp32 (11 x 11 bits).
 inline void warp_mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  const unsigned tid = threadIdx.x, base = tid & ~31u, lane = tid & 31u;
-  fragment_slots[tid] = {a[0], a[1], a[2], a[3], b[0], b[1]};
-  __syncthreads();
-  std::array<std::array<uint32_t, 6>, 32> warp;
-  for (unsigned l = 0; l < 32; ++l) warp[l] = fragment_slots[base + l];
-  __syncthreads();
   auto value = [](uint32_t r) {
     r &= 0xffffe000u;
     float f;
     std::memcpy(&f, &r, 4);
     return f;
   };
-  auto A = [&](int row, int k) { return value(warp[(row % 8) * 4 + k % 4][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]); };
-  auto B = [&](int k, int col) { return value(warp[col * 4 + k % 4][4 + (k >= 4 ? 1 : 0)]); };
-  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
-  auto dot = [&](int row, int col, float acc) {  // each product exact in fp32 (11 x 11 bits)
-    for (int k = 0; k < 8; ++k) acc += A(row, k) * B(k, col);
-    return acc;
+  auto A = [&](const WarpRegisters& w, int row, int k) {
+    return value(w[(row % 8) * 4 + k % 4][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
   };
-  d[0] = dot(g, 2 * t, d[0]);
-  d[1] = dot(g, 2 * t + 1, d[1]);
-  d[2] = dot(g + 8, 2 * t, d[2]);
-  d[3] = dot(g + 8, 2 * t + 1, d[3]);
+  auto B = [&](const WarpRegisters& w, int k, int col) { return value(w[col * 4 + k % 4][4 + (k >= 4 ? 1 : 0)]); };
+  warp_mma_with(d, {a[0], a[1], a[2], a[3], b[0], b[1]}, 8, A, B);
 }
 
 // cp.async as a GPU may run it: a thread's copies wait in groups (async_commit) and land only
@@ -205,6 +203,14 @@ struct AsyncCopy {
 inline thread_local std::vector<std::vector<AsyncCopy>> async_groups;
 inline thread_local std::vector<AsyncCopy> async_open;
 inline bool async_land_at_issue = false;
+// Sets async_land_at_issue for a scope, then puts it back.
+struct LandAtIssue {
+  bool before = async_land_at_issue;
+  LandAtIssue() { async_land_at_issue = true; }
+  ~LandAtIssue() { async_land_at_issue = before; }
+  LandAtIssue(const LandAtIssue&) = delete;
+  LandAtIssue& operator=(const LandAtIssue&) = delete;
+};
 inline void require_aligned_16(const void* p, const char* what) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
     std::fprintf(stderr, "cuda_emulation: %s address %p is not 16-byte aligned\n", what, p);

@@ -139,9 +139,8 @@ TEST(EmulatedAttention, DitXlWidthSecondQueryBlock) { check<bf16, 72>(1, 1, 130,
 // refilled while a warp still reads it gives that warp the next tile's rows).
 TEST(EmulatedAttention, TilesStreamedThroughTheSlots) { check<bf16, 24>(1, 2, 300, 4); }
 TEST(EmulatedAttention, TilesStreamedCopiesLandingAtOnce) {
-  nt::emu::async_land_at_issue = true;
+  const nt::emu::LandAtIssue land_at_issue;
   check<bf16, 16>(1, 1, 260, 6);
-  nt::emu::async_land_at_issue = false;
 }
 
 // fp32 (3xTF32; TREAD's block after a route): blocks of 64 queries and 64 keys, tiles of 32 rows
@@ -150,9 +149,8 @@ TEST(EmulatedAttention, TilesStreamedCopiesLandingAtOnce) {
 TEST(EmulatedAttention, Fp32PartialTiles) { check<float, 24>(2, 2, 35, 11); }
 TEST(EmulatedAttention, Fp32DitXlWidthTilesStreamed) { check<float, 72>(1, 1, 100, 12); }
 TEST(EmulatedAttention, Fp32CopiesLandingAtOnce) {
-  nt::emu::async_land_at_issue = true;
+  const nt::emu::LandAtIssue land_at_issue;
   check<float, 16>(1, 2, 100, 13);
-  nt::emu::async_land_at_issue = false;
 }
 
 }  // namespace
