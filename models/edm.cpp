@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -149,11 +150,42 @@ at::Tensor edm_sample(const Denoiser& D, SeedBatch& batch, const SamplerOptions&
   return x_next;
 }
 
+namespace {
+
+// On the CPU the denoiser runs the model on a multiple of kCpuRows samples (see dit_denoiser).
+constexpr int64_t kCpuRows = 16;
+
+// t [n, ...] followed by rows - n copies of its first row.
+at::Tensor padded_rows(const at::Tensor& t, int64_t rows) {
+  auto sizes = t.sizes().vec();
+  sizes[0] = rows - t.size(0);
+  return at::cat({t, t.narrow(0, 0, 1).expand(sizes)});
+}
+
+}  // namespace
+
 Denoiser dit_denoiser(DiT& net, SeedBatch& batch, double sigma_data, const Guidance& g) {
-  return [&net, &batch, sigma_data, g](const at::Tensor& x, const at::Tensor& sigma) {
+  // Generators for the padding rows' router noise (their outputs are dropped; the seeds' own
+  // generators draw only for their own rows, as without padding).
+  auto padding_gens = std::make_shared<std::vector<at::Generator>>();
+  return [&net, &batch, sigma_data, g, padding_gens](const at::Tensor& x, const at::Tensor& sigma) {
     ForwardOptions opt;
-    opt.sample_gens = &batch.router_gens;
-    return edm_precond(net, x, sigma, batch.labels, sigma_data, g, opt);
+    const int64_t n = x.size(0), rows = x.is_cpu() ? (n + kCpuRows - 1) / kCpuRows * kCpuRows : n;
+    if (rows == n) {
+      opt.sample_gens = &batch.router_gens;
+      return edm_precond(net, x, sigma, batch.labels, sigma_data, g, opt);
+    }
+    std::vector<at::Generator> gens;
+    if (!batch.router_gens.empty()) {
+      while (static_cast<int64_t>(padding_gens->size()) < rows - n)
+        padding_gens->push_back(make_generator(c10::Device(c10::kCPU), padding_gens->size()));
+      gens = batch.router_gens;
+      gens.insert(gens.end(), padding_gens->begin(), padding_gens->begin() + (rows - n));
+      opt.sample_gens = &gens;
+    }
+    const at::Tensor s = sigma.dim() > 0 && sigma.size(0) == n ? padded_rows(sigma, rows) : sigma;
+    return edm_precond(net, padded_rows(x, rows), s, padded_rows(batch.labels, rows), sigma_data, g, opt)
+        .narrow(0, 0, n);  // [n, C, H, W]
   };
 }
 

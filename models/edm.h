@@ -71,7 +71,12 @@ using Denoiser = std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>
 // EDM Algorithm 2, state in float64; noise for S_churn from each seed's generator (drawn at
 // every step, as the reference does). Returns x_0 [B,C,H,W] float64.
 at::Tensor edm_sample(const Denoiser& D, SeedBatch& batch, const SamplerOptions& o);
-// The DiT denoiser for a seed batch (eval mode; routing only for TREAD guidance).
+// The DiT denoiser for a seed batch (eval mode; routing only for TREAD guidance). On the CPU the
+// model runs on a multiple of 16 samples, the batch padded with copies of its first sample (their
+// outputs dropped, their router noise from generators of their own): the CPU BLAS's kernels
+// round a product's rows in a partial tile otherwise than in full ones (OpenBLAS's for AVX-512:
+// one row, or an odd count; a convolution over one sample), which made a seed's sample depend on
+// how many seeds its batch held. With full tiles a sample is the same bits in any batch.
 Denoiser dit_denoiser(DiT& net, SeedBatch& batch, double sigma_data, const Guidance& g);
 
 }  // namespace nt
