@@ -10,6 +10,7 @@
 #ifdef NT_HAVE_CUDA_KERNELS
 #include "models/attention_cuda.h"
 #include "models/fused_kernels_cuda.h"
+#include "models/linear_backward.h"  // grad_in_place
 #endif
 
 namespace nt {
@@ -108,19 +109,26 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
 // The gradient of `bias` (undefined: none asked for) from a kernel's partial sums: an fp32
 // workspace of `part_floats` (a residual's per-sample sums: [N, D]) and the [width] sum in
 // like's dtype, as the product's own bias gradient would be summed; as() casts it to the bias's
-// dtype. A residual's: BiasGrad(wanted, branch).
+// dtype. Where bias.grad() takes it in place (models/linear_backward.h: grad_in_place), the sum
+// is added there by the kernel (`accumulate`) and as() gives autograd none. A residual's:
+// BiasGrad(wanted, bias, branch).
 struct BiasGrad {
   at::Tensor part, sum;
-  BiasGrad(bool wanted, const at::Tensor& like, int64_t part_floats, int64_t width) {
+  bool accumulate = false;
+  BiasGrad(bool wanted, const at::Tensor& bias, const at::Tensor& like, int64_t part_floats, int64_t width) {
     if (!wanted) return;
     part = at::empty({part_floats}, like.options().dtype(at::kFloat));
-    sum = at::empty({width}, like.options());
+    sum = grad_in_place(bias, like.scalar_type());  // [width], or undefined
+    accumulate = sum.defined();
+    if (!accumulate) sum = at::empty({width}, like.options());
   }
-  BiasGrad(bool wanted, const at::Tensor& branch)
-      : BiasGrad(wanted, branch, branch.size(0) * branch.size(2), branch.size(2)) {}
+  BiasGrad(bool wanted, const at::Tensor& bias, const at::Tensor& branch)
+      : BiasGrad(wanted, bias, branch, branch.size(0) * branch.size(2), branch.size(2)) {}
   float* part_ptr() const { return part.defined() ? part.data_ptr<float>() : nullptr; }
   void* sum_ptr() const { return sum.defined() ? sum.data_ptr() : nullptr; }
-  at::Tensor as(const at::Tensor& bias) const { return sum.defined() ? sum.to(bias.scalar_type()) : at::Tensor(); }
+  at::Tensor as(const at::Tensor& bias) const {
+    return sum.defined() && !accumulate ? sum.to(bias.scalar_type()) : at::Tensor();
+  }
 };
 
 // Autograd's Function::apply records every tensor argument's device, so an undefined one cannot
@@ -155,11 +163,11 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     const at::Tensor g = grads[0].contiguous();  // [N, T, D] fp32
     auto g_branch = at::empty_like(branch);
     auto g_gate = at::empty({N, D}, gate.options());  // the gate's dtype (summed in fp32, rounded once)
-    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(3), branch);
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(3), bias, branch);
     cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
                                   branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr(),
                                   g_bias.part_ptr(), g_bias.sum_ptr(), N * T, T, static_cast<int>(D), g.get_device(),
-                                  nullptr);
+                                  nullptr, g_bias.accumulate);
     return {grads[0], g_gate, g_branch, g_bias.as(bias)};
   }
 };
@@ -200,13 +208,14 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
     auto g_gate = at::empty({N, D}, gate.options()), g_scale = at::empty({N, D}, gate.options()),
          g_shift = at::empty({N, D}, gate.options());
     // needs_input_grad counts the tensor arguments only: x, gate, branch, shift, scale, bias.
-    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(5), branch);
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(5), bias, branch);
     cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
                                  x.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
                                  branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
                                  gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr(),
                                  g_scale.data_ptr(), g_shift.data_ptr(), g_bias.part_ptr(),
-                                 g_bias.sum_ptr(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
+                                 g_bias.sum_ptr(), N * T, T, static_cast<int>(D), x.get_device(), nullptr,
+                                 g_bias.accumulate);
     return {gx,
             g_gate,
             g_branch,
@@ -252,10 +261,10 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
     const at::Tensor none;
     if (!any.defined()) return {none, none, none};
     auto g = at::empty({N, T, 3 * D}, any.options());  // [N, T, 3D]
-    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), g,
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), bias, g,
                           cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
     cuda::qkv_grad(parts, dtype_of(g), g.data_ptr(), g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
-                   static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr);
+                   static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr, g_bias.accumulate);
     return {g, g_bias.as(bias), none};
   }
 };
@@ -317,7 +326,7 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
     const int64_t part = D * static_cast<int64_t>(g.element_size());  // bytes
     cuda::attention_backward(a, scale(a.hd), go.data_ptr(), T * D, a.hd, D, delta.data_ptr<float>(), gp, gp + part,
                              gp + 2 * part, g.get_device(), nullptr);
-    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), g,
+    const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), bias, g,
                           cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
     if (g_bias.sum.defined()) {
       cuda::QkvGradParts parts{};
@@ -328,7 +337,7 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
         parts.stride_t[p] = a.s_t;
       }
       cuda::qkv_grad(parts, a.dtype, nullptr, g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
-                     static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr);
+                     static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr, g_bias.accumulate);
     }
     return {g, g_bias.as(bias), none};
   }

@@ -114,7 +114,7 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, void* grad_gate,
                             void* grad_scale, void* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
-                            int64_t T, int D, int device, void* stream) {
+                            int64_t T, int D, int device, void* stream, bool accumulate_bias) {
   check_bias("fused residual norm", grad_bias_part, grad_bias);
   check_norm_shape("fused residual norm", rows, T, D);
   launch_on(device, stream, mod_dtype, y_dtype, [&](auto tm, auto ty, cudaStream_t s) {
@@ -125,7 +125,8 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
                                           static_cast<const TM*>(scale), mod_stride, grad_x,
                                           static_cast<TM*>(grad_branch), static_cast<TM*>(grad_gate),
                                           static_cast<TM*>(grad_scale), static_cast<TM*>(grad_shift),
-                                          grad_bias_part, static_cast<TM*>(grad_bias), rows, T, D, s);
+                                          grad_bias_part, static_cast<TM*>(grad_bias), rows, T, D, s,
+                                          accumulate_bias);
   });
 }
 
@@ -142,7 +143,7 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
                              Dtype dtype, void* grad_branch, void* grad_gate, float* grad_bias_part, void* grad_bias,
-                             int64_t rows, int64_t T, int D, int device, void* stream) {
+                             int64_t rows, int64_t T, int D, int device, void* stream, bool accumulate_bias) {
   check_shape(rows, T, D);
   check_bias("fused gated residual", grad_bias_part, grad_bias);
   launch_on(device, stream, dtype, [&](auto tb, cudaStream_t s) {
@@ -150,12 +151,13 @@ void gated_residual_backward(const float* grad, const void* gate, int64_t gate_s
     device::launch_gated_residual_backward(grad, static_cast<const TB*>(gate), gate_stride,
                                            static_cast<const TB*>(branch), static_cast<TB*>(grad_branch),
                                            static_cast<TB*>(grad_gate),
-                                           grad_bias_part, static_cast<TB*>(grad_bias), rows, T, D, s);
+                                           grad_bias_part, static_cast<TB*>(grad_bias), rows, T, D, s,
+                                           accumulate_bias);
   });
 }
 
 void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad_bias, float* workspace, int64_t rows,
-              int64_t T, int D, int heads, int device, void* stream) {
+              int64_t T, int D, int heads, int device, void* stream, bool accumulate_bias) {
   check_shape(rows, T, D);
   if (heads <= 0 || D % heads != 0)
     throw std::runtime_error("fused qkv split (CUDA): " + std::to_string(D) + " columns per part do not split into " +
@@ -171,7 +173,7 @@ void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad
       in.stride_t[p] = parts.stride_t[p];
     }
     device::launch_qkv_grad(in, static_cast<TT*>(grad_qkv), static_cast<TT*>(grad_bias), workspace, rows, T, D,
-                            D / heads, s);
+                            D / heads, s, accumulate_bias);
   });
 }
 

@@ -19,6 +19,8 @@
 //             grad_gate[n, d] = sum_t grad * branch (summed in fp32, written in gate's dtype);
 //             grad_x is grad itself;
 //             optionally grad_bias[d] = sum_r grad_branch[r, d] (the branch's dtype)
+// Every bias gradient (grad_bias) is written, or with `accumulate_bias` added into what grad_bias
+// holds (a parameter's gradient buffer, models/linear_backward.h), in fp32 and rounded once.
 // residual_norm (gated_residual, then modulated_norm of its output: inside a DiT block), gate,
 // branch, shift and scale of one dtype, rows `mod_stride` apart:
 //   forward:  h = x + gate * branch (fp32), y = modulated_norm(h) with mean, rstd of h
@@ -64,7 +66,7 @@ void residual_norm_backward(const float* grad_h, const void* grad_y, Dtype y_dty
                             const float* rstd, const void* gate, const void* branch, const void* scale,
                             int64_t mod_stride, Dtype mod_dtype, float* grad_x, void* grad_branch, void* grad_gate,
                             void* grad_scale, void* grad_shift, float* grad_bias_part, void* grad_bias, int64_t rows,
-                            int64_t T, int D, int device, void* stream);
+                            int64_t T, int D, int device, void* stream, bool accumulate_bias = false);
 
 void gated_residual_forward(const float* x, const void* gate, int64_t gate_stride, const void* branch, Dtype dtype,
                             float* out, int64_t rows, int64_t T, int D, int device, void* stream);
@@ -72,7 +74,7 @@ void gated_residual_forward(const float* x, const void* gate, int64_t gate_strid
 // grad_bias_part and grad_bias ([D], dtype): as residual_norm_backward's.
 void gated_residual_backward(const float* grad, const void* gate, int64_t gate_stride, const void* branch,
                              Dtype dtype, void* grad_branch, void* grad_gate, float* grad_bias_part, void* grad_bias,
-                             int64_t rows, int64_t T, int D, int device, void* stream);
+                             int64_t rows, int64_t T, int D, int device, void* stream, bool accumulate_bias = false);
 
 // The three gradients: pointers (null: zeros) and strides along n, h, t in elements.
 struct QkvGradParts {
@@ -84,7 +86,7 @@ struct QkvGradParts {
 // grad_qkv null: the parts are grad_qkv's own three column blocks already (fused_attention's
 // backward writes them there), and only grad_bias is formed.
 void qkv_grad(const QkvGradParts& parts, Dtype dtype, void* grad_qkv, void* grad_bias, float* workspace, int64_t rows,
-              int64_t T, int D, int heads, int device, void* stream);
+              int64_t T, int D, int heads, int device, void* stream, bool accumulate_bias = false);
 int64_t qkv_grad_workspace(int64_t rows, int D);
 
 // out [cols, rows] = in [rows, cols]^T (accumulate: out += in^T), both contiguous, of `dtype`

@@ -675,10 +675,12 @@ NT_GLOBAL void gated_residual_fwd4_kernel(const float* __restrict__ x, const TB*
 // out[d] = the sum over the N rows of part[n, d] (fp32), rounded to T: a block of kColumnThreads
 // threads per kColumnWidth columns, its kColumnGroups warps each every kColumnGroups-th row in
 // order, the warps' sums added in warp order (deterministic). (tile_sum_kernel's thread per column
-// going down all rows took 15 us per call for 128 rows of 1152 on the H200: 9 blocks.)
+// going down all rows took 15 us per call for 128 rows of 1152 on the H200: 9 blocks.) With
+// `accumulate`, out[d] += that sum, added to out's value in fp32 and rounded once (a parameter's
+// gradient buffer, models/linear_backward.h).
 template <typename T>
 NT_GLOBAL void NT_BOUNDS(kColumnThreads)
-    row_sum_kernel(const float* __restrict__ part, T* __restrict__ out, int64_t N, int D) {
+    row_sum_kernel(const float* __restrict__ part, T* __restrict__ out, int64_t N, int D, bool accumulate) {
   NT_SHARED float shared[kColumnThreads];
   const int lane = static_cast<int>(threadIdx.x % kColumnWidth), group = static_cast<int>(threadIdx.x / kColumnWidth);
   const int d = static_cast<int>(blockIdx.x) * kColumnWidth + lane;
@@ -694,7 +696,7 @@ NT_GLOBAL void NT_BOUNDS(kColumnThreads)
   if (group == 0 && d < D) {
     float total = 0.f;
     for (int w = 0; w < kColumnGroups; ++w) total += shared[w * kColumnWidth + lane];
-    out[d] = from_float<T>(total);
+    out[d] = from_float<T>(accumulate ? to_float(out[d]) + total : total);
   }
 }
 
@@ -757,12 +759,13 @@ NT_UNROLL
 }
 
 // The bias gradient from per-sample parts [N, D] (fp32): their sum over the samples, rounded to T
-// (the dtype the branch's product ran in, as its bias gradient's sum is).
+// (the dtype the branch's product ran in, as its bias gradient's sum is); with `accumulate` added
+// into out (see row_sum_kernel).
 template <typename T>
-void launch_sample_sum(const float* part, T* out, int64_t N, int D, cudaStream_t s) {
+void launch_sample_sum(const float* part, T* out, int64_t N, int D, cudaStream_t s, bool accumulate = false) {
   auto kernel = row_sum_kernel<T>;
   NT_LAUNCH(kernel, dim3(static_cast<unsigned>((D + kColumnWidth - 1) / kColumnWidth)), dim3(kColumnThreads), s, part,
-            out, N, D);
+            out, N, D, accumulate);
 }
 
 // Whether p is kN-element aligned (for one access of kN elements: kN = 2, 4: 8 or 16 bytes in
@@ -884,11 +887,12 @@ void launch_gated_residual_forward(const float* x, const TB* gate, int64_t gate_
   NT_LAUNCH(kernel, dim3(row_blocks(rows)), dim3(kRowThreads), s, x, gate, gate_stride, branch, out, rows, T, D);
 }
 
-// grad_bias_part [N, D] fp32 and grad_bias [D] (TB) both null, or both given (the bias gradient).
+// grad_bias_part [N, D] fp32 and grad_bias [D] (TB) both null, or both given (the bias gradient;
+// with accumulate_bias added into grad_bias).
 template <typename TB>
 void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t gate_stride, const TB* branch,
                                     TB* grad_branch, TB* grad_gate, float* grad_bias_part, TB* grad_bias,
-                                    int64_t rows, int64_t T, int D, cudaStream_t s) {
+                                    int64_t rows, int64_t T, int D, cudaStream_t s, bool accumulate_bias = false) {
   const bool vector = D % 2 == 0 && gate_stride % 2 == 0 && aligned_to<2>(grad) && aligned_to<2>(gate) &&
                       aligned_to<2>(branch) && aligned_to<2>(grad_branch);
   auto pick = [&](auto with_bias) {
@@ -900,7 +904,7 @@ void launch_gated_residual_backward(const float* grad, const TB* gate, int64_t g
                   static_cast<unsigned>(rows / T));
   NT_LAUNCH(kernel, grid, dim3(kColumnThreads), s, grad, gate, gate_stride, branch, grad_branch, grad_gate,
             grad_bias_part, T, D);
-  if (grad_bias) launch_sample_sum(grad_bias_part, grad_bias, rows / T, D, s);
+  if (grad_bias) launch_sample_sum(grad_bias_part, grad_bias, rows / T, D, s, accumulate_bias);
 }
 
 
@@ -916,12 +920,14 @@ void launch_residual_norm_forward(const float* x, const TM* gate, const TM* bran
 // x: the residual's input x' (h = x' + gate * branch is formed again, not read). gh may be null
 // (h's own gradient is zero). No workspace: the sums over tokens are a kernel of their own.
 // g_bias_part [N, D] fp32 and g_bias [D] (TM) both null, or both given (the gradient of the bias
-// of the branch's product, summed as the column kernel's other sums).
+// of the branch's product, summed as the column kernel's other sums; with accumulate_bias added
+// into g_bias).
 template <typename TM, typename TY>
 void launch_residual_norm_backward(const float* gh, const TY* gy, const float* x, const float* mean, const float* rstd,
                                    const TM* gate, const TM* branch, const TM* scale, int64_t mod_stride, float* gx,
                                    TM* g_branch, TM* g_gate, TM* g_scale, TM* g_shift, float* g_bias_part,
-                                   TM* g_bias, int64_t rows, int64_t T, int D, cudaStream_t s) {
+                                   TM* g_bias, int64_t rows, int64_t T, int D, cudaStream_t s,
+                                   bool accumulate_bias = false) {
   auto row_kernel =
       pick_per_thread(D, [](auto p) { return residual_norm_backward_rows_kernel<TM, TY, true, decltype(p)::value>; });
   NT_LAUNCH(row_kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), s, gh, gy, x, branch, mean, rstd, gate,
@@ -934,7 +940,7 @@ void launch_residual_norm_backward(const float* gh, const TY* gy, const float* x
   else
     launch_norm_columns<TM, TY, true, false>(wide, gy, x, mean, rstd, gx, branch, gate, mod_stride, g_gate, g_scale,
                                              g_shift, nullptr, rows / T, T, D, s);
-  if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s);
+  if (g_bias) launch_sample_sum(g_bias_part, g_bias, rows / T, D, s, accumulate_bias);
 }
 
 }  // namespace nt::cuda::device

@@ -53,7 +53,9 @@ class Handles {
 // Owners of the descriptors one product needs.
 struct MatmulDesc {
   cublasLtMatmulDesc_t d = nullptr;
-  MatmulDesc() { NT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F)); }
+  explicit MatmulDesc(cublasComputeType_t compute) {
+    NT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, compute, CUDA_R_32F));
+  }
   ~MatmulDesc() { cublasLtMatmulDescDestroy(d); }
   template <typename V>
   void set(cublasLtMatmulDescAttributes_t attr, const V& value) {
@@ -99,7 +101,17 @@ struct Product {
   const void* aux;   // the GELU's input, laid out like D
 };
 
-using AlgoKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
+// The operands' type and, for fp32, how the products multiply.
+struct Numerics {
+  Dtype dtype;
+  Fp32Math math;
+  cudaDataType_t type() const { return dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+  cublasComputeType_t compute() const {
+    return dtype == Dtype::f32 && math == Fp32Math::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+};
+
+using AlgoKey = std::tuple<int, int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
 struct Tuned {
   bool found = false;
   cublasLtMatmulAlgo_t algo;
@@ -113,8 +125,11 @@ constexpr int kTimedReps = 3;   // launches timed per candidate, after one untim
 struct Described {
   MatmulDesc desc;
   Layout A, B, D;
-  Described(const Product& p, cudaDataType_t type, cublasLtEpilogue_t epilogue)
-      : A(type, p.l.a_rows, p.l.a_cols, p.l.lda), B(type, p.l.k, p.l.n, p.l.ldb), D(type, p.l.m, p.l.n, p.l.ldd) {
+  Described(const Product& p, const Numerics& num, cublasLtEpilogue_t epilogue)
+      : desc(num.compute()),
+        A(num.type(), p.l.a_rows, p.l.a_cols, p.l.lda),
+        B(num.type(), p.l.k, p.l.n, p.l.ldb),
+        D(num.type(), p.l.m, p.l.n, p.l.ldd) {
     desc.set(CUBLASLT_MATMUL_DESC_TRANSA, p.l.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
     desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
     desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
@@ -170,13 +185,18 @@ std::string fmt_ms(float ms) {
 }
 
 std::string shape(const ColumnMajorProduct& l) {
-  return "[" + std::to_string(l.m) + " x " + std::to_string(l.n) + " x " + std::to_string(l.k) + "]";
+  return "[" + std::to_string(l.m) + " x " + std::to_string(l.n) + " x " + std::to_string(l.k) +
+         (l.transpose_a ? ", A transposed]" : "]");
 }
 
-cudaDataType_t cuda_type(Dtype dtype) { return dtype == Dtype::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+const char* numerics_name(const Numerics& num) {
+  if (num.dtype == Dtype::bf16) return " bf16";
+  return num.math == Fp32Math::tf32 ? " fp32 (TF32)" : " fp32";
+}
 
-AlgoKey key_of(const Product& p, Dtype dtype, int device) {
-  return AlgoKey{device, static_cast<int>(p.epilogue), static_cast<int>(dtype), p.l.m, p.l.n, p.l.k,
+AlgoKey key_of(const Product& p, const Numerics& num, int device) {
+  return AlgoKey{device, static_cast<int>(p.epilogue), static_cast<int>(num.dtype), static_cast<int>(num.compute()),
+                 p.l.m, p.l.n, p.l.k,
                  alignment(p.a), alignment(p.b), alignment(p.d), alignment(p.bias), alignment(p.aux),
                  p.l.transpose_a ? 1 : 0};
 }
@@ -188,13 +208,13 @@ thread_local Handles handles;  // one cuBLASLt handle per thread and device
 // may be far from the fastest for an epilogue); rank 0 logs the timing, an epilogue's beside the
 // same product without it. found = false when the heuristic fails or finds none (not supported, or
 // a layout it rejects): the caller then falls back.
-const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, cudaStream_t s) {
+const Tuned& tuned(const Product& p, const Numerics& num, void* workspace, int device, cudaStream_t s) {
   thread_local std::map<AlgoKey, Tuned> cache;
-  const AlgoKey key = key_of(p, dtype, device);
+  const AlgoKey key = key_of(p, num, device);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   const cublasLtHandle_t handle = handles.get(device);
-  const Described d(p, cuda_type(dtype), p.epilogue);
+  const Described d(p, num, p.epilogue);
   Preference pref;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
@@ -216,7 +236,7 @@ const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, c
       t.algo = results[best].algo;
       std::string against;  // an epilogue's product is timed against the same product without it
       if (p.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-        const Described plain(p, cuda_type(dtype), CUBLASLT_EPILOGUE_DEFAULT);
+        const Described plain(p, num, CUBLASLT_EPILOGUE_DEFAULT);
         cublasLtMatmulHeuristicResult_t pr{};
         int pf = 0;
         float plain_ms = -1.f;
@@ -227,8 +247,8 @@ const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, c
               [&] { return launch(handle, plain, pr.algo, p, workspace, s) == CUBLAS_STATUS_SUCCESS; }, s);
         against = "; without the epilogue " + fmt_ms(plain_ms);
       }
-      log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product " + shape(p.l) + ": " +
-               std::to_string(found) + " algorithms timed, fastest " + fmt_ms(t.ms) + " (candidate " +
+      log_info("cuBLASLt " + std::string(epilogue_name(p.epilogue)) + " product " + shape(p.l) + numerics_name(num) +
+               ": " + std::to_string(found) + " algorithms timed, fastest " + fmt_ms(t.ms) + " (candidate " +
                std::to_string(best) + "; the heuristic's first " + fmt_ms(first_ms) + ")" + against);
     }
   }
@@ -236,10 +256,10 @@ const Tuned& tuned(const Product& p, Dtype dtype, void* workspace, int device, c
 }
 
 // Runs p with its tuned algorithm; false (nothing done) when there is none.
-bool run(const Product& p, Dtype dtype, void* workspace, int device, cudaStream_t s) {
-  const Tuned& t = tuned(p, dtype, workspace, device, s);
+bool run(const Product& p, const Numerics& num, void* workspace, int device, cudaStream_t s) {
+  const Tuned& t = tuned(p, num, workspace, device, s);
   if (!t.found) return false;
-  NT_CUBLAS_CHECK(launch(handles.get(device), Described(p, cuda_type(dtype), p.epilogue), t.algo, p, workspace, s));
+  NT_CUBLAS_CHECK(launch(handles.get(device), Described(p, num, p.epilogue), t.algo, p, workspace, s));
   return true;
 }
 
@@ -255,11 +275,12 @@ void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
                              " x " + std::to_string(K));
 }
 
-// The own kernel after a product (models/gelu_kernels_device.h): dbias = the column sums of dpre,
-// formed first from g = dpre's contents with `derivative`; act where not null. Its partial sums
+// The own kernel after a product (models/gelu_kernels_device.h): dbias = the column sums of dpre
+// (accumulate_bias: dbias += them), dpre formed first from g = dpre's contents with `derivative`;
+// act where not null. Its partial sums
 // go in the workspace (after the product on the same stream, which is done with it).
 void gelu_bias_gradient(const void* pre, void* dpre, void* dbias, void* act, int64_t M, int64_t N, bool derivative,
-                        Dtype dtype, void* workspace, cudaStream_t s) {
+                        Dtype dtype, void* workspace, cudaStream_t s, bool accumulate_bias) {
   if (static_cast<size_t>(device::gelu_bias_gradient_workspace(M, static_cast<int>(N))) * sizeof(float) >
       kWorkspaceBytes)
     throw std::runtime_error(where(__FILE__, __LINE__, "gemm_dgelu_bgrad: the bias gradient's partial sums of " +
@@ -269,11 +290,11 @@ void gelu_bias_gradient(const void* pre, void* dpre, void* dbias, void* act, int
     using T = __nv_bfloat16;
     device::launch_gelu_bias_gradient(static_cast<const T*>(dpre), static_cast<const T*>(pre), static_cast<T*>(dpre),
                                       static_cast<T*>(act), static_cast<T*>(dbias), part, M, static_cast<int>(N),
-                                      derivative, s);
+                                      derivative, s, accumulate_bias);
   } else {
     device::launch_gelu_bias_gradient(static_cast<const float*>(dpre), static_cast<const float*>(pre),
                                       static_cast<float*>(dpre), static_cast<float*>(act), static_cast<float*>(dbias),
-                                      part, M, static_cast<int>(N), derivative, s);
+                                      part, M, static_cast<int>(N), derivative, s, accumulate_bias);
   }
   NT_CUDA_CHECK(cudaGetLastError());
 }
@@ -285,6 +306,21 @@ void gelu(const void* pre, void* act, int64_t n, Dtype dtype, cudaStream_t s) {
     device::launch_gelu(static_cast<const float*>(pre), static_cast<float*>(act), n, s);
   NT_CUDA_CHECK(cudaGetLastError());
 }
+
+// Stream-ordered device memory for the timing runs' bias gradient, where the caller's may only be
+// added to once (a few KB, on the first call of given shapes only); none for 0 bytes.
+struct Scratch {
+  void* p = nullptr;
+  cudaStream_t s;
+  Scratch(size_t bytes, cudaStream_t stream) : s(stream) {
+    if (bytes > 0) NT_CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
+  }
+  ~Scratch() {
+    if (p) cudaFreeAsync(p, s);  // failures ignored (a destructor)
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 
 const char* way_name(GeluBackward how) {
   switch (how) {
@@ -298,47 +334,56 @@ const char* way_name(GeluBackward how) {
 }  // namespace
 
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
-                    int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream) {
+                    int64_t K, Dtype dtype, Fp32Math math, void* workspace, size_t workspace_bytes, int device,
+                    void* stream) {
   check_sizes("gemm_bias_gelu", M, N, K);
   check_workspace(workspace_bytes);
   CudaDeviceScope scope(device);
   const Product p{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias_gelu_layout(M, N, K), w, x, out, bias, pre};
-  return run(p, dtype, workspace, device, static_cast<cudaStream_t>(stream));
+  return run(p, Numerics{dtype, math}, workspace, device, static_cast<cudaStream_t>(stream));
 }
 
-bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, void* act, int64_t M,
-                      int64_t N, int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device,
-                      void* stream, GeluBackward how) {
+bool gemm_dgelu_bgrad(const void* dy, const void* w, bool w_transposed, const void* pre, void* dpre, void* dbias,
+                      bool accumulate_bias, void* act, int64_t M, int64_t N, int64_t O, Dtype dtype, Fp32Math math,
+                      void* workspace, size_t workspace_bytes, int device, void* stream, GeluBackward how) {
   check_sizes("gemm_dgelu_bgrad", M, N, O);
   check_workspace(workspace_bytes);
   CudaDeviceScope scope(device);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const ColumnMajorProduct l = dgelu_layout(M, N, O);
+  const Numerics num{dtype, math};
+  const ColumnMajorProduct l = w_transposed ? dgelu_transposed_layout(M, N, O) : dgelu_layout(M, N, O);
   const Product with_bias{CUBLASLT_EPILOGUE_DGELU_BGRAD, l, w, dy, dpre, dbias, pre};
   const Product dgelu{CUBLASLT_EPILOGUE_DGELU, l, w, dy, dpre, nullptr, pre};
   const Product plain{CUBLASLT_EPILOGUE_DEFAULT, l, w, dy, dpre, nullptr, nullptr};
-  // Each way; false (nothing done) when cuBLASLt declines its product.
-  auto way = [&](GeluBackward h) {
+  // Each way, its bias gradient written to bias_out or, with `add`, added into it; false (nothing
+  // done) when cuBLASLt declines its product, and for the epilogue asked to add (cuBLASLt's
+  // bias-gradient epilogue writes).
+  auto way = [&](GeluBackward h, void* bias_out, bool add) {
     switch (h) {
-      case GeluBackward::epilogue:
-        if (!run(with_bias, dtype, workspace, device, s)) return false;
+      case GeluBackward::epilogue: {
+        if (add) return false;
+        Product p = with_bias;
+        p.bias = bias_out;
+        if (!run(p, num, workspace, device, s)) return false;
         if (act) gelu(pre, act, M * N, dtype, s);
         return true;
+      }
       case GeluBackward::epilogue_and_sums:
-        if (!run(dgelu, dtype, workspace, device, s)) return false;
-        gelu_bias_gradient(pre, dpre, dbias, act, M, N, /*derivative=*/false, dtype, workspace, s);
+        if (!run(dgelu, num, workspace, device, s)) return false;
+        gelu_bias_gradient(pre, dpre, bias_out, act, M, N, /*derivative=*/false, dtype, workspace, s, add);
         return true;
       default:
-        if (!run(plain, dtype, workspace, device, s)) return false;
-        gelu_bias_gradient(pre, dpre, dbias, act, M, N, /*derivative=*/true, dtype, workspace, s);
+        if (!run(plain, num, workspace, device, s)) return false;
+        gelu_bias_gradient(pre, dpre, bias_out, act, M, N, /*derivative=*/true, dtype, workspace, s, add);
         return true;
     }
   };
-  if (how != GeluBackward::automatic) return way(how);
+  if (how != GeluBackward::automatic) return way(how, dbias, accumulate_bias);
   // Automatic: on the first call of these shapes on this thread, the ways are timed whole (their
-  // products tuned first, so the timing sees the tuned algorithms), the fastest kept.
-  thread_local std::map<std::tuple<AlgoKey, bool>, GeluBackward> choice;
-  const auto key = std::make_tuple(key_of(with_bias, dtype, device), act != nullptr);
+  // products tuned first, so the timing sees the tuned algorithms), the fastest kept. Adding into
+  // dbias, the timing runs write a scratch bias gradient instead, and the epilogue is no candidate.
+  thread_local std::map<std::tuple<AlgoKey, bool, bool>, GeluBackward> choice;
+  const auto key = std::make_tuple(key_of(with_bias, num, device), act != nullptr, accumulate_bias);
   auto it = choice.find(key);
   if (it == choice.end()) {
     std::string timing;
@@ -347,19 +392,23 @@ bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre
     const std::pair<GeluBackward, const Product*> ways[] = {{GeluBackward::epilogue, &with_bias},
                                                             {GeluBackward::epilogue_and_sums, &dgelu},
                                                             {GeluBackward::product_and_kernel, &plain}};
+    const Scratch scratch(accumulate_bias ? static_cast<size_t>(N) * (dtype == Dtype::bf16 ? 2 : 4) : 0, s);
+    void* timing_bias = accumulate_bias ? scratch.p : dbias;
     for (const auto& candidate : ways) {
       const GeluBackward h = candidate.first;
-      const float ms =
-          tuned(*candidate.second, dtype, workspace, device, s).found ? time_ms([&] { return way(h); }, s) : -1.f;
+      if (accumulate_bias && h == GeluBackward::epilogue) continue;
+      const float ms = tuned(*candidate.second, num, workspace, device, s).found
+                           ? time_ms([&] { return way(h, timing_bias, false); }, s)
+                           : -1.f;
       timing += std::string(timing.empty() ? "" : ", ") + way_name(h) + " " + fmt_ms(ms);
       if (ms >= 0.f && (best_ms < 0.f || ms < best_ms)) pick = h, best_ms = ms;
     }
     if (pick == GeluBackward::automatic) return false;  // decided again next time (the tunings are cached)
-    log_info("cuBLASLt GELU' product " + shape(l) + (act ? " with the GELU again" : "") + ": " + timing + "; takes " +
-             way_name(pick));
+    log_info("cuBLASLt GELU' product " + shape(l) + numerics_name(num) + (act ? " with the GELU again" : "") +
+             (accumulate_bias ? " adding its bias gradient" : "") + ": " + timing + "; takes " + way_name(pick));
     it = choice.emplace(key, pick).first;
   }
-  return way(it->second);
+  return way(it->second, dbias, accumulate_bias);
 }
 
 size_t gelu_gemm_workspace_bytes() { return kWorkspaceBytes; }

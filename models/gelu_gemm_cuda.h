@@ -6,10 +6,14 @@
 //   gemm_bias_gelu:    pre[M, N] = x[M, K] · w[N, K]^T + bias[N]       (the GELU's input, kept)
 //                      out[M, N] = gelu_tanh(pre)                       (one product, no pass)
 //   gemm_dgelu_bgrad:  dpre[M, N] = (dy[M, O] · w[O, N]) * gelu_tanh'(pre[M, N])
-//                      dbias[N] = sum over m of dpre[m, :]              (the bias gradient)
+//                      dbias[N] = sum over m of dpre[m, :]              (the bias gradient; with
+//                                 accumulate_bias dbias += it, in fp32, rounded once: fc1's bias
+//                                 gradient buffer, models/linear_backward.h)
 //                      act[M, N] = gelu_tanh(pre), where act is not null (the GELU again)
 //
-// Every matrix and vector is of `dtype` (bf16 under autocast; fp32 for tests, without TF32).
+// Every matrix and vector is of `dtype`: bf16 under autocast; fp32 in TREAD's block after a route
+// (outside autocast, as the reference's) with `math` = tf32, what LibTorch's fp32 products do with
+// TF32 allowed (the reference allows it), or exact (tests).
 // Launches go to `stream` (nullptr: the legacy default stream, LibTorch's default) on CUDA
 // device `device`; `workspace` holds `workspace_bytes` device bytes (gelu_gemm_workspace_bytes()).
 // Both return false, having done nothing, when cuBLASLt offers no algorithm for the shapes and
@@ -26,8 +30,13 @@
 
 namespace nt::cuda {
 
+// How fp32 products multiply: exact (CUBLAS_COMPUTE_32F) or with TF32 tensor-core products
+// (CUBLAS_COMPUTE_32F_FAST_TF32). bf16 products ignore it (fp32 accumulation).
+enum class Fp32Math { exact, tf32 };
+
 bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, void* pre, int64_t M, int64_t N,
-                    int64_t K, Dtype dtype, void* workspace, size_t workspace_bytes, int device, void* stream);
+                    int64_t K, Dtype dtype, Fp32Math math, void* workspace, size_t workspace_bytes, int device,
+                    void* stream);
 
 // How gemm_dgelu_bgrad forms its outputs:
 //   epilogue:          the product with cuBLASLt's GELU-derivative + bias-gradient epilogue
@@ -41,12 +50,18 @@ bool gemm_bias_gelu(const void* x, const void* w, const void* bias, void* out, v
 //                      measures fastest (logged by rank 0).
 // act, where asked for, comes from that kernel in the last two ways and from a GELU kernel of our
 // own after the first. Our column sums add in a fixed order (deterministic). On the H200 the
-// product with DGELU_BGRAD took 3.8 times the plain product's time (docs/performance.md).
+// product with DGELU_BGRAD took 3.8 times the plain product's time (docs/performance.md). That
+// epilogue writes the bias gradient and cannot add: with accumulate_bias it is not taken (asked
+// for by name, the call returns false), and the automatic choice times the other two against a
+// scratch bias gradient.
 enum class GeluBackward { automatic, epilogue, epilogue_and_sums, product_and_kernel };
 
-bool gemm_dgelu_bgrad(const void* dy, const void* w, const void* pre, void* dpre, void* dbias, void* act, int64_t M,
-                      int64_t N, int64_t O, Dtype dtype, void* workspace, size_t workspace_bytes, int device,
-                      void* stream, GeluBackward how = GeluBackward::automatic);
+// w is [O, N] or, with `w_transposed`, its transpose [N, O] (models/product_forms.h's staged input
+// gradient: k = O contiguous in both operands, as TF32's tensor cores take them).
+bool gemm_dgelu_bgrad(const void* dy, const void* w, bool w_transposed, const void* pre, void* dpre, void* dbias,
+                      bool accumulate_bias, void* act, int64_t M, int64_t N, int64_t O, Dtype dtype, Fp32Math math,
+                      void* workspace, size_t workspace_bytes, int device, void* stream,
+                      GeluBackward how = GeluBackward::automatic);
 
 // The workspace the products may use (32 MiB, what cuBLAS uses on Hopper).
 size_t gelu_gemm_workspace_bytes();

@@ -152,10 +152,10 @@ inline int64_t gelu_bias_gradient_workspace(int64_t M, int N) {
 
 // g, pre, dpre, act [M, N] row-major; dbias [N]; workspace gelu_bias_gradient_workspace(M, N)
 // floats. Without `derivative`, g is dpre (read only) and pre is read only for act; act may be
-// null (not written).
+// null (not written). With accumulate_bias, dbias += the column sums (rounded once).
 template <typename T>
 void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbias, float* workspace, int64_t M,
-                               int N, bool derivative, cudaStream_t s) {
+                               int N, bool derivative, cudaStream_t s, bool accumulate_bias = false) {
   const int splits = gelu_sum_splits(M);
   const int64_t rows_per_split = (M + splits - 1) / splits;
   auto aligned = [&](auto cols) {
@@ -177,7 +177,7 @@ void launch_gelu_bias_gradient(const T* g, const T* pre, T* dpre, T* act, T* dbi
   };
   launch_lane_columns(aligned(std::integral_constant<int, 8>{}), aligned(std::integral_constant<int, 2>{}), kernel_for,
                       launch);
-  launch_sample_sum(static_cast<const float*>(workspace), dbias, splits, N, s);  // the splits' sums added up
+  launch_sample_sum(static_cast<const float*>(workspace), dbias, splits, N, s, accumulate_bias);  // the splits' sums
 }
 
 // pre, act: n elements.

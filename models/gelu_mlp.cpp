@@ -4,9 +4,12 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Context.h>
+
 #include "models/autocast.h"
 #include "models/linear_backward.h"
 #include "models/modulated_norm.h"
+#include "models/product_forms.h"
 
 #ifdef NT_HAVE_CUBLASLT
 #include "models/gelu_gemm_cuda.h"
@@ -18,9 +21,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The cuBLASLt products take bf16 CUDA operands of widths that are multiples of 8 (16-byte rows).
+// The cuBLASLt products take CUDA operands of widths that are multiples of 8 (16-byte rows), in
+// bf16 (autocast) or in fp32 where LibTorch's fp32 products would be TF32's (TREAD's block after a
+// route, outside autocast); an fp32 run (TF32 off) keeps LibTorch's exact products and GELU.
 bool cublaslt_serves(const at::Tensor& x, int64_t D, int64_t H, int64_t O) {
-  return gelu_mlp_cublaslt_built() && x.is_cuda() && x.scalar_type() == at::kBFloat16 && D % 8 == 0 &&
+  const auto dtype = x.scalar_type();
+  return gelu_mlp_cublaslt_built() && x.is_cuda() &&
+         (dtype == at::kBFloat16 || (dtype == at::kFloat && at::globalContext().allowTF32CuBLAS())) && D % 8 == 0 &&
          H % 8 == 0 && O % 8 == 0;
 }
 
@@ -28,34 +35,46 @@ bool cublaslt_serves(const at::Tensor& x, int64_t D, int64_t H, int64_t O) {
 at::Tensor lt_workspace(const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(cuda::gelu_gemm_workspace_bytes())}, like.options().dtype(at::kByte));
 }
+
+// The products' type (cublaslt_serves: bf16, or fp32 with TF32 products).
+cuda::Dtype lt_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32;
+}
 #endif
 
-// {pre, gelu(pre)} for xc [M, D] bf16 through cuBLASLt; empty when it declines the shapes.
+// {pre, gelu(pre)} for xc [M, D] through cuBLASLt; empty when it declines the shapes.
 std::vector<at::Tensor> lt_forward(const at::Tensor& xc, const at::Tensor& w1, const at::Tensor& b1) {
 #ifdef NT_HAVE_CUBLASLT
   const int64_t M = xc.size(0), D = xc.size(1), H = w1.size(0);
-  const at::Tensor w = w1.to(at::kBFloat16).contiguous(), b = b1.to(at::kBFloat16).contiguous();  // [H, D], [H]
-  auto pre = at::empty({M, H}, xc.options()), out = at::empty({M, H}, xc.options());               // [M, H]
+  const auto dtype = xc.scalar_type();
+  const at::Tensor w = w1.to(dtype).contiguous(), b = b1.to(dtype).contiguous();     // [H, D], [H]
+  auto pre = at::empty({M, H}, xc.options()), out = at::empty({M, H}, xc.options());  // [M, H]
   const auto ws = lt_workspace(xc);
   if (cuda::gemm_bias_gelu(xc.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr(), pre.data_ptr(), M, H, D,
-                           cuda::Dtype::bf16, ws.data_ptr(), ws.numel(), xc.get_device(), nullptr))
+                           lt_dtype(xc), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), xc.get_device(), nullptr))
     return {pre, out};
 #endif
   return {};
 }
 
-// {dpre, dbias} for dy [M, O] bf16 through cuBLASLt, and with `again` the GELU's output computed
-// again as a third; empty when it declines the shapes.
-std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, const at::Tensor& pre, bool again) {
+// {dpre, dbias} for dy [M, O] through cuBLASLt, and with `again` the GELU's output computed again
+// as a third; empty when it declines the shapes. fc2's weight in the form the input gradient's
+// product takes it (models/product_forms.h: transposed for TF32, as the forward reads its own).
+// `into` (fc1's bias gradient buffer, models/linear_backward.h: grad_in_place) defined: the bias
+// gradient is added there, and dbias is it.
+std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, const at::Tensor& pre, bool again,
+                                    const at::Tensor& into) {
 #ifdef NT_HAVE_CUBLASLT
   const int64_t M = dy.size(0), O = dy.size(1), H = pre.size(-1);
-  const at::Tensor w = w2.to(at::kBFloat16).contiguous();  // [O, H]
-  auto dpre = at::empty({M, H}, dy.options()), dbias = at::empty({H}, dy.options());  // [M, H], [H]
+  const auto [w, transposed] = input_gradient_weight(dy, w2);                         // [O, H] or [H, O]
+  const at::Tensor wc = w.contiguous();
+  auto dpre = at::empty({M, H}, dy.options());                                        // [M, H]
+  auto dbias = into.defined() ? into : at::empty({H}, dy.options());                   // [H]
   auto act = again ? at::empty({M, H}, dy.options()) : at::Tensor();                   // [M, H]
   const auto ws = lt_workspace(dy);
-  if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), w.data_ptr(), pre.data_ptr(), dpre.data_ptr(), dbias.data_ptr(),
-                             again ? act.data_ptr() : nullptr, M, H, O, cuda::Dtype::bf16, ws.data_ptr(), ws.numel(),
-                             dy.get_device(), nullptr))
+  if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), wc.data_ptr(), transposed, pre.data_ptr(), dpre.data_ptr(),
+                             dbias.data_ptr(), into.defined(), again ? act.data_ptr() : nullptr, M, H, O,
+                             lt_dtype(dy), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), dy.get_device(), nullptr))
     return again ? std::vector<at::Tensor>{dpre, dbias, act} : std::vector<at::Tensor>{dpre, dbias};
 #endif
   return {};
@@ -70,7 +89,8 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     const int64_t D = x.size(-1), H = w1.size(0), O = w2.size(0);
     const bool autocast = x.is_cuda() && cuda_autocast_enabled();
     const at::Tensor n = norm ? modulated_norm(x, shift, scale, norm == 2) : x;  // fc1's input [..., D]
-    // ... in the product's dtype: what autocast's cast gives the plain fc1, which keeps it.
+    // ... in the product's dtype: what autocast's cast gives the plain fc1, which keeps it (fp32
+    // outside autocast).
     const at::Tensor xc = autocast ? n.to(at::kBFloat16) : n;
     std::vector<at::Tensor> lt;
     if (cublaslt_serves(xc, D, H, O)) lt = lt_forward(xc.reshape({-1, D}).contiguous(), w1, b1);
@@ -86,7 +106,7 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     }
     const at::Tensor none;
     ctx->save_for_backward({norm ? x : xc, norm ? shift : none, norm ? scale : none, w1, w2, pre,
-                            recompute_gelu ? none : act});
+                            recompute_gelu ? none : act, b1});
     ctx->saved_data["norm"] = norm;
     ctx->saved_data["autocast"] = autocast;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
@@ -111,8 +131,11 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     at::Tensor act = saved[6];
     const bool again = !act.defined() && needs(5);
     std::vector<at::Tensor> lt;
-    if (need_fc1 && cublaslt_serves(dy, D, H, O) && pre.scalar_type() == at::kBFloat16)
-      lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre, again);
+    at::Tensor b1_into;  // fc1's bias gradient buffer, where the sums may add into it
+    if (need_fc1 && cublaslt_serves(dy, D, H, O) && pre.scalar_type() == dy.scalar_type()) {
+      if (needs(4)) b1_into = grad_in_place(saved[7], dy.scalar_type());
+      lt = lt_backward(dy.reshape({-1, O}).contiguous(), w2, pre, again, b1_into);
+    }
 
     // fc2: weight and bias gradients (and the GELU output's gradient unless cuBLASLt gave dpre).
     if (again) act = !lt.empty() ? lt[2].view(pre.sizes()) : at::gelu(pre, "tanh");  // [..., H], again
@@ -139,7 +162,8 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     const LinearGrads g1 = linear_backward(dpre, norm ? n.detach() : saved[0], w1, dtype_of("b1_dtype"), need_in,
                                            needs(3), needs(4) && !bias_from_lt);
     out[3] = g1.weight;
-    if (needs(4)) out[4] = bias_from_lt ? lt[1].to(dtype_of("b1_dtype")) : g1.bias;
+    if (needs(4) && !(bias_from_lt && b1_into.defined()))  // added in place: autograd gets none
+      out[4] = bias_from_lt ? lt[1].to(dtype_of("b1_dtype")) : g1.bias;
     if (!need_in) return out;
     if (!norm) {
       out[0] = g1.input.to(dtype_of("x_dtype"));

@@ -1,15 +1,18 @@
 // timm's Mlp, fc2(gelu_tanh(fc1(x))), as one autograd node whose two products carry the GELU
-// (`train.fused_mlp`): on CUDA in bf16 (autocast), where the build has cuBLASLt
-// (models/gelu_gemm_cuda.h), fc1's product adds the bias and applies the GELU in its epilogue
+// (`train.fused_mlp`): on CUDA in bf16 (autocast), or in fp32 where TF32 products are allowed
+// (TREAD's block after a route, outside autocast as the reference's, with fc2's weight handed to
+// the backward's product transposed as models/product_forms.h's staged form reads it), where the
+// build has cuBLASLt (models/gelu_gemm_cuda.h), fc1's product adds the bias and applies the GELU in its epilogue
 // and writes the GELU's input beside its output. In backward fc2's input-gradient product is
 // followed by the GELU's derivative and fc1's bias gradient in one of three ways, whichever the
 // first step measures fastest: both in cuBLASLt's epilogue, the derivative in the epilogue and
 // the bias gradient in a column-sum kernel of our own, or the plain product and then one kernel of
 // our own for both (which also gives the GELU's output again where it was not kept). The
-// separate GELU passes forward and backward go. Elsewhere (CPU, fp32, shapes cuBLASLt declines)
-// the node runs the plain ops: its values and gradients are then those of fc1 -> GELU -> fc2 bit
-// for bit on the CPU (the same ATen calls); through cuBLASLt they agree to bf16 rounding (the
-// forward's GELU computed from the fp32 accumulator, not its bf16 rounding).
+// separate GELU passes forward and backward go. Elsewhere (CPU, fp32 with TF32 off, shapes
+// cuBLASLt declines) the node runs the plain ops: its values and gradients are then those of
+// fc1 -> GELU -> fc2 bit for bit on the CPU (the same ATen calls); through cuBLASLt they agree to
+// bf16 rounding, or TF32's (the forward's GELU computed from the fp32 accumulator, not its
+// rounding).
 //
 // Kept for backward: fc1's input (in the product's dtype, as autocast's cast would be kept),
 // the GELU's input (fc1's output) and, unless `recompute_gelu`, the GELU's output; with

@@ -13,18 +13,17 @@ namespace {
 // Global, not thread-local: autograd runs a CUDA backward's nodes on its own device thread.
 std::atomic<bool> in_place_on{false}, in_place_any_device{false};
 
-// weight.grad() where the gradient may be added in place (see the header), else undefined.
-at::Tensor in_place_target(const at::Tensor& weight, at::ScalarType dtype) {
-  if (!in_place_on || !(weight.is_cuda() || in_place_any_device) || !weight.is_leaf() || !weight.requires_grad())
+}  // namespace
+
+at::Tensor grad_in_place(const at::Tensor& param, at::ScalarType dtype) {
+  if (!in_place_on || !(param.is_cuda() || in_place_any_device) || !param.is_leaf() || !param.requires_grad())
     return {};
-  const at::Tensor& g = weight.grad();
-  if (!g.defined() || g.scalar_type() != dtype || g.device() != weight.device() || !g.sizes().equals(weight.sizes()) ||
+  const at::Tensor& g = param.grad();
+  if (!g.defined() || g.scalar_type() != dtype || g.device() != param.device() || !g.sizes().equals(param.sizes()) ||
       !g.is_contiguous())
     return {};
   return g;
 }
-
-}  // namespace
 
 LinearGrads linear_backward(const at::Tensor& dy, const at::Tensor& a, const at::Tensor& weight,
                             at::ScalarType bias_dtype, bool need_input, bool need_weight, bool need_bias) {
@@ -34,7 +33,7 @@ LinearGrads linear_backward(const at::Tensor& dy, const at::Tensor& a, const at:
   LinearGrads g;
   if (need_weight) {
     const at::Tensor a2 = a.to(dtype).reshape({-1, H});  // [M, H]
-    at::Tensor into = in_place_target(weight, dtype);
+    at::Tensor into = grad_in_place(weight, dtype);
     if (into.defined()) {
       torch::NoGradGuard no_grad;
       add_weight_gradient(dy2, a2, into);  // autograd gets none (undefined)

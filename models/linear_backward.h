@@ -15,7 +15,11 @@
 // 37 us per block). The sum is rounded once (before: the product rounded, then the add); where
 // .grad() held zeros, the same values. Only for backward(): a torch::autograd::grad() asking for
 // such a weight inside the scope would get no gradient for it (models/recompute.h's
-// accumulates what it gets, so both add up to the same).
+// accumulates what it gets, so both add up to the same). Biases likewise where a kernel of the
+// project's sums their gradient (models/fused_kernels.h's residual, norm and qkv nodes: the bias
+// of the product that made the branch, qkv's; models/gelu_mlp.h: fc1's): the kernel's last sum
+// adds into .grad() (in a DiT-XL/2 step 4 of a block's 5 bias-gradient adds; adaLN's, summed by
+// LibTorch here, keeps its add).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
@@ -31,6 +35,11 @@ struct LinearGrads {
 // dy [..., O], a [..., H] (undefined when the weight's gradient is not asked for), weight [O, H].
 LinearGrads linear_backward(const at::Tensor& dy, const at::Tensor& a, const at::Tensor& weight,
                             at::ScalarType bias_dtype, bool need_input, bool need_weight, bool need_bias);
+
+// param.grad() where param's gradient, computed in `dtype`, may be added there in place (see
+// above: a scope on, a CUDA leaf whose .grad() is a contiguous tensor of its shape and of dtype);
+// else undefined. A caller that adds into it gives autograd no gradient for param.
+at::Tensor grad_in_place(const at::Tensor& param, at::ScalarType dtype);
 
 // Weight gradients added in place while one lives (`on`; nested scopes restore the outer state).
 // `any_device` (tests): on the CPU too.

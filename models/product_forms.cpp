@@ -73,10 +73,15 @@ std::pair<at::Tensor, at::Tensor> staged_operands(const at::Tensor& dy2, const a
 
 }  // namespace
 
-at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight) {
+InputGradientWeight input_gradient_weight(const at::Tensor& dy2, const at::Tensor& weight) {
   const at::Tensor w = weight.to(dy2.scalar_type());  // [O, H]
-  if (input_form(dy2) == ProductForm::direct) return dy2.mm(w);  // [M, O] · [O, H]
-  return dy2.mm(transposed_copy(w).t());  // the same product, O contiguous in both operands
+  if (input_form(dy2) == ProductForm::direct) return {w, /*transposed=*/false};
+  return {transposed_copy(w), /*transposed=*/true};  // [H, O]
+}
+
+at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight) {
+  const auto [w, transposed] = input_gradient_weight(dy2, weight);
+  return dy2.mm(transposed ? w.t() : w);  // [M, O] · [O, H]; staged: O contiguous in both operands
 }
 
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2) {

@@ -49,6 +49,14 @@ enum class ProductForm { direct, transposed, staged };
 
 // dy2 [M, O], weight [O, H] -> dX [M, H], in dy2's dtype (the weight cast to it).
 at::Tensor input_gradient(const at::Tensor& dy2, const at::Tensor& weight);
+// The weight as input_gradient's product reads it, in dy2's dtype: W [O, H] itself (direct), or
+// W^T [H, O] contiguous (staged, `transposed`), for products of the same form made elsewhere
+// (models/gelu_mlp.h: cuBLASLt's with the GELU's derivative).
+struct InputGradientWeight {
+  at::Tensor w;
+  bool transposed;
+};
+InputGradientWeight input_gradient_weight(const at::Tensor& dy2, const at::Tensor& weight);
 // dy2 [M, O], a2 [M, H] -> dW [O, H], contiguous, in dy2's dtype.
 at::Tensor weight_gradient(const at::Tensor& dy2, const at::Tensor& a2);
 // grad [O, H] (contiguous, dy2's dtype) += dW, in the same form: the direct form as one product

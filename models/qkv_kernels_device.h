@@ -127,10 +127,10 @@ inline int64_t qkv_grad_workspace(int64_t M, int D) { return gelu_sum_splits(M) 
 
 // g [M, 3D] row-major (null: the parts are g's columns already, and only the sums are wanted);
 // `bias` [3D] and `workspace` (qkv_grad_workspace floats) both null or both given: bias = the
-// column sums of g over the M rows, rounded to T.
+// column sums of g over the M rows, rounded to T (with accumulate_bias: bias += them, rounded once).
 template <typename T>
 void launch_qkv_grad(const QkvGrads<T>& in, T* g, T* bias, float* workspace, int64_t M, int64_t T_rows, int D, int hd,
-                     cudaStream_t s) {
+                     cudaStream_t s, bool accumulate_bias = false) {
   const int splits = gelu_sum_splits(M);
   const int64_t rows_per_split = (M + splits - 1) / splits;
   auto aligned = [&](auto cols) {
@@ -151,7 +151,8 @@ void launch_qkv_grad(const QkvGrads<T>& in, T* g, T* bias, float* workspace, int
   };
   launch_lane_columns(aligned(std::integral_constant<int, 8>{}), aligned(std::integral_constant<int, 2>{}), kernel_for,
                       launch);
-  if (bias) launch_sample_sum(static_cast<const float*>(workspace), bias, splits, 3 * D, s);  // the splits' sums
+  if (bias)  // the splits' sums
+    launch_sample_sum(static_cast<const float*>(workspace), bias, splits, 3 * D, s, accumulate_bias);
 }
 
 }  // namespace nt::cuda::device

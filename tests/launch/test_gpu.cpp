@@ -18,6 +18,9 @@
 //   - the MLP with the GELU in its products' cuBLASLt epilogues (train.fused_mlp,
 //     models/gelu_mlp) trains under bf16 autocast what the plain MLP trains: the same losses to
 //     2 %, keeping or recomputing the GELU output (and the norm before it);
+//   - parameter gradients added into their buffers in place (train.weight_grads_in_place: the
+//     weight-gradient products' and the fused kernels' bias sums) log the gradient norm autograd's
+//     adds log, in one batch and in micro-batches;
 //   - sampling on CUDA (tread_sample --device cuda) draws each seed's latent and class as
 //     PyTorch's CUDA generators do, and a sample does not depend on the batching.
 #include <gtest/gtest.h>
@@ -281,6 +284,41 @@ TEST_F(Gpu, FusedAttentionTrainsWhatLibTorchsAttentionTrains) {
       << out;
   EXPECT_CONTAINS(out, "train.attention = \"fused\": its kernels take bf16");
   EXPECT_CONTAINS(out, "head width 18");
+}
+
+// Parameter gradients added into their buffers in place (train.weight_grads_in_place,
+// models/linear_backward.h: the weight-gradient products, and the bias gradients the project's
+// kernels sum: the residuals' and norm's, qkv's, fc1's after cuBLASLt's product) against
+// autograd's adds: bf16 with the fused kernels, the fused MLP and the fused attention, in one
+// batch and in three micro-batches of 4 (each adds to the sums before it). Without clipping, the
+// gradient norm each logs agrees to 2e-3 (each sum rounded once to bf16 where autograd's add
+// rounds twice; test_fused_autograd_emulated checks each node's add on the CPU). The first losses
+// agree to 1e-4 (the same forward), the later ones to 2 %.
+TEST_F(Gpu, GradsInPlaceTrainWhatAutogradsAddsTrain) {
+  RunSetup s = make_setup();
+  std::string out;
+  const std::string bf16 = " --set train.device=cuda --set train.precision=bf16 --set train.steps=3"
+                           " --set checkpoint.every=3 --set train.grad_clip=0 --set model.hidden_size=64"
+                           " --set model.num_heads=2 --set train.fused_kernels=true --set train.fused_mlp=true"
+                           " --set train.attention=fused";
+  for (const std::string micro : {"0", "4"}) {
+    const std::string m = " --set train.micro_batch=" + micro, adds = "adds_" + micro, in_place = "in_place_" + micro;
+    ASSERT_EQ(run_single(s, "--set run.name=" + adds + " --set train.weight_grads_in_place=false" + m + bf16, &out), 0)
+        << out;
+    ASSERT_EQ(run_single(s, "--set run.name=" + in_place + " --set train.weight_grads_in_place=true" + m + bf16, &out),
+              0)
+        << out;
+    const auto na = logged(s, adds, "grad_norm"), nb = logged(s, in_place, "grad_norm");
+    const auto la = logged(s, adds), lb = logged(s, in_place);
+    ASSERT_EQ(na.size(), 3u);
+    ASSERT_EQ(nb.size(), 3u);
+    ASSERT_EQ(lb.size(), 3u);
+    std::cout << "[ gpu      ] gradients in place (micro_batch " << micro << "): step 1 grad_norm " << nb[0]
+              << " vs " << na[0] << ", loss " << lb[0] << " vs " << la[0] << "\n";
+    EXPECT_NEAR(nb[0], na[0], 2e-3 * na[0]) << "micro_batch " << micro;
+    EXPECT_NEAR(lb[0], la[0], 1e-4 * la[0]) << "micro_batch " << micro;  // the same forward
+    for (size_t i = 1; i < la.size(); ++i) EXPECT_NEAR(lb[i], la[i], 0.02 * la[i]) << "step " << i + 1;
+  }
 }
 
 // The own 3xTF32 attention kernels on fp32 inputs (train.fp32_attention = "fused"; every block of

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "heap_in_use.h"
 #include "max_rel_diff.h"
 #include "models/fused_kernels.h"
+#include "models/linear_backward.h"
 #include "models/attention_cuda.cu"      // the attention's launchers, compiled for the CPU
 #include "models/fused_kernels_cuda.cu"  // the launchers, compiled for the CPU
 #include "models/modulated_norm.h"
@@ -222,6 +224,74 @@ TEST_F(FusedAutograd, AttentionMatchesTheCompositeWithAndWithoutTheBias) {
     expect_close(run_one(true), run_one(false), {"o", "grad bias", "grad weight", "grad input"}, bf16,
                  std::string("attention") + (with_bias ? " with the bias" : " with the bias in the product"));
   }
+}
+
+// Bias gradients added in place (models/linear_backward.h: WeightGradsInPlace): a bias whose
+// .grad() already holds values of the kernels' dtype ends as those values plus its gradient, in
+// the same memory, and autograd hands it none (its hook never runs), for each node whose kernel
+// sums a bias gradient; outside the scope autograd's AccumulateGrad adds as before. bf16 and fp32.
+TEST_F(FusedAutograd, BiasGradientsAddedIntoTheirBuffersInPlace) {
+  constexpr int64_t H = 2, hd = 24, Dq = H * hd, C = 3 * Dq, K = 20;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{13});
+  const auto x0 = at::randn({N, T, D}, gen), mod0 = at::randn({N, 3 * D}, gen) * 0.5;
+  const auto branch0 = at::randn({N, T, D}, gen), bias0 = at::randn({D}, gen), held0 = at::randn({D}, gen);
+  const auto a0 = at::randn({N, T, K}, gen), w0 = at::randn({C, K}, gen) * 0.3, qkv_bias0 = at::randn({C}, gen);
+  const auto qkv_held0 = at::randn({C}, gen), pn = at::randn({N, T, D}, gen), po = at::randn({N, T, Dq}, gen);
+  // Each node's loss of its bias (the branch's, or qkv's, as the fused path hands them).
+  const std::vector<std::pair<std::string, std::function<at::Tensor(const at::Tensor&, at::ScalarType)>>> nodes = {
+      {"gated residual",
+       [&](const at::Tensor& bias, at::ScalarType dt) {
+         auto c = mod0.to(dt).chunk(3, 1);
+         return (nt::fused_gated_residual(x0, c[0], branch0.to(dt), bias) * pn).sum();
+       }},
+      {"residual norm",
+       [&](const at::Tensor& bias, at::ScalarType dt) {
+         auto c = mod0.to(dt).chunk(3, 1);
+         auto hn = nt::fused_residual_norm(x0, c[0], branch0.to(dt), c[1], c[2], nt::kModulatedNormEps,
+                                           dt == at::kBFloat16, bias);
+         return (hn[0] * pn).sum() + (hn[1].to(at::kFloat) * pn).sum();
+       }},
+      {"qkv split",
+       [&](const at::Tensor& bias, at::ScalarType dt) {
+         const auto out = at::linear(a0.to(dt), w0.to(dt), bias.detach());  // [N, T, C]
+         auto qkv = nt::fused_qkv_split(out, bias, H);
+         return (at::matmul(qkv[0], qkv[1].transpose(-2, -1)).to(at::kFloat)).sum() +
+                (qkv[2].to(at::kFloat) * qkv[2].to(at::kFloat)).sum();
+       }},
+      {"attention", [&](const at::Tensor& bias, at::ScalarType dt) {
+         const auto out = at::linear(a0.to(dt), w0.to(dt), bias.detach());  // [N, T, C]
+         return (nt::fused_attention(out, bias, H).to(at::kFloat) * po).sum();
+       }}};
+  for (const bool bf16 : {false, true})
+    for (const auto& [name, loss_of] : nodes) {
+      const auto dt = bf16 ? at::kBFloat16 : at::kFloat;
+      const bool qkv = name == "qkv split" || name == "attention";
+      const at::Tensor b0 = qkv ? qkv_bias0 : bias0, held = (qkv ? qkv_held0 : held0).to(dt);
+      // bias.grad() holding `held`; `in_place`: inside the scope. Returns {grad, hook calls}.
+      auto run_one = [&](bool in_place) {
+        auto bias = leaf(b0, dt);
+        bias.mutable_grad() = held.clone();
+        const void* memory = bias.grad().data_ptr();
+        int delivered = 0;
+        bias.register_hook([&delivered](const at::Tensor& g) { delivered += g.defined(); });
+        const at::Tensor loss = loss_of(bias, dt);
+        {
+          nt::WeightGradsInPlace scope(in_place, /*any_device=*/true);
+          loss.backward();
+        }
+        EXPECT_EQ(bias.grad().data_ptr(), memory) << name;
+        return std::make_pair(bias.grad(), delivered);
+      };
+      const auto [added, delivered_in_place] = run_one(true);
+      const auto [accumulated, delivered] = run_one(false);
+      EXPECT_EQ(delivered_in_place, 0) << name << ": autograd got a bias gradient inside the scope";
+      EXPECT_EQ(delivered, 1) << name;
+      const double e = rel(added, accumulated), moved = rel(added, held);
+      std::cout << "[ autograd ] " << name << (bf16 ? " bf16" : " fp32") << " bias gradient added in place: " << e
+                << " (from what .grad() held: " << moved << ")\n";
+      EXPECT_LE(e, bf16 ? 2e-2 : 1e-5) << name;
+      EXPECT_GT(moved, 1e-2) << name << ": nothing added";
+    }
 }
 
 // The test seam is off by default: CPU tensors are refused, as in the trainer.

@@ -374,6 +374,16 @@ void check_gelu_kernels(int64_t N) {
     }
     EXPECT_TRUE(dbias[0].equal(dbias[1])) << "N " << N;
     EXPECT_LE(rel(dbias[0].to(at::kFloat), dpre_ref.to(at::kFloat).sum(0).to(dtype<T>()).to(at::kFloat)), tol);
+    // Added into fc1's bias gradient buffer (accumulate_bias): what it held plus the same sums,
+    // within one rounding of the two roundings an add after them takes.
+    const at::Tensor held = at::randn({N}, gen).to(dtype<T>());
+    auto into = held.clone();
+    const at::Tensor dpre = dpre_ref.clone();
+    dev::launch_gelu_bias_gradient<T>(ptr<T>(dpre), ptr<T>(pre), mut<T>(dpre), static_cast<T*>(nullptr), mut<T>(into),
+                                      mut<float>(workspace), M, static_cast<int>(N), /*derivative=*/false, nullptr,
+                                      /*accumulate_bias=*/true);
+    EXPECT_LE(rel(into.to(at::kFloat), (held.to(at::kFloat) + dbias[0].to(at::kFloat))), tol) << "N " << N;
+    EXPECT_GT(rel(into.to(at::kFloat), held.to(at::kFloat)), 10 * tol) << "N " << N << ": nothing added";
   }
   // Eight columns a lane (N a multiple of 8) and two give the same bits: dpre, act and the sums.
   {
@@ -407,7 +417,8 @@ void check_gelu_kernels(int64_t N) {
 
 // The sums over rows of per-sample (or per-split) parts: rows fewer than, equal to and more than
 // the block's warps (each warp takes every 8th row), columns within one block and over several
-// with the last partial; against the sum in double, in fp32 and rounded to bf16.
+// with the last partial; against the sum in double, in fp32 and rounded to bf16; and added into
+// what the output holds (accumulate), rounded once.
 TEST(EmulatedRowSum, AddsEveryRowOfEveryColumn) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
   for (int64_t N : {1, 8, 19, 128}) {
@@ -420,6 +431,15 @@ TEST(EmulatedRowSum, AddsEveryRowOfEveryColumn) {
       auto out_bf16 = at::empty({D}, at::TensorOptions().dtype(at::kBFloat16));
       dev::launch_sample_sum<__nv_bfloat16>(ptr<float>(part), mut<__nv_bfloat16>(out_bf16), N, D, nullptr);
       EXPECT_TRUE(out_bf16.to(at::kFloat).equal(out.to(at::kBFloat16).to(at::kFloat))) << "N " << N << " D " << D;
+      // Added into what out holds (a gradient buffer): out + the same fp32 sum, rounded once.
+      const at::Tensor held = at::randn({D}, gen);
+      auto acc = held.clone();
+      dev::launch_sample_sum<float>(ptr<float>(part), mut<float>(acc), N, D, nullptr, /*accumulate=*/true);
+      EXPECT_TRUE(acc.equal(held + out)) << "N " << N << " D " << D;
+      auto acc_bf16 = held.to(at::kBFloat16);
+      dev::launch_sample_sum<__nv_bfloat16>(ptr<float>(part), mut<__nv_bfloat16>(acc_bf16), N, D, nullptr, true);
+      const at::Tensor want = (held.to(at::kBFloat16).to(at::kFloat) + out).to(at::kBFloat16);
+      EXPECT_TRUE(acc_bf16.equal(want)) << "N " << N << " D " << D;
     }
   }
 }

@@ -3,9 +3,12 @@
 // keeping or recomputing the GELU output), recomputing really drops the GELU output, and without
 // grad mode nothing is recorded; the same with the LayerNorm + modulate before fc1 taken into
 // the node (its output and fc1's input then not kept). The column-major layouts the cuBLASLt
-// products use give the row-major products (BLAS's definition, on the CPU). On a GPU with cuBLASLt (skipped elsewhere): the two epilogue
-// products against LibTorch's ops with the tanh-GELU (bf16, and fp32 where cuBLASLt offers it),
-// and the node under bf16 autocast against the plain ops under autocast.
+// products use give the row-major products (BLAS's definition, on the CPU), fc2's weight given
+// transposed too. On a GPU with cuBLASLt (skipped elsewhere): the two epilogue products against
+// fp64 with the tanh-GELU (bf16, and fp32 exact and TF32 where cuBLASLt offers them), the node
+// under bf16 autocast against the plain ops under autocast, and the node in fp32 with TF32 on and
+// off against fp64.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -208,9 +211,20 @@ TEST(GeluGemmLayout, TheColumnMajorProductsAreTheRowMajorOnes) {
   const auto dpre_ref = at::gelu_backward(dy.mm(w2), pre, "tanh");
   EXPECT_TRUE(torch::allclose(dpre, dpre_ref, 1e-12, 1e-12));
   EXPECT_TRUE(torch::allclose(dbias, dpre_ref.sum(0), 1e-12, 1e-12));
+  // The same with the weight given transposed, w2^T [N, O] contiguous (the staged input gradient).
+  const auto w2t = w2.t().contiguous();  // [N, O]
+  auto dpre_t = torch::empty({M, N}, torch::kDouble);
+  const auto dbias_t = blas_product(nt::cuda::dgelu_transposed_layout(M, N, O), w2t.view(-1), dy.view(-1),
+                                    dpre_t.view(-1), at::Tensor(), pre.view(-1));
+  EXPECT_TRUE(torch::allclose(dpre_t, dpre_ref, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(dbias_t, dpre_ref.sum(0), 1e-12, 1e-12));
+  // ... read as TF32's tensor cores take operands: k (= O) along A's stored columns, as in the forward.
+  EXPECT_TRUE(nt::cuda::dgelu_transposed_layout(M, N, O).transpose_a);
+  EXPECT_EQ(nt::cuda::dgelu_transposed_layout(M, N, O).lda, O);
   // The aux matrix's leading dimension cuBLASLt needs (>= D's rows, a multiple of 8 for N % 8 == 0).
   EXPECT_EQ(nt::cuda::bias_gelu_layout(M, N, K).ldd, N);
   EXPECT_EQ(nt::cuda::dgelu_layout(M, N, O).ldd, N);
+  EXPECT_EQ(nt::cuda::dgelu_transposed_layout(M, N, O).ldd, N);
 }
 
 double rel(const at::Tensor& a, const at::Tensor& b) {
@@ -219,9 +233,9 @@ double rel(const at::Tensor& a, const at::Tensor& b) {
 }
 
 #ifdef NT_HAVE_CUBLASLT
-// The two cuBLASLt products against LibTorch's ops, in `dtype`; false when cuBLASLt offers no
-// algorithm for them. Shapes as an MLP's: M tokens, width D, hidden H.
-bool check_products(at::ScalarType dtype, double tol) {
+// The two cuBLASLt products against LibTorch's ops in fp64, in `dtype` (fp32: with `math`); false
+// when cuBLASLt offers no algorithm for them. Shapes as an MLP's: M tokens, width D, hidden H.
+bool check_products(at::ScalarType dtype, nt::cuda::Fp32Math math, double tol) {
   torch::manual_seed(5);
   const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
   const int64_t M = 512, D = 128, H = 256;
@@ -230,12 +244,14 @@ bool check_products(at::ScalarType dtype, double tol) {
   auto ws = torch::empty({static_cast<int64_t>(nt::cuda::gelu_gemm_workspace_bytes())}, o.dtype(at::kByte));
   const auto dt = dtype == at::kBFloat16 ? nt::cuda::Dtype::bf16 : nt::cuda::Dtype::f32;
   if (!nt::cuda::gemm_bias_gelu(x.data_ptr(), w1.data_ptr(), b1.data_ptr(), out.data_ptr(), pre.data_ptr(), M, H, D,
-                                dt, ws.data_ptr(), ws.numel(), 0, nullptr))
+                                dt, math, ws.data_ptr(), ws.numel(), 0, nullptr))
     return false;
-  const auto pre_ref = at::addmm(b1.to(at::kFloat), x.to(at::kFloat), w1.to(at::kFloat).t());  // [M, H]
-  const auto out_ref = at::gelu(pre.to(at::kFloat), "tanh"), out_erf = at::gelu(pre.to(at::kFloat));
-  std::cout << "[ gpu      ] cuBLASLt " << c10::toString(dtype) << ": pre " << rel(pre, pre_ref) << ", gelu "
-            << rel(out, out_ref) << " (erf-GELU: " << rel(out, out_erf) << ")";
+  const auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const auto pre_ref = at::addmm(f64(b1), f64(x), f64(w1).t());  // [M, H]
+  const auto out_ref = at::gelu(f64(pre), "tanh"), out_erf = at::gelu(f64(pre));
+  std::cout << "[ gpu      ] cuBLASLt " << c10::toString(dtype)
+            << (dtype == at::kFloat && math == nt::cuda::Fp32Math::tf32 ? " (TF32)" : "") << ": pre "
+            << rel(pre, pre_ref) << ", gelu " << rel(out, out_ref) << " (erf-GELU: " << rel(out, out_erf) << ")";
   EXPECT_LE(rel(pre, pre_ref), tol);
   EXPECT_LE(rel(out, out_ref), tol);
   // (Printed, not asserted: the erf-GELU differs from tanh's by up to 5e-4, about what a fast
@@ -243,34 +259,66 @@ bool check_products(at::ScalarType dtype, double tol) {
 
   const int64_t O = D;  // fc2: H -> D
   auto dy = torch::randn({M, O}, o), w2 = torch::randn({O, H}, o) * 0.1;
-  const auto dpre_ref = at::gelu_backward(dy.to(at::kFloat).mm(w2.to(at::kFloat)), pre.to(at::kFloat), "tanh");
-  const auto act_ref = at::gelu(pre.to(at::kFloat), "tanh");
+  const auto w2t = w2.t().contiguous();  // [H, O]: the staged input gradient's operand
+  const auto dpre_ref = at::gelu_backward(f64(dy).mm(f64(w2)), f64(pre), "tanh");
+  const auto act_ref = at::gelu(f64(pre), "tanh");
   // Each way of forming dpre and the bias gradient, and whichever is fastest; with the GELU's
-  // output again and without. Outputs start as NaN: each must be written.
+  // output again and without; fc2's weight as it is and transposed. Outputs start as NaN: each
+  // must be written.
   using nt::cuda::GeluBackward;
-  for (bool again : {false, true}) {
-    for (GeluBackward how : {GeluBackward::epilogue, GeluBackward::epilogue_and_sums,
-                             GeluBackward::product_and_kernel, GeluBackward::automatic}) {
-      auto dpre = torch::full({M, H}, std::nan(""), o), dbias = torch::full({H}, std::nan(""), o);
-      auto act = torch::full({M, H}, std::nan(""), o);
-      EXPECT_TRUE(nt::cuda::gemm_dgelu_bgrad(dy.data_ptr(), w2.data_ptr(), pre.data_ptr(), dpre.data_ptr(),
-                                             dbias.data_ptr(), again ? act.data_ptr() : nullptr, M, H, O, dt,
-                                             ws.data_ptr(), ws.numel(), 0, nullptr, how));
-      torch::cuda::synchronize();
-      const char* name = how == GeluBackward::epilogue            ? "epilogue"
-                         : how == GeluBackward::epilogue_and_sums  ? "epilogue and sums"
-                         : how == GeluBackward::product_and_kernel ? "product and kernel"
-                                                                   : "automatic";
-      std::cout << ", dgelu (" << name << (again ? ", GELU again" : "") << ") " << rel(dpre, dpre_ref)
-                << ", bias gradient " << rel(dbias, dpre_ref.sum(0));
-      EXPECT_LE(rel(dpre, dpre_ref), tol) << name;
-      EXPECT_LE(rel(dbias, dpre_ref.sum(0)), tol) << name;
-      if (again) {
-        EXPECT_LE(rel(act, act_ref), tol) << name;
-      } else {
-        EXPECT_TRUE(act.isnan().all().item<bool>()) << name << ": wrote the GELU's output unasked";
+  for (bool transposed : {false, true}) {
+    for (bool again : {false, true}) {
+      for (GeluBackward how : {GeluBackward::epilogue, GeluBackward::epilogue_and_sums,
+                               GeluBackward::product_and_kernel, GeluBackward::automatic}) {
+        auto dpre = torch::full({M, H}, std::nan(""), o), dbias = torch::full({H}, std::nan(""), o);
+        auto act = torch::full({M, H}, std::nan(""), o);
+        const bool ran = nt::cuda::gemm_dgelu_bgrad(
+            dy.data_ptr(), (transposed ? w2t : w2).data_ptr(), transposed, pre.data_ptr(), dpre.data_ptr(),
+            dbias.data_ptr(), /*accumulate_bias=*/false, again ? act.data_ptr() : nullptr, M, H, O, dt, math,
+            ws.data_ptr(), ws.numel(), 0, nullptr, how);
+        const char* name = how == GeluBackward::epilogue            ? "epilogue"
+                           : how == GeluBackward::epilogue_and_sums  ? "epilogue and sums"
+                           : how == GeluBackward::product_and_kernel ? "product and kernel"
+                                                                     : "automatic";
+        // bf16 (DiT's MLPs) must take every way; fp32 the plain product and our kernel at least.
+        if (!ran && dtype == at::kFloat && how != GeluBackward::product_and_kernel) {
+          std::cout << ", dgelu (" << name << (transposed ? ", W^T" : "") << ") not offered";
+          continue;
+        }
+        EXPECT_TRUE(ran) << name;
+        torch::cuda::synchronize();
+        std::cout << ", dgelu (" << name << (transposed ? ", W^T" : "") << (again ? ", GELU again" : "") << ") "
+                  << rel(dpre, dpre_ref) << ", bias gradient " << rel(dbias, dpre_ref.sum(0));
+        EXPECT_LE(rel(dpre, dpre_ref), tol) << name;
+        EXPECT_LE(rel(dbias, dpre_ref.sum(0)), tol) << name;
+        if (again) {
+          EXPECT_LE(rel(act, act_ref), tol) << name;
+        } else {
+          EXPECT_TRUE(act.isnan().all().item<bool>()) << name << ": wrote the GELU's output unasked";
+        }
       }
     }
+  }
+  // The bias gradient added into a buffer (fc1's bias gradient in place): what it held plus the
+  // sums, once, also on the automatic choice's first call (its timing runs must not add); the
+  // epilogue, which writes, refuses.
+  for (GeluBackward how : {GeluBackward::automatic, GeluBackward::product_and_kernel, GeluBackward::epilogue}) {
+    const auto held = torch::randn({H}, o);
+    auto dpre = torch::empty({M, H}, o), dbias = held.clone();
+    const bool ran = nt::cuda::gemm_dgelu_bgrad(dy.data_ptr(), w2.data_ptr(), false, pre.data_ptr(), dpre.data_ptr(),
+                                                dbias.data_ptr(), /*accumulate_bias=*/true, nullptr, M, H, O, dt,
+                                                math, ws.data_ptr(), ws.numel(), 0, nullptr, how);
+    if (how == GeluBackward::epilogue) {
+      EXPECT_FALSE(ran) << "the bias-gradient epilogue asked to add";
+      EXPECT_TRUE(dbias.equal(held)) << "the refused call wrote";
+      continue;
+    }
+    EXPECT_TRUE(ran);
+    if (!ran) continue;
+    const auto want = f64(held) + dpre_ref.sum(0);
+    std::cout << ", bias gradient added (" << (how == GeluBackward::automatic ? "automatic" : "product and kernel")
+              << ") " << rel(dbias, want);
+    EXPECT_LE(rel(dbias, want), tol);
   }
   std::cout << "\n";
   return true;
@@ -281,8 +329,13 @@ TEST(GeluMlp, CublasLtProductsAsLibTorch) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   if (!nt::gelu_mlp_cublaslt_built()) GTEST_SKIP() << "built without cuBLASLt";
 #ifdef NT_HAVE_CUBLASLT
-  EXPECT_TRUE(check_products(at::kBFloat16, 2e-2)) << "cuBLASLt offers no bf16 GELU product";
-  if (!check_products(at::kFloat, 1e-3)) std::cout << "[ gpu      ] cuBLASLt offers no fp32 GELU product\n";
+  using nt::cuda::Fp32Math;
+  EXPECT_TRUE(check_products(at::kBFloat16, Fp32Math::exact, 2e-2)) << "cuBLASLt offers no bf16 GELU product";
+  if (!check_products(at::kFloat, Fp32Math::exact, 1e-3))
+    std::cout << "[ gpu      ] cuBLASLt offers no fp32 GELU product\n";
+  // TF32 (TREAD's block after a route): the products' operands rounded to 10 mantissa bits.
+  if (!check_products(at::kFloat, Fp32Math::tf32, 5e-3))
+    std::cout << "[ gpu      ] cuBLASLt offers no fp32 (TF32) GELU product\n";
 #endif
 }
 
@@ -310,6 +363,40 @@ TEST(GeluMlp, CudaAutocastAsThePlainOps) {
     EXPECT_LE(rel(fused.gw2, plain.gw2), 2e-2);
     EXPECT_LE(rel(fused.gb2, plain.gb2), 2e-2);
   }
+}
+
+// As TREAD's block after a route runs on a GPU: fp32 outside autocast. With TF32 allowed (the
+// reference's setting) the node's products are cuBLASLt's TF32 ones where built (fc2's weight
+// transposed for the backward's product), within TF32's rounding of fp64; with TF32 off the node
+// keeps LibTorch's exact fp32 ops, within fp32's rounding.
+TEST(GeluMlp, CudaFp32AsThePlainOpsWithAndWithoutTF32) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(6);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const Weights w = make_weights(384, 1536, 384, cuda);
+  auto x = torch::randn({4, 256, 384}, cuda), probe = torch::randn({4, 256, 384}, cuda);
+  const auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const Weights w64{f64(w.w1), f64(w.b1), f64(w.w2), f64(w.b2)};
+  const Outcome exact = run(f64(x), w64, f64(probe), false, false, true);
+  const bool was = at::globalContext().allowTF32CuBLAS();
+  for (bool tf32 : {true, false}) {
+    at::globalContext().setAllowTF32CuBLAS(tf32);
+    for (bool recompute : {false, true}) {
+      const Outcome fused = run(x, w, probe, true, recompute, true);
+      const std::vector<std::pair<const char*, double>> d = {
+          {"y", rel(fused.y, exact.y)},     {"x", rel(fused.gx, exact.gx)},   {"w1", rel(fused.gw1, exact.gw1)},
+          {"b1", rel(fused.gb1, exact.gb1)}, {"w2", rel(fused.gw2, exact.gw2)}, {"b2", rel(fused.gb2, exact.gb2)}};
+      std::cout << "[ gpu      ] gelu_mlp fp32 (TF32 " << tf32 << ", recompute " << recompute << ", cuBLASLt "
+                << nt::gelu_mlp_cublaslt_built() << ") against fp64:";
+      for (const auto& [name, v] : d) {
+        std::cout << " " << name << " " << v;
+        EXPECT_LE(v, tf32 ? 5e-3 : 2e-5) << name << ", TF32 " << tf32 << ", recompute " << recompute;
+      }
+      std::cout << "\n";
+      EXPECT_EQ(fused.gx.scalar_type(), at::kFloat);
+    }
+  }
+  at::globalContext().setAllowTF32CuBLAS(was);
 }
 
 // The norm inside the node, fused kernels and cuBLASLt where built, under bf16 autocast, against

@@ -70,8 +70,21 @@ TEST(ProductForms, StagedInputGradientGivesTheDirectOne) {
   ASSERT_EQ(dx.sizes(), (std::vector<int64_t>{37, 20}));
   EXPECT_EQ(dx.scalar_type(), torch::kDouble);
   EXPECT_LE(max_rel_diff(dx, dy.mm(w.to(torch::kDouble))), 1e-13);
+  {
+    // The weight as the staged product reads it (what models/gelu_mlp.h hands cuBLASLt): W^T
+    // contiguous in dy's dtype.
+    Forced t(ProductForm::staged);
+    const auto iw = nt::input_gradient_weight(dy, w);
+    EXPECT_TRUE(iw.transposed);
+    EXPECT_TRUE(iw.w.is_contiguous());
+    EXPECT_EQ(iw.w.scalar_type(), torch::kDouble);
+    EXPECT_TRUE(torch::equal(iw.w, w.to(torch::kDouble).t()));
+  }
   Forced d(ProductForm::direct);
   EXPECT_TRUE(torch::equal(nt::input_gradient(dy, w), dy.mm(w.to(torch::kDouble))));
+  const auto iw = nt::input_gradient_weight(dy, w);
+  EXPECT_FALSE(iw.transposed);
+  EXPECT_TRUE(torch::equal(iw.w, w.to(torch::kDouble)));
 }
 
 struct Grads {
