@@ -114,8 +114,11 @@ TrainState make_state(const Config& cfg, const DiTConfig& mc, const c10::Device&
   for (const auto& p : s.params()) s.ema.push_back(p.clone());
   s.opt = adamw_init(s.params());
   // Training randomness (sigma, noise, label drop, routing) is drawn on the CPU whatever the
-  // device: a CUDA run draws what a CPU run draws, and checkpoints resume on either.
-  s.gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0));
+  // device: a CUDA run draws what a CPU run draws, and checkpoints resume on either. Its seed is
+  // its own: mix_seed(seed, 0) is epoch 0's permutation's (data/global_sampler.h), and the same
+  // mt19937 stream would make the first steps' draws functions of the bits that chose their
+  // samples.
+  s.gen = make_generator(c10::Device(c10::kCPU), mix_seed(cfg.run.seed, 0x747261696eull));  // "train"
   return s;
 }
 
