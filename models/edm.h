@@ -74,9 +74,11 @@ at::Tensor edm_sample(const Denoiser& D, SeedBatch& batch, const SamplerOptions&
 // The DiT denoiser for a seed batch (eval mode; routing only for TREAD guidance). On the CPU the
 // model runs on a multiple of 16 samples, the batch padded with copies of its first sample (their
 // outputs dropped, their router noise from generators of their own): the CPU BLAS's kernels
-// round a product's rows in a partial tile otherwise than in full ones (OpenBLAS's for AVX-512:
-// one row, or an odd count; a convolution over one sample), which made a seed's sample depend on
-// how many seeds its batch held. With full tiles a sample is the same bits in any batch.
+// round a product's rows in a partial tile otherwise than in full ones (OpenBLAS's Prescott
+// kernels, which it takes on a CPU it does not recognise: one row, or the last of an odd count;
+// its SkylakeX kernels: counts that are not multiples of 16; and a convolution over one sample),
+// which made a seed's sample depend on how many seeds its batch held. With full tiles a sample is
+// the same bits in any batch (kernels with 24-row tiles, OpenBLAS's Haswell ones, would need 48).
 Denoiser dit_denoiser(DiT& net, SeedBatch& batch, double sigma_data, const Guidance& g);
 
 }  // namespace nt

@@ -160,7 +160,7 @@ TEST(EdmSeeds, SamplerIndependentOfBatchingBitForBit) {
 }
 
 // With the DiT too, bit for bit: the CPU's matrix products are not batch-invariant (OpenBLAS's
-// AVX-512 kernels round the last row of an odd count, or a lone row, otherwise than rows in full
+// Prescott kernels round the last row of an odd count, or a lone row, otherwise than rows in full
 // tiles; a convolution over one sample otherwise than over several), so the denoiser runs the
 // model on a multiple of 16 samples (models/edm.h: dit_denoiser), and a seed alone gives the bits
 // it gives among the others.
