@@ -45,7 +45,6 @@ bool aligned_16(const void* p, int64_t bytes, int64_t a, int64_t b, int64_t c) {
   return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0 && a * bytes % 16 == 0 && b * bytes % 16 == 0 &&
          c * bytes % 16 == 0;
 }
-int64_t element_bytes(Dtype dtype) { return dtype == Dtype::bf16 ? 2 : 4; }
 
 void check(const AttentionTensors& a, const char* op) {
   if (!attention_supports(a))

@@ -37,6 +37,8 @@
 namespace nt::cuda {
 
 enum class Dtype { f32, bf16 };
+// The bytes of one element of `dtype`.
+inline int64_t element_bytes(Dtype dtype) { return dtype == Dtype::bf16 ? 2 : 4; }
 
 void modulated_norm_forward(const float* x, const void* shift, int64_t shift_stride, const void* scale,
                             int64_t scale_stride, Dtype mod_dtype, void* y, Dtype y_dtype, float* mean, float* rstd,

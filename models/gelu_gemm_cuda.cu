@@ -277,8 +277,8 @@ void check_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
 
 // The own kernel after a product (models/gelu_kernels_device.h): dbias = the column sums of dpre
 // (accumulate_bias: dbias += them), dpre formed first from g = dpre's contents with `derivative`;
-// act where not null. Its partial sums
-// go in the workspace (after the product on the same stream, which is done with it).
+// act where not null. Its partial sums go in the workspace (after the product on the same stream,
+// which is done with it).
 void gelu_bias_gradient(const void* pre, void* dpre, void* dbias, void* act, int64_t M, int64_t N, bool derivative,
                         Dtype dtype, void* workspace, cudaStream_t s, bool accumulate_bias) {
   if (static_cast<size_t>(device::gelu_bias_gradient_workspace(M, static_cast<int>(N))) * sizeof(float) >
@@ -392,7 +392,7 @@ bool gemm_dgelu_bgrad(const void* dy, const void* w, bool w_transposed, const vo
     const std::pair<GeluBackward, const Product*> ways[] = {{GeluBackward::epilogue, &with_bias},
                                                             {GeluBackward::epilogue_and_sums, &dgelu},
                                                             {GeluBackward::product_and_kernel, &plain}};
-    const Scratch scratch(accumulate_bias ? static_cast<size_t>(N) * (dtype == Dtype::bf16 ? 2 : 4) : 0, s);
+    const Scratch scratch(accumulate_bias ? static_cast<size_t>(N * element_bytes(dtype)) : 0, s);
     void* timing_bias = accumulate_bias ? scratch.p : dbias;
     for (const auto& candidate : ways) {
       const GeluBackward h = candidate.first;

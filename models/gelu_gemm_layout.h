@@ -31,11 +31,10 @@ inline ColumnMajorProduct dgelu_layout(int64_t M, int64_t N, int64_t O) {
 }
 
 // The same dpre with the weight given as its transpose wt [N, O] (contiguous; models/product_forms.h's
-// staged input gradient): D = dpre^T [N, M] = (wt stored col-major [O, N], transposed) · (dy stored
-// col-major [O, M]), the forward's layout with k = O, contiguous in both operands as TF32's tensor
-// cores take it.
+// staged input gradient): dpre = dy [M, O] · wt [N, O]^T is the forward's product with K = O, so
+// its layout, k contiguous in both operands as TF32's tensor cores take it.
 inline ColumnMajorProduct dgelu_transposed_layout(int64_t M, int64_t N, int64_t O) {
-  return {/*transpose_a=*/true, N, M, O, /*a_rows=*/O, /*a_cols=*/N, /*lda=*/O, /*ldb=*/O, /*ldd=*/N};
+  return bias_gelu_layout(M, N, O);
 }
 
 }  // namespace nt::cuda
