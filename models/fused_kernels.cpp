@@ -9,6 +9,7 @@
 
 #ifdef NT_HAVE_CUDA_KERNELS
 #include "models/attention_cuda.h"
+#include "models/cuda_dtype.h"
 #include "models/fused_kernels_cuda.h"
 #include "models/linear_backward.h"  // grad_in_place
 #endif
@@ -48,10 +49,6 @@ void check_qkv_bias(const char* op, const at::Tensor& qkv_out, const at::Tensor&
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-cuda::Dtype dtype_of(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32;
-}
-
 // [N, D] with unit stride along D (an adaLN chunk is): its row stride; otherwise a contiguous copy's.
 at::Tensor rows_of(const at::Tensor& t, int64_t* stride) {
   at::Tensor r = t.stride(1) == 1 ? t : t.contiguous();
@@ -72,7 +69,7 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     auto y = at::empty({N, T, D}, x.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
     auto mean = at::empty({N * T}, x.options()), rstd = at::empty({N * T}, x.options());  // [N*T]
     cuda::modulated_norm_forward(x.data_ptr<float>(), shift.data_ptr(), shift_stride, scale.data_ptr(), scale_stride,
-                                 dtype_of(scale), y.data_ptr(), dtype_of(y), mean.data_ptr<float>(),
+                                 cuda_dtype_of(scale), y.data_ptr(), cuda_dtype_of(y), mean.data_ptr<float>(),
                                  rstd.data_ptr<float>(), N * T, T, static_cast<int>(D), static_cast<float>(eps),
                                  x.get_device(), nullptr);
     ctx->save_for_backward({x, scale, mean, rstd});
@@ -97,9 +94,9 @@ struct FusedModulatedNorm : torch::autograd::Function<FusedModulatedNorm> {
     const int64_t parts =
         g_other.defined() ? 0 : cuda::modulated_norm_backward_workspace(N * T, T, static_cast<int>(D));
     auto workspace = at::empty({parts}, x.options());
-    cuda::modulated_norm_backward(gy.data_ptr(), dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
+    cuda::modulated_norm_backward(gy.data_ptr(), cuda_dtype_of(gy), x.data_ptr<float>(), mean.data_ptr<float>(),
                                   rstd.data_ptr<float>(), scale.data_ptr(), ctx->saved_data["scale_stride"].toInt(),
-                                  dtype_of(scale), g_other.defined() ? g_other.data_ptr<float>() : nullptr,
+                                  cuda_dtype_of(scale), g_other.defined() ? g_other.data_ptr<float>() : nullptr,
                                   gx.data_ptr<float>(), g_scale.data_ptr(), g_shift.data_ptr(),
                                   workspace.data_ptr<float>(), N * T, T, static_cast<int>(D), x.get_device(), nullptr);
     return {gx, g_shift, g_scale, none, none, none};
@@ -149,7 +146,7 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     const at::Tensor gate = rows_of(gate_in, &gate_stride);  // [N, D]
     auto out = at::empty_like(x);                              // [N, T, D] fp32
     cuda::gated_residual_forward(x.data_ptr<float>(), gate.data_ptr(), gate_stride, branch.data_ptr(),
-                                 dtype_of(branch), out.data_ptr<float>(), N * T, T, static_cast<int>(D),
+                                 cuda_dtype_of(branch), out.data_ptr<float>(), N * T, T, static_cast<int>(D),
                                  x.get_device(), nullptr);
     ctx->save_for_backward({gate, branch, bias});
     ctx->saved_data["gate_stride"] = gate_stride;
@@ -165,7 +162,7 @@ struct FusedGatedResidual : torch::autograd::Function<FusedGatedResidual> {
     auto g_gate = at::empty({N, D}, gate.options());  // the gate's dtype (summed in fp32, rounded once)
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(3), bias, branch);
     cuda::gated_residual_backward(g.data_ptr<float>(), gate.data_ptr(), ctx->saved_data["gate_stride"].toInt(),
-                                  branch.data_ptr(), dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr(),
+                                  branch.data_ptr(), cuda_dtype_of(branch), g_branch.data_ptr(), g_gate.data_ptr(),
                                   g_bias.part_ptr(), g_bias.sum_ptr(), N * T, T, static_cast<int>(D), g.get_device(),
                                   nullptr, g_bias.accumulate);
     return {grads[0], g_gate, g_branch, g_bias.as(bias)};
@@ -187,9 +184,9 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
     auto y = at::empty({N, T, D}, x.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
     auto mean = at::empty({N * T}, x.options()), rstd = at::empty({N * T}, x.options());
     cuda::residual_norm_forward(x.data_ptr<float>(), gate.data_ptr(), branch.data_ptr(), shift.data_ptr(),
-                                scale.data_ptr(), stride, dtype_of(gate), h.data_ptr<float>(), y.data_ptr(), dtype_of(y),
-                                mean.data_ptr<float>(), rstd.data_ptr<float>(), N * T, T, static_cast<int>(D),
-                                static_cast<float>(eps), x.get_device(), nullptr);
+                                scale.data_ptr(), stride, cuda_dtype_of(gate), h.data_ptr<float>(), y.data_ptr(),
+                                cuda_dtype_of(y), mean.data_ptr<float>(), rstd.data_ptr<float>(), N * T, T,
+                                static_cast<int>(D), static_cast<float>(eps), x.get_device(), nullptr);
     ctx->save_for_backward({x, gate, branch, scale, mean, rstd, bias});
     return {h, y};
   }
@@ -209,9 +206,9 @@ struct FusedResidualNorm : torch::autograd::Function<FusedResidualNorm> {
          g_shift = at::empty({N, D}, gate.options());
     // needs_input_grad counts the tensor arguments only: x, gate, branch, shift, scale, bias.
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(5), bias, branch);
-    cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), dtype_of(gy),
+    cuda::residual_norm_backward(gh.defined() ? gh.data_ptr<float>() : nullptr, gy.data_ptr(), cuda_dtype_of(gy),
                                  x.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(), gate.data_ptr(),
-                                 branch.data_ptr(), scale.data_ptr(), gate.stride(0), dtype_of(gate),
+                                 branch.data_ptr(), scale.data_ptr(), gate.stride(0), cuda_dtype_of(gate),
                                  gx.data_ptr<float>(), g_branch.data_ptr(), g_gate.data_ptr(),
                                  g_scale.data_ptr(), g_shift.data_ptr(), g_bias.part_ptr(),
                                  g_bias.sum_ptr(), N * T, T, static_cast<int>(D), x.get_device(), nullptr,
@@ -263,7 +260,7 @@ struct FusedQkvSplit : torch::autograd::Function<FusedQkvSplit> {
     auto g = at::empty({N, T, 3 * D}, any.options());  // [N, T, 3D]
     const BiasGrad g_bias(has_bias(bias) && ctx->needs_input_grad(1), bias, g,
                           cuda::qkv_grad_workspace(N * T, static_cast<int>(D)), 3 * D);
-    cuda::qkv_grad(parts, dtype_of(g), g.data_ptr(), g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
+    cuda::qkv_grad(parts, cuda_dtype_of(g), g.data_ptr(), g_bias.sum_ptr(), g_bias.part_ptr(), N * T, T,
                    static_cast<int>(D), static_cast<int>(heads), g.get_device(), nullptr, g_bias.accumulate);
     return {g, g_bias.as(bias), none};
   }
@@ -283,7 +280,7 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
     auto* p = static_cast<char*>(qkv_out.data_ptr());
     const int64_t part = D * static_cast<int64_t>(qkv_out.element_size());  // bytes
     cuda::AttentionTensors a{};
-    a.dtype = dtype_of(qkv_out);
+    a.dtype = cuda_dtype_of(qkv_out);
     a.q = p;
     a.k = p + part;
     a.v = p + 2 * part;

@@ -12,6 +12,7 @@
 #include "models/product_forms.h"
 
 #ifdef NT_HAVE_CUBLASLT
+#include "models/cuda_dtype.h"
 #include "models/gelu_gemm_cuda.h"
 #endif
 
@@ -35,11 +36,6 @@ bool cublaslt_serves(const at::Tensor& x, int64_t D, int64_t H, int64_t O) {
 at::Tensor lt_workspace(const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(cuda::gelu_gemm_workspace_bytes())}, like.options().dtype(at::kByte));
 }
-
-// The products' type (cublaslt_serves: bf16, or fp32 with TF32 products).
-cuda::Dtype lt_dtype(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32;
-}
 #endif
 
 // {pre, gelu(pre)} for xc [M, D] through cuBLASLt; empty when it declines the shapes.
@@ -51,7 +47,8 @@ std::vector<at::Tensor> lt_forward(const at::Tensor& xc, const at::Tensor& w1, c
   auto pre = at::empty({M, H}, xc.options()), out = at::empty({M, H}, xc.options());  // [M, H]
   const auto ws = lt_workspace(xc);
   if (cuda::gemm_bias_gelu(xc.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr(), pre.data_ptr(), M, H, D,
-                           lt_dtype(xc), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), xc.get_device(), nullptr))
+                           cuda_dtype_of(xc), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), xc.get_device(),
+                           nullptr))
     return {pre, out};
 #endif
   return {};
@@ -74,7 +71,8 @@ std::vector<at::Tensor> lt_backward(const at::Tensor& dy, const at::Tensor& w2, 
   const auto ws = lt_workspace(dy);
   if (cuda::gemm_dgelu_bgrad(dy.data_ptr(), wc.data_ptr(), transposed, pre.data_ptr(), dpre.data_ptr(),
                              dbias.data_ptr(), into.defined(), again ? act.data_ptr() : nullptr, M, H, O,
-                             lt_dtype(dy), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), dy.get_device(), nullptr))
+                             cuda_dtype_of(dy), cuda::Fp32Math::tf32, ws.data_ptr(), ws.numel(), dy.get_device(),
+                             nullptr))
     return again ? std::vector<at::Tensor>{dpre, dbias, act} : std::vector<at::Tensor>{dpre, dbias};
 #endif
   return {};

@@ -7,6 +7,7 @@
 #include <utility>
 
 #ifdef NT_HAVE_CUDA_KERNELS
+#include "models/cuda_dtype.h"
 #include "models/fused_kernels_cuda.h"
 #endif
 
@@ -24,9 +25,8 @@ void transpose_into(const at::Tensor& t, at::Tensor& out, bool accumulate) {
   const auto dtype = t.scalar_type();
   if (t.is_cuda() && t.dim() == 2 && t.is_contiguous() && (dtype == at::kBFloat16 || dtype == at::kFloat) &&
       t.numel() > 0 && t.size(0) <= cuda::transpose_max_rows()) {
-    cuda::transpose(t.data_ptr(), out.data_ptr(), t.size(0), t.size(1),
-                    dtype == at::kBFloat16 ? cuda::Dtype::bf16 : cuda::Dtype::f32, accumulate, t.get_device(),
-                    nullptr);
+    cuda::transpose(t.data_ptr(), out.data_ptr(), t.size(0), t.size(1), cuda_dtype_of(t), accumulate,
+                    t.get_device(), nullptr);
     return;
   }
 #endif
