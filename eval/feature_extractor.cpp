@@ -18,6 +18,7 @@ class ClassifierExtractor : public FeatureExtractor {
       : weights_(weights), device_(device), model_(load_classifier(weights, device)) {}
   std::string name() const override { return "classifier"; }
   int64_t dim() const override { return model_->cfg.feature_dim; }
+  int64_t channels() const override { return model_->cfg.in_channels; }
   at::Tensor features(const at::Tensor& images01) override {
     const auto& c = model_->cfg;
     if (images01.dim() != 4 || images01.size(1) != c.in_channels || images01.size(2) != c.input_size ||

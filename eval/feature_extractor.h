@@ -17,6 +17,9 @@ class FeatureExtractor {
   virtual ~FeatureExtractor() = default;
   virtual std::string name() const = 0;  // "inception" | "classifier"
   virtual int64_t dim() const = 0;       // D
+  // The channels of the images it was made for: 3 for Inception (which also takes grey images,
+  // replicated), the classifier's in_channels.
+  virtual int64_t channels() const = 0;
   // images01: [N,C,H,W] float in [0,1], any device -> [N, dim()] float32 on the CPU.
   // Throws std::runtime_error when the images do not fit (channels, size), naming both.
   virtual at::Tensor features(const at::Tensor& images01) = 0;

@@ -2,6 +2,7 @@
 //   fid_worker --checkpoint runs/x/ckpt/step_00005000        # one checkpoint; last line "fid: X"
 //   fid_worker --run-dir runs/x [--watch]                    # every unscored checkpoint of a run
 //   fid_worker --make-ref --data X.h5 --out ref.npz [--num N]  # reference statistics of a data set
+//   fid_worker --make-ref --images DIR --out ref.npz         # ... of a folder, as pytorch-fid's --save-stats
 //   fid_worker --stats A.npz --ref B.npz                     # distance of two statistics files
 // The evaluation settings default to the [eval] section of the run's config.toml (or --config).
 //
@@ -23,6 +24,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -38,6 +40,7 @@
 #include "data/progress.h"
 #include "eval/feature_extractor.h"
 #include "eval/frechet.h"
+#include "eval/image_folder.h"
 #include "eval/npz.h"
 #include "eval/scoring.h"
 
@@ -274,18 +277,76 @@ int run_run_dir(const po::variables_map& vm) {
 
 // ---- --make-ref -----------------------------------------------------------------------------
 
+// Writes the statistics of `acc` to `out` (its folder made when missing) and says what they are.
+void write_reference(const std::string& out, const nt::FeatureAccumulator& acc, const nt::FeatureExtractor& fx,
+                     const std::string& of) {
+  const fs::path parent = fs::path(out).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  nt::write_stats_npz(out, acc.finalize());
+  std::printf("wrote %s: %s features (D = %lld) of %lld samples of %s\n", out.c_str(), fx.name().c_str(),
+              static_cast<long long>(fx.dim()), static_cast<long long>(acc.count()), of.c_str());
+}
+
+int64_t num_to_use(const po::variables_map& vm, int64_t available, const std::string& of) {
+  const int64_t num = vm.count("num") ? vm["num"].as<int64_t>() : available;
+  if (num < 2 || num > available)
+    throw std::runtime_error("--num must be in [2, " + std::to_string(available) + "] (the samples of '" + of +
+                             "'), got " + std::to_string(num));
+  return num;
+}
+
+// --make-ref --images DIR: pytorch-fid's statistics of a folder of images (eval/image_folder.h).
+// Batches are read while the previous one is extracted; runs of equal size go to the extractor
+// together (pytorch-fid stacks each batch, so all its images must have one size).
+void make_ref_of_images(const po::variables_map& vm, const Settings& s, const std::string& out) {
+  const std::string dir = vm["images"].as<std::string>();
+  std::vector<std::string> files = nt::fid_image_files(dir);
+  files.resize(static_cast<size_t>(num_to_use(vm, static_cast<int64_t>(files.size()), dir)));
+  const int64_t num = static_cast<int64_t>(files.size());
+  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+  auto batch_files = [&](int64_t b0) {
+    return std::vector<std::string>(files.begin() + b0, files.begin() + std::min<int64_t>(num, b0 + s.batch));
+  };
+  nt::FeatureAccumulator acc;
+  nt::Progress progress("make-ref " + dir, num, "images");
+  std::future<std::vector<at::Tensor>> next = std::async(std::launch::async, nt::read_images01, batch_files(0));
+  for (int64_t b0 = 0; b0 < num; b0 += s.batch) {
+    const std::vector<std::string> names = batch_files(b0);
+    std::vector<at::Tensor> images = next.get();  // [3,H,W] each
+    if (b0 + s.batch < num) next = std::async(std::launch::async, nt::read_images01, batch_files(b0 + s.batch));
+    for (size_t i = 0; i < images.size();) {
+      size_t j = i + 1;
+      while (j < images.size() && images[j].sizes() == images[i].sizes()) ++j;
+      at::Tensor x = at::stack(std::vector<at::Tensor>(images.begin() + i, images.begin() + j));  // [n,3,H,W]
+      if (fx->channels() == 1) {  // a grey-image extractor takes grey images, as convert("L") gives them
+        for (size_t k = i; k < j; ++k)
+          if (!images[k][0].equal(images[k][1]) || !images[k][0].equal(images[k][2]))
+            throw std::runtime_error("'" + names[k] + "' is a colour image, and the " + fx->name() +
+                                     " extractor takes grey images (1 channel)");
+        x = x.narrow(1, 0, 1);  // [n,1,H,W]
+      }
+      acc.add(fx->features(x));  // [n,D]
+      i = j;
+    }
+    progress.update(b0 + static_cast<int64_t>(images.size()));
+  }
+  progress.finish();
+  write_reference(out, acc, *fx, dir);
+}
+
 int run_make_ref(const po::variables_map& vm) {
-  if (!vm.count("data") || !vm.count("out"))
-    throw std::runtime_error("--make-ref needs --data X.h5 and --out ref.npz (see --help)");
-  const std::vector<std::string> data = vm["data"].as<std::vector<std::string>>();
+  if (!vm.count("out") || vm.count("data") == vm.count("images"))
+    throw std::runtime_error("--make-ref needs --data X.h5 or --images DIR (one of them) and --out ref.npz (see --help)");
   const std::string out = vm["out"].as<std::string>();
   const Settings s = resolve_settings(vm, vm.count("config") ? vm["config"].as<std::string>() : "");
+  if (vm.count("images")) {
+    make_ref_of_images(vm, s, out);
+    return 0;
+  }
+  const std::vector<std::string> data = vm["data"].as<std::vector<std::string>>();
   nt::LatentDataset ds(data);
   const nt::DatasetInfo& info = ds.info();
-  const int64_t num = vm.count("num") ? vm["num"].as<int64_t>() : info.size;
-  if (num < 2 || num > info.size)
-    throw std::runtime_error("--num must be in [2, " + std::to_string(info.size) + "] (the samples of '" + data[0] +
-                             "'), got " + std::to_string(num));
+  const int64_t num = num_to_use(vm, info.size, data[0]);
   auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
   std::unique_ptr<nt::LatentDecoder> vae;
   const nt::LatentDecoder* dec = nt::decoder_for(info.latent_space, s.eval.vae_weights, s.device, vae);
@@ -305,11 +366,7 @@ int run_make_ref(const po::variables_map& vm) {
     progress.update(b0 + static_cast<int64_t>(idx.size()));
   }
   progress.finish();
-  const fs::path parent = fs::path(out).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
-  nt::write_stats_npz(out, acc.finalize());
-  std::printf("wrote %s: %s features (D = %lld) of %lld samples of %s\n", out.c_str(), fx->name().c_str(),
-              static_cast<long long>(fx->dim()), static_cast<long long>(num), data[0].c_str());
+  write_reference(out, acc, *fx, data[0]);
   return 0;
 }
 
@@ -336,6 +393,9 @@ int main(int argc, char** argv) {
       "       fid_worker --run-dir DIR [--watch] [settings] score every unscored checkpoint of a run,\n"
       "                                                     appending eval lines to DIR/metrics.jsonl\n"
       "       fid_worker --make-ref --data X.h5 --out ref.npz [--num N] [settings]\n"
+      "       fid_worker --make-ref --images DIR --out ref.npz [--num N] [settings]\n"
+      "                                                     the statistics pytorch-fid's --save-stats\n"
+      "                                                     gives of the *.png, *.jpg, *.jpeg in DIR\n"
       "       fid_worker --stats A.npz --ref B.npz          distance of two statistics files\n"
       "Settings default to the [eval] section of the run's config.toml (or of --config F).\n"
       "--watch stops once the checkpoint at the run's train.steps is scored, or on Ctrl-C.\n\n"
@@ -346,10 +406,11 @@ int main(int argc, char** argv) {
       ("run-dir", po::value<std::string>(), "score every checkpoint of a run without an eval line")
       ("watch", po::bool_switch(), "with --run-dir: keep polling until training ends")
       ("poll", po::value<double>()->default_value(60.0), "with --watch: seconds between looks at DIR/ckpt")
-      ("make-ref", po::bool_switch(), "compute reference statistics of a data set (--data, --out)")
+      ("make-ref", po::bool_switch(), "compute reference statistics of a data set or a folder of images (--data or --images, --out)")
       ("data", po::value<std::vector<std::string>>()->multitoken(), "with --make-ref: HDF5 data set(s)")
+      ("images", po::value<std::string>(), "with --make-ref: a folder of images, taken as pytorch-fid takes one")
       ("out", po::value<std::string>(), "with --make-ref: the .npz to write")
-      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples (default: all)")
+      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples or images (default: all)")
       ("stats", po::value<std::string>(), ".npz with `mu` [D] and `sigma` [D, D] to score against --ref")
       ("ref", po::value<std::string>(), "reference .npz statistics (default eval.ref_stats)")
       ("config", po::value<std::string>(), "TOML config whose [eval] gives the defaults")

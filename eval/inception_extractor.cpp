@@ -17,6 +17,7 @@ class InceptionExtractor : public FeatureExtractor {
       : device_(device), model_(load_inception_fid(weights, device)) {}
   std::string name() const override { return "inception"; }
   int64_t dim() const override { return 2048; }
+  int64_t channels() const override { return 3; }
   at::Tensor features(const at::Tensor& images01) override {
     if (images01.dim() != 4 || (images01.size(1) != 1 && images01.size(1) != 3))
       throw std::runtime_error("the inception extractor takes images [N,1|3,H,W], got " + c10::str(images01.sizes()));

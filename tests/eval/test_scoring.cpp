@@ -233,6 +233,7 @@ TEST(Scoring, FeaturesAreTakenFrom8BitImages) {
     std::vector<at::Tensor> seen;
     std::string name() const override { return "recording"; }
     int64_t dim() const override { return 2; }
+    int64_t channels() const override { return 1; }
     at::Tensor features(const at::Tensor& images01) override {
       seen.push_back(images01.to(at::kCPU));
       return images01.flatten(1).narrow(1, 0, 2).to(at::kCPU, at::kFloat);  // [N, 2]
