@@ -2,7 +2,7 @@
 //   fid_worker --checkpoint runs/x/ckpt/step_00005000        # one checkpoint; last line "fid: X"
 //   fid_worker --run-dir runs/x [--watch]                    # every unscored checkpoint of a run
 //   fid_worker --make-ref --data X.h5 --out ref.npz [--num N]  # reference statistics of a data set
-//   fid_worker --make-ref --images DIR --out ref.npz         # ... of a folder, as pytorch-fid's --save-stats
+//   fid_worker --make-ref --images DIR --out ref.npz         # ... of a folder of images, as the reference's fid.py ref
 //   fid_worker --stats A.npz --ref B.npz                     # distance of two statistics files
 // The evaluation settings default to the [eval] section of the run's config.toml (or --config).
 //
@@ -295,13 +295,16 @@ int64_t num_to_use(const po::variables_map& vm, int64_t available, const std::st
   return num;
 }
 
-// --make-ref --images DIR: pytorch-fid's statistics of a folder of images (eval/image_folder.h).
-// Batches are read while the previous one is extracted; runs of equal size go to the extractor
-// together (pytorch-fid stacks each batch, so all its images must have one size).
+// --make-ref --images DIR: the statistics the reference's `fid.py ref` makes of a folder of images
+// (eval/image_folder.h); --num N takes the subset EDM's Dataset(max_size = N, random_seed = 0)
+// keeps. Batches are read while the previous one is extracted; runs of equal size go to the
+// extractor together (the reference stacks each batch, so all its images must have one size).
 void make_ref_of_images(const po::variables_map& vm, const Settings& s, const std::string& out) {
   const std::string dir = vm["images"].as<std::string>();
-  std::vector<std::string> files = nt::fid_image_files(dir);
-  files.resize(static_cast<size_t>(num_to_use(vm, static_cast<int64_t>(files.size()), dir)));
+  const std::vector<std::string> all = nt::image_folder_files(dir);
+  std::vector<std::string> files;
+  for (int64_t i : nt::edm_subset(static_cast<int64_t>(all.size()), num_to_use(vm, static_cast<int64_t>(all.size()), dir), 0))
+    files.push_back(all[static_cast<size_t>(i)]);
   const int64_t num = static_cast<int64_t>(files.size());
   auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
   auto batch_files = [&](int64_t b0) {
@@ -318,7 +321,7 @@ void make_ref_of_images(const po::variables_map& vm, const Settings& s, const st
       size_t j = i + 1;
       while (j < images.size() && images[j].sizes() == images[i].sizes()) ++j;
       at::Tensor x = at::stack(std::vector<at::Tensor>(images.begin() + i, images.begin() + j));  // [n,3,H,W]
-      if (fx->channels() == 1) {  // a grey-image extractor takes grey images, as convert("L") gives them
+      if (fx->channels() == 1) {  // a grey-image extractor takes grey files, their one channel
         for (size_t k = i; k < j; ++k)
           if (!images[k][0].equal(images[k][1]) || !images[k][0].equal(images[k][2]))
             throw std::runtime_error("'" + names[k] + "' is a colour image, and the " + fx->name() +
@@ -394,8 +397,8 @@ int main(int argc, char** argv) {
       "                                                     appending eval lines to DIR/metrics.jsonl\n"
       "       fid_worker --make-ref --data X.h5 --out ref.npz [--num N] [settings]\n"
       "       fid_worker --make-ref --images DIR --out ref.npz [--num N] [settings]\n"
-      "                                                     the statistics pytorch-fid's --save-stats\n"
-      "                                                     gives of the *.png, *.jpg, *.jpeg in DIR\n"
+      "                                                     the statistics of the PNG and JPEG images\n"
+      "                                                     under DIR, as the reference's fid.py ref\n"
       "       fid_worker --stats A.npz --ref B.npz          distance of two statistics files\n"
       "Settings default to the [eval] section of the run's config.toml (or of --config F).\n"
       "--watch stops once the checkpoint at the run's train.steps is scored, or on Ctrl-C.\n\n"
@@ -408,9 +411,9 @@ int main(int argc, char** argv) {
       ("poll", po::value<double>()->default_value(60.0), "with --watch: seconds between looks at DIR/ckpt")
       ("make-ref", po::bool_switch(), "compute reference statistics of a data set or a folder of images (--data or --images, --out)")
       ("data", po::value<std::vector<std::string>>()->multitoken(), "with --make-ref: HDF5 data set(s)")
-      ("images", po::value<std::string>(), "with --make-ref: a folder of images, taken as pytorch-fid takes one")
+      ("images", po::value<std::string>(), "with --make-ref: a folder of images (recursively), taken as the reference's fid.py ref takes one")
       ("out", po::value<std::string>(), "with --make-ref: the .npz to write")
-      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples or images (default: all)")
+      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples, or N of the images as EDM's Dataset(max_size=N) picks them (default: all)")
       ("stats", po::value<std::string>(), ".npz with `mu` [D] and `sigma` [D, D] to score against --ref")
       ("ref", po::value<std::string>(), "reference .npz statistics (default eval.ref_stats)")
       ("config", po::value<std::string>(), "TOML config whose [eval] gives the defaults")

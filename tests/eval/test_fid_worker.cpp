@@ -182,10 +182,11 @@ TEST(FidWorker, MakeRefThenStatsAgainstItselfIsZero) {
   EXPECT_CONTAINS(noweights.err, "extractor_weights");
 }
 
-// --make-ref --images DIR: the statistics pytorch-fid's --save-stats gives of a folder, i.e. of
-// its *.png/*.jpg/*.jpeg sorted by name, each as k / 255, here through the classifier (grey
-// images). The expected statistics come from the extractor itself, in the same batches.
-TEST(FidWorker, MakeRefOfAFolderOfImagesAsPytorchFid) {
+// --make-ref --images DIR: the statistics the reference's fid.py ref makes of a folder, i.e. of its
+// images (recursively) sorted by relative path, each as k / 255, here through the classifier (grey
+// images); --num N: EDM's subset. The expected statistics come from the extractor itself, in the
+// same batches.
+TEST(FidWorker, MakeRefOfAFolderOfImagesAsTheReference) {
   const World& w = world();
   const std::string dir = nt::test::scratch_dir();
   const std::string images = dir + "/images";
@@ -194,18 +195,21 @@ TEST(FidWorker, MakeRefOfAFolderOfImagesAsPytorchFid) {
   at::Tensor x, y;
   ds.read({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0, &x, &y);                  // [11,1,8,8] in [-1,1]
   const at::Tensor k = ((x + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8);  // 8-bit levels
-  // Written as img_<i>.png, so that name order (img_0, img_1, img_10, img_2, ...) is not index order.
-  for (int64_t i = 0; i < 11; ++i) nt::write_png(images + "/img_" + std::to_string(i) + ".png", k[i].permute({1, 2, 0}));
+  // Written as img_<i>.png, so that name order (img_0, img_1, img_10, img_2, ...) is not index order,
+  // the last two in a sub-folder.
+  fs::create_directories(images + "/more");
+  for (int64_t i = 0; i < 11; ++i)
+    nt::write_png(images + (i < 9 ? "/img_" : "/more/img_") + std::to_string(i) + ".png", k[i].permute({1, 2, 0}));
   nt::test::write_text(images + "/list.txt", "not an image");
-  nt::write_png(images + "/colour.PNG", torch::zeros({8, 8, 3}, torch::kUInt8).index_fill_(2, torch::tensor({0}), 255));
-  const std::vector<int64_t> order = {0, 1, 10, 2, 3, 4, 5, 6, 7, 8, 9};
+  const std::vector<int64_t> order = {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 9};
 
-  auto expected = [&](int64_t num, int64_t batch) {
+  auto expected = [&](const std::vector<int64_t>& files, int64_t batch) {  // positions in name order
     auto fx = nt::make_feature_extractor("classifier", w.classifier, c10::Device(c10::kCPU));
     nt::FeatureAccumulator acc;
+    const int64_t num = static_cast<int64_t>(files.size());
     for (int64_t b0 = 0; b0 < num; b0 += batch) {
       std::vector<at::Tensor> rows;
-      for (int64_t i = b0; i < std::min(num, b0 + batch); ++i) rows.push_back(k[order[i]].to(torch::kFloat).div(255));
+      for (int64_t i = b0; i < std::min(num, b0 + batch); ++i) rows.push_back(k[order[files[i]]].to(torch::kFloat).div(255));
       acc.add(fx->features(torch::stack(rows)));  // [B,1,8,8] -> [B,D]
     }
     return acc.finalize();
@@ -214,22 +218,23 @@ TEST(FidWorker, MakeRefOfAFolderOfImagesAsPytorchFid) {
   auto all = tool("eval/fid_worker", "--make-ref --batch 4 --out " + dir + "/all.npz" + args, dir);
   ASSERT_EQ(all.rc, 0) << all.err;
   EXPECT_CONTAINS(all.out, "of 11 samples of " + images);
-  const nt::FeatureStats want = expected(11, 4), got = nt::read_stats_npz(dir + "/all.npz");
+  const nt::FeatureStats want = expected({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 4), got = nt::read_stats_npz(dir + "/all.npz");
   EXPECT_TRUE(torch::equal(got.mu, want.mu)) << got.mu - want.mu;
   EXPECT_TRUE(torch::equal(got.sigma, want.sigma));
-  // --num takes the first N in name order.
+  // --num 5: the 5 of 11 that EDM's Dataset(max_size=5, random_seed=0) keeps (numpy's choice,
+  // tests/eval/test_image_folder.cpp).
   auto part = tool("eval/fid_worker", "--make-ref --batch 4 --num 5 --out " + dir + "/part.npz" + args, dir);
   ASSERT_EQ(part.rc, 0) << part.err;
-  const nt::FeatureStats want5 = expected(5, 4), got5 = nt::read_stats_npz(dir + "/part.npz");
+  const nt::FeatureStats want5 = expected({2, 4, 6, 9, 10}, 4), got5 = nt::read_stats_npz(dir + "/part.npz");
   EXPECT_TRUE(torch::equal(got5.mu, want5.mu));
   EXPECT_TRUE(torch::equal(got5.sigma, want5.sigma));
 
   // A colour image for a grey extractor, --data with --images, a folder of BMPs: exit 1, a message,
   // no file written.
-  nt::write_png(images + "/colour.png", torch::zeros({8, 8, 3}, torch::kUInt8).index_fill_(2, torch::tensor({0}), 255));
+  nt::write_png(images + "/more/colour.PNG", torch::zeros({8, 8, 3}, torch::kUInt8).index_fill_(2, torch::tensor({0}), 255));
   auto colour = tool("eval/fid_worker", "--make-ref --out " + dir + "/colour.npz" + args, dir);
   EXPECT_EQ(colour.rc, 1);
-  EXPECT_CONTAINS(colour.err, "colour.png' is a colour image");
+  EXPECT_CONTAINS(colour.err, "colour.PNG' is a colour image");
   EXPECT_FALSE(fs::exists(dir + "/colour.npz"));
   auto both = tool("eval/fid_worker", "--make-ref --data " + w.data + " --out " + dir + "/both.npz" + args, dir);
   EXPECT_EQ(both.rc, 1);

@@ -1,5 +1,5 @@
-// A folder of images as pytorch-fid takes it (eval/image_folder.h): which files, in which order,
-// and the tensors ToTensor makes of them; the files it cannot take are errors that name them.
+// A folder of images as the reference's fid.py takes it (eval/image_folder.h): which files, in
+// which order, which subset, and the values read; the files it cannot take are errors that name them.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -22,63 +22,84 @@ at::Tensor levels(int64_t h, int64_t w, int64_t c, int64_t a) {
   return ((torch::arange(h * w * c, torch::kLong) * 7 + a) % 256).to(torch::kUInt8).reshape({h, w, c});
 }
 
-std::vector<std::string> names_of(const std::vector<std::string>& paths) {
-  std::vector<std::string> out;
-  for (const auto& p : paths) out.push_back(fs::path(p).filename().string());
-  return out;
-}
-
-TEST(ImageFolder, PytorchFidsFilesInItsOrder) {
+TEST(ImageFolder, TheReferencesFilesInItsOrder) {
   const std::string dir = nt::test::scratch_dir();
-  // pathlib's glob("*.png") etc.: case-sensitive extensions, files directly in the folder, names
-  // with a leading dot too; sorted by name (so img_10 comes before img_2).
-  for (const char* name : {"img_2.png", "img_10.png", ".hidden.png", "b.jpg", "a.jpeg", "Z.png"})
+  // EDM's ImageFolderDataset: every file under the folder (os.walk) whose lower-cased extension
+  // PIL knows, names with a leading dot too, sorted by relative path (img_10 before img_2,
+  // sub.png before sub/inner.png).
+  for (const char* name : {"img_2.png", "img_10.png", ".hidden.png", "b.jpg", "a.JPEG", "Z.png", "upper.PNG",
+                           "sub.png", "sub/inner.png", "folder.png/in.png"}) {
+    fs::create_directories(fs::path(dir + "/" + name).parent_path());
     nt::write_png(dir + "/" + name, levels(4, 5, 1, 3));  // PNG bytes under any name: read by content
-  for (const char* name : {"upper.PNG", "photo.JPG", "notes.txt", "png", "x.png.bak"})
-    nt::test::write_text(dir + "/" + name, "not an image pytorch-fid would read");
-  fs::create_directories(dir + "/sub");
-  nt::write_png(dir + "/sub/inner.png", levels(4, 5, 1, 3));
-  fs::create_directories(dir + "/folder.png");  // a folder with an image's name
+  }
+  for (const char* name : {"notes.txt", "png", "x.png.bak", "dataset.json"})
+    nt::test::write_text(dir + "/" + name, "not an image");
 
-  const std::vector<std::string> expected = {".hidden.png", "Z.png", "a.jpeg", "b.jpg", "img_10.png", "img_2.png"};
+  const std::vector<std::string> expected = {".hidden.png", "Z.png", "a.JPEG", "b.jpg", "folder.png/in.png",
+                                             "img_10.png", "img_2.png", "sub.png", "sub/inner.png", "upper.PNG"};
   if (!nt::jpeg_supported()) {
-    EXPECT_THROW(nt::fid_image_files(dir), nt::DataError);
+    EXPECT_THROW(nt::image_folder_files(dir), nt::DataError);
     GTEST_SKIP() << "this build reads no JPEG";
   }
-  const std::vector<std::string> files = nt::fid_image_files(dir);
-  EXPECT_EQ(names_of(files), expected);
-  EXPECT_EQ(files[0], (fs::path(dir) / ".hidden.png").string());
+  const std::vector<std::string> files = nt::image_folder_files(dir);
+  std::vector<std::string> rel;
+  for (const auto& f : files) rel.push_back(fs::relative(f, dir).generic_string());
+  EXPECT_EQ(rel, expected);
+  EXPECT_EQ(files[4], (fs::path(dir) / "folder.png/in.png").string());
 }
 
-TEST(ImageFolder, FormatsItCannotReadEmptyAndMissingFoldersAreErrors) {
+// EDM's Dataset(max_size, random_seed): numpy's RandomState(seed % 2^31).shuffle of 0..n-1, the first
+// max_size sorted. The expected indices were printed by numpy 1.24.2:
+//   idx = np.arange(n); np.random.RandomState(seed % (1 << 31)).shuffle(idx); np.sort(idx[:m])
+TEST(ImageFolder, SubsetsAsEdmsDatasetPicksThem) {
+  EXPECT_EQ(nt::edm_subset(10, 4, 0), (std::vector<int64_t>{2, 4, 8, 9}));
+  EXPECT_EQ(nt::edm_subset(11, 5, 0), (std::vector<int64_t>{2, 4, 6, 9, 10}));
+  EXPECT_EQ(nt::edm_subset(1000, 7, 0), (std::vector<int64_t>{27, 298, 553, 672, 859, 971, 993}));
+  EXPECT_EQ(nt::edm_subset(300, 5, 123), (std::vector<int64_t>{114, 165, 262, 278, 293}));
+  EXPECT_EQ(nt::edm_subset(70000, 3, 0), (std::vector<int64_t>{10840, 14849, 56267}));
+  EXPECT_EQ(nt::edm_subset(1 << 20, 4, (int64_t(1) << 31) + 5), (std::vector<int64_t>{545918, 584713, 645033, 1045202}));
+  EXPECT_EQ(nt::edm_subset(2, 1, 0), (std::vector<int64_t>{1}));
+  EXPECT_EQ(nt::edm_subset(4, 4, 0), (std::vector<int64_t>{0, 1, 2, 3}));  // no subset: all, in order
+  EXPECT_EQ(nt::edm_subset(3, 9, 0), (std::vector<int64_t>{0, 1, 2}));
+}
+
+TEST(ImageFolder, FormatsItCannotReadZipsEmptyAndMissingFoldersAreErrors) {
   const std::string dir = nt::test::scratch_dir();
   nt::write_png(dir + "/a.png", levels(2, 2, 3, 0));
-  nt::test::write_text(dir + "/b.webp", "RIFF");
+  fs::create_directories(dir + "/deeper");
+  nt::test::write_text(dir + "/deeper/b.WebP", "RIFF");
   try {
-    nt::fid_image_files(dir);
-    FAIL() << "a .webp file pytorch-fid would read must not be left out silently";
+    nt::image_folder_files(dir);
+    FAIL() << "a .webp file the reference would read must not be left out silently";
   } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "b.webp");
+    EXPECT_CONTAINS(e.what(), "b.WebP");
     EXPECT_CONTAINS(e.what(), "PNG and JPEG");
   }
-  const std::string empty = nt::test::scratch_dir() + "/empty";
-  fs::create_directories(empty);
-  nt::test::write_text(empty + "/readme.txt", "no images");
+  nt::test::write_text(dir + "/images.zip", "PK");
   try {
-    nt::fid_image_files(empty);
+    nt::image_folder_files(dir + "/images.zip");
+    FAIL() << "a zip archive";
+  } catch (const nt::DataError& e) {
+    EXPECT_CONTAINS(e.what(), "unpack it");
+  }
+  const std::string empty = nt::test::scratch_dir() + "/empty";
+  fs::create_directories(empty + "/sub");
+  nt::test::write_text(empty + "/sub/readme.txt", "no images");
+  try {
+    nt::image_folder_files(empty);
     FAIL() << "a folder without images";
   } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "no images in");
+    EXPECT_CONTAINS(e.what(), "no PNG or JPEG images under");
   }
   try {
-    nt::fid_image_files(empty + "/nowhere");
+    nt::image_folder_files(empty + "/nowhere");
     FAIL() << "a missing folder";
   } catch (const nt::DataError& e) {
     EXPECT_CONTAINS(e.what(), "nowhere");
   }
 }
 
-TEST(ImageFolder, ReadAsToTensorDoes) {
+TEST(ImageFolder, ReadAsEightBitLevelsOverTwoFiftyFive) {
   const std::string dir = nt::test::scratch_dir();
   const at::Tensor rgb = levels(3, 4, 3, 11), grey = levels(5, 2, 1, 200);  // [h,w,c] uint8
   nt::write_png(dir + "/rgb.png", rgb);
@@ -86,8 +107,8 @@ TEST(ImageFolder, ReadAsToTensorDoes) {
   nt::test::write_text(dir + "/cut.png", "\x89PNG\r\n");
   const std::vector<at::Tensor> x = nt::read_images01({dir + "/rgb.png", dir + "/grey.png"});
   ASSERT_EQ(x.size(), 2u);
-  // ToTensor: [c,h,w] float32, the level k as k / 255 (float32 division); grey replicated as by
-  // convert("RGB").
+  // [c,h,w] float32, the level k as k / 255 (float32 division); grey replicated (the reference's
+  // statistics repeat a grey image's channel).
   EXPECT_TRUE(torch::equal(x[0], rgb.permute({2, 0, 1}).to(torch::kFloat).div(255)));
   EXPECT_TRUE(torch::equal(x[1], grey.permute({2, 0, 1}).to(torch::kFloat).div(255).expand({3, 5, 2})));
   EXPECT_EQ(x[0].scalar_type(), torch::kFloat);
