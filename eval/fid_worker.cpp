@@ -4,6 +4,7 @@
 //   fid_worker --make-ref --data X.h5 --out ref.npz [--num N]  # reference statistics of a data set
 //   fid_worker --make-ref --images DIR --out ref.npz         # ... of a folder of images, as the reference's fid.py ref
 //   fid_worker --stats A.npz --ref B.npz                     # distance of two statistics files
+//   fid_worker --images DIR --ref B.npz [--num N]            # FID of a folder of samples, as fid.py calc
 // The evaluation settings default to the [eval] section of the run's config.toml (or --config).
 //
 // --run-dir scores, in step order, every checkpoint in DIR/ckpt that has no eval line in
@@ -295,46 +296,59 @@ int64_t num_to_use(const po::variables_map& vm, int64_t available, const std::st
   return num;
 }
 
-// --make-ref --images DIR: the statistics the reference's `fid.py ref` makes of a folder of images
-// (eval/image_folder.h); --num N takes the subset EDM's Dataset(max_size = N, random_seed = 0)
-// keeps. Batches are read while the previous one is extracted; runs of equal size go to the
-// extractor together (the reference stacks each batch, so all its images must have one size).
-void make_ref_of_images(const po::variables_map& vm, const Settings& s, const std::string& out) {
-  const std::string dir = vm["images"].as<std::string>();
-  const std::vector<std::string> all = nt::image_folder_files(dir);
-  std::vector<std::string> files;
-  for (int64_t i : nt::edm_subset(static_cast<int64_t>(all.size()), num_to_use(vm, static_cast<int64_t>(all.size()), dir), 0))
-    files.push_back(all[static_cast<size_t>(i)]);
+// The features of a folder of images as the reference's fid.py reads it (eval/image_folder.h):
+// --num N takes the subset EDM's Dataset(max_size = N, random_seed = --subset-seed) keeps. Batches
+// are read while the previous one is extracted; runs of equal size go to the extractor together
+// (the reference stacks each batch, so all its images must have one size).
+nt::FeatureAccumulator image_folder_features(const po::variables_map& vm, const Settings& s, nt::FeatureExtractor& fx,
+                                             const std::string& dir) {
+  const nt::ImageFolder folder(dir);
+  const std::vector<int64_t> files =
+      nt::edm_subset(folder.size(), num_to_use(vm, folder.size(), dir), vm["subset-seed"].as<int64_t>());
   const int64_t num = static_cast<int64_t>(files.size());
-  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
   auto batch_files = [&](int64_t b0) {
-    return std::vector<std::string>(files.begin() + b0, files.begin() + std::min<int64_t>(num, b0 + s.batch));
+    return std::vector<int64_t>(files.begin() + b0, files.begin() + std::min<int64_t>(num, b0 + s.batch));
   };
+  auto read = [&folder](std::vector<int64_t> idx) { return folder.read01(idx); };
   nt::FeatureAccumulator acc;
-  nt::Progress progress("make-ref " + dir, num, "images");
-  std::future<std::vector<at::Tensor>> next = std::async(std::launch::async, nt::read_images01, batch_files(0));
+  nt::Progress progress("features of " + dir, num, "images");
+  std::future<std::vector<at::Tensor>> next = std::async(std::launch::async, read, batch_files(0));
   for (int64_t b0 = 0; b0 < num; b0 += s.batch) {
-    const std::vector<std::string> names = batch_files(b0);
+    const std::vector<int64_t> names = batch_files(b0);
     std::vector<at::Tensor> images = next.get();  // [3,H,W] each
-    if (b0 + s.batch < num) next = std::async(std::launch::async, nt::read_images01, batch_files(b0 + s.batch));
+    if (b0 + s.batch < num) next = std::async(std::launch::async, read, batch_files(b0 + s.batch));
     for (size_t i = 0; i < images.size();) {
       size_t j = i + 1;
       while (j < images.size() && images[j].sizes() == images[i].sizes()) ++j;
       at::Tensor x = at::stack(std::vector<at::Tensor>(images.begin() + i, images.begin() + j));  // [n,3,H,W]
-      if (fx->channels() == 1) {  // a grey-image extractor takes grey files, their one channel
+      if (fx.channels() == 1) {  // a grey-image extractor takes grey files, their one channel
         for (size_t k = i; k < j; ++k)
           if (!images[k][0].equal(images[k][1]) || !images[k][0].equal(images[k][2]))
-            throw std::runtime_error("'" + names[k] + "' is a colour image, and the " + fx->name() +
+            throw std::runtime_error("'" + folder.where(names[k]) + "' is a colour image, and the " + fx.name() +
                                      " extractor takes grey images (1 channel)");
         x = x.narrow(1, 0, 1);  // [n,1,H,W]
       }
-      acc.add(fx->features(x));  // [n,D]
+      acc.add(fx.features(x));  // [n,D]
       i = j;
     }
     progress.update(b0 + static_cast<int64_t>(images.size()));
   }
   progress.finish();
-  write_reference(out, acc, *fx, dir);
+  return acc;
+}
+
+// --images DIR (without --make-ref): the reference's `fid.py calc`, the FID of a folder of samples
+// (e.g. tread_sample --out DIR/) against --ref; last line `fid: X`.
+int run_images(const po::variables_map& vm) {
+  const Settings s = resolve_settings(vm, vm.count("config") ? vm["config"].as<std::string>() : "");
+  const std::string dir = vm["images"].as<std::string>();
+  const nt::FeatureStats ref = load_reference(s);
+  auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+  nt::check_reference(ref, *fx, s.eval.ref_stats);
+  const nt::FeatureAccumulator acc = image_folder_features(vm, s, *fx, dir);
+  std::printf("%lld images of %s, %s features\n", static_cast<long long>(acc.count()), dir.c_str(), fx->name().c_str());
+  std::printf("fid: %.9f\n", nt::frechet_distance(acc.finalize(), ref));
+  return 0;
 }
 
 int run_make_ref(const po::variables_map& vm) {
@@ -343,7 +357,9 @@ int run_make_ref(const po::variables_map& vm) {
   const std::string out = vm["out"].as<std::string>();
   const Settings s = resolve_settings(vm, vm.count("config") ? vm["config"].as<std::string>() : "");
   if (vm.count("images")) {
-    make_ref_of_images(vm, s, out);
+    auto fx = nt::make_feature_extractor(s.eval.extractor, s.eval.extractor_weights, s.device);
+    const std::string dir = vm["images"].as<std::string>();
+    write_reference(out, image_folder_features(vm, s, *fx, dir), *fx, dir);
     return 0;
   }
   const std::vector<std::string> data = vm["data"].as<std::vector<std::string>>();
@@ -400,6 +416,8 @@ int main(int argc, char** argv) {
       "                                                     the statistics of the PNG and JPEG images\n"
       "                                                     under DIR, as the reference's fid.py ref\n"
       "       fid_worker --stats A.npz --ref B.npz          distance of two statistics files\n"
+      "       fid_worker --images DIR [--num N] [settings]  FID of a folder of samples (e.g. tread_sample\n"
+      "                                                     --out DIR/) against --ref, as fid.py calc\n"
       "Settings default to the [eval] section of the run's config.toml (or of --config F).\n"
       "--watch stops once the checkpoint at the run's train.steps is scored, or on Ctrl-C.\n\n"
       "Options");
@@ -411,9 +429,11 @@ int main(int argc, char** argv) {
       ("poll", po::value<double>()->default_value(60.0), "with --watch: seconds between looks at DIR/ckpt")
       ("make-ref", po::bool_switch(), "compute reference statistics of a data set or a folder of images (--data or --images, --out)")
       ("data", po::value<std::vector<std::string>>()->multitoken(), "with --make-ref: HDF5 data set(s)")
-      ("images", po::value<std::string>(), "with --make-ref: a folder of images (recursively), taken as the reference's fid.py ref takes one")
+      ("images", po::value<std::string>(), "a folder of images (recursively), taken as the reference's fid.py takes one: "
+                                           "its statistics with --make-ref, else its FID against --ref")
+      ("subset-seed", po::value<int64_t>()->default_value(0), "with --images and --num: the seed of EDM's random subset")
       ("out", po::value<std::string>(), "with --make-ref: the .npz to write")
-      ("num", po::value<int64_t>(), "with --make-ref: use the first N samples, or N of the images as EDM's Dataset(max_size=N) picks them (default: all)")
+      ("num", po::value<int64_t>(), "with --make-ref --data: the first N samples; with --images: N of the images as EDM's Dataset(max_size=N) picks them (default: all)")
       ("stats", po::value<std::string>(), ".npz with `mu` [D] and `sigma` [D, D] to score against --ref")
       ("ref", po::value<std::string>(), "reference .npz statistics (default eval.ref_stats)")
       ("config", po::value<std::string>(), "TOML config whose [eval] gives the defaults")
@@ -441,11 +461,12 @@ int main(int argc, char** argv) {
     std::cout << opts << "\n";
     return 0;
   }
-  const int modes = int(vm.count("checkpoint")) + int(vm.count("run-dir")) + int(vm["make-ref"].as<bool>()) +
-                    int(vm.count("stats"));
+  const bool make_ref = vm["make-ref"].as<bool>();
+  const int modes = int(vm.count("checkpoint")) + int(vm.count("run-dir")) + int(make_ref) + int(vm.count("stats")) +
+                    int(vm.count("images") && !make_ref);
   if (modes != 1) {
-    std::cerr << "fid_worker: give exactly one of --checkpoint DIR, --run-dir DIR, --make-ref, --stats A.npz --ref B.npz "
-                 "(see --help)\n";
+    std::cerr << "fid_worker: give exactly one of --checkpoint DIR, --run-dir DIR, --make-ref, --stats A.npz --ref B.npz, "
+                 "--images DIR (see --help)\n";
     return 1;
   }
   if (vm["watch"].as<bool>() && !vm.count("run-dir")) {
@@ -457,6 +478,7 @@ int main(int argc, char** argv) {
     if (vm.count("stats")) return run_stats(vm);
     if (vm.count("checkpoint")) return run_checkpoint(vm);
     if (vm.count("run-dir")) return run_run_dir(vm);
+    if (!make_ref) return run_images(vm);
     return run_make_ref(vm);
   } catch (const std::exception& e) {
     std::cerr << "fid_worker: " << e.what() << "\n";

@@ -30,7 +30,16 @@ struct PngState {  // on the heap: nothing that changes after setjmp lives in it
   std::jmp_buf jump;
   Rgb8 image;
   std::vector<png_bytep> rows;
+  const uint8_t* data = nullptr;  // the file's bytes, read from `pos` on
+  size_t size = 0, pos = 0;
 };
+
+void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
+  auto* st = static_cast<PngState*>(png_get_io_ptr(png));
+  if (st->size - st->pos < n) png_error(png, "the file ends before the image does (truncated)");
+  std::memcpy(out, st->data + st->pos, n);
+  st->pos += n;
+}
 
 void png_fail(png_structp png, png_const_charp message) {
   auto* s = static_cast<PngState*>(png_get_error_ptr(png));
@@ -97,35 +106,33 @@ bool jpeg_supported() {
 #endif
 }
 
-Rgb8 read_image(const std::string& path) {
-  const std::vector<uint8_t> head = read_bytes(path, 8);
-  if (head.size() == 8 && png_sig_cmp(head.data(), 0, 8) == 0) return read_png(path);
-  if (head.size() >= 3 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF) return read_jpeg(path);
-  throw DataError(q(path) + " is neither a PNG nor a JPEG file (by its first bytes)");
+Rgb8 read_image(const std::string& path) { return decode_image(read_bytes(path), path); }
+
+Rgb8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
+  if (bytes.size() >= 8 && png_sig_cmp(bytes.data(), 0, 8) == 0) return decode_png(bytes, name);
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) return decode_jpeg(bytes, name);
+  throw DataError(q(name) + " is neither a PNG nor a JPEG file (by its first bytes)");
 }
 
-Rgb8 read_png(const std::string& path) {
-  std::FILE* const fp = std::fopen(path.c_str(), "rb");
-  if (!fp) throw DataError("cannot open " + q(path) + ": " + std::strerror(errno));
-  unsigned char sig[8];
-  if (std::fread(sig, 1, 8, fp) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
-    std::fclose(fp);
-    throw DataError(q(path) + " is not a PNG file (bad signature)");
-  }
+Rgb8 read_png(const std::string& path) { return decode_png(read_bytes(path), path); }
+
+Rgb8 decode_png(const std::vector<uint8_t>& bytes, const std::string& name) {
+  if (bytes.size() < 8 || png_sig_cmp(bytes.data(), 0, 8) != 0) throw DataError(q(name) + " is not a PNG file (bad signature)");
   const std::unique_ptr<PngState> state(new PngState);
+  state->data = bytes.data();
+  state->size = bytes.size();
+  state->pos = 8;
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, state.get(), png_fail, png_ignore_warning);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info) {
     png_destroy_read_struct(png ? &png : nullptr, nullptr, nullptr);
-    std::fclose(fp);
-    throw DataError("cannot read PNG " + q(path) + ": out of memory");
+    throw DataError("cannot read PNG " + q(name) + ": out of memory");
   }
   if (setjmp(state->jump)) {
     png_destroy_read_struct(&png, &info, nullptr);
-    std::fclose(fp);
-    throw DataError("cannot read PNG " + q(path) + ": " + state->message);
+    throw DataError("cannot read PNG " + q(name) + ": " + state->message);
   }
-  png_init_io(png, fp);
+  png_set_read_fn(png, state.get(), png_read_memory);
   png_set_sig_bytes(png, 8);
   png_read_info(png, info);
   const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
@@ -146,17 +153,18 @@ Rgb8 read_png(const std::string& path) {
   png_read_image(png, state->rows.data());
   png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
-  std::fclose(fp);
   return std::move(state->image);
 }
 
-Rgb8 read_jpeg(const std::string& path) {
+Rgb8 read_jpeg(const std::string& path) { return decode_jpeg(read_bytes(path), path); }
+
+Rgb8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
 #ifndef NT_HAVE_JPEG
   throw DataError(q(path) + " is a JPEG file, and this build reads no JPEG (libjpeg was not found when it was "
                   "configured: install libjpeg-dev and configure again)");
 #else
   const std::unique_ptr<JpegState> st(new JpegState());  // zeroed: cinfo before jpeg_create_decompress
-  st->bytes = read_bytes(path);
+  st->bytes = bytes;
   jpeg_decompress_struct& cinfo = st->cinfo;
   cinfo.err = jpeg_std_error(&st->err);
   st->err.error_exit = jpeg_fail;

@@ -24,6 +24,10 @@ struct Rgb8 {  // 8-bit RGB, row-major [h][w][3]
 Rgb8 read_image(const std::string& path);  // PNG or JPEG, by content
 Rgb8 read_png(const std::string& path);
 Rgb8 read_jpeg(const std::string& path);
+// The same from a file's bytes in memory (e.g. a zip archive's member); `name` names it in errors.
+Rgb8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
+Rgb8 decode_png(const std::vector<uint8_t>& bytes, const std::string& name);
+Rgb8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& name);
 
 bool jpeg_supported();  // whether this build reads JPEG (libjpeg found at configure time)
 

@@ -3,11 +3,15 @@
 //   tread_sample --config F --weights W.safetensors --seeds 0-99 --classes 0-9 --out grid.png
 //   ... --out samples.h5   (/samples [N,C,H,W] before decoding, /labels, /seeds)
 //   ... --out grid.png --vae sd-vae-ft-ema.safetensors   (latent-space samples decoded to images)
+//   ... --out DIR/ [--subdirs]   (one DIR/<seed:06d>.png per sample, as the reference's generate
+//                                 writes them for its FID: 8-bit grey or RGB; --subdirs puts seed s
+//                                 in DIR/<s - s % 1000:06d>/)
 #include <boost/program_options.hpp>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 
@@ -32,6 +36,28 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+std::string six_digits(int64_t v) {  // Python's f"{v:06d}"
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%06lld", static_cast<long long>(v));
+  return buf;
+}
+
+// The reference's generate (edm.py): sample of seed s -> <dir>/<s:06d>.png, or with subdirs
+// <dir>/<s - s % 1000:06d>/<s:06d>.png; one channel as PIL's mode "L", three as "RGB".
+void write_sample_pngs(const std::string& dir, bool subdirs, const at::Tensor& images01, const at::Tensor& seeds) {
+  const at::Tensor levels = (nt::images_to_8bit(images01) * 255).round().to(at::kByte);  // [B,C,H,W], floor(255 u)
+  if (levels.size(1) != 1 && levels.size(1) != 3)
+    throw std::runtime_error("samples with " + std::to_string(levels.size(1)) +
+                             " channels cannot be PNG images (1 grey or 3 RGB): write a .h5 instead");
+  for (int64_t i = 0; i < levels.size(0); ++i) {
+    const int64_t seed = seeds[i].item<int64_t>();
+    std::filesystem::path folder(dir);
+    if (subdirs) folder /= six_digits(seed - seed % 1000);
+    std::filesystem::create_directories(folder);
+    nt::write_png((folder / (six_digits(seed) + ".png")).string(), levels[i].permute({1, 2, 0}).contiguous());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,7 +80,8 @@ int main(int argc, char** argv) {
       ("classes", po::value<std::string>(), "one row per class, e.g. 0-9 (seeds split evenly into rows)")
       ("batch", po::value<int>()->default_value(64), "samples per network batch (does not change the samples)")
       ("device", po::value<std::string>()->default_value("auto"), "auto | cpu | cuda")
-      ("out", po::value<std::string>(), "output: samples.h5 or grid.png")
+      ("out", po::value<std::string>(), "output: samples.h5, grid.png, or DIR/ (a PNG per sample, DIR/<seed:06d>.png)")
+      ("subdirs", po::bool_switch(), "with --out DIR/: seed s in DIR/<s - s % 1000:06d>/, as the reference's subdirs")
       ("vae", po::value<std::string>(), "VAE weights (.safetensors, LDM or diffusers names) that decode latent-space "
                                         "samples into the grid.png (not used for .h5 or pixel data)");
   nt::VaeFlags vae_flags;
@@ -64,8 +91,10 @@ int main(int argc, char** argv) {
     if (!nt::parse_command_line(argc, argv, opts, vm)) return 0;  // --help
     if (!vm.count("seeds") || !vm.count("out")) throw std::runtime_error("--seeds and --out are required (try --help)");
     const std::string out = vm["out"].as<std::string>();
-    if (!ends_with(out, ".h5") && !ends_with(out, ".png"))
-      throw std::runtime_error("--out must end in .h5 or .png, got '" + out + "'");
+    const bool folder_out = ends_with(out, "/");
+    if (!ends_with(out, ".h5") && !ends_with(out, ".png") && !folder_out)
+      throw std::runtime_error("--out must end in .h5, .png or / (a folder of PNGs), got '" + out + "'");
+    if (vm["subdirs"].as<bool>() && !folder_out) throw std::runtime_error("--subdirs needs --out DIR/");
     const std::vector<std::string> sets = nt::config_overrides(vm);
 
     nt::DiT model{nullptr};
@@ -131,37 +160,41 @@ int main(int argc, char** argv) {
                             {{"latent_space", data_info.value("latent_space", std::string("unknown"))}});
     } else {
       const std::string space = data_info.value("latent_space", std::string("unknown"));
-      // The PNG shows the 8-bit images the reference saves (images_to_8bit: floor(images01 * 255)),
-      // which write_image_grid's rounding then keeps as they are.
-      at::Tensor images01;  // [N, C', H', W'] in [0, 1]
+      // The PNGs show the 8-bit images the reference saves (images_to_8bit: floor(images01 * 255)).
+      nt::DecodeInfo info;
+      std::unique_ptr<nt::LatentDecoder> decoder;
       if (space == "pixels") {
-        nt::DecodeInfo px;
-        px.latent_space = "pixels";
-        px.scale_factor = data_info.value("scale_factor", 1.0);
-        px.shift_factor = data_info.value("shift_factor", 0.0);
-        images01 = nt::samples_to_images01(r.samples, px, nullptr);
+        info.latent_space = "pixels";
+        info.scale_factor = data_info.value("scale_factor", 1.0);
+        info.shift_factor = data_info.value("shift_factor", 0.0);
       } else {
         if (!vm.count("vae"))
-          throw std::runtime_error("a PNG of samples in latent space '" + space +
-                                   "' needs the VAE to decode them: give --vae W.safetensors, or write a .h5 instead");
-        const nt::DecodeInfo info = nt::decode_info_from_json(data_info, data_source.empty() ? "the config's data (no data file found)" : data_source);
-        const nt::LatentDecoder decoder =
-            nt::make_vae_decoder(vm["vae"].as<std::string>(), device, nt::vae_config(vae_flags));
-        std::vector<at::Tensor> parts;  // decoded in network batches: the VAE's activations are large
-        for (int64_t b0 = 0; b0 < r.samples.size(0); b0 += req.batch_size) {
-          const int64_t b = std::min<int64_t>(req.batch_size, r.samples.size(0) - b0);
-          parts.push_back(nt::samples_to_images01(r.samples.narrow(0, b0, b).to(device), info, &decoder).cpu());
-        }
-        images01 = at::cat(parts);
+          throw std::runtime_error("PNGs of samples in latent space '" + space +
+                                   "' need the VAE to decode them: give --vae W.safetensors, or write a .h5 instead");
+        info = nt::decode_info_from_json(data_info, data_source.empty() ? "the config's data (no data file found)" : data_source);
+        decoder = std::make_unique<nt::LatentDecoder>(
+            nt::make_vae_decoder(vm["vae"].as<std::string>(), device, nt::vae_config(vae_flags)));
       }
-      const at::Tensor images = nt::images_to_8bit(images01) * 2 - 1;  // [-1, 1], as write_image_grid takes them
-      const int64_t n = images.size(0);
-      const int nrow = req.classes.empty() ? static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))))
-                                           : static_cast<int>(n / req.classes.size());
-      const int zoom = std::max<int>(1, 64 / static_cast<int>(images.size(2)));
-      std::filesystem::path parent = std::filesystem::path(out).parent_path();
-      if (!parent.empty()) std::filesystem::create_directories(parent);
-      nt::write_image_grid(out, images, nrow, zoom);
+      std::vector<at::Tensor> parts;  // decoded in network batches: the VAE's activations are large
+      for (int64_t b0 = 0; b0 < r.samples.size(0); b0 += req.batch_size) {
+        const int64_t b = std::min<int64_t>(req.batch_size, r.samples.size(0) - b0);
+        at::Tensor images01 = nt::samples_to_images01(r.samples.narrow(0, b0, b).to(device), info, decoder.get()).cpu();
+        if (folder_out)  // written batch by batch: a folder may hold many more images than memory
+          write_sample_pngs(out, vm["subdirs"].as<bool>(), images01, r.seeds.narrow(0, b0, b));
+        else
+          parts.push_back(images01);  // [b, C', H', W'] in [0, 1]
+      }
+      if (!folder_out) {
+        // write_image_grid's rounding keeps the 8-bit levels as they are.
+        const at::Tensor images = nt::images_to_8bit(at::cat(parts)) * 2 - 1;  // [-1, 1], as write_image_grid takes them
+        const int64_t n = images.size(0);
+        const int nrow = req.classes.empty() ? static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))))
+                                             : static_cast<int>(n / req.classes.size());
+        const int zoom = std::max<int>(1, 64 / static_cast<int>(images.size(2)));
+        std::filesystem::path parent = std::filesystem::path(out).parent_path();
+        if (!parent.empty()) std::filesystem::create_directories(parent);
+        nt::write_image_grid(out, images, nrow, zoom);
+      }
     }
     std::cout << "wrote " << out << " (" << r.samples.size(0) << " samples)\n";
     return 0;

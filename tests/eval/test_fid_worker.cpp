@@ -229,6 +229,25 @@ TEST(FidWorker, MakeRefOfAFolderOfImagesAsTheReference) {
   EXPECT_TRUE(torch::equal(got5.mu, want5.mu));
   EXPECT_TRUE(torch::equal(got5.sigma, want5.sigma));
 
+  // --images DIR without --make-ref: the FID of the folder against --ref (fid.py calc), the same
+  // number as the statistics written above scored with --stats.
+  for (const std::string& num : {std::string(), std::string(" --num 5")}) {
+    const std::string stats = dir + (num.empty() ? "/all.npz" : "/part.npz");
+    auto calc = tool("eval/fid_worker", "--batch 4 --ref " + w.ref + num + args, dir);
+    ASSERT_EQ(calc.rc, 0) << calc.err;
+    EXPECT_CONTAINS(calc.out, (num.empty() ? "11 images of " : "5 images of ") + images);
+    auto direct = tool("eval/fid_worker", "--stats " + stats + " --ref " + w.ref, dir);
+    ASSERT_EQ(direct.rc, 0) << direct.err;
+    EXPECT_EQ(last_line(calc.out), last_line(direct.out));
+    EXPECT_GT(std::stod(last_line(calc.out).substr(5)), 1e-6);
+  }
+  auto other_subset = tool("eval/fid_worker", "--batch 4 --num 5 --subset-seed 1 --ref " + dir + "/part.npz" + args, dir);
+  ASSERT_EQ(other_subset.rc, 0) << other_subset.err;
+  EXPECT_GT(std::stod(last_line(other_subset.out).substr(5)), 1e-6) << "another seed, another subset";
+  auto same_subset = tool("eval/fid_worker", "--batch 4 --num 5 --subset-seed 0 --ref " + dir + "/part.npz" + args, dir);
+  ASSERT_EQ(same_subset.rc, 0) << same_subset.err;
+  EXPECT_NEAR(std::stod(last_line(same_subset.out).substr(5)), 0.0, 1e-9);
+
   // A colour image for a grey extractor, --data with --images, a folder of BMPs: exit 1, a message,
   // no file written.
   nt::write_png(images + "/more/colour.PNG", torch::zeros({8, 8, 3}, torch::kUInt8).index_fill_(2, torch::tensor({0}), 255));

@@ -1,5 +1,6 @@
 // A folder of images as the reference's fid.py takes it (eval/image_folder.h): which files, in
-// which order, which subset, and the values read; the files it cannot take are errors that name them.
+// which order, which subset, and the values read, from a folder or a zip archive; the files it
+// cannot take are errors that name them.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -13,6 +14,8 @@
 #include "eval/image_grid.h"
 #include "test_util.h"
 
+#include <zip.h>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -20,6 +23,12 @@ namespace fs = std::filesystem;
 // A [h, w, c] uint8 image whose levels are (a + 7·i) mod 256 over its elements i.
 at::Tensor levels(int64_t h, int64_t w, int64_t c, int64_t a) {
   return ((torch::arange(h * w * c, torch::kLong) * 7 + a) % 256).to(torch::kUInt8).reshape({h, w, c});
+}
+
+std::vector<std::string> names_of(const nt::ImageFolder& folder) {
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < folder.size(); ++i) out.push_back(folder.name(i));
+  return out;
 }
 
 TEST(ImageFolder, TheReferencesFilesInItsOrder) {
@@ -38,14 +47,51 @@ TEST(ImageFolder, TheReferencesFilesInItsOrder) {
   const std::vector<std::string> expected = {".hidden.png", "Z.png", "a.JPEG", "b.jpg", "folder.png/in.png",
                                              "img_10.png", "img_2.png", "sub.png", "sub/inner.png", "upper.PNG"};
   if (!nt::jpeg_supported()) {
-    EXPECT_THROW(nt::image_folder_files(dir), nt::DataError);
+    EXPECT_THROW(nt::ImageFolder{dir}, nt::DataError);
     GTEST_SKIP() << "this build reads no JPEG";
   }
-  const std::vector<std::string> files = nt::image_folder_files(dir);
-  std::vector<std::string> rel;
-  for (const auto& f : files) rel.push_back(fs::relative(f, dir).generic_string());
-  EXPECT_EQ(rel, expected);
-  EXPECT_EQ(files[4], (fs::path(dir) / "folder.png/in.png").string());
+  const nt::ImageFolder folder(dir);
+  EXPECT_EQ(names_of(folder), expected);
+  EXPECT_EQ(folder.where(4), (fs::path(dir) / "folder.png/in.png").string());
+}
+
+// A zip archive (EDM's dataset_tool.py writes them): its members as the folder's files, in name
+// order, read from memory to the same values as the same files in a folder.
+TEST(ImageFolder, AZipArchiveAsItsFolder) {
+  const std::string dir = nt::test::scratch_dir();
+  fs::create_directories(dir + "/files/b");
+  const std::vector<std::pair<std::string, at::Tensor>> images = {
+      {"b/x.png", levels(3, 4, 3, 1)}, {"a.png", levels(5, 2, 1, 2)}, {"c.PNG", levels(4, 4, 3, 9)}};
+  std::vector<std::string> bytes;  // alive until the archive is written
+  zip_t* z = zip_open((dir + "/images.zip").c_str(), ZIP_CREATE | ZIP_TRUNCATE, nullptr);
+  ASSERT_NE(z, nullptr);
+  ASSERT_GE(zip_dir_add(z, "b/", 0), 0);  // a folder's entry: not an image
+  bytes.reserve(images.size() + 1);
+  for (const auto& [name, hwc] : images) {
+    nt::write_png(dir + "/files/" + name, hwc);
+    bytes.push_back(nt::test::read_text(dir + "/files/" + name));
+    ASSERT_GE(zip_file_add(z, name.c_str(), zip_source_buffer(z, bytes.back().data(), bytes.back().size(), 0), 0), 0);
+  }
+  bytes.push_back("{\"labels\": null}");
+  ASSERT_GE(zip_file_add(z, "dataset.json", zip_source_buffer(z, bytes.back().data(), bytes.back().size(), 0), 0), 0);
+  ASSERT_EQ(zip_close(z), 0);
+
+  const nt::ImageFolder zip(dir + "/images.zip"), files(dir + "/files");
+  EXPECT_EQ(names_of(zip), (std::vector<std::string>{"a.png", "b/x.png", "c.PNG"}));
+  EXPECT_EQ(names_of(files), names_of(zip));
+  EXPECT_EQ(zip.where(1), dir + "/images.zip:b/x.png");
+  const std::vector<at::Tensor> a = zip.read01({2, 0, 1}), b = files.read01({2, 0, 1});
+  ASSERT_EQ(a.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
+  EXPECT_TRUE(torch::equal(a[0], images[2].second.permute({2, 0, 1}).to(torch::kFloat).div(255)));
+
+  nt::test::write_text(dir + "/broken.zip", "PK not really");
+  try {
+    nt::ImageFolder broken(dir + "/broken.zip");
+    FAIL() << "a broken archive";
+  } catch (const nt::DataError& e) {
+    EXPECT_CONTAINS(e.what(), "broken.zip' is not a readable zip archive");
+  }
 }
 
 // EDM's Dataset(max_size, random_seed): numpy's RandomState(seed % 2^31).shuffle of 0..n-1, the first
@@ -63,36 +109,29 @@ TEST(ImageFolder, SubsetsAsEdmsDatasetPicksThem) {
   EXPECT_EQ(nt::edm_subset(3, 9, 0), (std::vector<int64_t>{0, 1, 2}));
 }
 
-TEST(ImageFolder, FormatsItCannotReadZipsEmptyAndMissingFoldersAreErrors) {
+TEST(ImageFolder, FormatsItCannotReadEmptyAndMissingFoldersAreErrors) {
   const std::string dir = nt::test::scratch_dir();
   nt::write_png(dir + "/a.png", levels(2, 2, 3, 0));
   fs::create_directories(dir + "/deeper");
   nt::test::write_text(dir + "/deeper/b.WebP", "RIFF");
   try {
-    nt::image_folder_files(dir);
+    nt::ImageFolder folder(dir);
     FAIL() << "a .webp file the reference would read must not be left out silently";
   } catch (const nt::DataError& e) {
     EXPECT_CONTAINS(e.what(), "b.WebP");
     EXPECT_CONTAINS(e.what(), "PNG and JPEG");
   }
-  nt::test::write_text(dir + "/images.zip", "PK");
-  try {
-    nt::image_folder_files(dir + "/images.zip");
-    FAIL() << "a zip archive";
-  } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "unpack it");
-  }
   const std::string empty = nt::test::scratch_dir() + "/empty";
   fs::create_directories(empty + "/sub");
   nt::test::write_text(empty + "/sub/readme.txt", "no images");
   try {
-    nt::image_folder_files(empty);
+    nt::ImageFolder folder(empty);
     FAIL() << "a folder without images";
   } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "no PNG or JPEG images under");
+    EXPECT_CONTAINS(e.what(), "no PNG or JPEG images in");
   }
   try {
-    nt::image_folder_files(empty + "/nowhere");
+    nt::ImageFolder folder(empty + "/nowhere");
     FAIL() << "a missing folder";
   } catch (const nt::DataError& e) {
     EXPECT_CONTAINS(e.what(), "nowhere");
@@ -105,7 +144,8 @@ TEST(ImageFolder, ReadAsEightBitLevelsOverTwoFiftyFive) {
   nt::write_png(dir + "/rgb.png", rgb);
   nt::write_png(dir + "/grey.png", grey);
   nt::test::write_text(dir + "/cut.png", "\x89PNG\r\n");
-  const std::vector<at::Tensor> x = nt::read_images01({dir + "/rgb.png", dir + "/grey.png"});
+  const nt::ImageFolder folder(dir);  // cut.png, grey.png, rgb.png
+  const std::vector<at::Tensor> x = folder.read01({2, 1});
   ASSERT_EQ(x.size(), 2u);
   // [c,h,w] float32, the level k as k / 255 (float32 division); grey replicated (the reference's
   // statistics repeat a grey image's channel).
@@ -113,7 +153,7 @@ TEST(ImageFolder, ReadAsEightBitLevelsOverTwoFiftyFive) {
   EXPECT_TRUE(torch::equal(x[1], grey.permute({2, 0, 1}).to(torch::kFloat).div(255).expand({3, 5, 2})));
   EXPECT_EQ(x[0].scalar_type(), torch::kFloat);
   try {
-    nt::read_images01({dir + "/rgb.png", dir + "/cut.png"});
+    folder.read01({2, 0});
     FAIL() << "a truncated PNG";
   } catch (const nt::DataError& e) {
     EXPECT_CONTAINS(e.what(), "cut.png");

@@ -1,6 +1,8 @@
 // tread_sample on a latent-space model: a grid.png of its samples decoded by the VAE given with
 // --vae (and the architecture flags), the same picture as decoding the samples it writes to
-// .h5 through eval's decoder; without --vae, or with a malformed architecture, a clear error.
+// .h5 through eval's decoder; --out DIR/ writes one PNG per seed as the reference's generate does
+// (<seed:06d>.png, --subdirs <s - s % 1000:06d>/), the same 8-bit levels; without --vae, or with a
+// malformed architecture, a clear error.
 // The VAE is the small golden one of tests/golden (vae.md), 4x4x4 latents -> 16x16 images.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -12,6 +14,7 @@
 
 #include "data/dataset_writer.h"
 #include "data/sample_file.h"
+#include "eval/image_file.h"
 #include "eval/image_grid.h"
 #include "eval/scoring.h"
 #include "test_util.h"
@@ -57,7 +60,7 @@ std::string config(const std::string& dir, const std::string& data) {
   return dir + "/lat.toml";
 }
 
-TEST(SampleVae, LatentSamplesDecodedIntoTheGrid) {
+TEST(SampleVae, LatentSamplesDecodedIntoTheGridAndPngs) {
   const std::string dir = nt::test::scratch_dir();
   const auto run = tool("launch/tread_run", "--config " + config(dir, write_latents(dir)), dir);
   ASSERT_EQ(run.rc, 0) << run.out << run.err;
@@ -95,6 +98,35 @@ TEST(SampleVae, LatentSamplesDecodedIntoTheGrid) {
   // the 8-bit images the reference saves (its decode's truncation), as the tool's grid shows them
   nt::write_image_grid(dir + "/expected.png", nt::images_to_8bit(images) * 2 - 1, 3, 4);
   EXPECT_EQ(read_text(dir + "/grid.png"), read_text(dir + "/expected.png"));
+
+  // A PNG per sample: DIR/<seed:06d>.png holding floor(255 u), RGB.
+  r = tool("launch/tread_sample", common + " --out " + dir + "/pngs/ --vae " + kVae + kSmallVae, dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const at::Tensor levels = (nt::images_to_8bit(images) * 255).round().to(torch::kByte);  // [6,3,16,16]
+  for (int64_t i = 0; i < 6; ++i) {
+    const std::string path = dir + "/pngs/00000" + std::to_string(i) + ".png";
+    ASSERT_TRUE(fs::exists(path)) << path;
+    const nt::Rgb8 img = nt::read_image(path);
+    ASSERT_EQ(img.w, 16);
+    ASSERT_EQ(img.h, 16);
+    const at::Tensor got = torch::from_blob(const_cast<uint8_t*>(img.px.data()), {16, 16, 3}, torch::kByte);
+    EXPECT_TRUE(torch::equal(got.permute({2, 0, 1}), levels[i])) << path;
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir + "/pngs"), fs::directory_iterator()), 6);
+  // --subdirs: seed s in <s - s % 1000:06d>/, as the reference's generate with subdirs.
+  r = tool("launch/tread_sample", "--checkpoint " + ck + " --seeds 998-1001 --steps 2 --device cpu --out " + dir +
+                                      "/sub/ --subdirs --vae " + kVae + kSmallVae,
+           dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* f : {"000000/000998.png", "000000/000999.png", "001000/001000.png", "001000/001001.png"})
+    EXPECT_TRUE(fs::exists(dir + "/sub/" + f)) << f;
+  r = tool("launch/tread_sample", common + " --out " + dir + "/x.h5 --subdirs", dir);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--subdirs needs --out DIR/"), std::string::npos) << r.err;
+  r = tool("launch/tread_sample", common + " --out " + dir + "/nopngs/", dir);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--vae"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/nopngs"));
 }
 
 }  // namespace
