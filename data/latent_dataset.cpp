@@ -51,6 +51,7 @@ struct OpenFile {
   bool moments = false;
   std::string dtype;  // "float16" | "float32"
   double scale = 1.0, shift = 0.0;
+  bool prescaled = false;  // the stored values are the model's x already
   int64_t num_classes = 0;
   std::string latent_space, source;
 };
@@ -232,6 +233,13 @@ void open_file(const std::string& path, int64_t first_global, OpenFile* f) {
   // Attributes.
   f->scale = read_number_attr(file, "scale_factor", path, 1.0);
   f->shift = read_number_attr(file, "shift_factor", path, 0.0);
+  const int64_t prescaled = read_int_attr(file, "prescaled", path);
+  if (prescaled > 1 || prescaled < -1)  // -1: absent
+    throw DataError(q(path) + ": root attribute prescaled = " + std::to_string(prescaled) + " must be 0 or 1");
+  f->prescaled = prescaled == 1;
+  if (f->prescaled && f->moments)
+    throw DataError(q(path) + ": root attribute prescaled = 1 goes with /latents (the values the model takes); "
+                    "/moments are always scaled when a latent is drawn");
   f->num_classes = read_int_attr(file, "num_classes", path);
   if (f->num_classes < 0)
     throw DataError(q(path) + " has no root attribute num_classes (an integer, e.g. "
@@ -279,6 +287,7 @@ void check_agree(const OpenFile& a, const OpenFile& b) {
     differ("latent_space", "'" + a.latent_space + "'", "'" + b.latent_space + "'");
   if (a.scale != b.scale) differ("scale_factor", num(a.scale), num(b.scale));
   if (a.shift != b.shift) differ("shift_factor", num(a.shift), num(b.shift));
+  if (a.prescaled != b.prescaled) differ("prescaled", std::to_string(a.prescaled), std::to_string(b.prescaled));
   if (a.num_classes != b.num_classes)
     differ("num_classes", std::to_string(a.num_classes), std::to_string(b.num_classes));
 }
@@ -312,6 +321,7 @@ LatentDataset::LatentDataset(const std::vector<std::string>& paths) {
   info_.moments = first.moments;
   info_.scale_factor = first.scale;
   info_.shift_factor = first.shift;
+  info_.prescaled = first.prescaled;
   info_.latent_space = first.latent_space;
   info_.dtype = first.dtype;
   info_.read_path = first.data_rows.direct() && first.label_rows.direct() ? "pread" : "H5Dread";
@@ -412,6 +422,10 @@ void LatentDataset::read_into(const std::vector<int64_t>& indices, uint64_t nois
       const float* src = raw.data() + u * stored_row;
       float* dst = xp + pos[k] * row;
       yp[pos[k]] = lab[u];
+      if (f.prescaled) {  // x as stored
+        std::copy(src, src + row, dst);
+        continue;
+      }
       if (!f.moments) {
         for (int64_t j = 0; j < row; ++j) dst[j] = (src[j] - shift) * scale;
         continue;

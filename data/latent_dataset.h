@@ -1,8 +1,10 @@
 // HDF5 latent dataset (docs/data-format.md): one or more files, concatenated in order.
 //   /latents [N,C,H,W] float16|float32   or   /moments [N,2C,H,W] (mean || logvar)
 //   /labels  [N] integer
-//   attributes (on the file root): scale_factor, shift_factor, num_classes, latent_space, source
-// A sample is x = scale_factor * (v - shift_factor), with v the latent or, for moments,
+//   attributes (on the file root): scale_factor, shift_factor, num_classes, latent_space, source,
+//   prescaled
+// A sample is x = scale_factor * (v - shift_factor) (with prescaled = 1: x = the stored latent),
+// with v the latent or, for moments,
 // v = mean + exp(0.5 * clamp(logvar, -30, 20)) * eps, eps drawn afresh on every read from a
 // generator seeded by (noise_seed, global sample index).
 // Reads are synchronous and may run from several threads at once (the PrefetchLoader does):
@@ -28,6 +30,9 @@ struct DatasetInfo {
   int num_classes = 0;
   bool moments = false;
   double scale_factor = 1.0, shift_factor = 0.0;
+  // The stored latents are the model's x = scale_factor · (v − shift_factor) already (attribute
+  // prescaled = 1): read as they are; scale_factor and shift_factor then only say how samples decode.
+  bool prescaled = false;
   std::string latent_space;  // "pixels", "sd-vae-ft-ema", ...
   std::string source;
   std::string dtype;         // "float16" | "float32"

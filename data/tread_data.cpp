@@ -174,8 +174,10 @@ void inspect_one(const std::string& path) {
             << "  read path    " << info.read_path << "\n"
             << "  latent space " << info.latent_space << "\n"
             << "  source       " << (info.source.empty() ? "(not given)" : info.source) << "\n"
-            << "  normalise    x = " << fmt(info.scale_factor, 10) << " * (v - "
-            << fmt(info.shift_factor, 10) << ")\n"
+            << (info.prescaled ? "  normalise    x = v (prescaled); samples decode as x / " + fmt(info.scale_factor, 10) +
+                                     " + " + fmt(info.shift_factor, 10) + "\n"
+                               : "  normalise    x = " + fmt(info.scale_factor, 10) + " * (v - " +
+                                     fmt(info.shift_factor, 10) + ")\n")
             << "  num_classes  " << info.num_classes << "\n";
 
   // One pass in chunks: label counts and per-channel sums of x in float64.
@@ -454,7 +456,8 @@ int cmd_import_wds(const std::vector<std::string>& args) {
       "/labels. A folder stands for its .tar files whose names contain --match, sorted; samples\n"
       "keep the shards' order. Plain (uncompressed) tar files only. --prescaled: the values are\n"
       "already scale * (z - shift), as the reference's are (its sampler decodes x / 0.18215);\n"
-      "they are stored as z in float32 so that training sees the same values and decoding works:\n"
+      "they are stored as they are, marked prescaled = 1: training reads them unchanged, and\n"
+      "samples decode as x / scale + shift:\n"
       "  tread_data import-wds --shards imagenet256_latents_wds --match ImageNetTrain-train \\\n"
       "    --out imagenet256.h5 --latent-space sd-vae-ft-ema --scale-factor 0.18215 --prescaled\n"
       "The file is written contiguous and uncompressed, as OUT.tmp, renamed to OUT when complete.\n\n"
@@ -464,7 +467,7 @@ int cmd_import_wds(const std::vector<std::string>& args) {
       "shards", po::value(&o.shards)->multitoken()->required(), "tar shards and folders of them")(
       "match", po::value(&o.match)->default_value(""), "a folder's shards: names containing this")(
       "out", po::value(&o.out)->required(), "output HDF5 file")(
-      "prescaled", po::bool_switch(&o.prescaled), "the shards hold scale * (z - shift): store z");
+      "prescaled", po::bool_switch(&o.prescaled), "the shards hold scale * (z - shift): training takes them as they are");
   if (!parse_import(args, desc, o)) return 0;  // --help
   nt::WdsImportResult r = nt::import_wds(o);
   print_written(o.out, " from " + std::to_string(r.shards) + " shard(s)", r.num_classes_from_labels,

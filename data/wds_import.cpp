@@ -247,7 +247,7 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
   if (!out_dir.empty() && !fs::is_directory(out_dir, ec))
     throw DataError("the output folder " + q(out_dir.string()) + " does not exist");
   if (o.prescaled && !(o.scale_factor > 0))
-    throw DataError("--prescaled divides the values by --scale-factor, which must then be > 0");
+    throw DataError("--prescaled: samples decode as x / --scale-factor, which must then be > 0");
 
   // Pass 1: the members of every shard, grouped into samples as webdataset groups them
   // (consecutive members with the same key).
@@ -309,7 +309,7 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
     throw DataError(where_of(samples[0]) + ": a latent has shape " + shape_text(first.shape) +
                     "; expected (C, H, W)");
   const int64_t row = first.shape[0] * first.shape[1] * first.shape[2];
-  const at::ScalarType dtype = first.itemsize == 2 && !o.prescaled ? at::kHalf : at::kFloat;
+  const at::ScalarType dtype = first.itemsize == 2 ? at::kHalf : at::kFloat;
   result.samples = n;
   result.shards = static_cast<int64_t>(shards.size());
   result.shape = {n, first.shape[0], first.shape[1], first.shape[2]};
@@ -352,10 +352,7 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
       const at::ScalarType in = h.itemsize == 2 ? at::kHalf : h.itemsize == 4 ? at::kFloat : at::kDouble;
       auto v = at::from_blob(raw, {row}, at::TensorOptions().dtype(in));  // [C*H*W], the stored values
       auto dst = at::from_blob(buf.data() + r * row * out_item, {row}, at::TensorOptions().dtype(dtype));
-      if (o.prescaled)  // z = v / scale_factor + shift_factor, rounded once to float32
-        dst.copy_(v.to(at::kDouble).div_(o.scale_factor).add_(o.shift_factor));
-      else
-        dst.copy_(v);  // float16 as it is; float32 as it is; float64 rounded to float32
+      dst.copy_(v);  // float16 as it is; float32 as it is; float64 rounded to float32
     }
     writer.write_rows(begin, at::from_blob(buf.data(), {rows, first.shape[0], first.shape[1], first.shape[2]}, dtype));
     progress.update(begin + rows);
@@ -367,10 +364,11 @@ WdsImportResult import_wds(const WdsImportOptions& o) {
   if (source.empty()) {
     source = "imported from " + std::to_string(shards.size()) + " WebDataset shard(s) (" + paths.front() +
              (shards.size() > 1 ? " ... " + paths.back() : std::string()) + ") by tread_data import-wds" +
-             (o.prescaled ? ", values divided by the scale factor" : "");
+             (o.prescaled ? ", values already scaled (prescaled = 1)" : "");
   }
   writer.set_dataset_attributes(result.num_classes, o.scale_factor, o.shift_factor, o.latent_space, source,
                                 TextType::kFixedUtf8);
+  if (o.prescaled) writer.set_int_attr("prescaled", 1);
   writer.commit();
   return result;
 }

@@ -11,8 +11,8 @@
 //     Python's tarfile writes) are read.
 //   - `prescaled`: the values are already scale_factor · (z − shift_factor), what training takes
 //     (the reference trains on latents multiplied by the VAE's scaling factor: its sampler decodes
-//     x / 0.18215): they are stored as z = v / scale_factor + shift_factor in float32, so that
-//     training sees v again (to float32 rounding) and decoding gets the VAE's own latents z.
+//     x / 0.18215): they are stored as they are with the attribute prescaled = 1, so that training
+//     reads the shards' values bit for bit, and decoding divides samples by scale_factor.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,4 +1,4 @@
-// LatentDataset and the MNIST importer: exact values (float16/float32, scale/shift), order and
+// LatentDataset and the MNIST importer: exact values (float16/float32, scale/shift, prescaled), order and
 // repeats, moments noise (formula, reproducibility, statistics), several files, bad inputs.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -34,6 +34,7 @@ struct Spec {
   std::optional<std::vector<hsize_t>> label_dims;  // default [labels.size()]
   std::optional<double> scale, shift;
   std::optional<int64_t> num_classes = 10;
+  std::optional<int64_t> prescaled;
   std::optional<std::string> latent_space, source;
 };
 
@@ -98,12 +99,12 @@ void write_h5(const std::string& path, const Spec& s) {
   }
   if (s.scale) write_attr_double(file.get(), "scale_factor", *s.scale);
   if (s.shift) write_attr_double(file.get(), "shift_factor", *s.shift);
-  if (s.num_classes) {
-    H5Id space(H5Screate(H5S_SCALAR));
-    H5Id a(H5Acreate2(file.get(), "num_classes", H5T_STD_I64LE, space.get(), H5P_DEFAULT,
-                      H5P_DEFAULT));
-    H5Awrite(a.get(), H5T_NATIVE_INT64, &*s.num_classes);
-  }
+  for (const auto& [name, v] : {std::make_pair("num_classes", s.num_classes), std::make_pair("prescaled", s.prescaled)})
+    if (v) {
+      H5Id space(H5Screate(H5S_SCALAR));
+      H5Id a(H5Acreate2(file.get(), name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT));
+      H5Awrite(a.get(), H5T_NATIVE_INT64, &*v);
+    }
   if (s.latent_space) write_attr_string(file.get(), "latent_space", *s.latent_space, true);
   if (s.source) write_attr_string(file.get(), "source", *s.source, false);
 }
@@ -235,6 +236,40 @@ Spec moments_spec(int64_t n, int c, int h, int w, float mean, float logvar) {
       for (int j = 0; j < h * w; ++j) s.values.push_back(ch < c ? mean : logvar);
   s.labels = std::vector<int64_t>(n, 1);
   return s;
+}
+
+// prescaled = 1: the stored latents are the model's x already (the reference's WebDataset values):
+// read bit for bit, scale_factor and shift_factor kept for decoding only. 0 is the formula.
+TEST(LatentDataset, PrescaledLatentsReadAsStored) {
+  const std::string dir = nt::test::scratch_dir();
+  for (const std::string dtype : {"float32", "float16"})
+    for (int64_t flag : {0, 1}) {
+      Spec s = latents_spec(3, 1, 2, 2);
+      s.dtype = dtype;
+      s.scale = 0.18215;
+      s.shift = 0.25;
+      s.prescaled = flag;
+      const std::string path = dir + "/" + dtype + std::to_string(flag) + ".h5";
+      write_h5(path, s);
+      LatentDataset ds({path});
+      EXPECT_EQ(ds.info().prescaled, flag == 1);
+      EXPECT_EQ(ds.info().scale_factor, 0.18215);
+      at::Tensor x, y;
+      ds.read({2, 0}, 0, &x, &y);
+      for (int64_t j = 0; j < 4; ++j) {
+        const float v = dtype == "float16" ? static_cast<float>(c10::Half(value_of(2, j))) : value_of(2, j);
+        const float want = flag ? v : (v - 0.25f) * static_cast<float>(0.18215);
+        ASSERT_EQ(x[0].reshape({-1})[j].item<float>(), want) << dtype << " prescaled " << flag << " element " << j;
+      }
+    }
+  Spec two = latents_spec(3, 1, 2, 2);
+  two.prescaled = 2;
+  write_h5(dir + "/two.h5", two);
+  EXPECT_CONTAINS(data_error([&] { LatentDataset ds({dir + "/two.h5"}); }), "prescaled = 2 must be 0 or 1");
+  Spec moments = moments_spec(2, 1, 2, 2, 0.f, 0.f);
+  moments.prescaled = 1;
+  write_h5(dir + "/moments.h5", moments);
+  EXPECT_CONTAINS(data_error([&] { LatentDataset ds({dir + "/moments.h5"}); }), "prescaled = 1 goes with /latents");
 }
 
 TEST(LatentDataset, MomentsFollowTheDocumentedFormula) {
@@ -378,6 +413,7 @@ TEST(LatentDataset, MismatchedFilesNameBoth) {
       {"shift", "shift_factor", [](Spec& s) { s.shift = 0.1; }},
       {"moments", "storage", [](Spec& s) { s = moments_spec(4, 2, 2, 2, 0.f, 0.f); }},
       {"dtype", "dtype", [](Spec& s) { s.dtype = "float16"; }},
+      {"prescaled", "prescaled", [](Spec& s) { s.prescaled = 1; }},
   };
   for (const Case& c : cases) {
     Spec s = latents_spec(4, 2, 2, 2);

@@ -1,8 +1,8 @@
 // tread_data import-wds: the reference's WebDataset shards (tar files of <key>.latent.npy and
 // <key>.cls members) written by Python's tarfile in its default (pax) and GNU formats, with long
 // keys, extra members and a shard the --match filter leaves out -> the same values and classes in
-// shard order; --prescaled stores the VAE's latents so that training sees the shards' values
-// again; bad shards end with exit code 1, a message naming the shard and the sample, and no file.
+// shard order; --prescaled keeps the values, marked prescaled, so that training reads the shards'
+// values bit for bit; bad shards end with exit code 1, a message naming the shard and the sample, and no file.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -116,9 +116,9 @@ TEST(ImportWds, TheReferencesShardsInOrder) {
   EXPECT_EQ(b.info().num_classes, 4);  // the largest class + 1
 }
 
-// The reference trains on latents times the VAE's scaling factor: --prescaled stores z = v / 0.18215
-// (float32) with scale_factor 0.18215, so that the loader hands training v again, to float32
-// rounding, and the VAE decodes z.
+// The reference trains on latents times the VAE's scaling factor: --prescaled stores them as they
+// are with prescaled = 1 and scale_factor 0.18215, so that the loader hands training the shards'
+// values bit for bit, and samples decode as x / 0.18215.
 TEST(ImportWds, PrescaledLatentsTrainOnTheSameValues) {
   const std::string dir = write_shards(nt::test::scratch_dir());
   std::string out;
@@ -130,16 +130,16 @@ TEST(ImportWds, PrescaledLatentsTrainOnTheSameValues) {
   nt::LatentDataset ds({dir + "/s.h5"});
   EXPECT_EQ(ds.info().dtype, "float32");
   EXPECT_DOUBLE_EQ(ds.info().scale_factor, 0.18215);
+  EXPECT_TRUE(ds.info().prescaled);
   at::Tensor x, y;
-  ds.read({0, 1, 2, 3, 4, 5}, 0, &x, &y);  // x = 0.18215 * z
-  double worst = 0;
+  ds.read({0, 1, 2, 3, 4, 5}, 0, &x, &y);  // x as the shards hold it
   for (int64_t i = 0; i < 6; ++i)
     for (int64_t j = 0; j < 24; ++j) {
       const float v = static_cast<float>(0.18215 * (i * 0.5 + j * 0.25 - 3));  // what the shard holds
-      const float got = x[i].reshape({-1})[j].item<float>();
-      worst = std::max(worst, std::abs(static_cast<double>(got) - v) / std::max(1e-6, std::abs(static_cast<double>(v))));
+      ASSERT_EQ(x[i].reshape({-1})[j].item<float>(), v) << "sample " << i << " element " << j;
     }
-  EXPECT_LE(worst, 2e-7);  // float32 rounding
+  ASSERT_EQ(tool("inspect " + dir + "/s.h5", &out), 0) << out;
+  EXPECT_CONTAINS(out, "x = v (prescaled); samples decode as x / 0.18215");
   // Without --prescaled the values are stored as they are (and scaled again by the loader).
   ASSERT_EQ(tool("import-wds --shards " + dir + "/scaled.tar --out " + dir + "/t.h5 --scale-factor 0.18215", &out), 0)
       << out;
