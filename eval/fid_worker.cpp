@@ -314,7 +314,7 @@ nt::FeatureAccumulator image_folder_features(const po::variables_map& vm, const 
   nt::Progress progress("features of " + dir, num, "images");
   std::future<std::vector<at::Tensor>> next = std::async(std::launch::async, read, batch_files(0));
   for (int64_t b0 = 0; b0 < num; b0 += s.batch) {
-    const std::vector<int64_t> names = batch_files(b0);
+    const std::vector<int64_t> idx = batch_files(b0);  // positions in the folder
     std::vector<at::Tensor> images = next.get();  // [3,H,W] each
     if (b0 + s.batch < num) next = std::async(std::launch::async, read, batch_files(b0 + s.batch));
     for (size_t i = 0; i < images.size();) {
@@ -324,7 +324,7 @@ nt::FeatureAccumulator image_folder_features(const po::variables_map& vm, const 
       if (fx.channels() == 1) {  // a grey-image extractor takes grey files, their one channel
         for (size_t k = i; k < j; ++k)
           if (!images[k][0].equal(images[k][1]) || !images[k][0].equal(images[k][2]))
-            throw std::runtime_error("'" + folder.where(names[k]) + "' is a colour image, and the " + fx.name() +
+            throw std::runtime_error("'" + folder.where(idx[k]) + "' is a colour image, and the " + fx.name() +
                                      " extractor takes grey images (1 channel)");
         x = x.narrow(1, 0, 1);  // [n,1,H,W]
       }

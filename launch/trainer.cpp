@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/blas_advice.h"
 #include "core/checkpoint.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -551,6 +552,10 @@ TrainSummary train(const Config& cfg, const std::string& config_toml, Communicat
   log_info("model " + cfg.model.name + " depth " + std::to_string(mc.depth) + " width " + std::to_string(mc.hidden_size) +
            ", " + std::to_string(cost.params) + " parameters, " + fmt("%.3f", cost.train_flops() / 1e9) +
            " GFLOP per training image; " + std::to_string(data.info().size) + " samples; device " + device.str());
+  if (rank == 0 && device.is_cpu()) {  // once the run is set up: errors before it stay one line
+    const std::string advice = blas_kernel_advice();
+    if (!advice.empty()) log_warn(advice);
+  }
   {  // what a rank holds: parameters and gradients (dist/sharded_params.h), sharded AdamW moments and EMA
     double shard_mb = 0;
     for (const auto& p : s.params()) shard_mb += p.numel() * 4.0 / 1e6;

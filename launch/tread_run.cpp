@@ -7,7 +7,6 @@
 #include <fstream>
 #include <iostream>
 
-#include "core/blas_advice.h"
 #include "core/config.h"
 #include "core/host_memory.h"
 #include "core/log.h"
@@ -78,10 +77,6 @@ int main(int argc, char** argv) {
                                           /*lone_process_trains=*/true, gpu_id);
     if (topo.world_rank == 0) std::cout << resolved << std::flush;
     nt::log_info(nt::describe(topo));
-    if (topo.world_rank == 0 && !nt::trains_on_cuda(cfg)) {
-      const std::string advice = nt::blas_kernel_advice();
-      if (!advice.empty()) nt::log_warn(advice);
-    }
     nt::install_stop_handlers();
     try {
       if (topo.is_evaluator) {

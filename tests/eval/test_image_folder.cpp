@@ -25,6 +25,17 @@ at::Tensor levels(int64_t h, int64_t w, int64_t c, int64_t a) {
   return ((torch::arange(h * w * c, torch::kLong) * 7 + a) % 256).to(torch::kUInt8).reshape({h, w, c});
 }
 
+// The message of the DataError that opening `path` throws ("" and a test failure if none).
+std::string open_error(const std::string& path) {
+  try {
+    nt::ImageFolder folder(path);
+  } catch (const nt::DataError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "opening " << path << " did not fail";
+  return "";
+}
+
 std::vector<std::string> names_of(const nt::ImageFolder& folder) {
   std::vector<std::string> out;
   for (int64_t i = 0; i < folder.size(); ++i) out.push_back(folder.name(i));
@@ -86,12 +97,7 @@ TEST(ImageFolder, AZipArchiveAsItsFolder) {
   EXPECT_TRUE(torch::equal(a[0], images[2].second.permute({2, 0, 1}).to(torch::kFloat).div(255)));
 
   nt::test::write_text(dir + "/broken.zip", "PK not really");
-  try {
-    nt::ImageFolder broken(dir + "/broken.zip");
-    FAIL() << "a broken archive";
-  } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "broken.zip' is not a readable zip archive");
-  }
+  EXPECT_CONTAINS(open_error(dir + "/broken.zip"), "broken.zip' is not a readable zip archive");
 }
 
 // EDM's Dataset(max_size, random_seed): numpy's RandomState(seed % 2^31).shuffle of 0..n-1, the first
@@ -114,28 +120,14 @@ TEST(ImageFolder, FormatsItCannotReadEmptyAndMissingFoldersAreErrors) {
   nt::write_png(dir + "/a.png", levels(2, 2, 3, 0));
   fs::create_directories(dir + "/deeper");
   nt::test::write_text(dir + "/deeper/b.WebP", "RIFF");
-  try {
-    nt::ImageFolder folder(dir);
-    FAIL() << "a .webp file the reference would read must not be left out silently";
-  } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "b.WebP");
-    EXPECT_CONTAINS(e.what(), "PNG and JPEG");
-  }
+  const std::string webp = open_error(dir);  // a file the reference would read is not left out silently
+  EXPECT_CONTAINS(webp, "b.WebP");
+  EXPECT_CONTAINS(webp, "PNG and JPEG");
   const std::string empty = nt::test::scratch_dir() + "/empty";
   fs::create_directories(empty + "/sub");
   nt::test::write_text(empty + "/sub/readme.txt", "no images");
-  try {
-    nt::ImageFolder folder(empty);
-    FAIL() << "a folder without images";
-  } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "no PNG or JPEG images in");
-  }
-  try {
-    nt::ImageFolder folder(empty + "/nowhere");
-    FAIL() << "a missing folder";
-  } catch (const nt::DataError& e) {
-    EXPECT_CONTAINS(e.what(), "nowhere");
-  }
+  EXPECT_CONTAINS(open_error(empty), "no PNG or JPEG images in");
+  EXPECT_CONTAINS(open_error(empty + "/nowhere"), "nowhere");
 }
 
 TEST(ImageFolder, ReadAsEightBitLevelsOverTwoFiftyFive) {
