@@ -165,7 +165,8 @@ std::vector<int64_t> edm_subset(int64_t n, int64_t max_size, int64_t seed) {
   for (int64_t i = 0; i < n; ++i) idx[i] = i;
   if (max_size >= n) return idx;
   // numpy: RandomState(s) seeds MT19937 with init_genrand(s), as std::mt19937 does.
-  std::mt19937 mt(static_cast<uint32_t>(seed % (int64_t(1) << 31)));
+  const int64_t m = int64_t(1) << 31;
+  std::mt19937 mt(static_cast<uint32_t>((seed % m + m) % m));  // Python's %: never negative
   for (int64_t i = n - 1; i >= 1; --i) {
     uint64_t mask = static_cast<uint64_t>(i);  // the smallest 2^k - 1 >= i
     for (int shift : {1, 2, 4, 8, 16, 32}) mask |= mask >> shift;

@@ -110,6 +110,7 @@ TEST(ImageFolder, SubsetsAsEdmsDatasetPicksThem) {
   EXPECT_EQ(nt::edm_subset(300, 5, 123), (std::vector<int64_t>{114, 165, 262, 278, 293}));
   EXPECT_EQ(nt::edm_subset(70000, 3, 0), (std::vector<int64_t>{10840, 14849, 56267}));
   EXPECT_EQ(nt::edm_subset(1 << 20, 4, (int64_t(1) << 31) + 5), (std::vector<int64_t>{545918, 584713, 645033, 1045202}));
+  EXPECT_EQ(nt::edm_subset(50, 3, -1), (std::vector<int64_t>{31, 35, 49}));  // Python's -1 % 2^31 = 2^31 - 1
   EXPECT_EQ(nt::edm_subset(2, 1, 0), (std::vector<int64_t>{1}));
   EXPECT_EQ(nt::edm_subset(4, 4, 0), (std::vector<int64_t>{0, 1, 2, 3}));  // no subset: all, in order
   EXPECT_EQ(nt::edm_subset(3, 9, 0), (std::vector<int64_t>{0, 1, 2}));
