@@ -47,9 +47,10 @@ class ImageFolder {
 };
 
 // EDM's Dataset(max_size, random_seed): the indices of the `max_size` of `n` items it keeps,
-// ascending. numpy's legacy RandomState(seed % 2^31, as Python's %: never negative) shuffles 0..n-1 (Fisher-Yates from the last
-// index down, each j drawn by rejection from the 32-bit MT19937 outputs masked to the smallest
-// 2^k - 1 >= i), and the first max_size are sorted. All of 0..n-1 when max_size >= n.
+// ascending. numpy's legacy RandomState(seed % 2^31, never negative as Python's %) shuffles 0..n-1
+// (Fisher-Yates from the last index down, each j drawn by rejection from the 32-bit MT19937
+// outputs masked to the smallest 2^k - 1 >= i), and the first max_size are sorted. All of 0..n-1
+// when max_size >= n.
 std::vector<int64_t> edm_subset(int64_t n, int64_t max_size, int64_t seed);
 
 }  // namespace nt
