@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <filesystem>
-#include <random>
 #include <cstring>
+#include <filesystem>
 #include <memory>
+#include <random>
 #include <set>
 #include <utility>
 
