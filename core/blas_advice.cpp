@@ -22,7 +22,10 @@ std::string blas_kernel_advice() {
   const char* set = std::getenv("OPENBLAS_CORETYPE");
   if (core != "prescott" || (set && *set)) return "";
   __builtin_cpu_init();
-  const char* better = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+  // The flags scripts/quickstart tests for the same choice (SkylakeX's kernels use all four).
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const char* better = avx512                                                              ? "SkylakeX"
                        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "Haswell"
                                                                                          : nullptr;
   if (!better) return "";

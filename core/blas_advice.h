@@ -12,7 +12,7 @@ namespace nt {
 std::string openblas_core();
 
 // A line advising OPENBLAS_CORETYPE where OpenBLAS runs its Prescott kernels on a CPU with AVX2 and
-// FMA (Haswell's) or AVX-512 (SkylakeX's) and OPENBLAS_CORETYPE is not set; "" otherwise.
+// FMA (Haswell's) or AVX-512 F, BW, VL and DQ (SkylakeX's) and OPENBLAS_CORETYPE is not set; "" otherwise.
 std::string blas_kernel_advice();
 
 }  // namespace nt

@@ -57,7 +57,7 @@ struct JpegState {  // on the heap, as PngState
   char message[JMSG_LENGTH_MAX] = {0};
   bool truncated = false;
   jpeg_decompress_struct cinfo;
-  std::vector<uint8_t> bytes, row;
+  std::vector<uint8_t> row;
   Rgb8 image;
 };
 
@@ -81,18 +81,11 @@ inline int muldiv255(int a, int b) {
 inline uint8_t clip8(int v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
 #endif
 
-std::vector<uint8_t> read_bytes(const std::string& path, size_t limit = 0) {
+std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError("cannot open " + q(path) + ": " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  if (limit) {
-    bytes.resize(limit);
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(limit));
-    bytes.resize(static_cast<size_t>(in.gcount()));
-  } else {
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) throw DataError("cannot read " + q(path));
-  }
+  std::vector<uint8_t> bytes(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) throw DataError("cannot read " + q(path));
   return bytes;
 }
 
@@ -164,7 +157,6 @@ Rgb8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
                   "configured: install libjpeg-dev and configure again)");
 #else
   const std::unique_ptr<JpegState> st(new JpegState());  // zeroed: cinfo before jpeg_create_decompress
-  st->bytes = bytes;
   jpeg_decompress_struct& cinfo = st->cinfo;
   cinfo.err = jpeg_std_error(&st->err);
   st->err.error_exit = jpeg_fail;
@@ -174,7 +166,7 @@ Rgb8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
     throw DataError("cannot read JPEG " + q(path) + ": " + st->message);
   }
   jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, st->bytes.data(), static_cast<unsigned long>(st->bytes.size()));
+  jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));  // the caller's: outlives cinfo
   jpeg_read_header(&cinfo, TRUE);
   const int components = cinfo.num_components;
   if (components == 1)

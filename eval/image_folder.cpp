@@ -117,9 +117,8 @@ ImageFolder::ImageFolder(const std::string& path) : path_(path) {
   } else {
     if (!fs::is_directory(path, ec)) throw DataError("image folder " + q(path) + " does not exist or is not a folder");
     for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-      if (!kPilExtensions.count(lower(it->path().extension().string())) || !it->is_regular_file(ec)) continue;
-      if (is_image(it->path().string(), it->path().string()))
-        names_.push_back(fs::relative(it->path(), path).generic_string());  // as os.path.relpath gives it
+      if (!it->is_regular_file(ec) || !is_image(it->path().string(), it->path().string())) continue;
+      names_.push_back(fs::relative(it->path(), path).generic_string());  // as os.path.relpath gives it
     }
     if (ec) throw DataError("cannot list " + q(path) + ": " + ec.message());
     std::sort(names_.begin(), names_.end());  // byte order: Python's str order for UTF-8 names

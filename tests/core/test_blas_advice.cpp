@@ -28,10 +28,12 @@ TEST(BlasAdvice, OnlyForPrescottKernelsOnABetterCpuUnasked) {
   const std::string saved = before ? before : "";
   unsetenv("OPENBLAS_CORETYPE");
   __builtin_cpu_init();
-  const bool better = __builtin_cpu_supports("avx512f") || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool better = avx512 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
   const std::string advice = nt::blas_kernel_advice();
   if (core == "prescott" && better) {
-    EXPECT_CONTAINS(advice, __builtin_cpu_supports("avx512f") ? "OPENBLAS_CORETYPE=SkylakeX" : "OPENBLAS_CORETYPE=Haswell");
+    EXPECT_CONTAINS(advice, avx512 ? "OPENBLAS_CORETYPE=SkylakeX" : "OPENBLAS_CORETYPE=Haswell");
   } else {
     EXPECT_EQ(advice, "") << "OpenBLAS runs its " << core << " kernels";
   }
